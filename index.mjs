@@ -1,0 +1,3 @@
+import cjs from './index.js';
+
+export const { RedisStreamSessionManager, RedisInfoSessionManager, createSessionManagers } = cjs;

@@ -1,0 +1,182 @@
+'use strict';
+
+const { NativeClient } = require('./native.cjs');
+const { nativeOptions } = require('./options.js');
+
+const WARN_EVERY_MS = 10_000;
+const noop = () => {};
+
+/**
+ * Reports background errors: to `onError` when given, else as a rate-limited warning.
+ * Never throws.
+ */
+class Reporter {
+	#onError;
+	#lastWarning = 0;
+	#suppressed = 0;
+
+	/** @param {((error: Error) => void) | undefined} onError */
+	constructor(onError) {
+		this.#onError = onError;
+	}
+
+	/** @param {unknown} error */
+	report(error) {
+		const err = error instanceof Error ? error : new Error(String(error));
+		if (this.#onError) {
+			try {
+				this.#onError(err);
+			} catch {
+				// A throwing hook must not take the process down.
+			}
+			return;
+		}
+		const now = Date.now();
+		if (now - this.#lastWarning < WARN_EVERY_MS) {
+			this.#suppressed++;
+			return;
+		}
+		const more = this.#suppressed ? ` (${this.#suppressed} similar messages suppressed)` : '';
+		this.#lastWarning = now;
+		this.#suppressed = 0;
+		process.emitWarning(`${err.message}${more}`, { code: 'TMCP_REDIS' });
+	}
+}
+
+/**
+ * One native command connection. Calls made in one tick cross to Rust as one batch and
+ * are answered as one batch; the process is kept alive only while calls are pending.
+ */
+class Link {
+	#native;
+	/** @type {Map<number, { resolve: (v: any) => void, reject: (e: Error) => void, what: string }>} */
+	#pending = new Map();
+	#nextId = 1;
+	/** @type {number[]} */
+	#calls = [];
+	/** @type {string[]} */
+	#args = [];
+	#scheduled = false;
+	#keepAlive;
+	#users = 0;
+	closed = false;
+	reporter;
+
+	/**
+	 * @param {string} url
+	 * @param {ReturnType<import('./options.js')['normalizeOptions']>} options
+	 */
+	constructor(url, options) {
+		this.options = options;
+		this.reporter = new Reporter(options.onError);
+		this.#native = new NativeClient(url, nativeOptions(options), (ids, replies, failed) =>
+			this.#complete(ids, replies, failed),
+		);
+		this.#keepAlive = setInterval(noop, 2 ** 30);
+		this.#keepAlive.unref();
+	}
+
+	get native() {
+		return this.#native;
+	}
+
+	get url() {
+		return this.#native.url;
+	}
+
+	/** Registers one more manager using this link. */
+	retain() {
+		this.#users++;
+		return this;
+	}
+
+	/**
+	 * Reserves a call id answered by a native method other than `submit`.
+	 * @param {string} what context for error messages
+	 * @returns {{ id: number, promise: Promise<any> }}
+	 */
+	track(what) {
+		const id = this.#nextId;
+		this.#nextId = (this.#nextId + 1) >>> 0 || 1;
+		const promise = new Promise((resolve, reject) => {
+			this.#pending.set(id, { resolve, reject, what });
+		});
+		this.#keepAlive.ref();
+		return { id, promise };
+	}
+
+	/**
+	 * Queues one call for this tick's batch.
+	 * @param {number} code see wire.js
+	 * @param {string[]} args
+	 * @param {string} what context for error messages
+	 */
+	call(code, args, what) {
+		if (this.closed) return Promise.reject(new Error(`${what}: the session manager is closed`));
+		const { id, promise } = this.track(what);
+		this.#calls.push(id, code, args.length);
+		for (let i = 0; i < args.length; i++) this.#args.push(args[i]);
+		if (!this.#scheduled) {
+			this.#scheduled = true;
+			queueMicrotask(this.#flush);
+		}
+		return promise;
+	}
+
+	#flush = () => {
+		this.#scheduled = false;
+		const calls = Uint32Array.from(this.#calls);
+		const args = this.#args;
+		this.#calls = [];
+		this.#args = [];
+		try {
+			this.#native.submit(calls, args);
+		} catch (error) {
+			for (let i = 0; i < calls.length; i += 3) {
+				this.#settle(calls[i], error instanceof Error ? error.message : String(error), true);
+			}
+		}
+	};
+
+	/**
+	 * @param {Uint32Array} ids
+	 * @param {unknown[]} replies
+	 * @param {Uint32Array} failed indexes of replies that are error messages
+	 */
+	#complete(ids, replies, failed) {
+		// Runs from a threadsafe function: it must never throw.
+		try {
+			let f = 0;
+			for (let i = 0; i < ids.length; i++) {
+				const isError = f < failed.length && failed[f] === i;
+				if (isError) f++;
+				this.#settle(ids[i], replies[i], isError);
+			}
+		} catch (error) {
+			this.reporter.report(error);
+		}
+	}
+
+	/** @param {number} id @param {unknown} reply @param {boolean} isError */
+	#settle(id, reply, isError) {
+		const entry = this.#pending.get(id);
+		if (!entry) return;
+		this.#pending.delete(id);
+		if (this.#pending.size === 0) {
+			if (this.closed) clearInterval(this.#keepAlive);
+			else this.#keepAlive.unref();
+		}
+		if (isError) entry.reject(new Error(`${entry.what}: ${reply}`));
+		else entry.resolve(reply);
+	}
+
+	/** Releases one user; the last one closes the connection. */
+	release() {
+		if (--this.#users > 0 || this.closed) return;
+		this.closed = true;
+		this.#native.close();
+		if (this.#pending.size === 0) clearInterval(this.#keepAlive);
+	}
+}
+
+module.exports = { Link, Reporter };

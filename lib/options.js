@@ -1,0 +1,109 @@
+'use strict';
+
+const DEFAULTS = Object.freeze({
+	keyPrefix: '',
+	sessionTtlSeconds: 10,
+	commandTimeout: 5000,
+	connectTimeout: 5000,
+	upstreamCompatible: false,
+	onError: undefined,
+});
+
+/** @param {string} name @param {unknown} value @param {number} min @param {number} max */
+function integer(name, value, min, max) {
+	if (!Number.isInteger(value) || value < min || value > max) {
+		throw new TypeError(
+			`Option "${name}" must be an integer from ${min} to ${max}, got ${describe(value)}`,
+		);
+	}
+	return value;
+}
+
+/** @param {unknown} value */
+function describe(value) {
+	if (typeof value === 'string') return JSON.stringify(value);
+	if (typeof value === 'bigint') return `${value}n`;
+	if (value === null) return 'null';
+	if (typeof value === 'object') return Array.isArray(value) ? 'an array' : 'an object';
+	return String(value);
+}
+
+/**
+ * Validates the optional options object and fills in defaults.
+ * @param {unknown} options
+ */
+function normalizeOptions(options) {
+	if (options === undefined || options === null) return { ...DEFAULTS };
+	if (typeof options !== 'object' || Array.isArray(options)) {
+		throw new TypeError(`options must be an object, got ${describe(options)}`);
+	}
+	const given = /** @type {Record<string, unknown>} */ (options);
+	for (const key of Object.keys(given)) {
+		if (!(key in DEFAULTS)) {
+			throw new TypeError(
+				`Unknown option "${key}" (known: ${Object.keys(DEFAULTS).join(', ')})`,
+			);
+		}
+	}
+	const result = { ...DEFAULTS };
+	if (given.keyPrefix !== undefined) {
+		if (typeof given.keyPrefix !== 'string') {
+			throw new TypeError(`Option "keyPrefix" must be a string, got ${describe(given.keyPrefix)}`);
+		}
+		result.keyPrefix = given.keyPrefix;
+	}
+	if (given.sessionTtlSeconds !== undefined) {
+		result.sessionTtlSeconds = integer('sessionTtlSeconds', given.sessionTtlSeconds, 3, 86400);
+	}
+	if (given.commandTimeout !== undefined) {
+		result.commandTimeout = integer('commandTimeout', given.commandTimeout, 1, 600000);
+	}
+	if (given.connectTimeout !== undefined) {
+		result.connectTimeout = integer('connectTimeout', given.connectTimeout, 1, 600000);
+	}
+	if (given.upstreamCompatible !== undefined) {
+		if (typeof given.upstreamCompatible !== 'boolean') {
+			throw new TypeError(
+				`Option "upstreamCompatible" must be a boolean, got ${describe(given.upstreamCompatible)}`,
+			);
+		}
+		result.upstreamCompatible = given.upstreamCompatible;
+	}
+	if (given.onError !== undefined) {
+		if (typeof given.onError !== 'function') {
+			throw new TypeError(`Option "onError" must be a function, got ${describe(given.onError)}`);
+		}
+		result.onError = /** @type {(error: Error) => void} */ (given.onError);
+	}
+	return result;
+}
+
+/** @param {ReturnType<typeof normalizeOptions>} options */
+function nativeOptions(options) {
+	return {
+		keyPrefix: options.keyPrefix,
+		sessionTtlSeconds: options.sessionTtlSeconds,
+		commandTimeoutMs: options.commandTimeout,
+		connectTimeoutMs: options.connectTimeout,
+		upstreamCompatible: options.upstreamCompatible,
+	};
+}
+
+/**
+ * @param {string} what
+ * @param {unknown} value
+ */
+function checkId(what, value) {
+	if (typeof value !== 'string' || value.length === 0) {
+		throw new TypeError(`${what} must be a non-empty string, got ${describe(value)}`);
+	}
+}
+
+/** @param {unknown} url */
+function checkUrl(url) {
+	if (typeof url !== 'string') {
+		throw new TypeError(`Redis URL must be a string, got ${describe(url)}`);
+	}
+}
+
+module.exports = { normalizeOptions, nativeOptions, checkId, checkUrl, describe };

@@ -1,0 +1,241 @@
+'use strict';
+
+const { inspect } = require('node:util');
+const { NativeStreams } = require('./native.cjs');
+const { Link } = require('./link.js');
+const { normalizeOptions, checkId, checkUrl, describe } = require('./options.js');
+const wire = require('./wire.js');
+
+const LINK = Symbol.for('tmcp-rs.session-manager-redis.link');
+const decoder = new TextDecoder();
+
+/**
+ * @typedef {{ id: string, token: number, controller: ReadableStreamDefaultController }} LocalSession
+ */
+
+/**
+ * Owns the SSE streams of this process and routes notifications to them through Redis
+ * pub/sub, so the process holding a stream receives what any process sends.
+ */
+class RedisStreamSessionManager {
+	#link;
+	#native;
+	/** @type {Map<string, LocalSession>} */
+	#byId = new Map();
+	/** @type {Map<number, LocalSession>} */
+	#byToken = new Map();
+	#nextToken = 1;
+	/** @type {Promise<void> | undefined} */
+	#closing;
+
+	/**
+	 * @param {string} redisUrl
+	 * @param {import('../index').RedisSessionManagerOptions} [options]
+	 */
+	constructor(redisUrl, options) {
+		checkUrl(redisUrl);
+		const shared = options && /** @type {any} */ (options)[LINK];
+		this.#link = shared ? shared.retain() : new Link(redisUrl, normalizeOptions(options)).retain();
+		this.#native = new NativeStreams(this.#link.native, (bytes, entries) =>
+			this.#deliver(bytes, entries),
+		);
+	}
+
+	/**
+	 * Registers the controller of a new SSE stream; resolves once Redis confirmed the
+	 * subscription, so anything sent afterwards reaches it.
+	 * @param {string} id
+	 * @param {ReadableStreamDefaultController} controller
+	 */
+	async create(id, controller) {
+		checkId('session id', id);
+		if (!controller || typeof (/** @type {any} */ (controller).enqueue) !== 'function') {
+			throw new TypeError(
+				`controller must be a ReadableStreamDefaultController (an object with enqueue()), got ${describe(controller)}`,
+			);
+		}
+		this.#assertOpen('create');
+		const session = { id, token: this.#nextToken, controller };
+		this.#nextToken = (this.#nextToken + 1) >>> 0 || 1;
+		const { id: call, promise } = this.#link.track(`Could not create stream session ${id}`);
+		const previous = this.#byId.get(id);
+		this.#byId.set(id, session);
+		this.#byToken.set(session.token, session);
+		this.#native.create(call, id, session.token);
+		if (previous) {
+			// One stream per id and instance: the newer one replaces the older.
+			this.#byToken.delete(previous.token);
+			closeQuietly(previous.controller);
+		}
+		try {
+			await promise;
+		} catch (error) {
+			this.#forget(session);
+			throw error;
+		}
+	}
+
+	/**
+	 * Ends the session everywhere: its owner (this or another process) closes the
+	 * stream, and `has(id)` is false from every process once this resolves.
+	 * @param {string} id
+	 */
+	async delete(id) {
+		checkId('session id', id);
+		const session = this.#byId.get(id);
+		if (session) {
+			this.#forget(session);
+			this.#native.dropLocal(id, session.token, false);
+			closeQuietly(session.controller);
+		}
+		await this.#link.call(wire.STREAM_DELETE, [id], `Could not delete stream session ${id}`);
+	}
+
+	/**
+	 * Whether a live stream for `id` exists in any process.
+	 * @param {string} id
+	 */
+	async has(id) {
+		checkId('session id', id);
+		if (this.#byId.has(id)) return true;
+		const count = await this.#link.call(wire.HAS, [id], `Could not check stream session ${id}`);
+		return count > 0;
+	}
+
+	/**
+	 * Sends `data` to the given sessions, or to every live session when `sessions` is
+	 * undefined. Resolves once Redis accepted the publish(es).
+	 * @param {string[] | undefined} sessions
+	 * @param {string} data
+	 */
+	async send(sessions, data) {
+		if (typeof data !== 'string') {
+			throw new TypeError(`data must be a string, got ${describe(data)}`);
+		}
+		if (sessions == null) {
+			await this.#link.call(wire.BROADCAST, [data], 'Could not broadcast');
+			return;
+		}
+		if (!Array.isArray(sessions)) {
+			throw new TypeError(`sessions must be an array of session ids or undefined, got ${describe(sessions)}`);
+		}
+		for (const id of sessions) checkId('each session id', id);
+		if (sessions.length === 0) return;
+		await this.#link.call(wire.PUBLISH, [data, ...sessions], 'Could not send to sessions');
+	}
+
+	/** Closes every local stream, removes their liveness keys and the connections. */
+	close() {
+		this.#closing ??= this.#close();
+		return this.#closing;
+	}
+
+	async #close() {
+		const { id: call, promise } = this.#link.track('Could not close the stream session manager');
+		const sessions = [...this.#byId.values()];
+		this.#byId.clear();
+		this.#byToken.clear();
+		for (const session of sessions) closeQuietly(session.controller);
+		try {
+			if (this.#native.close(call)) await promise;
+		} finally {
+			this.#link.release();
+		}
+	}
+
+	[Symbol.asyncDispose]() {
+		return this.close();
+	}
+
+	[inspect.custom]() {
+		return `RedisStreamSessionManager { url: '${this.#link.url}', localSessions: ${this.#byId.size} }`;
+	}
+
+	/** @param {string} method */
+	#assertOpen(method) {
+		if (this.#closing || this.#link.closed) {
+			throw new Error(`Cannot ${method}: the session manager is closed`);
+		}
+	}
+
+	/** @param {LocalSession} session */
+	#forget(session) {
+		if (this.#byId.get(session.id) === session) this.#byId.delete(session.id);
+		this.#byToken.delete(session.token);
+	}
+
+	/**
+	 * A controller that cannot take data any more ends its session here (not elsewhere).
+	 * @param {LocalSession} session
+	 * @param {unknown} error
+	 */
+	#endLocally(session, error) {
+		this.#forget(session);
+		this.#native.dropLocal(session.id, session.token, true);
+		const reason = error instanceof Error ? error.message : String(error);
+		this.#link.reporter.report(
+			new Error(`Stream of session ${session.id} no longer accepts data (${reason}); ended it locally`),
+		);
+	}
+
+	/**
+	 * @param {LocalSession} session
+	 * @param {Uint8Array} chunk
+	 */
+	#enqueue(session, chunk) {
+		try {
+			session.controller.enqueue(chunk);
+		} catch (error) {
+			this.#endLocally(session, error);
+		}
+	}
+
+	/**
+	 * Batched deliveries from Rust: `entries` holds [kind, token, offset, length]
+	 * quadruples into `bytes`. Runs from a threadsafe function: must never throw.
+	 * @param {Buffer} bytes
+	 * @param {Uint32Array} entries
+	 */
+	#deliver(bytes, entries) {
+		const buffer = bytes.buffer;
+		const base = bytes.byteOffset;
+		for (let i = 0; i < entries.length; i += 4) {
+			try {
+				const kind = entries[i];
+				const offset = base + entries[i + 2];
+				const length = entries[i + 3];
+				if (kind === wire.DELIVER_MESSAGE) {
+					const session = this.#byToken.get(entries[i + 1]);
+					if (session) this.#enqueue(session, new Uint8Array(buffer, offset, length));
+				} else if (kind === wire.DELIVER_BROADCAST) {
+					for (const session of [...this.#byToken.values()]) {
+						this.#enqueue(session, new Uint8Array(buffer, offset, length));
+					}
+				} else if (kind === wire.DELIVER_CLOSE) {
+					const session = this.#byToken.get(entries[i + 1]);
+					if (session) {
+						this.#forget(session);
+						closeQuietly(session.controller);
+					}
+				} else if (kind === wire.DELIVER_PROBLEM) {
+					this.#link.reporter.report(
+						new Error(decoder.decode(new Uint8Array(buffer, offset, length))),
+					);
+				}
+			} catch (error) {
+				this.#link.reporter.report(error);
+			}
+		}
+	}
+}
+
+/** @param {ReadableStreamDefaultController} controller */
+function closeQuietly(controller) {
+	try {
+		controller.close();
+	} catch {
+		// Already closed or errored: nothing left to end.
+	}
+}
+
+module.exports = { RedisStreamSessionManager, LINK };

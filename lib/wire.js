@@ -1,0 +1,23 @@
+'use strict';
+// Call codes shared with the native side (src/info_sessions.rs, src/stream_sessions.rs).
+module.exports = Object.freeze({
+	GET_CLIENT_INFO: 10,
+	SET_CLIENT_INFO: 11,
+	GET_CLIENT_CAPABILITIES: 12,
+	SET_CLIENT_CAPABILITIES: 13,
+	GET_LOG_LEVEL: 14,
+	SET_LOG_LEVEL: 15,
+	GET_SUBSCRIPTIONS: 16,
+	ADD_SUBSCRIPTION: 17,
+	REMOVE_SUBSCRIPTION: 18,
+	INFO_DELETE: 19,
+	HAS: 20,
+	PUBLISH: 21,
+	BROADCAST: 22,
+	STREAM_DELETE: 23,
+	// Delivery kinds (src/delivery.rs DeliveryKind).
+	DELIVER_MESSAGE: 0,
+	DELIVER_BROADCAST: 1,
+	DELIVER_CLOSE: 2,
+	DELIVER_PROBLEM: 3,
+});

@@ -1,0 +1,135 @@
+//! Connection and behaviour settings: URL validation and the options object.
+
+use std::time::Duration;
+
+use napi_derive::napi;
+use redis::{Client, IntoConnectionInfo, ProtocolVersion};
+
+/// Options the JavaScript facade has already validated and filled with defaults.
+#[napi(object)]
+#[derive(Clone, Debug)]
+pub struct NativeOptions {
+    /// Prefix for every key and channel name; empty keeps upstream's names.
+    pub key_prefix: String,
+    /// TTL of `available:session:{id}`; refreshed every third of it.
+    pub session_ttl_seconds: u32,
+    /// Longest time a call waits for Redis before it rejects.
+    pub command_timeout_ms: u32,
+    /// Longest time one connection attempt may take.
+    pub connect_timeout_ms: u32,
+    /// Broadcast and info delete SCAN like upstream, to reach sessions and
+    /// subscriptions that upstream processes created.
+    pub upstream_compatible: bool,
+}
+
+impl NativeOptions {
+    pub fn command_timeout(&self) -> Duration {
+        Duration::from_millis(u64::from(self.command_timeout_ms.max(1)))
+    }
+
+    pub fn connect_timeout(&self) -> Duration {
+        Duration::from_millis(u64::from(self.connect_timeout_ms.max(1)))
+    }
+
+    /// How often the liveness keys of local sessions are refreshed: a third of the
+    /// TTL, so two refreshes can fail before a live session looks dead.
+    pub fn refresh_every(&self) -> Duration {
+        Duration::from_millis(u64::from(self.session_ttl_seconds.max(1)) * 1000 / 3)
+    }
+}
+
+const SCHEMES: &[&str] = &[
+    "redis",
+    "rediss",
+    "valkey",
+    "valkeys",
+    "unix",
+    "redis+unix",
+    "valkey+unix",
+];
+
+/// Validates a Redis URL and builds a RESP3 client for it.
+///
+/// Errors name the problem but never repeat the URL, which may hold a password.
+pub fn client_for(url: &str) -> Result<Client, String> {
+    let parsed = url::Url::parse(url).map_err(|e| format!("Invalid Redis URL: {e}"))?;
+    let scheme = parsed.scheme();
+    if !SCHEMES.contains(&scheme) {
+        return Err(format!(
+            "Invalid Redis URL: unsupported scheme \"{scheme}:\" (expected redis://, rediss://, unix:// or redis+unix://)"
+        ));
+    }
+    if matches!(scheme, "rediss" | "valkeys") {
+        return Err("Invalid Redis URL: TLS (rediss://) is not supported by this build".into());
+    }
+    if !scheme.contains("unix") && parsed.host_str().is_none_or(str::is_empty) {
+        return Err("Invalid Redis URL: missing host".into());
+    }
+    let info = url.into_connection_info().map_err(|e| {
+        format!(
+            "Invalid Redis URL: {}",
+            e.detail().unwrap_or("cannot parse")
+        )
+    })?;
+    // RESP3 lets one connection carry pub/sub pushes and lets redis-rs resubscribe
+    // after a reconnect (needs Redis >= 6).
+    let redis = info
+        .redis_settings()
+        .clone()
+        .set_protocol(ProtocolVersion::RESP3);
+    Client::open(info.set_redis_settings(redis)).map_err(|e| format!("Invalid Redis URL: {e}"))
+}
+
+/// The URL with any password replaced, for `util.inspect` and messages.
+pub fn redact_url(url: &str) -> String {
+    match url::Url::parse(url) {
+        Ok(mut parsed) if parsed.password().is_some() => {
+            let _ = parsed.set_password(Some("***"));
+            parsed.to_string()
+        }
+        Ok(parsed) => parsed.to_string(),
+        Err(_) => "<invalid url>".to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn accepts_common_urls() {
+        assert!(client_for("redis://127.0.0.1:6380").is_ok());
+        assert!(client_for("redis://user:pw@localhost:6380/3").is_ok());
+        assert!(client_for("redis+unix:///tmp/redis.sock").is_ok());
+        assert!(client_for("unix:///tmp/redis.sock?db=2").is_ok());
+    }
+
+    #[test]
+    fn rejects_bad_urls_without_echoing_them() {
+        for bad in [
+            "http://h:1",
+            "not a url",
+            "redis://",
+            "mysql://u:secret@h/db",
+        ] {
+            let err = client_for(bad).unwrap_err();
+            assert!(err.starts_with("Invalid Redis URL"), "{bad}: {err}");
+            assert!(!err.contains("secret"), "{err}");
+        }
+    }
+
+    #[test]
+    fn uses_resp3() {
+        let client = client_for("redis://127.0.0.1:6380").unwrap();
+        let proto = client.get_connection_info().redis_settings().protocol();
+        assert_eq!(proto, ProtocolVersion::RESP3);
+    }
+
+    #[test]
+    fn redacts_password() {
+        let shown = redact_url("redis://user:hunter2@h:6380/1");
+        assert!(!shown.contains("hunter2"));
+        assert!(shown.contains("user:***@h:6380"));
+        assert_eq!(redact_url("redis://h:1"), "redis://h:1");
+    }
+}

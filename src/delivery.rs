@@ -1,0 +1,209 @@
+//! Crossing from tokio back to JavaScript.
+//!
+//! Each native object holds one long-lived, weak (unref'd) threadsafe function per
+//! direction and sends whole batches through it: call completions in one, stream
+//! deliveries in the other. One crossing per batch keeps the per-message cost low;
+//! weak functions never keep the process alive on their own (pending calls do, from JS).
+//! The JavaScript callbacks never throw: they catch and report to `onError`, because a
+//! throw from a threadsafe callback would be fatal to the process.
+
+use napi::bindgen_prelude::{Buffer, FnArgs, Function, Null, ToNapiValue, Uint32Array};
+use napi::sys;
+use napi::threadsafe_function::{ThreadsafeFunction, ThreadsafeFunctionCallMode};
+use napi::Status;
+
+/// The successful result of one call, as JavaScript sees it.
+#[derive(Debug, PartialEq)]
+pub enum Reply {
+    Nil,
+    Text(String),
+    Int(i64),
+    List(Vec<String>),
+}
+
+impl ToNapiValue for Reply {
+    unsafe fn to_napi_value(env: sys::napi_env, val: Self) -> napi::Result<sys::napi_value> {
+        match val {
+            Reply::Nil => Null::to_napi_value(env, Null),
+            Reply::Text(s) => String::to_napi_value(env, s),
+            Reply::Int(i) => f64::to_napi_value(env, i as f64),
+            Reply::List(v) => Vec::<String>::to_napi_value(env, v),
+        }
+    }
+}
+
+/// Outcome of one call: a reply, or an error message for JavaScript.
+pub type Outcome = Result<Reply, String>;
+
+/// Completions of several calls, delivered in one crossing.
+#[derive(Default)]
+pub struct CompletionBatch {
+    ids: Vec<u32>,
+    replies: Vec<Reply>,
+    failed: Vec<u32>,
+}
+
+impl CompletionBatch {
+    pub fn push(&mut self, id: u32, outcome: Outcome) {
+        match outcome {
+            Ok(reply) => self.replies.push(reply),
+            Err(message) => {
+                self.failed.push(self.ids.len() as u32);
+                self.replies.push(Reply::Text(message));
+            }
+        }
+        self.ids.push(id);
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.ids.is_empty()
+    }
+}
+
+type CompletionArgs = FnArgs<(Uint32Array, Vec<Reply>, Uint32Array)>;
+type CompletionFn = ThreadsafeFunction<CompletionBatch, (), CompletionArgs, Status, false, true>;
+
+/// Resolves JavaScript promises: `(ids, replies, failedIndexes) => void`.
+pub struct Completions(CompletionFn);
+
+impl Completions {
+    pub fn new(callback: &Function<'_, CompletionArgs, ()>) -> napi::Result<Self> {
+        let tsfn = callback
+            .build_threadsafe_function::<CompletionBatch>()
+            .callee_handled::<false>()
+            .weak::<true>()
+            .build_callback(|ctx| {
+                let CompletionBatch {
+                    ids,
+                    replies,
+                    failed,
+                } = ctx.value;
+                Ok(FnArgs::from((
+                    Uint32Array::new(ids),
+                    replies,
+                    Uint32Array::new(failed),
+                )))
+            })?;
+        Ok(Completions(tsfn))
+    }
+
+    pub fn send(&self, batch: CompletionBatch) {
+        if !batch.is_empty() {
+            self.0.call(batch, ThreadsafeFunctionCallMode::NonBlocking);
+        }
+    }
+
+    pub fn one(&self, id: u32, outcome: Outcome) {
+        let mut batch = CompletionBatch::default();
+        batch.push(id, outcome);
+        self.send(batch);
+    }
+}
+
+/// What one delivery entry asks JavaScript to do.
+#[repr(u32)]
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum DeliveryKind {
+    /// Enqueue the payload into the controller of `token`.
+    Message = 0,
+    /// Enqueue the payload into every local controller.
+    Broadcast = 1,
+    /// The session was deleted elsewhere: close the controller of `token`.
+    Close = 2,
+    /// A background problem; the payload is the message for `onError`.
+    Problem = 3,
+}
+
+/// Deliveries of several messages, as one byte buffer plus `[kind, token, offset, length]`
+/// quadruples, so JavaScript can slice each payload out without copying.
+#[derive(Default)]
+pub struct DeliveryBatch {
+    bytes: Vec<u8>,
+    entries: Vec<u32>,
+}
+
+impl DeliveryBatch {
+    pub fn push(&mut self, kind: DeliveryKind, token: u32, payload: &[u8]) {
+        let offset = self.bytes.len() as u32;
+        self.bytes.extend_from_slice(payload);
+        self.entries
+            .extend_from_slice(&[kind as u32, token, offset, payload.len() as u32]);
+    }
+
+    #[cfg(test)]
+    pub fn len(&self) -> usize {
+        self.entries.len() / 4
+    }
+
+    pub fn byte_len(&self) -> usize {
+        self.bytes.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+}
+
+type DeliveryArgs = FnArgs<(Buffer, Uint32Array)>;
+type DeliveryFn = ThreadsafeFunction<DeliveryBatch, (), DeliveryArgs, Status, false, true>;
+
+/// Feeds stream controllers: `(bytes, entries) => void`.
+pub struct Deliveries(DeliveryFn);
+
+impl Deliveries {
+    pub fn new(callback: &Function<'_, DeliveryArgs, ()>) -> napi::Result<Self> {
+        let tsfn = callback
+            .build_threadsafe_function::<DeliveryBatch>()
+            .callee_handled::<false>()
+            .weak::<true>()
+            .build_callback(|ctx| {
+                let DeliveryBatch { bytes, entries } = ctx.value;
+                Ok(FnArgs::from((
+                    Buffer::from(bytes),
+                    Uint32Array::new(entries),
+                )))
+            })?;
+        Ok(Deliveries(tsfn))
+    }
+
+    pub fn send(&self, batch: DeliveryBatch) {
+        if !batch.is_empty() {
+            self.0.call(batch, ThreadsafeFunctionCallMode::NonBlocking);
+        }
+    }
+
+    /// Reports a background problem to `onError`.
+    pub fn problem(&self, message: &str) {
+        let mut batch = DeliveryBatch::default();
+        batch.push(DeliveryKind::Problem, 0, message.as_bytes());
+        self.send(batch);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn delivery_entries_point_at_their_payloads() {
+        let mut b = DeliveryBatch::default();
+        b.push(DeliveryKind::Message, 7, "héllo".as_bytes());
+        b.push(DeliveryKind::Close, 8, b"");
+        b.push(DeliveryKind::Broadcast, 0, b"xyz");
+        assert_eq!(b.len(), 3);
+        assert_eq!(&b.entries[0..4], &[0, 7, 0, 6]);
+        assert_eq!(&b.entries[4..8], &[2, 8, 6, 0]);
+        assert_eq!(&b.entries[8..12], &[1, 0, 6, 3]);
+        assert_eq!(&b.bytes[6..9], b"xyz");
+    }
+
+    #[test]
+    fn failed_completions_are_indexed() {
+        let mut c = CompletionBatch::default();
+        c.push(1, Ok(Reply::Nil));
+        c.push(2, Err("boom".into()));
+        assert_eq!(c.ids, vec![1, 2]);
+        assert_eq!(c.failed, vec![1]);
+        assert_eq!(c.replies[1], Reply::Text("boom".into()));
+    }
+}

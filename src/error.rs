@@ -1,0 +1,31 @@
+//! Error text shown to JavaScript.
+//!
+//! Every message that leaves the addon goes through [`describe_redis_error`], which
+//! never includes connection credentials: redis-rs errors carry no URL, and URL parse
+//! failures are reported by us without echoing the input.
+
+use redis::RedisError;
+
+/// Renders a redis-rs error for users, with a hint for the common failure kinds.
+pub fn describe_redis_error(err: &RedisError) -> String {
+    if err.is_timeout() {
+        return "Redis did not answer in time".to_string();
+    }
+    if err.is_connection_refusal() {
+        return format!("cannot connect to Redis ({err})");
+    }
+    if err.is_io_error() || err.is_connection_dropped() {
+        return format!("connection to Redis lost ({err})");
+    }
+    err.to_string()
+}
+
+/// Turns a message into a JavaScript `Error` for napi returns.
+pub fn js_error(message: impl Into<String>) -> napi::Error {
+    napi::Error::new(napi::Status::GenericFailure, message.into())
+}
+
+/// Turns a message into a JavaScript `TypeError`-like invalid-argument error.
+pub fn js_type_error(message: impl Into<String>) -> napi::Error {
+    napi::Error::new(napi::Status::InvalidArg, message.into())
+}

@@ -1,0 +1,202 @@
+//! What each `RedisInfoSessionManager` call does in Redis.
+//!
+//! The JavaScript facade validates and serialises (JSON, log levels); here each call
+//! becomes commands in the shared pipeline and its replies become one outcome.
+
+use redis::{Pipeline, Value};
+
+use crate::commands::{decode_text, first_error, ScanJob};
+use crate::delivery::{Outcome, Reply};
+use crate::keys::Keys;
+
+/// Removes a session's metadata and its id from every subscription set it joined,
+/// in one round trip, using the reverse index instead of scanning the keyspace.
+const DELETE_SCRIPT: &str = r"
+local uris = redis.call('SMEMBERS', KEYS[4])
+for _, uri in ipairs(uris) do
+  redis.call('SREM', ARGV[2] .. uri, ARGV[1])
+end
+return redis.call('DEL', KEYS[1], KEYS[2], KEYS[3], KEYS[4])
+";
+
+/// One info-manager call.
+#[derive(Debug, PartialEq)]
+pub enum InfoOp {
+    GetClientInfo(String),
+    SetClientInfo(String, String),
+    GetClientCapabilities(String),
+    SetClientCapabilities(String, String),
+    GetLogLevel(String),
+    SetLogLevel(String, String),
+    GetSubscriptions(String),
+    AddSubscription {
+        id: String,
+        uri: String,
+    },
+    RemoveSubscription {
+        id: String,
+        uri: String,
+    },
+    /// With `scan` (upstream-compatible mode) also SCAN every subscription set, since
+    /// upstream processes keep no reverse index.
+    Delete {
+        id: String,
+        scan: bool,
+    },
+}
+
+impl InfoOp {
+    /// Builds a call from its wire code (see `lib/wire.js`) and string arguments.
+    pub fn from_code(
+        code: u32,
+        mut args: Vec<String>,
+        upstream_compatible: bool,
+    ) -> Option<InfoOp> {
+        let mut next = || (!args.is_empty()).then(|| args.remove(0));
+        Some(match code {
+            10 => InfoOp::GetClientInfo(next()?),
+            11 => InfoOp::SetClientInfo(next()?, next()?),
+            12 => InfoOp::GetClientCapabilities(next()?),
+            13 => InfoOp::SetClientCapabilities(next()?, next()?),
+            14 => InfoOp::GetLogLevel(next()?),
+            15 => InfoOp::SetLogLevel(next()?, next()?),
+            16 => InfoOp::GetSubscriptions(next()?),
+            17 => InfoOp::AddSubscription {
+                id: next()?,
+                uri: next()?,
+            },
+            18 => InfoOp::RemoveSubscription {
+                id: next()?,
+                uri: next()?,
+            },
+            19 => InfoOp::Delete {
+                id: next()?,
+                scan: upstream_compatible,
+            },
+            _ => return None,
+        })
+    }
+
+    /// Adds this call's commands to `pipe` and returns how many it added.
+    pub fn encode(&self, keys: &Keys, pipe: &mut Pipeline) -> usize {
+        match self {
+            InfoOp::GetClientInfo(id) => pipe.cmd("GET").arg(keys.client_info(id)),
+            InfoOp::GetClientCapabilities(id) => pipe.cmd("GET").arg(keys.client_capabilities(id)),
+            InfoOp::GetLogLevel(id) => pipe.cmd("GET").arg(keys.log_level(id)),
+            InfoOp::SetClientInfo(id, json) => pipe.cmd("SET").arg(keys.client_info(id)).arg(json),
+            InfoOp::SetClientCapabilities(id, json) => {
+                pipe.cmd("SET").arg(keys.client_capabilities(id)).arg(json)
+            }
+            InfoOp::SetLogLevel(id, level) => pipe.cmd("SET").arg(keys.log_level(id)).arg(level),
+            InfoOp::GetSubscriptions(uri) => pipe.cmd("SMEMBERS").arg(keys.subscriptions(uri)),
+            InfoOp::AddSubscription { id, uri } => {
+                pipe.cmd("SADD").arg(keys.subscriptions(uri)).arg(id);
+                pipe.cmd("SADD")
+                    .arg(keys.session_subscriptions(id))
+                    .arg(uri);
+                return 2;
+            }
+            InfoOp::RemoveSubscription { id, uri } => {
+                pipe.cmd("SREM").arg(keys.subscriptions(uri)).arg(id);
+                pipe.cmd("SREM")
+                    .arg(keys.session_subscriptions(id))
+                    .arg(uri);
+                return 2;
+            }
+            InfoOp::Delete { id, .. } => pipe
+                .cmd("EVAL")
+                .arg(DELETE_SCRIPT)
+                .arg(4)
+                .arg(keys.client_info(id))
+                .arg(keys.client_capabilities(id))
+                .arg(keys.log_level(id))
+                .arg(keys.session_subscriptions(id))
+                .arg(id)
+                .arg(keys.subscriptions_prefix()),
+        };
+        1
+    }
+
+    /// Turns this call's replies into its outcome.
+    pub fn decode(&self, values: Vec<Value>) -> Outcome {
+        first_error(&values)?;
+        let mut values = values.into_iter();
+        let first = values.next().unwrap_or(Value::Nil);
+        match self {
+            InfoOp::GetClientInfo(_)
+            | InfoOp::GetClientCapabilities(_)
+            | InfoOp::GetLogLevel(_) => decode_text(first),
+            InfoOp::GetSubscriptions(_) => match first {
+                Value::Set(items) | Value::Array(items) => items
+                    .into_iter()
+                    .map(|item| match decode_text(item)? {
+                        Reply::Text(s) => Ok(s),
+                        _ => Err("unexpected reply from Redis".to_string()),
+                    })
+                    .collect::<Result<Vec<_>, _>>()
+                    .map(Reply::List),
+                Value::Nil => Ok(Reply::List(Vec::new())),
+                other => Err(format!("unexpected reply from Redis: {other:?}")),
+            },
+            _ => Ok(Reply::Nil),
+        }
+    }
+
+    /// Work that follows the pipeline in upstream-compatible mode.
+    pub fn scan_job(&self) -> Option<ScanJob> {
+        match self {
+            InfoOp::Delete { id, scan: true } => {
+                Some(ScanJob::RemoveFromSubscriptionSets(id.clone()))
+            }
+            _ => None,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn s(v: &str) -> String {
+        v.to_string()
+    }
+
+    #[test]
+    fn codes_map_to_calls_and_check_arity() {
+        assert_eq!(
+            InfoOp::from_code(11, vec![s("a"), s("{}")], false),
+            Some(InfoOp::SetClientInfo(s("a"), s("{}")))
+        );
+        assert_eq!(InfoOp::from_code(11, vec![s("a")], false), None);
+        assert_eq!(InfoOp::from_code(99, vec![s("a")], false), None);
+    }
+
+    #[test]
+    fn subscription_changes_keep_the_reverse_index() {
+        let mut pipe = Pipeline::new();
+        let op = InfoOp::AddSubscription {
+            id: s("a"),
+            uri: s("u"),
+        };
+        assert_eq!(op.encode(&Keys::default(), &mut pipe), 2);
+        let packed = String::from_utf8_lossy(&pipe.get_packed_pipeline()).to_string();
+        assert!(packed.contains("tmcp:subscriptions:u"));
+        assert!(packed.contains("tmcp:session_subscriptions:a"));
+    }
+
+    #[test]
+    fn missing_subscriptions_are_an_empty_list() {
+        let op = InfoOp::GetSubscriptions(s("u"));
+        assert_eq!(op.decode(vec![Value::Nil]), Ok(Reply::List(vec![])));
+        let set = Value::Set(vec![Value::BulkString(b"x".to_vec())]);
+        assert_eq!(op.decode(vec![set]), Ok(Reply::List(vec![s("x")])));
+    }
+
+    #[test]
+    fn upstream_mode_adds_a_scan_to_delete_only() {
+        let compat = InfoOp::from_code(19, vec![s("a")], true).unwrap();
+        assert!(compat.scan_job().is_some());
+        let fast = InfoOp::from_code(19, vec![s("a")], false).unwrap();
+        assert!(fast.scan_job().is_none());
+    }
+}

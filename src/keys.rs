@@ -1,0 +1,158 @@
+//! Every Redis key and channel name the managers use, in one place.
+//!
+//! With an empty prefix the names are exactly upstream's (`@tmcp/session-manager-redis`),
+//! so upstream processes and ours interoperate on one Redis (SPEC §4).
+
+/// What a pub/sub channel we listen on is for.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Channel<'a> {
+    /// `session:{id}`: a message for one session.
+    Session(&'a str),
+    /// `delete:session:{id}`: end the session wherever it lives.
+    Delete(&'a str),
+    /// Our broadcast channel: a message for every session of every process of ours.
+    Broadcast,
+}
+
+/// Builds names under an optional prefix.
+#[derive(Clone, Debug, Default)]
+pub struct Keys {
+    prefix: String,
+}
+
+impl Keys {
+    pub fn new(prefix: &str) -> Self {
+        Keys {
+            prefix: prefix.to_string(),
+        }
+    }
+
+    /// String key holding `active` while a stream for `id` is open somewhere.
+    pub fn alive(&self, id: &str) -> String {
+        format!("{}available:session:{id}", self.prefix)
+    }
+
+    /// SCAN pattern matching every liveness key (upstream-compatible broadcast).
+    pub fn alive_pattern(&self) -> String {
+        format!("{}available:session:*", self.prefix)
+    }
+
+    /// Session id from a liveness key found by SCAN.
+    pub fn id_from_alive<'a>(&self, key: &'a str) -> Option<&'a str> {
+        key.strip_prefix(self.prefix.as_str())?
+            .strip_prefix("available:session:")
+    }
+
+    pub fn session_channel(&self, id: &str) -> String {
+        format!("{}session:{id}", self.prefix)
+    }
+
+    pub fn delete_channel(&self, id: &str) -> String {
+        format!("{}delete:session:{id}", self.prefix)
+    }
+
+    pub fn broadcast_channel(&self) -> String {
+        format!("{}tmcp:broadcast", self.prefix)
+    }
+
+    /// Classifies a channel name received from Redis.
+    pub fn parse_channel<'a>(&self, channel: &'a str) -> Option<Channel<'a>> {
+        let rest = channel.strip_prefix(self.prefix.as_str())?;
+        if let Some(id) = rest.strip_prefix("session:") {
+            Some(Channel::Session(id))
+        } else if let Some(id) = rest.strip_prefix("delete:session:") {
+            Some(Channel::Delete(id))
+        } else if rest == "tmcp:broadcast" {
+            Some(Channel::Broadcast)
+        } else {
+            None
+        }
+    }
+
+    pub fn client_info(&self, id: &str) -> String {
+        format!("{}tmcp:client_info:{id}", self.prefix)
+    }
+
+    pub fn client_capabilities(&self, id: &str) -> String {
+        format!("{}tmcp:client_capabilities:{id}", self.prefix)
+    }
+
+    pub fn log_level(&self, id: &str) -> String {
+        format!("{}tmcp:log_level:{id}", self.prefix)
+    }
+
+    /// Set of session ids subscribed to a resource `uri`.
+    pub fn subscriptions(&self, uri: &str) -> String {
+        format!("{}{}{uri}", self.prefix, SUBSCRIPTIONS)
+    }
+
+    /// Prefix of every subscription set, for the delete script and SCAN.
+    pub fn subscriptions_prefix(&self) -> String {
+        format!("{}{}", self.prefix, SUBSCRIPTIONS)
+    }
+
+    /// Our reverse index: set of the uris one session subscribed to, so that `delete`
+    /// does not have to scan every subscription set. Its name does not match upstream's
+    /// `tmcp:subscriptions:*` SCAN pattern.
+    pub fn session_subscriptions(&self, id: &str) -> String {
+        format!("{}tmcp:session_subscriptions:{id}", self.prefix)
+    }
+}
+
+const SUBSCRIPTIONS: &str = "tmcp:subscriptions:";
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn default_names_match_upstream() {
+        let k = Keys::default();
+        assert_eq!(k.alive("a"), "available:session:a");
+        assert_eq!(k.session_channel("a"), "session:a");
+        assert_eq!(k.delete_channel("a"), "delete:session:a");
+        assert_eq!(k.client_info("a"), "tmcp:client_info:a");
+        assert_eq!(k.client_capabilities("a"), "tmcp:client_capabilities:a");
+        assert_eq!(k.log_level("a"), "tmcp:log_level:a");
+        assert_eq!(k.subscriptions("file:///x"), "tmcp:subscriptions:file:///x");
+    }
+
+    #[test]
+    fn reverse_index_is_outside_upstream_scan_pattern() {
+        let k = Keys::default();
+        assert!(!k
+            .session_subscriptions("a")
+            .starts_with(&k.subscriptions_prefix()));
+    }
+
+    #[test]
+    fn prefix_applies_to_every_name() {
+        let k = Keys::new("app1:");
+        assert_eq!(k.alive("a"), "app1:available:session:a");
+        assert_eq!(k.session_channel("a"), "app1:session:a");
+        assert_eq!(k.broadcast_channel(), "app1:tmcp:broadcast");
+        assert_eq!(k.subscriptions("u"), "app1:tmcp:subscriptions:u");
+        assert_eq!(k.alive_pattern(), "app1:available:session:*");
+    }
+
+    #[test]
+    fn channels_parse_back() {
+        let k = Keys::new("p:");
+        assert_eq!(
+            k.parse_channel("p:session:x:y"),
+            Some(Channel::Session("x:y"))
+        );
+        assert_eq!(
+            k.parse_channel("p:delete:session:x"),
+            Some(Channel::Delete("x"))
+        );
+        assert_eq!(
+            k.parse_channel("p:tmcp:broadcast"),
+            Some(Channel::Broadcast)
+        );
+        assert_eq!(k.parse_channel("session:x"), None);
+        assert_eq!(k.parse_channel("p:other"), None);
+        assert_eq!(k.id_from_alive("p:available:session:z"), Some("z"));
+        assert_eq!(k.id_from_alive("available:session:z"), None);
+    }
+}

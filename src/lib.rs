@@ -1,0 +1,166 @@
+#![deny(clippy::all)]
+//! Native core of `@tmcp-rs/session-manager-redis`, a drop-in for
+//! `@tmcp/session-manager-redis`.
+//!
+//! The JavaScript facade (`index.js`) keeps the public classes, input validation and
+//! the stream controllers; this crate does all Redis work:
+//!
+//! * [`config`]: URL validation and options;
+//! * [`keys`]: every key and channel name (upstream's by default);
+//! * [`commands`]: the request path, one ordered pipeline per connection;
+//! * [`info_sessions`] / [`stream_sessions`]: what each manager call means in Redis,
+//!   pub/sub receiving and the liveness timer;
+//! * [`delivery`]: batched crossings back to JavaScript;
+//! * [`error`]: error text (never with credentials).
+
+mod commands;
+mod config;
+mod delivery;
+mod error;
+mod info_sessions;
+mod keys;
+mod stream_sessions;
+
+use std::sync::{Arc, Mutex};
+
+use napi::bindgen_prelude::{within_runtime_if_available, FnArgs, Function, Uint32Array};
+use napi_derive::napi;
+
+use commands::{Commands, Op};
+use config::{client_for, redact_url, NativeOptions};
+use delivery::{Completions, Deliveries, Reply};
+use error::{js_error, js_type_error};
+use stream_sessions::StreamSessions;
+
+/// A command connection with its dispatcher. Both managers may share one.
+#[napi]
+pub struct NativeClient {
+    commands: Arc<Commands>,
+    url: String,
+    shown_url: String,
+}
+
+#[napi]
+impl NativeClient {
+    /// `on_complete(ids, replies, failedIndexes)` answers every submitted call.
+    #[napi(constructor)]
+    pub fn new(
+        url: String,
+        options: NativeOptions,
+        on_complete: Function<'_, FnArgs<(Uint32Array, Vec<Reply>, Uint32Array)>, ()>,
+    ) -> napi::Result<Self> {
+        let client = client_for(&url).map_err(js_type_error)?;
+        let completions = Completions::new(&on_complete)?;
+        let commands =
+            within_runtime_if_available(|| Commands::start(client, options, completions))
+                .map_err(js_error)?;
+        Ok(NativeClient {
+            commands,
+            shown_url: redact_url(&url),
+            url,
+        })
+    }
+
+    /// Queues calls: `calls` holds `[id, code, argCount]` triples whose arguments
+    /// follow one another in `args`.
+    #[napi]
+    pub fn submit(&self, calls: Uint32Array, args: Vec<String>) -> napi::Result<()> {
+        let upstream_compatible = self.commands.options().upstream_compatible;
+        let mut args = args.into_iter();
+        let mut ops = Vec::with_capacity(calls.len() / 3);
+        let mut bad = Vec::new();
+        for call in calls.chunks_exact(3) {
+            let (id, code, argc) = (call[0], call[1], call[2] as usize);
+            let call_args: Vec<String> = args.by_ref().take(argc).collect();
+            match Op::from_code(code, call_args, upstream_compatible) {
+                Some(op) => ops.push((id, op)),
+                None => bad.push(id),
+            }
+        }
+        if !bad.is_empty() {
+            self.commands
+                .fail_all(bad.into_iter(), "internal error: malformed call");
+        }
+        within_runtime_if_available(|| self.commands.submit(ops));
+        Ok(())
+    }
+
+    /// The URL with its password masked.
+    #[napi(getter)]
+    pub fn url(&self) -> String {
+        self.shown_url.clone()
+    }
+
+    /// Stops taking calls; queued ones still complete.
+    #[napi]
+    pub fn close(&self) {
+        self.commands.close();
+    }
+}
+
+impl NativeClient {
+    fn raw_url(&self) -> &str {
+        &self.url
+    }
+}
+
+/// The pub/sub side of a stream manager, built on a [`NativeClient`].
+#[napi]
+pub struct NativeStreams {
+    sessions: Mutex<Option<StreamSessions>>,
+}
+
+#[napi]
+impl NativeStreams {
+    /// `on_deliver(bytes, entries)` receives batched messages, closes and problems.
+    #[napi(constructor)]
+    pub fn new(
+        client: &NativeClient,
+        on_deliver: Function<'_, FnArgs<(napi::bindgen_prelude::Buffer, Uint32Array)>, ()>,
+    ) -> napi::Result<Self> {
+        let redis_client = client_for(client.raw_url()).map_err(js_type_error)?;
+        let deliveries = Deliveries::new(&on_deliver)?;
+        let commands = client.commands.clone();
+        let sessions = within_runtime_if_available(|| {
+            StreamSessions::start(redis_client, commands, deliveries)
+        })
+        .map_err(js_error)?;
+        Ok(NativeStreams {
+            sessions: Mutex::new(Some(sessions)),
+        })
+    }
+
+    /// Starts receiving for `id` into controller `token`; answers call `id` of the
+    /// client when the subscription is live. Returns the token it replaced, if any.
+    #[napi]
+    pub fn create(&self, call: u32, id: String, token: u32) -> napi::Result<Option<u32>> {
+        let guard = self.sessions.lock().unwrap();
+        let sessions = guard
+            .as_ref()
+            .ok_or_else(|| js_error("the session manager is closed"))?;
+        Ok(within_runtime_if_available(|| {
+            sessions.create(call, id, token)
+        }))
+    }
+
+    /// Stops receiving for `id` if `token` still owns it; `forget` also drops its
+    /// liveness key.
+    #[napi]
+    pub fn drop_local(&self, id: String, token: u32, forget: bool) {
+        if let Some(sessions) = self.sessions.lock().unwrap().as_ref() {
+            within_runtime_if_available(|| sessions.drop_local(&id, token, forget));
+        }
+    }
+
+    /// Ends every local session and the background tasks; answers `call` when done.
+    #[napi]
+    pub fn close(&self, call: u32) -> bool {
+        match self.sessions.lock().unwrap().take() {
+            Some(mut sessions) => {
+                within_runtime_if_available(|| sessions.close(call));
+                true
+            }
+            None => false,
+        }
+    }
+}

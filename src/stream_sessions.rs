@@ -1,0 +1,513 @@
+//! SSE streams: which sessions this process holds, receiving their messages over
+//! pub/sub, and keeping their liveness keys fresh.
+//!
+//! The controllers live in JavaScript; here each local session is a `token` (a number
+//! JavaScript chose) so deliveries cross the boundary without session-id strings.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+
+use redis::aio::ConnectionManager;
+use redis::{Client, Pipeline, PushInfo, PushKind, Value};
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+
+use crate::commands::{connection_manager, first_error, Commands, ScanJob};
+use crate::delivery::{Deliveries, DeliveryBatch, DeliveryKind, Outcome, Reply};
+use crate::error::describe_redis_error;
+use crate::keys::{Channel, Keys};
+
+/// Bytes gathered into one delivery before it is handed to JavaScript.
+const MAX_DELIVERY_BYTES: usize = 4 << 20;
+
+/// One stream-manager call that is plain commands (sent through the shared pipeline).
+#[derive(Debug, PartialEq)]
+pub enum StreamOp {
+    /// Whether `available:session:{id}` exists.
+    Has(String),
+    /// PUBLISH `data` to `session:{id}` for each id, in order.
+    Publish { data: String, ids: Vec<String> },
+    /// One PUBLISH on our broadcast channel, or with `scan` (upstream-compatible mode)
+    /// a PUBLISH per `available:session:*` key, as upstream does.
+    Broadcast { data: String, scan: bool },
+    /// End the session everywhere: tell its owner, drop its liveness key.
+    Delete(String),
+}
+
+impl StreamOp {
+    pub fn from_code(
+        code: u32,
+        mut args: Vec<String>,
+        upstream_compatible: bool,
+    ) -> Option<StreamOp> {
+        if args.is_empty() {
+            return None;
+        }
+        let first = args.remove(0);
+        Some(match code {
+            20 if args.is_empty() => StreamOp::Has(first),
+            21 => StreamOp::Publish {
+                data: first,
+                ids: args,
+            },
+            22 if args.is_empty() => StreamOp::Broadcast {
+                data: first,
+                scan: upstream_compatible,
+            },
+            23 if args.is_empty() => StreamOp::Delete(first),
+            _ => return None,
+        })
+    }
+
+    pub fn encode(&self, keys: &Keys, pipe: &mut Pipeline) -> usize {
+        match self {
+            StreamOp::Has(id) => {
+                pipe.cmd("EXISTS").arg(keys.alive(id));
+                1
+            }
+            StreamOp::Publish { data, ids } => {
+                for id in ids {
+                    pipe.cmd("PUBLISH").arg(keys.session_channel(id)).arg(data);
+                }
+                ids.len()
+            }
+            StreamOp::Broadcast { scan: true, .. } => 0,
+            StreamOp::Broadcast { data, .. } => {
+                pipe.cmd("PUBLISH").arg(keys.broadcast_channel()).arg(data);
+                1
+            }
+            StreamOp::Delete(id) => {
+                pipe.cmd("PUBLISH").arg(keys.delete_channel(id)).arg("");
+                pipe.cmd("DEL").arg(keys.alive(id));
+                2
+            }
+        }
+    }
+
+    pub fn decode(&self, values: Vec<Value>) -> Outcome {
+        first_error(&values)?;
+        match (self, values.first()) {
+            (StreamOp::Has(_), Some(Value::Int(n))) => Ok(Reply::Int(*n)),
+            (StreamOp::Has(_), other) => Err(format!("unexpected reply from Redis: {other:?}")),
+            _ => Ok(Reply::Nil),
+        }
+    }
+
+    pub fn scan_job(&self) -> Option<ScanJob> {
+        match self {
+            StreamOp::Broadcast { data, scan: true } => {
+                Some(ScanJob::PublishToAliveSessions(data.clone()))
+            }
+            _ => None,
+        }
+    }
+}
+
+/// State shared between the calls and the background tasks.
+struct Shared {
+    /// Local sessions: id → token of its JavaScript controller.
+    local: Mutex<HashMap<String, u32>>,
+    broadcast_subscribed: AtomicBool,
+    /// Liveness keys must be written unconditionally on the next refresh (after a
+    /// reconnect Redis may have lost them).
+    reassert: AtomicBool,
+}
+
+/// The subscriber side of a stream manager.
+pub struct StreamSessions {
+    commands: Arc<Commands>,
+    subscriber: ConnectionManager,
+    deliveries: Arc<Deliveries>,
+    shared: Arc<Shared>,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+impl StreamSessions {
+    /// Starts the receive loop and the one liveness timer. Must run inside tokio.
+    pub fn start(
+        client: Client,
+        commands: Arc<Commands>,
+        deliveries: Deliveries,
+    ) -> Result<Self, String> {
+        let (push_tx, push_rx) = mpsc::unbounded_channel();
+        let subscriber = connection_manager(client, commands.options(), Some(push_tx))?;
+        let shared = Arc::new(Shared {
+            local: Mutex::new(HashMap::new()),
+            broadcast_subscribed: AtomicBool::new(false),
+            reassert: AtomicBool::new(false),
+        });
+        let deliveries = Arc::new(deliveries);
+        let tasks = vec![
+            tokio::spawn(receive(
+                push_rx,
+                shared.clone(),
+                commands.clone(),
+                subscriber.clone(),
+                deliveries.clone(),
+            )),
+            tokio::spawn(keep_alive(
+                shared.clone(),
+                commands.clone(),
+                subscriber.clone(),
+                deliveries.clone(),
+            )),
+        ];
+        Ok(StreamSessions {
+            commands,
+            subscriber,
+            deliveries,
+            shared,
+            tasks,
+        })
+    }
+
+    /// Registers `id` → `token`, subscribes, marks the session live, then answers `call`.
+    /// Returns the token this replaced, if the id was already live here.
+    pub fn create(&self, call: u32, id: String, token: u32) -> Option<u32> {
+        let replaced = self.shared.local.lock().unwrap().insert(id.clone(), token);
+        let keys = self.commands.keys().clone();
+        let mut channels = vec![keys.session_channel(&id), keys.delete_channel(&id)];
+        let with_broadcast = !self
+            .shared
+            .broadcast_subscribed
+            .swap(true, Ordering::SeqCst);
+        if with_broadcast {
+            channels.push(keys.broadcast_channel());
+        }
+        let mut subscriber = self.subscriber.clone();
+        let mut connection = self.commands.connection();
+        let options = self.commands.options().clone();
+        let shared = self.shared.clone();
+        let completions = self.commands.completions().clone();
+        tokio::spawn(async move {
+            let work = async {
+                subscriber.subscribe(&channels).await?;
+                redis::cmd("SET")
+                    .arg(keys.alive(&id))
+                    .arg("active")
+                    .arg("EX")
+                    .arg(options.session_ttl_seconds)
+                    .query_async::<()>(&mut connection)
+                    .await
+            };
+            let outcome = match tokio::time::timeout(options.command_timeout(), work).await {
+                Ok(Ok(())) => Ok(Reply::Nil),
+                Ok(Err(e)) => Err(describe_redis_error(&e)),
+                Err(_) => Err(format!(
+                    "Redis did not confirm the subscription within {} ms (commandTimeout)",
+                    options.command_timeout_ms
+                )),
+            };
+            if outcome.is_err() {
+                if with_broadcast {
+                    shared.broadcast_subscribed.store(false, Ordering::SeqCst);
+                }
+                let mut local = shared.local.lock().unwrap();
+                if local.get(&id) == Some(&token) {
+                    local.remove(&id);
+                }
+            }
+            completions.one(call, outcome);
+        });
+        replaced
+    }
+
+    /// Stops receiving for `id` here if `token` still owns it. With `forget`, also
+    /// removes its liveness key (the stream died locally and nobody else holds it).
+    pub fn drop_local(&self, id: &str, token: u32, forget: bool) {
+        let removed = {
+            let mut local = self.shared.local.lock().unwrap();
+            let owned = local.get(id) == Some(&token);
+            if owned {
+                local.remove(id);
+            }
+            owned
+        };
+        if removed {
+            end_locally(
+                self.commands.clone(),
+                self.subscriber.clone(),
+                self.deliveries.clone(),
+                vec![id.to_string()],
+                forget,
+            );
+        }
+    }
+
+    /// Drops every local session (their liveness keys too) and stops the background
+    /// tasks; answers `call` when Redis has been told, or on timeout.
+    pub fn close(&mut self, call: u32) {
+        for task in self.tasks.drain(..) {
+            task.abort();
+        }
+        let ids: Vec<String> = self
+            .shared
+            .local
+            .lock()
+            .unwrap()
+            .drain()
+            .map(|(id, _)| id)
+            .collect();
+        let keys = self.commands.keys().clone();
+        let mut connection = self.commands.connection();
+        let timeout = self.commands.options().command_timeout();
+        let completions = self.commands.completions().clone();
+        tokio::spawn(async move {
+            let mut outcome = Ok(Reply::Nil);
+            if !ids.is_empty() {
+                let mut pipe = Pipeline::new();
+                for id in &ids {
+                    pipe.cmd("DEL").arg(keys.alive(id)).ignore();
+                }
+                outcome =
+                    match tokio::time::timeout(timeout, pipe.query_async::<()>(&mut connection))
+                        .await
+                    {
+                        Ok(Ok(())) => Ok(Reply::Nil),
+                        Ok(Err(e)) => Err(describe_redis_error(&e)),
+                        Err(_) => Err("Redis did not answer while closing".to_string()),
+                    };
+            }
+            completions.one(call, outcome);
+        });
+    }
+}
+
+impl Drop for StreamSessions {
+    fn drop(&mut self) {
+        // The tasks hold connection clones; without this they would outlive the manager.
+        for task in &self.tasks {
+            task.abort();
+        }
+    }
+}
+
+/// Unsubscribes ended sessions and, with `forget`, deletes their liveness keys.
+fn end_locally(
+    commands: Arc<Commands>,
+    mut subscriber: ConnectionManager,
+    deliveries: Arc<Deliveries>,
+    ids: Vec<String>,
+    forget: bool,
+) {
+    tokio::spawn(async move {
+        let keys = commands.keys().clone();
+        let timeout = commands.options().command_timeout();
+        let channels: Vec<String> = ids
+            .iter()
+            .flat_map(|id| [keys.session_channel(id), keys.delete_channel(id)])
+            .collect();
+        let work = async {
+            subscriber.unsubscribe(&channels).await?;
+            if forget {
+                let mut pipe = Pipeline::new();
+                for id in &ids {
+                    pipe.cmd("DEL").arg(keys.alive(id)).ignore();
+                }
+                pipe.query_async::<()>(&mut commands.connection()).await?;
+            }
+            Ok::<(), redis::RedisError>(())
+        };
+        match tokio::time::timeout(timeout, work).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => deliveries.problem(&format!(
+                "could not end {} session(s) in Redis: {}",
+                ids.len(),
+                describe_redis_error(&e)
+            )),
+            Err(_) => deliveries.problem("Redis did not answer while ending a session"),
+        }
+    });
+}
+
+/// Turns pub/sub pushes into batched deliveries for JavaScript.
+async fn receive(
+    mut pushes: mpsc::UnboundedReceiver<PushInfo>,
+    shared: Arc<Shared>,
+    commands: Arc<Commands>,
+    subscriber: ConnectionManager,
+    deliveries: Arc<Deliveries>,
+) {
+    let keys = commands.keys().clone();
+    while let Some(first) = pushes.recv().await {
+        let mut batch = DeliveryBatch::default();
+        let mut ended = Vec::new();
+        let mut next = Some(first);
+        while let Some(push) = next.take() {
+            route(push, &keys, &shared, &mut batch, &mut ended, &deliveries);
+            if batch.byte_len() < MAX_DELIVERY_BYTES {
+                next = pushes.try_recv().ok();
+            }
+        }
+        deliveries.send(batch);
+        if !ended.is_empty() {
+            end_locally(
+                commands.clone(),
+                subscriber.clone(),
+                deliveries.clone(),
+                ended,
+                true,
+            );
+        }
+    }
+}
+
+fn route(
+    push: PushInfo,
+    keys: &Keys,
+    shared: &Shared,
+    batch: &mut DeliveryBatch,
+    ended: &mut Vec<String>,
+    deliveries: &Deliveries,
+) {
+    match push.kind {
+        PushKind::Message => {
+            let mut data = push.data.into_iter();
+            let (Some(Value::BulkString(channel)), Some(Value::BulkString(payload))) =
+                (data.next(), data.next())
+            else {
+                return;
+            };
+            let Ok(channel) = std::str::from_utf8(&channel) else {
+                return;
+            };
+            match keys.parse_channel(channel) {
+                Some(Channel::Session(id)) => {
+                    if let Some(&token) = shared.local.lock().unwrap().get(id) {
+                        batch.push(DeliveryKind::Message, token, &payload);
+                    }
+                }
+                Some(Channel::Delete(id)) => {
+                    if let Some(token) = shared.local.lock().unwrap().remove(id) {
+                        batch.push(DeliveryKind::Close, token, b"");
+                        ended.push(id.to_string());
+                    }
+                }
+                Some(Channel::Broadcast) => batch.push(DeliveryKind::Broadcast, 0, &payload),
+                None => {}
+            }
+        }
+        PushKind::Disconnection => {
+            shared.reassert.store(true, Ordering::SeqCst);
+            deliveries.problem("lost the Redis pub/sub connection; reconnecting and resubscribing");
+        }
+        _ => {}
+    }
+}
+
+/// The one liveness timer of a manager: refreshes the keys of every local session and
+/// pings the subscriber so a connection that died while idle comes back.
+async fn keep_alive(
+    shared: Arc<Shared>,
+    commands: Arc<Commands>,
+    mut subscriber: ConnectionManager,
+    deliveries: Arc<Deliveries>,
+) {
+    let options = commands.options().clone();
+    let keys = commands.keys().clone();
+    let mut connection = commands.connection();
+    let mut tick = tokio::time::interval(options.refresh_every());
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    tick.tick().await;
+    loop {
+        tick.tick().await;
+        let ids: Vec<String> = shared.local.lock().unwrap().keys().cloned().collect();
+        if ids.is_empty() {
+            continue;
+        }
+        let ping = redis::cmd("PING");
+        let checked = tokio::time::timeout(
+            options.command_timeout(),
+            ping.query_async::<()>(&mut subscriber),
+        )
+        .await;
+        let failed = match checked {
+            Ok(Ok(())) => None,
+            Ok(Err(e)) => Some(describe_redis_error(&e)),
+            Err(_) => Some("timed out".to_string()),
+        };
+        if let Some(reason) = failed {
+            deliveries.problem(&format!("Redis pub/sub connection check failed: {reason}"));
+        }
+        // XX: a refresh must not resurrect a key that a delete just removed; after a
+        // reconnect we write unconditionally because Redis may have lost the keys.
+        let reassert = shared.reassert.swap(false, Ordering::SeqCst);
+        let mut pipe = Pipeline::new();
+        for id in &ids {
+            let cmd = pipe
+                .cmd("SET")
+                .arg(keys.alive(id))
+                .arg("active")
+                .arg("EX")
+                .arg(options.session_ttl_seconds);
+            if !reassert {
+                cmd.arg("XX");
+            }
+            cmd.ignore();
+        }
+        let refresh = pipe.query_async::<()>(&mut connection);
+        let failed = match tokio::time::timeout(options.command_timeout(), refresh).await {
+            Ok(Ok(())) => None,
+            Ok(Err(e)) => Some(describe_redis_error(&e)),
+            Err(_) => Some("timed out".to_string()),
+        };
+        if let Some(reason) = failed {
+            shared.reassert.store(true, Ordering::SeqCst);
+            deliveries.problem(&format!(
+                "could not refresh {} session liveness key(s): {reason}",
+                ids.len()
+            ));
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn publish_keeps_order_and_arity() {
+        let op =
+            StreamOp::from_code(21, vec!["data".into(), "a".into(), "b".into()], false).unwrap();
+        let mut pipe = Pipeline::new();
+        assert_eq!(op.encode(&Keys::default(), &mut pipe), 2);
+        let packed = String::from_utf8(pipe.get_packed_pipeline()).unwrap();
+        assert!(packed.find("session:a").unwrap() < packed.find("session:b").unwrap());
+        assert_eq!(
+            StreamOp::from_code(20, vec!["a".into(), "b".into()], false),
+            None
+        );
+    }
+
+    #[test]
+    fn delete_tells_the_owner_and_drops_the_key() {
+        let mut pipe = Pipeline::new();
+        assert_eq!(
+            StreamOp::Delete("x".into()).encode(&Keys::default(), &mut pipe),
+            2
+        );
+        let packed = String::from_utf8(pipe.get_packed_pipeline()).unwrap();
+        assert!(packed.contains("delete:session:x") && packed.contains("available:session:x"));
+    }
+
+    #[test]
+    fn broadcast_scans_only_in_upstream_mode() {
+        let fast = StreamOp::from_code(22, vec!["d".into()], false).unwrap();
+        let mut pipe = Pipeline::new();
+        assert_eq!(fast.encode(&Keys::default(), &mut pipe), 1);
+        assert!(fast.scan_job().is_none());
+        let compat = StreamOp::from_code(22, vec!["d".into()], true).unwrap();
+        assert_eq!(compat.encode(&Keys::default(), &mut pipe), 0);
+        assert_eq!(
+            compat.scan_job(),
+            Some(ScanJob::PublishToAliveSessions("d".into()))
+        );
+    }
+
+    #[test]
+    fn has_reads_exists() {
+        let op = StreamOp::Has("x".into());
+        assert_eq!(op.decode(vec![Value::Int(1)]), Ok(Reply::Int(1)));
+    }
+}
