@@ -184,7 +184,10 @@ class RedisInfoSessionManager {
 		}
 		promise.catch((error) => {
 			const err = /** @type {Error} */ (error);
-			this.#link.reporter.report(err.message.startsWith(what) ? err : new Error(`${what}: ${err.message}`));
+			const Kind = err instanceof TypeError ? TypeError : Error;
+			this.#link.reporter.report(
+				err.message.startsWith(what) ? err : new Kind(`${what}: ${err.message}`, { cause: err }),
+			);
 		});
 		return promise;
 	}

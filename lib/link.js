@@ -69,9 +69,15 @@ class Link {
 	constructor(url, options) {
 		this.options = options;
 		this.reporter = new Reporter(options.onError);
-		this.#native = new NativeClient(url, nativeOptions(options), (ids, replies, failed) =>
-			this.#complete(ids, replies, failed),
-		);
+		try {
+			this.#native = new NativeClient(url, nativeOptions(options), (ids, replies, failed) =>
+				this.#complete(ids, replies, failed),
+			);
+		} catch (error) {
+			const err = /** @type {Error & { code?: string }} */ (error);
+			// The native side flags bad input with InvalidArg; JS callers expect TypeError.
+			throw err.code === 'InvalidArg' ? new TypeError(err.message) : err;
+		}
 		this.#keepAlive = setInterval(noop, 2 ** 30);
 		this.#keepAlive.unref();
 	}

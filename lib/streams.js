@@ -97,7 +97,8 @@ class RedisStreamSessionManager {
 	 */
 	async has(id) {
 		checkId('session id', id);
-		if (this.#byId.has(id)) return true;
+		// Always asks Redis: a delete from another process must read as false at once,
+		// even before this process has heard of it.
 		const count = await this.#link.call(wire.HAS, [id], `Could not check stream session ${id}`);
 		return count > 0;
 	}

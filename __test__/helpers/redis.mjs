@@ -1,0 +1,128 @@
+// Private redis-server processes for tests: each on a free loopback port, stopped by PID.
+import { spawn, execFileSync } from 'node:child_process';
+import net from 'node:net';
+import { createClient } from 'redis';
+
+/** A TCP port that is free on 127.0.0.1 right now. */
+export function freePort() {
+	return new Promise((resolve, reject) => {
+		const server = net.createServer();
+		server.unref();
+		server.on('error', reject);
+		server.listen(0, '127.0.0.1', () => {
+			const { port } = /** @type {net.AddressInfo} */ (server.address());
+			server.close(() => resolve(port));
+		});
+	});
+}
+
+/** Sends PING over a raw socket; resolves true on +PONG. */
+function ping(port) {
+	return new Promise((resolve) => {
+		const socket = net.connect(port, '127.0.0.1');
+		socket.setTimeout(500);
+		socket.on('connect', () => socket.write('PING\r\n'));
+		socket.on('data', (d) => {
+			socket.destroy();
+			resolve(d.toString().startsWith('+PONG'));
+		});
+		socket.on('error', () => resolve(false));
+		socket.on('timeout', () => {
+			socket.destroy();
+			resolve(false);
+		});
+	});
+}
+
+export function redisServerPath() {
+	try {
+		return execFileSync('sh', ['-c', 'command -v redis-server']).toString().trim();
+	} catch {
+		throw new Error('redis-server is not installed: run `npm test` (it installs it) or apt-get install redis-server');
+	}
+}
+
+/**
+ * Starts a private redis-server. `port` reuses a port (restart on the same address).
+ * @param {{ port?: number, args?: string[] }} [options]
+ */
+export async function startRedis(options = {}) {
+	const port = options.port ?? (await freePort());
+	const child = spawn(
+		redisServerPath(),
+		['--port', String(port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no', ...(options.args ?? [])],
+		{ stdio: ['ignore', 'pipe', 'pipe'] },
+	);
+	let output = '';
+	child.stdout.on('data', (d) => (output += d));
+	child.stderr.on('data', (d) => (output += d));
+	const exited = new Promise((resolve) => child.once('exit', resolve));
+	for (let i = 0; i < 200; i++) {
+		if (child.exitCode !== null) break;
+		if (await ping(port)) {
+			return {
+				port,
+				pid: /** @type {number} */ (child.pid),
+				url: `redis://127.0.0.1:${port}`,
+				/** Ends this server (by its PID) and waits for it. */
+				async stop(signal = 'SIGTERM') {
+					if (child.exitCode === null && child.signalCode === null) {
+						process.kill(/** @type {number} */ (child.pid), signal);
+						await exited;
+					}
+				},
+				signal(/** @type {NodeJS.Signals} */ sig) {
+					process.kill(/** @type {number} */ (child.pid), sig);
+				},
+			};
+		}
+		await new Promise((r) => setTimeout(r, 25));
+	}
+	if (child.exitCode === null) child.kill('SIGKILL');
+	throw new Error(`redis-server did not start on port ${port}:\n${output}`);
+}
+
+/** An independent node-redis client for looking at what the managers wrote. */
+export async function observer(url) {
+	const client = createClient({ url });
+	client.on('error', () => {});
+	await client.connect();
+	return client;
+}
+
+/** Polls `check` until it returns truthy; fails after `ms` (a bound, not a measurement). */
+export async function eventually(check, ms = 5000, what = 'condition') {
+	const deadline = Date.now() + ms;
+	let last;
+	while (Date.now() < deadline) {
+		last = await check();
+		if (last) return last;
+		await new Promise((r) => setTimeout(r, 20));
+	}
+	throw new Error(`timed out waiting for ${what} (last value: ${JSON.stringify(last)})`);
+}
+
+/** A stand-in for ReadableStreamDefaultController that records what it receives. */
+export function recorder() {
+	const decoder = new TextDecoder();
+	const rec = {
+		/** @type {string[]} */
+		chunks: [],
+		/** @type {Uint8Array[]} */
+		raw: [],
+		closed: false,
+		enqueue(chunk) {
+			if (rec.closed) throw new TypeError('Invalid state: Controller is already closed');
+			if (!(chunk instanceof Uint8Array)) throw new TypeError('chunk is not a Uint8Array');
+			rec.raw.push(chunk);
+			rec.chunks.push(decoder.decode(chunk));
+		},
+		close() {
+			if (rec.closed) throw new TypeError('Invalid state: Controller is already closed');
+			rec.closed = true;
+		},
+		error() {},
+		desiredSize: 1,
+	};
+	return rec;
+}

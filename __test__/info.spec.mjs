@@ -1,0 +1,245 @@
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { RedisInfoSessionManager, createSessionManagers } from '../index.mjs';
+import { observer, startRedis } from './helpers/redis.mjs';
+
+let server;
+let redis;
+let errors = [];
+const unhandled = [];
+const onUnhandled = (e) => unhandled.push(e);
+/** @type {RedisInfoSessionManager} */
+let info;
+
+beforeAll(async () => {
+	process.on('unhandledRejection', onUnhandled);
+	server = await startRedis();
+	redis = await observer(server.url);
+	info = new RedisInfoSessionManager(server.url, { onError: (e) => errors.push(e) });
+});
+
+afterAll(async () => {
+	await info?.close();
+	await redis?.quit();
+	await server?.stop();
+	process.off('unhandledRejection', onUnhandled);
+	expect(unhandled).toEqual([]);
+});
+
+const clientInfo = { name: 'test-client', version: '1.2.3', title: 'Tëst ✓' };
+const capabilities = { roots: { listChanged: true }, sampling: {} };
+
+describe('client info and capabilities', () => {
+	it('round-trips JSON values, stored where upstream stores them', async () => {
+		await info.setClientInfo('s1', clientInfo);
+		await info.setClientCapabilities('s1', capabilities);
+		expect(await info.getClientInfo('s1')).toEqual(clientInfo);
+		expect(await info.getClientCapabilities('s1')).toEqual(capabilities);
+		expect(JSON.parse(await redis.get('tmcp:client_info:s1'))).toEqual(clientInfo);
+		expect(JSON.parse(await redis.get('tmcp:client_capabilities:s1'))).toEqual(capabilities);
+	});
+
+	it('rejects with upstream wording when nothing is stored', async () => {
+		await expect(info.getClientInfo('missing')).rejects.toThrow('Client info not found for session missing');
+		await expect(info.getClientCapabilities('missing')).rejects.toThrow(
+			'Client capabilities not found for session missing',
+		);
+		await expect(info.getLogLevel('missing')).rejects.toThrow('Log level not found for session missing');
+	});
+
+	it('setters called without await still land, in call order', async () => {
+		info.setClientInfo('s2', { name: 'a', version: '1' });
+		info.setClientInfo('s2', { name: 'b', version: '2' });
+		expect(await info.getClientInfo('s2')).toEqual({ name: 'b', version: '2' });
+	});
+});
+
+describe('log level', () => {
+	it('set then get round-trips every MCP level, stored as a plain string', async () => {
+		for (const level of ['debug', 'info', 'notice', 'warning', 'error', 'critical', 'alert', 'emergency']) {
+			await info.setLogLevel('lv', level);
+			expect(await info.getLogLevel('lv')).toBe(level);
+			expect(await redis.get('tmcp:log_level:lv')).toBe(level);
+		}
+	});
+
+	it("reads upstream's JSON-quoted form", async () => {
+		await redis.set('tmcp:log_level:quoted', '"warning"');
+		expect(await info.getLogLevel('quoted')).toBe('warning');
+	});
+
+	it('rejects an invalid level and stores nothing', async () => {
+		await expect(info.setLogLevel('lv-bad', 'verbose')).rejects.toThrow(TypeError);
+		await expect(info.setLogLevel('lv-bad', 'verbose')).rejects.toThrow(/Invalid log level "verbose"/);
+		expect(await redis.exists('tmcp:log_level:lv-bad')).toBe(0);
+	});
+
+	it('rejects a corrupt stored level with a clear error', async () => {
+		await redis.set('tmcp:log_level:corrupt', 'loud');
+		await expect(info.getLogLevel('corrupt')).rejects.toThrow('Invalid log level "loud" stored for session corrupt');
+	});
+});
+
+describe('subscriptions', () => {
+	it('adds, lists and removes', async () => {
+		await info.addSubscription('a', 'file:///r1');
+		await info.addSubscription('b', 'file:///r1');
+		await info.addSubscription('a', 'file:///r2');
+		expect((await info.getSubscriptions('file:///r1')).sort()).toEqual(['a', 'b']);
+		expect(await redis.sMembers('tmcp:subscriptions:file:///r2')).toEqual(['a']);
+		await info.removeSubscription('b', 'file:///r1');
+		expect(await info.getSubscriptions('file:///r1')).toEqual(['a']);
+	});
+
+	it('is an empty list for an unknown uri', async () => {
+		expect(await info.getSubscriptions('file:///nobody')).toEqual([]);
+	});
+});
+
+describe('delete', () => {
+	it('removes all metadata and the id from every subscription set, and nothing else', async () => {
+		await info.setClientInfo('gone', clientInfo);
+		await info.setClientCapabilities('gone', capabilities);
+		await info.setLogLevel('gone', 'error');
+		await info.addSubscription('gone', 'file:///d1');
+		await info.addSubscription('gone', 'file:///d2');
+		await info.addSubscription('stays', 'file:///d1');
+		await info.setClientInfo('stays', clientInfo);
+		await info.delete('gone');
+		expect(await redis.exists(['tmcp:client_info:gone', 'tmcp:client_capabilities:gone', 'tmcp:log_level:gone'])).toBe(0);
+		expect(await info.getSubscriptions('file:///d1')).toEqual(['stays']);
+		expect(await info.getSubscriptions('file:///d2')).toEqual([]);
+		expect(await info.getClientInfo('stays')).toEqual(clientInfo);
+	});
+});
+
+describe('bad input changes nothing', () => {
+	async function keyCount() {
+		return redis.dbSize();
+	}
+
+	it.each([
+		['a number id', () => info.getClientInfo(42)],
+		['an empty id', () => info.getClientCapabilities('')],
+		['an undefined id', () => info.getLogLevel(undefined)],
+		['a non-string uri', () => info.getSubscriptions({})],
+	])('getter with %s rejects with TypeError', async (_name, call) => {
+		await expect(call()).rejects.toThrow(TypeError);
+	});
+
+	it.each([
+		['a cyclic object', () => { const o = { name: 'x' }; o.self = o; return info.setClientInfo('bad', o); }],
+		['a BigInt', () => info.setClientCapabilities('bad', { n: 10n })],
+		['undefined', () => info.setClientInfo('bad', undefined)],
+		['a non-string id', () => info.setClientInfo(7, clientInfo)],
+		['a non-string uri', () => info.addSubscription('bad', 5)],
+		['a non-string level', () => info.setLogLevel('bad', 3)],
+	])('setter with %s rejects with TypeError and writes nothing', async (_name, call) => {
+		const before = await keyCount();
+		errors = [];
+		await expect(call()).rejects.toThrow(TypeError);
+		expect(await keyCount()).toBe(before);
+		expect(await redis.keys('*bad*')).toEqual([]);
+		expect(errors.length).toBe(1);
+	});
+
+	it('setters whose promise is dropped never produce unhandled rejections', async () => {
+		errors = [];
+		info.setClientInfo('bad', { n: 1n });
+		info.setLogLevel('bad', 'nope');
+		info.addSubscription(undefined, 'file:///x');
+		info.delete(null);
+		await new Promise((r) => setTimeout(r, 50));
+		expect(errors.map((e) => e.constructor.name)).toEqual(['TypeError', 'TypeError', 'TypeError', 'TypeError']);
+		expect(unhandled).toEqual([]);
+	});
+});
+
+describe('corrupt data in Redis', () => {
+	it('invalid JSON rejects that read only', async () => {
+		await redis.set('tmcp:client_info:broken', '{not json');
+		await expect(info.getClientInfo('broken')).rejects.toThrow(/Corrupt client info stored for session broken/);
+		await info.setClientInfo('fine', clientInfo);
+		expect(await info.getClientInfo('fine')).toEqual(clientInfo);
+	});
+
+	it('a key of the wrong type rejects with the Redis error', async () => {
+		await redis.sAdd('tmcp:client_capabilities:wrongtype', 'x');
+		await expect(info.getClientCapabilities('wrongtype')).rejects.toThrow(/WRONGTYPE/);
+		await redis.set('tmcp:subscriptions:file:///wrong', 'x');
+		await expect(info.getSubscriptions('file:///wrong')).rejects.toThrow(/WRONGTYPE/);
+	});
+});
+
+describe('construction and lifecycle', () => {
+	it.each([
+		['a non-string url', 42, TypeError, /Redis URL must be a string/],
+		['an http url', 'http://127.0.0.1:1', TypeError, /unsupported scheme "http:"/],
+		['garbage', 'not a url', TypeError, /Invalid Redis URL/],
+		['a missing host', 'redis://', TypeError, /Invalid Redis URL/],
+	])('%s throws at construction', (_name, url, type, message) => {
+		expect(() => new RedisInfoSessionManager(url)).toThrow(type);
+		expect(() => new RedisInfoSessionManager(url)).toThrow(message);
+	});
+
+	it('a bad URL error never repeats the password', () => {
+		try {
+			new RedisInfoSessionManager('mysql://user:hunter2@h:1/0');
+			expect.unreachable();
+		} catch (error) {
+			expect(error.message).not.toContain('hunter2');
+		}
+	});
+
+	it.each([
+		['a string', 'x', /options must be an object/],
+		['an unknown key', { ttl: 5 }, /Unknown option "ttl"/],
+		['a bad timeout', { commandTimeout: -1 }, /commandTimeout/],
+		['a bad prefix', { keyPrefix: 5 }, /keyPrefix/],
+		['a bad hook', { onError: 'log' }, /onError/],
+	])('invalid options (%s) throw TypeError', (_name, options, message) => {
+		expect(() => new RedisInfoSessionManager(server.url, options)).toThrow(TypeError);
+		expect(() => new RedisInfoSessionManager(server.url, options)).toThrow(message);
+	});
+
+	it('two instances see each other’s writes', async () => {
+		const other = new RedisInfoSessionManager(server.url);
+		await other.setClientInfo('shared', clientInfo);
+		expect(await info.getClientInfo('shared')).toEqual(clientInfo);
+		await other.close();
+	});
+
+	it('keyPrefix moves every key under the prefix', async () => {
+		const prefixed = new RedisInfoSessionManager(server.url, { keyPrefix: 'app:' });
+		await prefixed.setClientInfo('p', clientInfo);
+		await prefixed.addSubscription('p', 'file:///pref');
+		expect(await redis.exists('app:tmcp:client_info:p')).toBe(1);
+		expect(await redis.sMembers('app:tmcp:subscriptions:file:///pref')).toEqual(['p']);
+		await expect(info.getClientInfo('p')).rejects.toThrow('not found');
+		await prefixed.close();
+	});
+
+	it('createSessionManagers shares one connection between both managers', async () => {
+		const { streams, info: shared } = createSessionManagers(server.url, { keyPrefix: 'sh:' });
+		await shared.setLogLevel('x', 'info');
+		expect(await shared.getLogLevel('x')).toBe('info');
+		expect(await streams.has('x')).toBe(false);
+		await streams.close();
+		expect(await shared.getLogLevel('x')).toBe('info');
+		await shared.close();
+		await expect(shared.getLogLevel('x')).rejects.toThrow(/closed/);
+	});
+
+	it('calls after close reject clearly', async () => {
+		const closing = new RedisInfoSessionManager(server.url);
+		await closing.close();
+		await expect(closing.getClientInfo('x')).rejects.toThrow(/the session manager is closed/);
+	});
+
+	it('util.inspect shows the URL without its password', async () => {
+		const { inspect } = await import('node:util');
+		const secret = new RedisInfoSessionManager('redis://user:hunter2@127.0.0.1:1');
+		expect(inspect(secret)).toContain('user:***@127.0.0.1:1');
+		expect(inspect(secret)).not.toContain('hunter2');
+		await secret.close();
+	});
+});

@@ -1,0 +1,216 @@
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { RedisStreamSessionManager } from '../index.mjs';
+import { eventually, observer, recorder, startRedis } from './helpers/redis.mjs';
+
+let server;
+let redis;
+const unhandled = [];
+const onUnhandled = (e) => unhandled.push(e);
+let errorsA = [];
+/** @type {RedisStreamSessionManager} */
+let a;
+/** @type {RedisStreamSessionManager} */
+let b;
+
+beforeAll(async () => {
+	process.on('unhandledRejection', onUnhandled);
+	server = await startRedis();
+	redis = await observer(server.url);
+	a = new RedisStreamSessionManager(server.url, { onError: (e) => errorsA.push(e) });
+	b = new RedisStreamSessionManager(server.url);
+});
+
+afterAll(async () => {
+	await a?.close();
+	await b?.close();
+	await redis?.quit();
+	await server?.stop();
+	process.off('unhandledRejection', onUnhandled);
+	expect(unhandled).toEqual([]);
+});
+
+describe('create / has / send / delete', () => {
+	it('a send issued right after create resolves is delivered, from another instance', async () => {
+		const rec = recorder();
+		await a.create('s1', rec);
+		await b.send(['s1'], 'event: message\ndata: {}\n\n');
+		await eventually(() => rec.chunks.length === 1, 5000, 'delivery');
+		expect(rec.chunks).toEqual(['event: message\ndata: {}\n\n']);
+		expect(rec.raw[0]).toBeInstanceOf(Uint8Array);
+	});
+
+	it('marks the session live with upstream’s key and a TTL', async () => {
+		await a.create('live', recorder());
+		expect(await redis.get('available:session:live')).toBe('active');
+		const ttl = await redis.ttl('available:session:live');
+		expect(ttl).toBeGreaterThan(0);
+		expect(ttl).toBeLessThanOrEqual(10);
+		expect(await a.has('live')).toBe(true);
+		expect(await b.has('live')).toBe(true);
+		expect(await b.has('never-created')).toBe(false);
+	});
+
+	it('delete from another instance closes the owner’s controller and has() is false everywhere', async () => {
+		const rec = recorder();
+		await a.create('del-remote', rec);
+		await b.delete('del-remote');
+		expect(await a.has('del-remote')).toBe(false);
+		expect(await b.has('del-remote')).toBe(false);
+		await eventually(() => rec.closed, 5000, 'owner closing the controller');
+		expect(await redis.exists('available:session:del-remote')).toBe(0);
+		await b.send(['del-remote'], 'after delete');
+		await new Promise((r) => setTimeout(r, 100));
+		expect(rec.chunks).toEqual([]);
+	});
+
+	it('delete on the owner closes its controller and has() is false everywhere', async () => {
+		const rec = recorder();
+		await a.create('del-owner', rec);
+		await a.delete('del-owner');
+		expect(rec.closed).toBe(true);
+		expect(await a.has('del-owner')).toBe(false);
+		expect(await b.has('del-owner')).toBe(false);
+	});
+
+	it('a second create for a live id replaces and closes the old controller: no double delivery', async () => {
+		const first = recorder();
+		const second = recorder();
+		await a.create('dup', first);
+		await a.create('dup', second);
+		expect(first.closed).toBe(true);
+		await b.send(['dup'], 'once');
+		await eventually(() => second.chunks.length === 1, 5000, 'delivery');
+		await b.send(['dup'], 'twice');
+		await eventually(() => second.chunks.length === 2, 5000, 'delivery');
+		expect(first.chunks).toEqual([]);
+		expect(second.chunks).toEqual(['once', 'twice']);
+	});
+
+	it('unknown ids are dropped silently and an empty list sends nothing', async () => {
+		await expect(b.send(['nobody-here'], 'x')).resolves.toBeUndefined();
+		await expect(b.send([], 'x')).resolves.toBeUndefined();
+	});
+});
+
+describe('broadcast', () => {
+	it('send(undefined) reaches every live session of both instances once', async () => {
+		const ra = recorder();
+		const rb = recorder();
+		await a.create('bc-a', ra);
+		await b.create('bc-b', rb);
+		await a.send(undefined, 'to everyone');
+		await eventually(() => ra.chunks.includes('to everyone') && rb.chunks.includes('to everyone'), 5000, 'broadcast');
+		await new Promise((r) => setTimeout(r, 50));
+		expect(ra.chunks.filter((c) => c === 'to everyone')).toHaveLength(1);
+		expect(rb.chunks.filter((c) => c === 'to everyone')).toHaveLength(1);
+	});
+});
+
+describe('payloads and volume', () => {
+	it('multi-byte UTF-8 and a 1 MiB payload arrive intact', async () => {
+		const rec = recorder();
+		await a.create('big', rec);
+		const unicode = 'héllo ✓ 日本語 🎉 \u0000 end';
+		const big = 'x'.repeat(1024 * 1024 - 3) + '✓';
+		await b.send(['big'], unicode);
+		await b.send(['big'], big);
+		await eventually(() => rec.chunks.length === 2, 10000, 'delivery');
+		expect(rec.chunks[0]).toBe(unicode);
+		expect(rec.raw[0]).toEqual(new TextEncoder().encode(unicode));
+		expect(rec.chunks[1].length).toBe(big.length);
+		expect(rec.chunks[1]).toBe(big);
+	});
+
+	it('1,000 messages to one session arrive in order', async () => {
+		const rec = recorder();
+		await a.create('ordered', rec);
+		const sends = [];
+		for (let i = 0; i < 1000; i++) sends.push(b.send(['ordered'], `m${i}`));
+		await Promise.all(sends);
+		await eventually(() => rec.chunks.length === 1000, 10000, '1000 messages');
+		expect(rec.chunks).toEqual(Array.from({ length: 1000 }, (_, i) => `m${i}`));
+	});
+
+	it('2,000 sessions on one instance each get their own message', async () => {
+		const many = new RedisStreamSessionManager(server.url, { keyPrefix: 'many:' });
+		const sender = new RedisStreamSessionManager(server.url, { keyPrefix: 'many:' });
+		const recs = Array.from({ length: 2000 }, () => recorder());
+		await Promise.all(recs.map((rec, i) => many.create(`m-${i}`, rec)));
+		await Promise.all(recs.map((_, i) => sender.send([`m-${i}`], `for m-${i}`)));
+		await eventually(() => recs.every((r) => r.chunks.length === 1), 20000, '2000 deliveries');
+		recs.forEach((rec, i) => expect(rec.chunks).toEqual([`for m-${i}`]));
+		await many.close();
+		await sender.close();
+		expect(await redis.keys('many:available:session:*')).toEqual([]);
+	});
+});
+
+describe('a controller that throws', () => {
+	it('ends only that session, locally, and reports it', async () => {
+		const broken = recorder();
+		const healthy = recorder();
+		await a.create('broken', broken);
+		await a.create('healthy', healthy);
+		broken.closed = true; // enqueue now throws, like a cancelled stream
+		errorsA = [];
+		await b.send(['broken', 'healthy'], 'hi');
+		await eventually(() => healthy.chunks.length === 1, 5000, 'healthy delivery');
+		await eventually(async () => !(await b.has('broken')), 5000, 'broken session ended');
+		expect(errorsA.some((e) => /Stream of session broken no longer accepts data/.test(e.message))).toBe(true);
+		await b.send(['healthy'], 'still here');
+		await eventually(() => healthy.chunks.length === 2, 5000, 'second delivery');
+		expect(await a.has('healthy')).toBe(true);
+	});
+});
+
+describe('liveness', () => {
+	it('one timer keeps the keys of live sessions alive past their TTL', async () => {
+		const short = new RedisStreamSessionManager(server.url, { keyPrefix: 'ttl:', sessionTtlSeconds: 3 });
+		await short.create('t1', recorder());
+		await short.create('t2', recorder());
+		// Past the 3 s TTL the keys still exist only because they were refreshed.
+		await new Promise((r) => setTimeout(r, 4500));
+		expect(await redis.exists(['ttl:available:session:t1', 'ttl:available:session:t2'])).toBe(2);
+		await short.close();
+		expect(await redis.exists(['ttl:available:session:t1', 'ttl:available:session:t2'])).toBe(0);
+	});
+});
+
+describe('bad input', () => {
+	it.each([
+		['a non-string id', () => a.create(5, recorder()), TypeError, /session id must be a non-empty string/],
+		['an empty id', () => a.has(''), TypeError, /session id/],
+		['a controller without enqueue', () => a.create('c', { close() {} }), TypeError, /enqueue/],
+		['no controller', () => a.create('c'), TypeError, /controller/],
+		['non-string data', () => a.send(['x'], { data: 1 }), TypeError, /data must be a string/],
+		['a non-array sessions', () => a.send('x', 'data'), TypeError, /sessions must be an array/],
+		['a non-string id in sessions', () => a.send(['ok', 3], 'data'), TypeError, /each session id/],
+		['a non-string id for delete', () => a.delete(null), TypeError, /session id/],
+	])('%s rejects with a clear TypeError and changes nothing', async (_name, call, type, message) => {
+		const before = await redis.dbSize();
+		const error = await call().catch((e) => e);
+		expect(error).toBeInstanceOf(type);
+		expect(error.message).toMatch(message);
+		expect(await redis.dbSize()).toBe(before);
+	});
+
+	it('a bad URL throws at construction', () => {
+		expect(() => new RedisStreamSessionManager('ftp://x')).toThrow(/unsupported scheme/);
+		expect(() => new RedisStreamSessionManager(undefined)).toThrow(TypeError);
+	});
+});
+
+describe('close', () => {
+	it('closes local controllers, removes their liveness keys and rejects later calls', async () => {
+		const m = new RedisStreamSessionManager(server.url, { keyPrefix: 'close:' });
+		const rec = recorder();
+		await m.create('c1', rec);
+		expect(await redis.exists('close:available:session:c1')).toBe(1);
+		await m[Symbol.asyncDispose]();
+		expect(rec.closed).toBe(true);
+		expect(await redis.exists('close:available:session:c1')).toBe(0);
+		await expect(m.create('c2', recorder())).rejects.toThrow(/closed/);
+		await expect(m.send(['c1'], 'x')).rejects.toThrow(/closed/);
+		await expect(m.close()).resolves.toBeUndefined();
+	});
+});

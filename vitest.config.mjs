@@ -1,0 +1,12 @@
+import { defineConfig } from 'vitest/config';
+
+export default defineConfig({
+	test: {
+		include: ['__test__/**/*.spec.mjs'],
+		testTimeout: 60_000,
+		hookTimeout: 60_000,
+		pool: 'forks',
+		// Two cores: one file per core at a time.
+		maxWorkers: 2,
+	},
+});
