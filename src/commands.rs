@@ -227,8 +227,12 @@ async fn run_pipeline(
         return answers;
     }
     let total: usize = live.iter().map(|(_, n)| n).sum();
-    let result =
-        tokio::time::timeout_at(deadline, connection.req_packed_commands(&pipe, 0, total)).await;
+    let result = if total == 0 {
+        // Only scan jobs: nothing to pipeline.
+        Ok(Ok(Vec::new()))
+    } else {
+        tokio::time::timeout_at(deadline, connection.req_packed_commands(&pipe, 0, total)).await
+    };
     let values = match result {
         Ok(Ok(values)) => values,
         Ok(Err(e)) => {
