@@ -1,0 +1,83 @@
+// The real stack: tmcp McpServer + HttpTransport with our managers, driven by the
+// official MCP TypeScript SDK client; the SSE stream lives on one server and every
+// other request goes to another, both sharing one Redis.
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { Client } from '@modelcontextprotocol/sdk/client/index.js';
+import { StreamableHTTPClientTransport } from '@modelcontextprotocol/sdk/client/streamableHttp.js';
+import {
+	ResourceUpdatedNotificationSchema,
+	ToolListChangedNotificationSchema,
+} from '@modelcontextprotocol/sdk/types.js';
+import { startServer, RESOURCE_URI } from '../demo/server.mjs';
+import { eventually, observer, startRedis } from './helpers/redis.mjs';
+
+let redisServer;
+let redis;
+let a;
+let b;
+const log = [];
+
+beforeAll(async () => {
+	redisServer = await startRedis();
+	redis = await observer(redisServer.url);
+	a = await startServer({ name: 'A', redisUrl: redisServer.url, log: (l) => log.push(l) });
+	b = await startServer({ name: 'B', redisUrl: redisServer.url, log: (l) => log.push(l) });
+});
+
+afterAll(async () => {
+	await a?.close();
+	await b?.close();
+	await redis?.quit();
+	await redisServer?.stop();
+});
+
+describe('HttpTransport with our managers and the MCP SDK client', () => {
+	it('delivers server notifications to the SSE stream held by another server', async () => {
+		/** @type {string[]} */
+		const routed = [];
+		const transport = new StreamableHTTPClientTransport(new URL(b.url), {
+			// The stream (GET) goes to A, every other request to B.
+			fetch: (url, init) => {
+				const method = init?.method ?? 'GET';
+				const target = method === 'GET' ? a.url : b.url;
+				routed.push(`${method}→${target === a.url ? 'A' : 'B'}`);
+				return fetch(target, init);
+			},
+		});
+		const client = new Client({ name: 'vitest-client', version: '0.0.1' }, { capabilities: {} });
+		const notifications = [];
+		client.setNotificationHandler(ToolListChangedNotificationSchema, (n) => notifications.push(n.method));
+		client.setNotificationHandler(ResourceUpdatedNotificationSchema, (n) =>
+			notifications.push(`${n.method} ${n.params.uri}`),
+		);
+		await client.connect(transport);
+		const sessionId = transport.sessionId;
+		expect(sessionId).toBeTruthy();
+		await eventually(async () => (await redis.exists(`available:session:${sessionId}`)) === 1, 5000, 'stream on A');
+		expect(routed).toContain('GET→A');
+
+		const who = await client.callTool({ name: 'whoami', arguments: {} });
+		const answer = JSON.parse(who.content[0].text);
+		expect(answer.process).toBe('B');
+		expect(answer.clientInfo).toEqual({ name: 'vitest-client', version: '0.0.1' });
+		expect(JSON.parse(await redis.get(`tmcp:client_info:${sessionId}`))).toEqual(answer.clientInfo);
+
+		await client.subscribeResource({ uri: RESOURCE_URI });
+		expect(await redis.sMembers(`tmcp:subscriptions:${RESOURCE_URI}`)).toEqual([sessionId]);
+		await client.callTool({ name: 'touch', arguments: {} });
+		await eventually(() => notifications.length >= 2, 5000, 'notifications through A');
+		expect(notifications.sort()).toEqual([
+			'notifications/resources/updated demo://counter',
+			'notifications/tools/list_changed',
+		]);
+		expect(routed.filter((r) => r.startsWith('GET')).every((r) => r === 'GET→A')).toBe(true);
+		expect(routed.filter((r) => !r.startsWith('GET')).every((r) => r.endsWith('→B'))).toBe(true);
+
+		await transport.terminateSession();
+		await client.close();
+		await eventually(async () => (await redis.exists(`available:session:${sessionId}`)) === 0, 5000, 'session ended');
+		expect(await redis.exists(`tmcp:client_info:${sessionId}`)).toBe(0);
+		expect(await redis.sMembers(`tmcp:subscriptions:${RESOURCE_URI}`)).toEqual([]);
+		expect(log.filter((line) => line.includes('session manager:'))).toEqual([]);
+	});
+});

@@ -1,0 +1,42 @@
+// Compiled with `tsc --noEmit` by package.spec.mjs: our classes must be accepted
+// wherever upstream's are.
+import type { InfoSessionManager, StreamSessionManager } from '@tmcp/session-manager';
+import { HttpTransport } from '@tmcp/transport-http';
+import { McpServer } from 'tmcp';
+import {
+	createSessionManagers,
+	RedisInfoSessionManager,
+	RedisStreamSessionManager,
+} from '@tmcp-rs/session-manager-redis';
+
+const server = new McpServer({ name: 'types', version: '1.0.0', description: 'types' }, { adapter: undefined, capabilities: {} });
+
+const streams: StreamSessionManager = new RedisStreamSessionManager('redis://localhost');
+const info: InfoSessionManager = new RedisInfoSessionManager('redis://localhost', { keyPrefix: 'a:', onError: (e) => e.message });
+
+new HttpTransport(server, { path: '/mcp', sessionManager: { streams, info } });
+new HttpTransport(server, {
+	path: '/mcp',
+	sessionManager: {
+		streams: new RedisStreamSessionManager('redis://localhost'),
+		info: new RedisInfoSessionManager('redis://localhost'),
+	},
+});
+new HttpTransport(server, { path: '/mcp', sessionManager: createSessionManagers('redis://localhost') });
+
+async function usage(m: RedisInfoSessionManager, s: RedisStreamSessionManager) {
+	const level: 'debug' | 'info' | 'notice' | 'warning' | 'error' | 'critical' | 'alert' | 'emergency' | undefined =
+		await m.getLogLevel('x');
+	const live: boolean = await s.has('x');
+	await s.close();
+	await using disposable = new RedisInfoSessionManager('redis://localhost');
+	return [level, live, disposable];
+}
+void usage;
+
+// @ts-expect-error unknown options are rejected
+new RedisInfoSessionManager('redis://localhost', { ttl: 5 });
+// @ts-expect-error the URL is a string
+new RedisStreamSessionManager(6379);
+// @ts-expect-error log levels are MCP's
+new RedisInfoSessionManager('redis://localhost').setLogLevel('x', 'verbose');

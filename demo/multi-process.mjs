@@ -1,0 +1,123 @@
+// The main job, end to end: two TMCP server processes share one Redis; an MCP SDK
+// client opens its SSE stream on process A and sends every request to process B.
+import { spawn } from 'node:child_process';
+import { fileURLToPath } from 'node:url';
+import { createClient } from 'redis';
+import { Client } from '@modelcontextprotocol/sdk/client/index.js';
+import { StreamableHTTPClientTransport } from '@modelcontextprotocol/sdk/client/streamableHttp.js';
+import {
+	ResourceUpdatedNotificationSchema,
+	ToolListChangedNotificationSchema,
+} from '@modelcontextprotocol/sdk/types.js';
+import { startRedis } from '../__test__/helpers/redis.mjs';
+import { RESOURCE_URI } from './server.mjs';
+
+const say = (line) => console.log(line);
+const started = [];
+let redisServer;
+let exitCode = 0;
+
+function startProcess(name, redisUrl) {
+	const script = fileURLToPath(new URL('./server.mjs', import.meta.url));
+	const child = spawn(process.execPath, [script, name, '0', redisUrl], { stdio: ['ignore', 'pipe', 'inherit'] });
+	started.push(child);
+	return new Promise((resolve, reject) => {
+		let buffered = '';
+		child.stdout.on('data', (chunk) => {
+			buffered += chunk;
+			let nl;
+			while ((nl = buffered.indexOf('\n')) >= 0) {
+				const line = buffered.slice(0, nl);
+				buffered = buffered.slice(nl + 1);
+				const ready = /^READY (\d+)$/.exec(line);
+				if (ready) resolve({ name, pid: child.pid, url: `http://127.0.0.1:${ready[1]}/mcp` });
+				else say(`      ${line}`);
+			}
+		});
+		child.once('exit', (code) => reject(new Error(`server ${name} exited early (${code})`)));
+	});
+}
+
+async function stopAll() {
+	for (const child of started) {
+		if (child.exitCode === null && child.signalCode === null) {
+			const exited = new Promise((r) => child.once('exit', r));
+			process.kill(child.pid, 'SIGTERM');
+			await exited;
+		}
+	}
+	if (redisServer) await redisServer.stop();
+}
+
+try {
+	let redisUrl = process.env.REDIS_URL;
+	if (!redisUrl) {
+		redisServer = await startRedis();
+		redisUrl = redisServer.url;
+		say(`• started a private redis-server (pid ${redisServer.pid}) on ${redisUrl}`);
+	} else {
+		say(`• using REDIS_URL`);
+	}
+	const redis = createClient({ url: redisUrl });
+	redis.on('error', () => {});
+	await redis.connect();
+
+	const [a, b] = await Promise.all([startProcess('A', redisUrl), startProcess('B', redisUrl)]);
+	say(`• server process A: pid ${a.pid} at ${a.url}`);
+	say(`• server process B: pid ${b.pid} at ${b.url}`);
+
+	const transport = new StreamableHTTPClientTransport(new URL(b.url), {
+		fetch: (url, init) => fetch((init?.method ?? 'GET') === 'GET' ? a.url : b.url, init),
+	});
+	const client = new Client({ name: 'demo-client', version: '1.0.0' }, { capabilities: {} });
+	const notifications = [];
+	let notified;
+	const allNotified = new Promise((r) => (notified = r));
+	const onNotification = (text) => {
+		notifications.push(text);
+		say(`   ← client received on the SSE stream (held by A): ${text}`);
+		if (notifications.length === 2) notified();
+	};
+	client.setNotificationHandler(ToolListChangedNotificationSchema, (n) => onNotification(n.method));
+	client.setNotificationHandler(ResourceUpdatedNotificationSchema, (n) => onNotification(`${n.method} ${n.params.uri}`));
+
+	say('\n1. initialize → B; the client then opens its SSE stream (GET) → A');
+	await client.connect(transport);
+	const id = transport.sessionId;
+	for (let i = 0; i < 100 && !(await redis.exists(`available:session:${id}`)); i++) await new Promise((r) => setTimeout(r, 20));
+	say(`   session ${id}`);
+	say(`   Redis: tmcp:client_info:${id} = ${await redis.get(`tmcp:client_info:${id}`)}`);
+	say(`   Redis: available:session:${id} = ${await redis.get(`available:session:${id}`)} (A holds the stream)`);
+
+	say('\n2. tools/call whoami → B (B has no memory of the session: it hydrates it from Redis)');
+	const who = JSON.parse((await client.callTool({ name: 'whoami', arguments: {} })).content[0].text);
+	say(`   answered by process ${who.process} (pid ${who.pid}); it read clientInfo ${JSON.stringify(who.clientInfo)}`);
+	if (who.process !== 'B' || who.clientInfo?.name !== 'demo-client') throw new Error('B did not hydrate the client info');
+
+	say(`\n3. resources/subscribe ${RESOURCE_URI} → B`);
+	await client.subscribeResource({ uri: RESOURCE_URI });
+	say(`   Redis: tmcp:subscriptions:${RESOURCE_URI} = ${JSON.stringify(await redis.sMembers(`tmcp:subscriptions:${RESOURCE_URI}`))}`);
+
+	say('\n4. tools/call touch → B; B publishes the notifications, A enqueues them into the stream');
+	await client.callTool({ name: 'touch', arguments: {} });
+	await Promise.race([
+		allNotified,
+		new Promise((_, reject) => setTimeout(() => reject(new Error('notifications did not arrive through A')), 10_000)),
+	]);
+
+	say('\n5. DELETE session → B; A closes the stream, every key of the session is gone');
+	await transport.terminateSession();
+	await client.close();
+	for (let i = 0; i < 100 && (await redis.exists(`available:session:${id}`)); i++) await new Promise((r) => setTimeout(r, 20));
+	const left = await redis.keys(`*${id}*`);
+	say(`   Redis keys left for the session: ${JSON.stringify(left)}`);
+	if (left.length) throw new Error('session keys left behind');
+	await redis.quit();
+	say('\n✓ demo complete: stream on A, requests on B, notifications from B delivered through A');
+} catch (error) {
+	console.error(`\n✗ demo failed: ${error?.stack ?? error}`);
+	exitCode = 1;
+} finally {
+	await stopAll();
+}
+process.exit(exitCode);

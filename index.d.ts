@@ -1,0 +1,67 @@
+// Types of @tmcp-rs/session-manager-redis: a drop-in for @tmcp/session-manager-redis.
+// The classes are structurally assignable to StreamSessionManager / InfoSessionManager
+// of @tmcp/session-manager and accepted by HttpTransport / SseTransport.
+
+type SessionInfo = NonNullable<import('tmcp').Context['sessionInfo']>;
+
+/** Optional settings; every one is an addition to upstream's constructor. */
+export interface RedisSessionManagerOptions {
+	/** Prefix for every key and channel. Default `''` (upstream's names, interoperable). */
+	keyPrefix?: string;
+	/** TTL of `available:session:{id}`, refreshed every third of it. Default 10. */
+	sessionTtlSeconds?: number;
+	/** Milliseconds a call may wait for Redis before it rejects. Default 5000. */
+	commandTimeout?: number;
+	/** Milliseconds one connection attempt may take. Default 5000. */
+	connectTimeout?: number;
+	/**
+	 * Broadcast and info `delete` SCAN the keyspace like upstream, so they reach sessions
+	 * and subscriptions created by upstream processes on the same Redis. Default false
+	 * (one PUBLISH per broadcast, a reverse index for delete).
+	 */
+	upstreamCompatible?: boolean;
+	/** Receives background errors (lost connection, failed refresh, a controller that threw,
+	 * a dropped setter promise that failed). Default: a rate-limited process warning. */
+	onError?: (error: Error) => void;
+}
+
+/** Owns this process's SSE streams; routes notifications to them through Redis pub/sub. */
+export declare class RedisStreamSessionManager {
+	constructor(redisUrl: string, options?: RedisSessionManagerOptions);
+	/** Resolves once the subscription is live in Redis. */
+	create(id: string, controller: ReadableStreamDefaultController): Promise<void>;
+	/** Ends the session everywhere; `has(id)` is false from every process afterwards. */
+	delete(id: string): Promise<void>;
+	/** Whether a live stream for `id` exists in any process. */
+	has(id: string): Promise<boolean>;
+	/** `undefined` sends to every live session. Resolves once Redis accepted the publish. */
+	send(sessions: string[] | undefined, data: string): Promise<void>;
+	/** Closes local streams, removes their liveness keys and the connections. */
+	close(): Promise<void>;
+	[Symbol.asyncDispose](): Promise<void>;
+}
+
+/** Persists per-session metadata so stateless requests can rebuild the MCP context. */
+export declare class RedisInfoSessionManager {
+	constructor(redisUrl: string, options?: RedisSessionManagerOptions);
+	getClientInfo(id: string): Promise<SessionInfo['clientInfo']>;
+	setClientInfo(id: string, clientInfo: SessionInfo['clientInfo']): Promise<void>;
+	getClientCapabilities(id: string): Promise<SessionInfo['clientCapabilities']>;
+	setClientCapabilities(id: string, clientCapabilities: SessionInfo['clientCapabilities']): Promise<void>;
+	getLogLevel(id: string): Promise<SessionInfo['logLevel']>;
+	setLogLevel(id: string, logLevel: SessionInfo['logLevel']): Promise<void>;
+	getSubscriptions(uri: string): Promise<string[]>;
+	addSubscription(id: string, uri: string): Promise<void>;
+	removeSubscription(id: string, uri: string): Promise<void>;
+	/** Removes all metadata of the session and takes it out of every subscription set. */
+	delete(id: string): Promise<void>;
+	/** Releases the connection; calls already made still complete. */
+	close(): Promise<void>;
+	[Symbol.asyncDispose](): Promise<void>;
+}
+
+/** Both managers on one shared command connection. */
+export declare function createSessionManagers(
+	redisUrl: string,
+	options?: RedisSessionManagerOptions,
+): { streams: RedisStreamSessionManager; info: RedisInfoSessionManager };
