@@ -1,6 +1,6 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { RedisInfoSessionManager, createSessionManagers } from '../index.mjs';
-import { observer, startRedis } from './helpers/redis.mjs';
+import { observer, testRedis } from './helpers/redis.mjs';
 
 let server;
 let redis;
@@ -12,7 +12,7 @@ let info;
 
 beforeAll(async () => {
 	process.on('unhandledRejection', onUnhandled);
-	server = await startRedis();
+	server = await testRedis();
 	redis = await observer(server.url);
 	info = new RedisInfoSessionManager(server.url, { onError: (e) => errors.push(e) });
 });

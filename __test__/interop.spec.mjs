@@ -2,7 +2,7 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { RedisInfoSessionManager, RedisStreamSessionManager } from '../index.mjs';
 import { spawnPeer } from './helpers/peer.mjs';
-import { eventually, observer, recorder, startRedis } from './helpers/redis.mjs';
+import { eventually, observer, recorder, testRedis } from './helpers/redis.mjs';
 
 let server;
 let redis;
@@ -13,7 +13,7 @@ let streams;
 let info;
 
 beforeAll(async () => {
-	server = await startRedis();
+	server = await testRedis();
 	redis = await observer(server.url);
 	streams = new RedisStreamSessionManager(server.url);
 	info = new RedisInfoSessionManager(server.url);

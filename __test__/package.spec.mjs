@@ -7,7 +7,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { startRedis } from './helpers/redis.mjs';
+import { testRedis } from './helpers/redis.mjs';
 
 const root = fileURLToPath(new URL('..', import.meta.url));
 const bin = (name) => join(root, 'node_modules', '.bin', name);
@@ -16,7 +16,7 @@ let server;
 
 beforeAll(async () => {
 	work = mkdtempSync(join(tmpdir(), 'tmcp-rs-pack-'));
-	server = await startRedis();
+	server = await testRedis();
 });
 
 afterAll(async () => {

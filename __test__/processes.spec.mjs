@@ -3,14 +3,14 @@ import { fileURLToPath } from 'node:url';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { RedisStreamSessionManager } from '../index.mjs';
 import { spawnPeer } from './helpers/peer.mjs';
-import { eventually, observer, recorder, startRedis } from './helpers/redis.mjs';
+import { eventually, observer, recorder, testRedis } from './helpers/redis.mjs';
 
 let server;
 let redis;
 const peers = [];
 
 beforeAll(async () => {
-	server = await startRedis();
+	server = await testRedis();
 	redis = await observer(server.url);
 });
 

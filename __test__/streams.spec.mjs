@@ -1,6 +1,6 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { RedisStreamSessionManager } from '../index.mjs';
-import { eventually, observer, recorder, startRedis } from './helpers/redis.mjs';
+import { eventually, observer, recorder, testRedis } from './helpers/redis.mjs';
 
 let server;
 let redis;
@@ -14,7 +14,7 @@ let b;
 
 beforeAll(async () => {
 	process.on('unhandledRejection', onUnhandled);
-	server = await startRedis();
+	server = await testRedis();
 	redis = await observer(server.url);
 	a = new RedisStreamSessionManager(server.url, { onError: (e) => errorsA.push(e) });
 	b = new RedisStreamSessionManager(server.url);

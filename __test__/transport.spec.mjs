@@ -9,7 +9,7 @@ import {
 	ToolListChangedNotificationSchema,
 } from '@modelcontextprotocol/sdk/types.js';
 import { startServer, RESOURCE_URI } from '../demo/server.mjs';
-import { eventually, observer, startRedis } from './helpers/redis.mjs';
+import { eventually, observer, testRedis } from './helpers/redis.mjs';
 
 let redisServer;
 let redis;
@@ -18,7 +18,7 @@ let b;
 const log = [];
 
 beforeAll(async () => {
-	redisServer = await startRedis();
+	redisServer = await testRedis();
 	redis = await observer(redisServer.url);
 	a = await startServer({ name: 'A', redisUrl: redisServer.url, log: (l) => log.push(l) });
 	b = await startServer({ name: 'B', redisUrl: redisServer.url, log: (l) => log.push(l) });

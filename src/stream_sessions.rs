@@ -162,10 +162,10 @@ impl StreamSessions {
         })
     }
 
-    /// Registers `id` → `token`, subscribes, marks the session live, then answers `call`.
-    /// Returns the token this replaced, if the id was already live here.
-    pub fn create(&self, call: u32, id: String, token: u32) -> Option<u32> {
-        let replaced = self.shared.local.lock().unwrap().insert(id.clone(), token);
+    /// Registers `id` → `token` (replacing an older token for the same id), subscribes,
+    /// marks the session live, then answers `call`.
+    pub fn create(&self, call: u32, id: String, token: u32) {
+        self.shared.local.lock().unwrap().insert(id.clone(), token);
         let keys = self.commands.keys().clone();
         let mut channels = vec![keys.session_channel(&id), keys.delete_channel(&id)];
         let with_broadcast = !self
@@ -210,7 +210,6 @@ impl StreamSessions {
             }
             completions.one(call, outcome);
         });
-        replaced
     }
 
     /// Stops receiving for `id` here if `token` still owns it. With `forget`, also

@@ -126,3 +126,14 @@ export function recorder() {
 	};
 	return rec;
 }
+
+/**
+ * The server a test file uses: REDIS_URL when given (a dedicated, empty server; the suite
+ * then runs one file at a time), otherwise a private redis-server of its own.
+ */
+export async function testRedis() {
+	if (process.env.REDIS_URL) {
+		return { url: process.env.REDIS_URL, pid: undefined, port: undefined, async stop() {}, signal() {} };
+	}
+	return startRedis();
+}
