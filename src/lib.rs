@@ -130,17 +130,16 @@ impl NativeStreams {
         })
     }
 
-    /// Starts receiving for `id` into controller `token`; answers call `id` of the
-    /// client when the subscription is live. Returns the token it replaced, if any.
+    /// Starts receiving for `id` into controller `token`; answers `call` of the client
+    /// when the subscription is live.
     #[napi]
-    pub fn create(&self, call: u32, id: String, token: u32) -> napi::Result<Option<u32>> {
+    pub fn create(&self, call: u32, id: String, token: u32) -> napi::Result<()> {
         let guard = self.sessions.lock().unwrap();
         let sessions = guard
             .as_ref()
             .ok_or_else(|| js_error("the session manager is closed"))?;
-        Ok(within_runtime_if_available(|| {
-            sessions.create(call, id, token)
-        }))
+        within_runtime_if_available(|| sessions.create(call, id, token));
+        Ok(())
     }
 
     /// Stops receiving for `id` if `token` still owns it; `forget` also drops its
