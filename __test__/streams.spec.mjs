@@ -171,6 +171,11 @@ describe('liveness', () => {
 		// Past the 3 s TTL the keys still exist only because they were refreshed.
 		await new Promise((r) => setTimeout(r, 4500));
 		expect(await redis.exists(['ttl:available:session:t1', 'ttl:available:session:t2'])).toBe(2);
+		// A deleted session is no longer refreshed, and no refresh brings its key back.
+		await short.delete('t1');
+		await new Promise((r) => setTimeout(r, 2500));
+		expect(await redis.exists('ttl:available:session:t1')).toBe(0);
+		expect(await redis.exists('ttl:available:session:t2')).toBe(1);
 		await short.close();
 		expect(await redis.exists(['ttl:available:session:t1', 'ttl:available:session:t2'])).toBe(0);
 	});
