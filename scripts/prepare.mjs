@@ -18,7 +18,9 @@ const has = (cmd) => spawnSync('sh', ['-c', `command -v ${cmd}`], { stdio: 'igno
 
 if (!existsSync(join(root, 'node_modules/.package-lock.json'))) {
 	console.log('prepare: installing npm dependencies');
-	run('npm', [existsSync(join(root, 'package-lock.json')) ? 'ci' : 'install', '--no-audit', '--no-fund']);
+	// `npm install`, not `npm ci`: the lock file cannot list our own platform package, which is
+	// built here rather than fetched.
+	run('npm', ['install', '--no-audit', '--no-fund']);
 }
 
 if (!process.argv.includes('--no-redis') && !process.env.REDIS_URL && !has('redis-server')) {
