@@ -138,7 +138,8 @@ class RedisStreamSessionManager {
 		this.#byToken.clear();
 		for (const session of sessions) closeQuietly(session.controller);
 		try {
-			if (this.#native.close(call)) await promise;
+			// Shutdown must not fail because Redis is unreachable; keys then expire by TTL.
+			if (this.#native.close(call)) await promise.catch((error) => this.#link.reporter.report(error));
 		} finally {
 			this.#link.release();
 		}

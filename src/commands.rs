@@ -23,6 +23,8 @@ use crate::stream_sessions::StreamOp;
 
 /// Most calls sent in one pipeline; the rest wait for the next one.
 const MAX_BATCH: usize = 4096;
+/// Pause between attempts while Redis refuses connections.
+const RETRY_PAUSE: Duration = Duration::from_millis(100);
 /// Keys fetched per SCAN step in upstream-compatible mode.
 const SCAN_COUNT: usize = 1000;
 
@@ -231,7 +233,12 @@ async fn run_pipeline(
         // Only scan jobs: nothing to pipeline.
         Ok(Ok(Vec::new()))
     } else {
-        tokio::time::timeout_at(deadline, connection.req_packed_commands(&pipe, 0, total)).await
+        until_connected(deadline, || {
+            let mut connection = connection.clone();
+            let pipe = &pipe;
+            async move { connection.req_packed_commands(pipe, 0, total).await }
+        })
+        .await
     };
     let values = match result {
         Ok(Ok(values)) => values,
@@ -275,6 +282,29 @@ async fn run_pipeline(
         }
     }
     answers
+}
+
+/// Runs `attempt` until it succeeds, fails for a reason other than "could not connect",
+/// or `deadline` passes. Retrying a refused connection is safe: nothing was sent. It
+/// also covers the first call after a long outage, which redis-rs fails while it starts
+/// a fresh reconnect.
+pub async fn until_connected<T, F, Fut>(
+    deadline: Instant,
+    mut attempt: F,
+) -> Result<redis::RedisResult<T>, tokio::time::error::Elapsed>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = redis::RedisResult<T>>,
+{
+    loop {
+        let result = tokio::time::timeout_at(deadline, attempt()).await;
+        match &result {
+            Ok(Err(e)) if e.is_connection_refusal() && Instant::now() + RETRY_PAUSE < deadline => {
+                tokio::time::sleep(RETRY_PAUSE).await;
+            }
+            _ => return result,
+        }
+    }
 }
 
 fn timeout_message(options: &NativeOptions) -> String {

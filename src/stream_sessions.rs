@@ -13,7 +13,7 @@ use redis::{Client, Pipeline, PushInfo, PushKind, Value};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
-use crate::commands::{connection_manager, first_error, Commands, ScanJob};
+use crate::commands::{connection_manager, first_error, until_connected, Commands, ScanJob};
 use crate::delivery::{Deliveries, DeliveryBatch, DeliveryKind, Outcome, Reply};
 use crate::error::describe_redis_error;
 use crate::keys::{Channel, Keys};
@@ -175,23 +175,41 @@ impl StreamSessions {
         if with_broadcast {
             channels.push(keys.broadcast_channel());
         }
-        let mut subscriber = self.subscriber.clone();
-        let mut connection = self.commands.connection();
+        let subscriber = self.subscriber.clone();
+        let connection = self.commands.connection();
         let options = self.commands.options().clone();
         let shared = self.shared.clone();
         let completions = self.commands.completions().clone();
         tokio::spawn(async move {
+            let deadline = tokio::time::Instant::now() + options.command_timeout();
             let work = async {
-                subscriber.subscribe(&channels).await?;
-                redis::cmd("SET")
-                    .arg(keys.alive(&id))
-                    .arg("active")
-                    .arg("EX")
-                    .arg(options.session_ttl_seconds)
-                    .query_async::<()>(&mut connection)
-                    .await
+                let subscribed = until_connected(deadline, || {
+                    let mut subscriber = subscriber.clone();
+                    let channels = &channels;
+                    async move { subscriber.subscribe(channels).await }
+                })
+                .await?;
+                if let Err(e) = subscribed {
+                    return Ok(Err(e));
+                }
+                let alive = keys.alive(&id);
+                until_connected(deadline, || {
+                    let mut connection = connection.clone();
+                    let alive = &alive;
+                    let ttl = options.session_ttl_seconds;
+                    async move {
+                        redis::cmd("SET")
+                            .arg(alive)
+                            .arg("active")
+                            .arg("EX")
+                            .arg(ttl)
+                            .query_async::<()>(&mut connection)
+                            .await
+                    }
+                })
+                .await
             };
-            let outcome = match tokio::time::timeout(options.command_timeout(), work).await {
+            let outcome = match work.await {
                 Ok(Ok(())) => Ok(Reply::Nil),
                 Ok(Err(e)) => Err(describe_redis_error(&e)),
                 Err(_) => Err(format!(

@@ -1,0 +1,158 @@
+// Redis faults: restarts, outages and freezes, each on redis-server processes this file
+// starts and stops by PID. Any unhandled rejection or uncaught exception fails the file.
+import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { RedisInfoSessionManager, RedisStreamSessionManager } from '../index.mjs';
+import { spawnPeer } from './helpers/peer.mjs';
+import { eventually, freePort, observer, recorder, startRedis } from './helpers/redis.mjs';
+
+const unhandled = [];
+const onUnhandled = (e) => unhandled.push(e);
+const cleanups = [];
+
+beforeAll(() => process.on('unhandledRejection', onUnhandled));
+afterEach(async () => {
+	while (cleanups.length) await cleanups.pop()();
+});
+afterAll(() => {
+	process.off('unhandledRejection', onUnhandled);
+	expect(unhandled).toEqual([]);
+});
+
+/** Fails if `promise` has not settled within `ms` (a bound on hanging, not a measurement). */
+function within(promise, ms, what) {
+	let timer;
+	const guard = new Promise((_, reject) => {
+		timer = setTimeout(() => reject(new Error(`${what} did not settle within ${ms} ms`)), ms);
+	});
+	return Promise.race([promise, guard]).finally(() => clearTimeout(timer));
+}
+
+describe('redis-server killed and restarted on the same port', () => {
+	// A short outage, and one longer than the reconnect back-off of a single attempt.
+	it.each([0, 8000])('live sessions in two processes come back by themselves (down %i ms)', async (downMs) => {
+		let server = await startRedis();
+		cleanups.push(() => server.stop());
+		const port = server.port;
+		const p1 = await spawnPeer('ours', server.url, { commandTimeout: 2000 });
+		const p2 = await spawnPeer('ours', server.url, { commandTimeout: 2000 });
+		cleanups.push(() => p1.kill(), () => p2.kill());
+		await p1.request('create', { session: 'r1' });
+		await p2.request('create', { session: 'r2' });
+		await p1.request('info', { method: 'setClientInfo', args: ['r1', { name: 'c', version: '1' }] });
+
+		await server.stop('SIGKILL');
+		// Calls made during the outage reject; setters without await stay quiet.
+		await expect(p1.request('streams', { method: 'has', args: ['r1'] })).rejects.toThrow(/Could not check stream session r1/);
+		await new Promise((r) => setTimeout(r, downMs));
+		server = await startRedis({ port });
+		const redis = await observer(server.url);
+		cleanups.push(() => redis.quit());
+
+		// Without any call from the app: keys re-asserted, subscriptions restored.
+		await eventually(
+			async () => (await redis.exists(['available:session:r1', 'available:session:r2'])) === 2,
+			15_000,
+			'liveness keys re-asserted',
+		);
+		await eventually(async () => {
+			const subs = await redis.pubSubNumSub(['session:r1', 'session:r2']);
+			return subs['session:r1'] === 1 && subs['session:r2'] === 1;
+		}, 15_000, 'subscriptions restored');
+
+		expect(await p2.request('streams', { method: 'has', args: ['r1'] })).toBe(true);
+		await p2.request('streams', { method: 'send', args: [['r1'], 'after restart 1'] });
+		await p1.request('streams', { method: 'send', args: [['r2'], 'after restart 2'] });
+		await eventually(async () => (await p1.request('received', { session: 'r1' })).chunks.includes('after restart 1'));
+		await eventually(async () => (await p2.request('received', { session: 'r2' })).chunks.includes('after restart 2'));
+		await p1.request('info', { method: 'setLogLevel', args: ['r1', 'info'] });
+		expect(await p2.request('info', { method: 'getLogLevel', args: ['r1'] })).toBe('info');
+
+		expect(await p1.request('failures')).toEqual([]);
+		expect(await p2.request('failures')).toEqual([]);
+		expect(p1.events.some((e) => e.event === 'onError' && /lost the Redis pub\/sub connection/.test(e.error))).toBe(true);
+	});
+});
+
+describe('redis unreachable', () => {
+	it('every method rejects with a clear error within the timeout, and works once Redis is up', async () => {
+		const port = await freePort();
+		const url = `redis://127.0.0.1:${port}`;
+		const errors = [];
+		const options = { commandTimeout: 1500, connectTimeout: 500, onError: (e) => errors.push(e) };
+		const info = new RedisInfoSessionManager(url, options);
+		const streams = new RedisStreamSessionManager(url, options);
+		cleanups.push(() => info.close(), () => streams.close());
+
+		const calls = {
+			getClientInfo: info.getClientInfo('u'),
+			setClientInfo: info.setClientInfo('u', { name: 'x', version: '1' }),
+			getLogLevel: info.getLogLevel('u'),
+			getSubscriptions: info.getSubscriptions('file:///u'),
+			delete: info.delete('u'),
+			has: streams.has('u'),
+			send: streams.send(['u'], 'x'),
+			broadcast: streams.send(undefined, 'x'),
+			create: streams.create('u', recorder()),
+			streamDelete: streams.delete('u'),
+		};
+		// Handlers attached at once: the calls run concurrently.
+		const settled = Object.entries(calls).map(([name, call]) => [name, call.then(() => null, (e) => e)]);
+		for (const [name, outcome] of settled) {
+			const error = await within(outcome, 10_000, name);
+			expect(error, name).toBeInstanceOf(Error);
+			expect(error.message, name).toMatch(/Redis|connect/);
+		}
+		// Dropped setter promises: reported, never unhandled.
+		info.setLogLevel('u', 'debug');
+		info.addSubscription('u', 'file:///u');
+		await eventually(() => errors.length >= 3, 10_000, 'setter failures reported');
+
+		const server = await startRedis({ port });
+		cleanups.push(() => server.stop());
+		await eventually(
+			() => info.setClientInfo('u', { name: 'up', version: '2' }).then(() => true, () => false),
+			15_000,
+			'info works once Redis is up',
+		);
+		expect(await info.getClientInfo('u')).toEqual({ name: 'up', version: '2' });
+		const rec = recorder();
+		await eventually(() => streams.create('u2', rec).then(() => true, () => false), 15_000, 'create works');
+		await streams.send(['u2'], 'hello');
+		await eventually(() => rec.chunks.includes('hello'), 5000, 'delivery');
+	});
+});
+
+describe('redis frozen (SIGSTOP)', () => {
+	it('calls reject with a timeout error instead of hanging, and recover after SIGCONT', async () => {
+		const server = await startRedis();
+		cleanups.push(async () => {
+			server.signal('SIGCONT');
+			await server.stop();
+		});
+		const info = new RedisInfoSessionManager(server.url, { commandTimeout: 1000 });
+		const streams = new RedisStreamSessionManager(server.url, { commandTimeout: 1000 });
+		cleanups.push(() => info.close(), () => streams.close());
+		const rec = recorder();
+		await streams.create('f1', rec);
+		await info.setClientInfo('f1', { name: 'x', version: '1' });
+
+		server.signal('SIGSTOP');
+		const settled = Object.entries({
+			get: info.getClientInfo('f1'),
+			set: info.setLogLevel('f1', 'info'),
+			has: streams.has('f1'),
+			send: streams.send(['f1'], 'frozen'),
+			create: streams.create('f2', recorder()),
+		}).map(([name, call]) => [name, call.then(() => null, (e) => e)]);
+		for (const [name, outcome] of settled) {
+			const error = await within(outcome, 10_000, name);
+			expect(error, name).toBeInstanceOf(Error);
+			expect(error.message, name).toMatch(/did not (answer|confirm)|timed out|in time/);
+		}
+		server.signal('SIGCONT');
+		await eventually(() => info.getClientInfo('f1').then(() => true, () => false), 10_000, 'recovered');
+		expect(await info.getClientInfo('f1')).toEqual({ name: 'x', version: '1' });
+		await streams.send(['f1'], 'thawed');
+		await eventually(() => rec.chunks.includes('thawed'), 5000, 'delivery after SIGCONT');
+	});
+});
