@@ -177,7 +177,12 @@ pub fn connection_manager(
     let mut config = ConnectionManagerConfig::new()
         .set_connection_timeout(Some(options.connect_timeout()))
         .set_response_timeout(Some(options.command_timeout()))
-        .set_max_delay(Duration::from_secs(2))
+        // Few quick retries per attempt: a blip is absorbed, while a permanent failure
+        // (wrong password, refused connection) surfaces with its own message well within
+        // the call's deadline. Requests retry refused connections themselves
+        // (`until_connected`) and the liveness timer re-triggers the subscriber.
+        .set_number_of_retries(2)
+        .set_max_delay(Duration::from_millis(500))
         .set_pipeline_buffer_size(1024);
     if let Some(push) = push {
         config = config.set_push_sender(push).set_automatic_resubscription();

@@ -73,10 +73,12 @@ pub fn client_for(url: &str) -> Result<Client, String> {
     })?;
     // RESP3 lets one connection carry pub/sub pushes and lets redis-rs resubscribe
     // after a reconnect (needs Redis >= 6).
+    // Skipping CLIENT SETINFO keeps the minimal ACL rule free of CLIENT permissions.
     let redis = info
         .redis_settings()
         .clone()
-        .set_protocol(ProtocolVersion::RESP3);
+        .set_protocol(ProtocolVersion::RESP3)
+        .set_skip_set_lib_name();
     Client::open(info.set_redis_settings(redis)).map_err(|e| format!("Invalid Redis URL: {e}"))
 }
 

@@ -7,13 +7,15 @@
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use redis::aio::ConnectionManager;
 use redis::{Client, Pipeline, PushInfo, PushKind, Value};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, Notify};
 use tokio::task::JoinHandle;
 
 use crate::commands::{connection_manager, first_error, until_connected, Commands, ScanJob};
+use crate::config::NativeOptions;
 use crate::delivery::{Deliveries, DeliveryBatch, DeliveryKind, Outcome, Reply};
 use crate::error::describe_redis_error;
 use crate::keys::{Channel, Keys};
@@ -112,6 +114,8 @@ struct Shared {
     /// Liveness keys must be written unconditionally on the next refresh (after a
     /// reconnect Redis may have lost them).
     reassert: AtomicBool,
+    /// Wakes the liveness task when the pub/sub connection drops.
+    disconnected: Notify,
 }
 
 /// The subscriber side of a stream manager.
@@ -136,6 +140,7 @@ impl StreamSessions {
             local: Mutex::new(HashMap::new()),
             broadcast_subscribed: AtomicBool::new(false),
             reassert: AtomicBool::new(false),
+            disconnected: Notify::new(),
         });
         let deliveries = Arc::new(deliveries);
         let tasks = vec![
@@ -407,6 +412,7 @@ fn route(
         }
         PushKind::Disconnection => {
             shared.reassert.store(true, Ordering::SeqCst);
+            shared.disconnected.notify_one();
             deliveries.problem("lost the Redis pub/sub connection; reconnecting and resubscribing");
         }
         _ => {}
@@ -428,24 +434,19 @@ async fn keep_alive(
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     tick.tick().await;
     loop {
-        tick.tick().await;
+        tokio::select! {
+            _ = tick.tick() => {
+                if let Err(reason) = ping(&mut subscriber, &options).await {
+                    deliveries.problem(&format!("Redis pub/sub connection check failed: {reason}"));
+                }
+            }
+            // After a disconnection: get the subscriber (and so its subscriptions) back
+            // as soon as Redis answers, then re-assert the keys right away.
+            _ = shared.disconnected.notified() => recover(&mut subscriber, &options).await,
+        }
         let ids: Vec<String> = shared.local.lock().unwrap().keys().cloned().collect();
         if ids.is_empty() {
             continue;
-        }
-        let ping = redis::cmd("PING");
-        let checked = tokio::time::timeout(
-            options.command_timeout(),
-            ping.query_async::<()>(&mut subscriber),
-        )
-        .await;
-        let failed = match checked {
-            Ok(Ok(())) => None,
-            Ok(Err(e)) => Some(describe_redis_error(&e)),
-            Err(_) => Some("timed out".to_string()),
-        };
-        if let Some(reason) = failed {
-            deliveries.problem(&format!("Redis pub/sub connection check failed: {reason}"));
         }
         // XX: a refresh must not resurrect a key that a delete just removed; after a
         // reconnect we write unconditionally because Redis may have lost the keys.
@@ -471,11 +472,36 @@ async fn keep_alive(
         };
         if let Some(reason) = failed {
             shared.reassert.store(true, Ordering::SeqCst);
+            shared.disconnected.notify_one();
             deliveries.problem(&format!(
                 "could not refresh {} session liveness key(s): {reason}",
                 ids.len()
             ));
         }
+    }
+}
+
+/// PINGs the subscriber; a failed PING also makes redis-rs start a reconnect.
+async fn ping(subscriber: &mut ConnectionManager, options: &NativeOptions) -> Result<(), String> {
+    let ping = redis::cmd("PING");
+    match tokio::time::timeout(
+        options.command_timeout(),
+        ping.query_async::<()>(subscriber),
+    )
+    .await
+    {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(e)) => Err(describe_redis_error(&e)),
+        Err(_) => Err("timed out".to_string()),
+    }
+}
+
+/// Pings with a growing pause (100 ms to 1 s) until the subscriber answers.
+async fn recover(subscriber: &mut ConnectionManager, options: &NativeOptions) {
+    let mut pause = Duration::from_millis(100);
+    while ping(subscriber, options).await.is_err() {
+        tokio::time::sleep(pause).await;
+        pause = (pause * 2).min(Duration::from_secs(1));
     }
 }
 

@@ -16,7 +16,7 @@ export function freePort() {
 	});
 }
 
-/** Sends PING over a raw socket; resolves true on +PONG. */
+/** Sends PING over a raw socket; resolves true once the server answers. */
 function ping(port) {
 	return new Promise((resolve) => {
 		const socket = net.connect(port, '127.0.0.1');
@@ -24,7 +24,8 @@ function ping(port) {
 		socket.on('connect', () => socket.write('PING\r\n'));
 		socket.on('data', (d) => {
 			socket.destroy();
-			resolve(d.toString().startsWith('+PONG'));
+			// Any reply means it is up (an ACL setup answers -NOAUTH).
+			resolve(/^[+-]/.test(d.toString()));
 		});
 		socket.on('error', () => resolve(false));
 		socket.on('timeout', () => {
