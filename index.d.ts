@@ -20,6 +20,12 @@ export interface RedisSessionManagerOptions {
 	 * (one PUBLISH per broadcast, a reverse index for delete).
 	 */
 	upstreamCompatible?: boolean;
+	/**
+	 * TLS material (PEM) for `rediss://` URLs. The server certificate is always verified:
+	 * against `ca` when given, else against the system's roots. `cert` + `key` enable
+	 * mutual TLS.
+	 */
+	tls?: { ca?: string | Buffer; cert?: string | Buffer; key?: string | Buffer };
 	/** Receives background errors (lost connection, failed refresh, a controller that threw,
 	 * a dropped setter promise that failed). Default: a rate-limited process warning. */
 	onError?: (error: Error) => void;

@@ -57,4 +57,16 @@ export interface NativeOptions {
    * subscriptions that upstream processes created.
    */
   upstreamCompatible: boolean
+  /** TLS material for `rediss://`; without it the system's roots verify the server. */
+  tls?: NativeTls
+}
+
+/** PEM material for `rediss://` connections. */
+export interface NativeTls {
+  /** CA certificate(s) to trust instead of the system's roots. */
+  ca?: string
+  /** Client certificate for mutual TLS (with `key`). */
+  cert?: string
+  /** Client private key for mutual TLS (with `cert`). */
+  key?: string
 }

@@ -7,7 +7,31 @@ const DEFAULTS = Object.freeze({
 	connectTimeout: 5000,
 	upstreamCompatible: false,
 	onError: undefined,
+	tls: undefined,
 });
+
+const TLS_KEYS = ['ca', 'cert', 'key'];
+
+/** @param {unknown} tls */
+function normalizeTls(tls) {
+	if (typeof tls !== 'object' || tls === null || Array.isArray(tls)) {
+		throw new TypeError(`Option "tls" must be an object { ca?, cert?, key? }, got ${describe(tls)}`);
+	}
+	const given = /** @type {Record<string, unknown>} */ (tls);
+	/** @type {{ ca?: string, cert?: string, key?: string }} */
+	const result = {};
+	for (const key of Object.keys(given)) {
+		if (!TLS_KEYS.includes(key)) {
+			throw new TypeError(`Unknown option "tls.${key}" (known: ${TLS_KEYS.join(', ')})`);
+		}
+		const value = given[key];
+		if (value === undefined) continue;
+		if (typeof value === 'string') result[/** @type {'ca'} */ (key)] = value;
+		else if (Buffer.isBuffer(value)) result[/** @type {'ca'} */ (key)] = value.toString('utf8');
+		else throw new TypeError(`Option "tls.${key}" must be a PEM string or Buffer, got ${describe(value)}`);
+	}
+	return result;
+}
 
 /** @param {string} name @param {unknown} value @param {number} min @param {number} max */
 function integer(name, value, min, max) {
@@ -75,6 +99,9 @@ function normalizeOptions(options) {
 		}
 		result.onError = /** @type {(error: Error) => void} */ (given.onError);
 	}
+	if (given.tls !== undefined) {
+		result.tls = normalizeTls(given.tls);
+	}
 	return result;
 }
 
@@ -86,6 +113,7 @@ function nativeOptions(options) {
 		commandTimeoutMs: options.commandTimeout,
 		connectTimeoutMs: options.connectTimeout,
 		upstreamCompatible: options.upstreamCompatible,
+		tls: options.tls,
 	};
 }
 

@@ -3,7 +3,30 @@
 use std::time::Duration;
 
 use napi_derive::napi;
-use redis::{Client, IntoConnectionInfo, ProtocolVersion};
+use redis::{Client, ClientTlsConfig, IntoConnectionInfo, ProtocolVersion, TlsCertificates};
+
+/// PEM material for `rediss://` connections.
+#[napi(object)]
+#[derive(Clone, Default)]
+pub struct NativeTls {
+    /// CA certificate(s) to trust instead of the system's roots.
+    pub ca: Option<String>,
+    /// Client certificate for mutual TLS (with `key`).
+    pub cert: Option<String>,
+    /// Client private key for mutual TLS (with `cert`).
+    pub key: Option<String>,
+}
+
+impl std::fmt::Debug for NativeTls {
+    // Never print key material.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("NativeTls")
+            .field("ca", &self.ca.is_some())
+            .field("cert", &self.cert.is_some())
+            .field("key", &self.key.is_some())
+            .finish()
+    }
+}
 
 /// Options the JavaScript facade has already validated and filled with defaults.
 #[napi(object)]
@@ -20,6 +43,8 @@ pub struct NativeOptions {
     /// Broadcast and info delete SCAN like upstream, to reach sessions and
     /// subscriptions that upstream processes created.
     pub upstream_compatible: bool,
+    /// TLS material for `rediss://`; without it the system's roots verify the server.
+    pub tls: Option<NativeTls>,
 }
 
 impl NativeOptions {
@@ -51,7 +76,7 @@ const SCHEMES: &[&str] = &[
 /// Validates a Redis URL and builds a RESP3 client for it.
 ///
 /// Errors name the problem but never repeat the URL, which may hold a password.
-pub fn client_for(url: &str) -> Result<Client, String> {
+pub fn client_for(url: &str, tls: Option<&NativeTls>) -> Result<Client, String> {
     let parsed = url::Url::parse(url).map_err(|e| format!("Invalid Redis URL: {e}"))?;
     let scheme = parsed.scheme();
     if !SCHEMES.contains(&scheme) {
@@ -59,8 +84,12 @@ pub fn client_for(url: &str) -> Result<Client, String> {
             "Invalid Redis URL: unsupported scheme \"{scheme}:\" (expected redis://, rediss://, unix:// or redis+unix://)"
         ));
     }
-    if matches!(scheme, "rediss" | "valkeys") {
-        return Err("Invalid Redis URL: TLS (rediss://) is not supported by this build".into());
+    let secure = matches!(scheme, "rediss" | "valkeys");
+    if let Some(tls) = tls {
+        if !secure {
+            return Err("TLS options need a rediss:// URL".into());
+        }
+        check_tls(tls)?;
     }
     if !scheme.contains("unix") && parsed.host_str().is_none_or(str::is_empty) {
         return Err("Invalid Redis URL: missing host".into());
@@ -79,7 +108,47 @@ pub fn client_for(url: &str) -> Result<Client, String> {
         .clone()
         .set_protocol(ProtocolVersion::RESP3)
         .set_skip_set_lib_name();
-    Client::open(info.set_redis_settings(redis)).map_err(|e| format!("Invalid Redis URL: {e}"))
+    let info = info.set_redis_settings(redis);
+    let built = match tls {
+        Some(tls) if secure => Client::build_with_tls(
+            info,
+            TlsCertificates {
+                client_tls: match (&tls.cert, &tls.key) {
+                    (Some(cert), Some(key)) => Some(ClientTlsConfig {
+                        client_cert: cert.as_bytes().to_vec(),
+                        client_key: key.as_bytes().to_vec(),
+                    }),
+                    _ => None,
+                },
+                root_cert: tls.ca.as_ref().map(|ca| ca.as_bytes().to_vec()),
+            },
+        ),
+        _ => Client::open(info),
+    };
+    built.map_err(|e| format!("Invalid Redis connection settings: {e}"))
+}
+
+/// Catches PEM mix-ups early: redis-rs would silently ignore text without certificates.
+fn check_tls(tls: &NativeTls) -> Result<(), String> {
+    let is_cert = |pem: &str| pem.contains("-----BEGIN CERTIFICATE-----");
+    if tls.ca.as_deref().is_some_and(|ca| !is_cert(ca)) {
+        return Err(
+            "Option tls.ca must hold PEM certificate(s) (-----BEGIN CERTIFICATE-----)".into(),
+        );
+    }
+    match (&tls.cert, &tls.key) {
+        (Some(cert), Some(key)) => {
+            if !is_cert(cert) {
+                return Err("Option tls.cert must be a PEM certificate".into());
+            }
+            if !(key.contains("-----BEGIN") && key.contains("PRIVATE KEY-----")) {
+                return Err("Option tls.key must be a PEM private key".into());
+            }
+            Ok(())
+        }
+        (None, None) => Ok(()),
+        _ => Err("Options tls.cert and tls.key go together (mutual TLS)".into()),
+    }
 }
 
 /// The URL with any password replaced, for `util.inspect` and messages.
@@ -100,10 +169,11 @@ mod tests {
 
     #[test]
     fn accepts_common_urls() {
-        assert!(client_for("redis://127.0.0.1:6380").is_ok());
-        assert!(client_for("redis://user:pw@localhost:6380/3").is_ok());
-        assert!(client_for("redis+unix:///tmp/redis.sock").is_ok());
-        assert!(client_for("unix:///tmp/redis.sock?db=2").is_ok());
+        assert!(client_for("redis://127.0.0.1:6380", None).is_ok());
+        assert!(client_for("redis://user:pw@localhost:6380/3", None).is_ok());
+        assert!(client_for("redis+unix:///tmp/redis.sock", None).is_ok());
+        assert!(client_for("unix:///tmp/redis.sock?db=2", None).is_ok());
+        assert!(client_for("rediss://localhost:6380", None).is_ok());
     }
 
     #[test]
@@ -114,7 +184,7 @@ mod tests {
             "redis://",
             "mysql://u:secret@h/db",
         ] {
-            let err = client_for(bad).unwrap_err();
+            let err = client_for(bad, None).unwrap_err();
             assert!(err.starts_with("Invalid Redis URL"), "{bad}: {err}");
             assert!(!err.contains("secret"), "{err}");
         }
@@ -122,9 +192,32 @@ mod tests {
 
     #[test]
     fn uses_resp3() {
-        let client = client_for("redis://127.0.0.1:6380").unwrap();
+        let client = client_for("redis://127.0.0.1:6380", None).unwrap();
         let proto = client.get_connection_info().redis_settings().protocol();
         assert_eq!(proto, ProtocolVersion::RESP3);
+    }
+
+    #[test]
+    fn tls_material_needs_rediss_and_valid_pem() {
+        let tls = NativeTls {
+            ca: Some("not a certificate".into()),
+            ..Default::default()
+        };
+        assert_eq!(
+            client_for("redis://h:1", Some(&tls)).unwrap_err(),
+            "TLS options need a rediss:// URL"
+        );
+        assert!(client_for("rediss://h:1", Some(&tls))
+            .unwrap_err()
+            .contains("tls.ca"));
+        let half = NativeTls {
+            cert: Some("-----BEGIN CERTIFICATE-----".into()),
+            ..Default::default()
+        };
+        assert!(client_for("rediss://h:1", Some(&half))
+            .unwrap_err()
+            .contains("go together"));
+        assert!(!format!("{tls:?}").contains("not a certificate"));
     }
 
     #[test]

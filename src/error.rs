@@ -8,16 +8,20 @@ use redis::RedisError;
 
 /// Renders a redis-rs error for users, with a hint for the common failure kinds.
 pub fn describe_redis_error(err: &RedisError) -> String {
+    let text = err.to_string();
+    if text.contains("certificate") || text.contains("handshake") || text.contains("TLS") {
+        return format!("TLS handshake with Redis failed ({text})");
+    }
     if err.is_timeout() {
         return "Redis did not answer in time".to_string();
     }
     if err.is_connection_refusal() {
-        return format!("cannot connect to Redis ({err})");
+        return format!("cannot connect to Redis ({text})");
     }
     if err.is_io_error() || err.is_connection_dropped() {
-        return format!("connection to Redis lost ({err})");
+        return format!("connection to Redis lost ({text})");
     }
-    err.to_string()
+    text
 }
 
 /// Turns a message into a JavaScript `Error` for napi returns.
@@ -28,4 +32,23 @@ pub fn js_error(message: impl Into<String>) -> napi::Error {
 /// Turns a message into a JavaScript `TypeError`-like invalid-argument error.
 pub fn js_type_error(message: impl Into<String>) -> napi::Error {
     napi::Error::new(napi::Status::InvalidArg, message.into())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io;
+
+    #[test]
+    fn names_the_kind_of_failure() {
+        let refused = RedisError::from(io::Error::from(io::ErrorKind::ConnectionRefused));
+        assert!(describe_redis_error(&refused).starts_with("cannot connect to Redis"));
+        let tls = RedisError::from(io::Error::new(
+            io::ErrorKind::InvalidData,
+            "invalid peer certificate: UnknownIssuer",
+        ));
+        assert!(describe_redis_error(&tls).starts_with("TLS handshake with Redis failed"));
+        let reset = RedisError::from(io::Error::from(io::ErrorKind::ConnectionReset));
+        assert!(describe_redis_error(&reset).starts_with("connection to Redis lost"));
+    }
 }

@@ -32,6 +32,13 @@ use delivery::{Completions, Deliveries, Reply};
 use error::{js_error, js_type_error};
 use stream_sessions::StreamSessions;
 
+/// Installs the TLS crypto provider once per process, before any connection.
+#[napi_derive::module_init]
+fn init() {
+    // Err means another addon already installed one: that one serves as well.
+    let _ = rustls::crypto::ring::default_provider().install_default();
+}
+
 /// A command connection with its dispatcher. Both managers may share one.
 #[napi]
 pub struct NativeClient {
@@ -49,7 +56,7 @@ impl NativeClient {
         options: NativeOptions,
         on_complete: Function<'_, FnArgs<(Uint32Array, Vec<Reply>, Uint32Array)>, ()>,
     ) -> napi::Result<Self> {
-        let client = client_for(&url).map_err(js_type_error)?;
+        let client = client_for(&url, options.tls.as_ref()).map_err(js_type_error)?;
         let completions = Completions::new(&on_complete)?;
         let commands =
             within_runtime_if_available(|| Commands::start(client, options, completions))
@@ -118,7 +125,8 @@ impl NativeStreams {
         client: &NativeClient,
         on_deliver: Function<'_, FnArgs<(napi::bindgen_prelude::Buffer, Uint32Array)>, ()>,
     ) -> napi::Result<Self> {
-        let redis_client = client_for(client.raw_url()).map_err(js_type_error)?;
+        let tls = client.commands.options().tls.clone();
+        let redis_client = client_for(client.raw_url(), tls.as_ref()).map_err(js_type_error)?;
         let deliveries = Deliveries::new(&on_deliver)?;
         let commands = client.commands.clone();
         let sessions = within_runtime_if_available(|| {

@@ -1,0 +1,116 @@
+// rediss:// against a redis-server with TLS, with a CA and certificates made by openssl
+// at run time: verified by default, a given CA accepted, an unknown CA refused, mTLS.
+import { execFileSync } from 'node:child_process';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { RedisInfoSessionManager, RedisStreamSessionManager } from '../index.mjs';
+import { eventually, freePort, recorder, startRedis } from './helpers/redis.mjs';
+
+let dir;
+let pem;
+let servers = [];
+
+function openssl(...args) {
+	execFileSync('openssl', args, { cwd: dir, stdio: ['ignore', 'ignore', 'pipe'] });
+}
+
+/** A CA, and a certificate it signs with the given extensions. */
+function makeCa(name) {
+	openssl('req', '-x509', '-newkey', 'rsa:2048', '-nodes', '-keyout', `${name}.key`, '-out', `${name}.crt`, '-days', '2', '-subj', `/CN=${name}`);
+}
+function makeCert(name, ca, ext) {
+	writeFileSync(join(dir, `${name}.ext`), ext);
+	openssl('req', '-newkey', 'rsa:2048', '-nodes', '-keyout', `${name}.key`, '-out', `${name}.csr`, '-subj', `/CN=${name}`);
+	openssl('x509', '-req', '-in', `${name}.csr`, '-CA', `${ca}.crt`, '-CAkey', `${ca}.key`, '-CAcreateserial', '-out', `${name}.crt`, '-days', '2', '-extfile', `${name}.ext`);
+}
+
+async function tlsServer(authClients) {
+	const tlsPort = await freePort();
+	const server = await startRedis({
+		args: [
+			'--tls-port', String(tlsPort),
+			'--tls-cert-file', join(dir, 'server.crt'),
+			'--tls-key-file', join(dir, 'server.key'),
+			'--tls-ca-cert-file', join(dir, 'ca.crt'),
+			'--tls-auth-clients', authClients ? 'yes' : 'no',
+		],
+	});
+	servers.push(server);
+	return `rediss://127.0.0.1:${tlsPort}`;
+}
+
+beforeAll(() => {
+	dir = mkdtempSync(join(tmpdir(), 'tmcp-rs-tls-'));
+	makeCa('ca');
+	makeCa('other-ca');
+	makeCert('server', 'ca', 'subjectAltName=DNS:localhost,IP:127.0.0.1\nextendedKeyUsage=serverAuth\n');
+	makeCert('client', 'ca', 'extendedKeyUsage=clientAuth\n');
+	const read = (f) => readFileSync(join(dir, f), 'utf8');
+	pem = { ca: read('ca.crt'), otherCa: read('other-ca.crt'), cert: read('client.crt'), key: read('client.key') };
+});
+
+afterAll(async () => {
+	for (const server of servers) await server.stop();
+	if (dir) rmSync(dir, { recursive: true, force: true });
+});
+
+async function roundTrip(url, options) {
+	const info = new RedisInfoSessionManager(url, options);
+	const streams = new RedisStreamSessionManager(url, options);
+	try {
+		await info.setClientInfo('t', { name: 'tls', version: '1' });
+		const rec = recorder();
+		await streams.create('t', rec);
+		await streams.send(['t'], 'over tls');
+		await eventually(() => rec.chunks.includes('over tls'), 5000, 'delivery over TLS');
+		return await info.getClientInfo('t');
+	} finally {
+		await streams.close();
+		await info.close();
+	}
+}
+
+describe('TLS', () => {
+	it('works with the CA passed in options (PEM string or Buffer)', async () => {
+		const url = await tlsServer(false);
+		expect(await roundTrip(url, { tls: { ca: pem.ca } })).toEqual({ name: 'tls', version: '1' });
+		expect(await roundTrip(url, { tls: { ca: Buffer.from(pem.ca) } })).toEqual({ name: 'tls', version: '1' });
+	});
+
+	it('verifies the certificate by default: an unknown CA is refused with a clear error', async () => {
+		const url = await tlsServer(false);
+		for (const options of [{}, { tls: { ca: pem.otherCa } }]) {
+			const info = new RedisInfoSessionManager(url, { commandTimeout: 3000, ...options });
+			const error = await info.getClientInfo('x').catch((e) => e);
+			await info.close();
+			expect(error).toBeInstanceOf(Error);
+			expect(error.message).toMatch(/TLS handshake with Redis failed \(invalid peer certificate: UnknownIssuer\)/);
+		}
+	});
+
+	it('mutual TLS: a client certificate is accepted, none is refused', async () => {
+		const url = await tlsServer(true);
+		expect(await roundTrip(url, { tls: { ca: pem.ca, cert: pem.cert, key: pem.key } })).toEqual({
+			name: 'tls',
+			version: '1',
+		});
+		const info = new RedisInfoSessionManager(url, { commandTimeout: 3000, tls: { ca: pem.ca } });
+		const error = await info.getClientInfo('x').catch((e) => e);
+		await info.close();
+		expect(error).toBeInstanceOf(Error);
+	});
+
+	it('rejects TLS options that cannot work, at construction', () => {
+		expect(() => new RedisInfoSessionManager('redis://127.0.0.1:1', { tls: { ca: pem.ca } })).toThrow(
+			/TLS options need a rediss:\/\/ URL/,
+		);
+		expect(() => new RedisInfoSessionManager('rediss://127.0.0.1:1', { tls: { ca: 'nope' } })).toThrow(TypeError);
+		expect(() => new RedisInfoSessionManager('rediss://127.0.0.1:1', { tls: { cert: pem.cert } })).toThrow(
+			/go together/,
+		);
+		expect(() => new RedisInfoSessionManager('rediss://127.0.0.1:1', { tls: { ca: 5 } })).toThrow(/tls.ca/);
+		expect(() => new RedisInfoSessionManager('rediss://127.0.0.1:1', { tls: { pfx: 'x' } })).toThrow(/tls.pfx/);
+	});
+});
