@@ -156,3 +156,28 @@ describe('redis frozen (SIGSTOP)', () => {
 		await eventually(() => rec.chunks.includes('thawed'), 5000, 'delivery after SIGCONT');
 	});
 });
+
+describe('redis refusing writes (maxmemory reached)', () => {
+	it('writes reject with Redis’s error, the failed liveness refresh is reported, reads go on', async () => {
+		const server = await startRedis();
+		cleanups.push(() => server.stop());
+		const redis = await observer(server.url);
+		cleanups.push(() => redis.quit());
+		const errors = [];
+		const options = { sessionTtlSeconds: 3, onError: (e) => errors.push(e.message) };
+		const info = new RedisInfoSessionManager(server.url, options);
+		const streams = new RedisStreamSessionManager(server.url, options);
+		cleanups.push(() => info.close(), () => streams.close());
+		await info.setClientInfo('m', { name: 'x', version: '1' });
+		await streams.create('m', recorder());
+
+		await redis.configSet({ maxmemory: '1', 'maxmemory-policy': 'noeviction' });
+		await expect(info.setLogLevel('m', 'info')).rejects.toThrow(/Could not store log level for session m: Redis error: OOM command not allowed/);
+		expect(await info.getClientInfo('m')).toEqual({ name: 'x', version: '1' });
+		await eventually(() => errors.some((m) => /could not refresh 1 session liveness key\(s\): .*OOM/.test(m)), 5000, 'refresh failure reported');
+
+		await redis.configSet({ maxmemory: '0' });
+		await info.setLogLevel('m', 'info');
+		expect(await info.getLogLevel('m')).toBe('info');
+	});
+});

@@ -370,7 +370,10 @@ async fn run_scan(mut connection: ConnectionManager, keys: &Keys, job: ScanJob) 
 /// The first server error among a call's replies, as its failure.
 pub fn first_error(values: &[Value]) -> Result<(), String> {
     match values.iter().find_map(|v| match v {
-        Value::ServerError(e) => Some(e.to_string()),
+        Value::ServerError(e) => Some(match e.details() {
+            Some(details) => format!("{} {details}", e.code()),
+            None => e.code().to_string(),
+        }),
         _ => None,
     }) {
         Some(message) => Err(format!("Redis error: {message}")),
@@ -388,5 +391,23 @@ pub fn decode_text(value: Value) -> Outcome {
         Value::SimpleString(s) => Ok(Reply::Text(s)),
         Value::VerbatimString { text, .. } => Ok(Reply::Text(text)),
         other => Err(format!("unexpected reply from Redis: {other:?}")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn server_errors_read_like_redis_prints_them() {
+        let values = vec![
+            Value::Okay,
+            redis::parse_redis_value(b"-WRONGTYPE Operation against a key\r\n").unwrap(),
+        ];
+        assert_eq!(
+            first_error(&values),
+            Err("Redis error: WRONGTYPE Operation against a key".into())
+        );
+        assert_eq!(first_error(&[Value::Nil]), Ok(()));
     }
 }
