@@ -76,6 +76,25 @@ describe('two OS processes', () => {
 });
 
 describe('process exit', () => {
+	it('a live session keeps its process alive until it ends, then the process exits', async () => {
+		const script = fileURLToPath(new URL('./fixtures/wait-for-message.mjs', import.meta.url));
+		const child = spawn(process.execPath, [script, server.url, 'waiter'], { stdio: ['ignore', 'pipe', 'pipe'] });
+		let output = '';
+		child.stdout.on('data', (d) => (output += d));
+		child.stderr.on('data', (d) => (output += d));
+		const exit = new Promise((resolve) => child.once('exit', (code, signal) => resolve({ code, signal })));
+		const guard = setTimeout(() => child.kill('SIGKILL'), 20_000);
+		await eventually(() => output.includes('listening'), 10_000, 'child listening');
+		const sender = new RedisStreamSessionManager(server.url, { keyPrefix: 'wait:' });
+		await sender.send(['waiter'], 'wake up');
+		const result = await exit;
+		clearTimeout(guard);
+		await sender.close();
+		expect(result, output).toEqual({ code: 0, signal: null });
+		expect(output).toContain('got wake up');
+		expect(await redis.exists('wait:available:session:waiter')).toBe(0);
+	});
+
 	it('close() lets a child process exit by itself', async () => {
 		const script = fileURLToPath(new URL('./fixtures/close-exits.mjs', import.meta.url));
 		const child = spawn(process.execPath, [script, server.url], { stdio: ['ignore', 'pipe', 'pipe'] });

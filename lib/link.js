@@ -43,9 +43,17 @@ class Reporter {
 	}
 }
 
+// A link dropped without close() must not keep its timer (and so the process) alive.
+const timers = new FinalizationRegistry((timer) => clearInterval(timer));
+// Links with pending calls or live sessions stay reachable (their promises must settle);
+// idle ones are reachable only through their users, so they can be collected.
+/** @type {Set<Link>} */
+const busy = new Set();
+
 /**
  * One native command connection. Calls made in one tick cross to Rust as one batch and
- * are answered as one batch; the process is kept alive only while calls are pending.
+ * are answered as one batch. Like an open socket, it keeps the process alive while calls
+ * are pending or a stream manager holds live sessions, and only then.
  */
 class Link {
 	#native;
@@ -59,6 +67,8 @@ class Link {
 	#scheduled = false;
 	#keepAlive;
 	#users = 0;
+	/** Stream managers currently holding live sessions. */
+	#holds = 0;
 	closed = false;
 	reporter;
 
@@ -69,9 +79,12 @@ class Link {
 	constructor(url, options) {
 		this.options = options;
 		this.reporter = new Reporter(options.onError);
+		// The native side holds its callback strongly: reach `this` weakly from it so an
+		// idle, dropped manager can be garbage-collected.
+		const self = new WeakRef(this);
 		try {
 			this.#native = new NativeClient(url, nativeOptions(options), (ids, replies, failed) =>
-				this.#complete(ids, replies, failed),
+				self.deref()?.#complete(ids, replies, failed),
 			);
 		} catch (error) {
 			const err = /** @type {Error & { code?: string }} */ (error);
@@ -80,6 +93,7 @@ class Link {
 		}
 		this.#keepAlive = setInterval(noop, 2 ** 30);
 		this.#keepAlive.unref();
+		timers.register(this, this.#keepAlive);
 	}
 
 	get native() {
@@ -107,7 +121,7 @@ class Link {
 		const promise = new Promise((resolve, reject) => {
 			this.#pending.set(id, { resolve, reject, what });
 		});
-		this.#keepAlive.ref();
+		if (this.#pending.size === 1) this.#updateRef();
 		return { id, promise };
 	}
 
@@ -168,12 +182,26 @@ class Link {
 		const entry = this.#pending.get(id);
 		if (!entry) return;
 		this.#pending.delete(id);
-		if (this.#pending.size === 0) {
-			if (this.closed) clearInterval(this.#keepAlive);
-			else this.#keepAlive.unref();
-		}
+		if (this.#pending.size === 0) this.#updateRef();
 		if (isError) entry.reject(new Error(`${entry.what}: ${reply}`));
 		else entry.resolve(reply);
+	}
+
+	/** @param {boolean} holding whether a stream manager of this link has live sessions */
+	hold(holding) {
+		this.#holds += holding ? 1 : -1;
+		this.#updateRef();
+	}
+
+	#updateRef() {
+		if (this.#pending.size > 0 || this.#holds > 0) {
+			this.#keepAlive.ref();
+			busy.add(this);
+			return;
+		}
+		busy.delete(this);
+		if (this.closed) clearInterval(this.#keepAlive);
+		else this.#keepAlive.unref();
 	}
 
 	/** Releases one user; the last one closes the connection. */
@@ -181,7 +209,7 @@ class Link {
 		if (--this.#users > 0 || this.closed) return;
 		this.closed = true;
 		this.#native.close();
-		if (this.#pending.size === 0) clearInterval(this.#keepAlive);
+		this.#updateRef();
 	}
 }
 

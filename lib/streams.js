@@ -7,6 +7,8 @@ const { normalizeOptions, checkId, checkUrl, describe } = require('./options.js'
 const wire = require('./wire.js');
 
 const LINK = Symbol.for('tmcp-rs.session-manager-redis.link');
+/** Stream managers with live sessions: kept reachable, like their open streams. */
+const live = new Set();
 const decoder = new TextDecoder();
 
 /**
@@ -27,6 +29,7 @@ class RedisStreamSessionManager {
 	#nextToken = 1;
 	/** @type {Promise<void> | undefined} */
 	#closing;
+	#holding = false;
 
 	/**
 	 * @param {string} redisUrl
@@ -36,8 +39,11 @@ class RedisStreamSessionManager {
 		checkUrl(redisUrl);
 		const shared = options && /** @type {any} */ (options)[LINK];
 		this.#link = shared ? shared.retain() : new Link(redisUrl, normalizeOptions(options)).retain();
+		// Reached weakly from the native callback, strongly from `live` while it holds
+		// sessions: an idle, dropped manager can be garbage-collected.
+		const self = new WeakRef(this);
 		this.#native = new NativeStreams(this.#link.native, (bytes, entries) =>
-			this.#deliver(bytes, entries),
+			self.deref()?.#deliver(bytes, entries),
 		);
 	}
 
@@ -61,6 +67,7 @@ class RedisStreamSessionManager {
 		const previous = this.#byId.get(id);
 		this.#byId.set(id, session);
 		this.#byToken.set(session.token, session);
+		this.#syncHold();
 		this.#native.create(call, id, session.token);
 		if (previous) {
 			// One stream per id and instance: the newer one replaces the older.
@@ -136,6 +143,7 @@ class RedisStreamSessionManager {
 		const sessions = [...this.#byId.values()];
 		this.#byId.clear();
 		this.#byToken.clear();
+		this.#syncHold();
 		for (const session of sessions) closeQuietly(session.controller);
 		try {
 			// Shutdown must not fail because Redis is unreachable; keys then expire by TTL.
@@ -164,6 +172,18 @@ class RedisStreamSessionManager {
 	#forget(session) {
 		if (this.#byId.get(session.id) === session) this.#byId.delete(session.id);
 		this.#byToken.delete(session.token);
+		this.#syncHold();
+	}
+
+	/** Live sessions keep the process alive, as upstream's open sockets do. */
+	#syncHold() {
+		const holding = this.#byId.size > 0;
+		if (holding !== this.#holding) {
+			this.#holding = holding;
+			this.#link.hold(holding);
+			if (holding) live.add(this);
+			else live.delete(this);
+		}
 	}
 
 	/**

@@ -1,0 +1,225 @@
+// `npm run bench [-- --quick]`: upstream (@tmcp/session-manager-redis) and ours side by side
+// in one run, against one private redis-server: each measurement in its own process,
+// A/B order alternating per round, medians of per-round ratios. Every figure is checked
+// (messages counted, values read back); a failed check aborts the run.
+import { fork, execFileSync } from 'node:child_process';
+import { writeFileSync, mkdirSync } from 'node:fs';
+import os from 'node:os';
+import { fileURLToPath } from 'node:url';
+import { createClient } from 'redis';
+import { startRedis } from '../__test__/helpers/redis.mjs';
+
+const quick = process.argv.includes('--quick');
+const ROUNDS = quick ? 3 : 5;
+const MS = quick ? 800 : 2000;
+const worker = fileURLToPath(new URL('./worker.mjs', import.meta.url));
+const IMPLS = ['upstream', 'ours'];
+
+const server = await startRedis({ args: ['--enable-debug-command', 'yes'] });
+const admin = createClient({ url: server.url });
+admin.on('error', () => {});
+await admin.connect();
+const url = server.url;
+
+function spawnWorker(impl, scenario, params, nodeArgs = []) {
+	const child = fork(worker, [impl, scenario, JSON.stringify({ url, ...params })], {
+		execArgv: nodeArgs,
+		stdio: ['ignore', 'inherit', 'inherit', 'ipc'],
+	});
+	let readyResolve;
+	const ready = new Promise((r) => (readyResolve = r));
+	const result = new Promise((resolve, reject) => {
+		child.on('message', (m) => {
+			if (m.type === 'ready') readyResolve();
+			if (m.type === 'result') resolve(m.result);
+		});
+		child.on('exit', (code) => code && reject(new Error(`${impl} ${scenario} exited with ${code}`)));
+	});
+	return { ready, result, child };
+}
+
+const median = (xs) => {
+	const s = [...xs].sort((a, b) => a - b);
+	return s.length % 2 ? s[(s.length - 1) / 2] : (s[s.length / 2 - 1] + s[s.length / 2]) / 2;
+};
+
+/** Scenario table: `run(impl)` returns { metricName: value }; `better` says which way is good. */
+const scenarios = [
+	{
+		name: 'info set+get, 1 in flight (pairs/s)',
+		run: async (impl) => ({ v: (await spawnWorker(impl, 'infoSetGet', { concurrency: 1, ms: MS }).result).value }),
+	},
+	{
+		name: 'info set+get, 64 in flight (pairs/s)',
+		run: async (impl) => ({ v: (await spawnWorker(impl, 'infoSetGet', { concurrency: 64, ms: MS }).result).value }),
+	},
+	{
+		name: 'three getters of a POST, 64 in flight (hydrations/s)',
+		setup: async () => {
+			const m = admin.multi();
+			for (let i = 0; i < 64; i++) {
+				m.set(`tmcp:client_info:g${i}`, JSON.stringify({ name: 'bench-client', version: '1.0.0' }));
+				m.set(`tmcp:client_capabilities:g${i}`, JSON.stringify({ sampling: {}, roots: { listChanged: true } }));
+				m.set(`tmcp:log_level:g${i}`, 'info');
+			}
+			await m.exec();
+		},
+		run: async (impl) => ({
+			v: (await spawnWorker(impl, 'threeGetters', { concurrency: 64, sessions: 64, ms: MS }).result).value,
+		}),
+	},
+	{
+		name: 'notify latency, 2 processes, 2,000 msg/s',
+		rows: [
+			['p50 (µs)', 'p50', 'lower'],
+			['p90 (µs)', 'p90', 'lower'],
+			['p99 (µs)', 'p99', 'lower'],
+		],
+		run: async (impl) => {
+			const messages = quick ? 2000 : 6000;
+			const receiver = spawnWorker(impl, 'receiver', { sessions: 1, prefix: 'lat', expect: messages, latency: true });
+			await receiver.ready;
+			await spawnWorker(impl, 'sender', { prefix: 'lat', rate: 2000, messages, payload: 200 }).result;
+			const r = await receiver.result;
+			check(r.received === messages, `${impl} latency: received ${r.received}/${messages}`);
+			return { p50: r.p50, p90: r.p90, p99: r.p99 };
+		},
+	},
+	{
+		name: 'delivered messages/s, 100 sessions in another process',
+		run: async (impl) => {
+			const messages = quick ? 30_000 : 100_000;
+			const receiver = spawnWorker(impl, 'receiver', { sessions: 100, prefix: 'd', expect: messages });
+			await receiver.ready;
+			await spawnWorker(impl, 'sender', { prefix: 'd', sessions: 100, messages, concurrency: 256, payload: 300 }).result;
+			const r = await receiver.result;
+			check(r.received === messages, `${impl} delivery: received ${r.received}/${messages}`);
+			return { v: r.received / r.seconds };
+		},
+	},
+	...[0, 200_000].map((unrelated) => ({
+		name: `broadcast to 1,000 sessions in 2 processes, ${unrelated.toLocaleString('en')} unrelated keys (broadcasts/s)`,
+		setup: async () => {
+			if (unrelated) await admin.sendCommand(['DEBUG', 'POPULATE', String(unrelated), 'unrelated']);
+		},
+		run: async (impl) => {
+			const broadcasts = impl === 'ours' ? (quick ? 100 : 300) : unrelated ? 2 : quick ? 10 : 30;
+			const receivers = [0, 1].map((n) =>
+				spawnWorker(impl, 'receiver', { sessions: 500, prefix: `b${n}_`, expect: 500 * broadcasts }),
+			);
+			await Promise.all(receivers.map((r) => r.ready));
+			const started = Date.now();
+			await spawnWorker(impl, 'sender', { broadcasts, payload: 200 }).result;
+			const results = await Promise.all(receivers.map((r) => r.result));
+			for (const r of results) check(r.received === 500 * broadcasts, `${impl} broadcast: ${r.received}`);
+			return { v: broadcasts / ((Date.now() - started) / 1000) };
+		},
+	})),
+	{
+		name: 'info delete, 10,000 unrelated subscription sets (deletes/s)',
+		setup: async () => {
+			const m = admin.multi();
+			for (let i = 0; i < 10_000; i++) m.sAdd(`tmcp:subscriptions:file:///unrelated/${i}`, `other${i}`);
+			await m.exec();
+		},
+		run: async (impl) => {
+			const deletes = impl === 'ours' ? (quick ? 1000 : 3000) : quick ? 3 : 6;
+			const r = await spawnWorker(impl, 'infoDelete', { deletes, concurrency: impl === 'ours' ? 64 : 1 }).result;
+			check((await admin.exists('tmcp:subscriptions:file:///unrelated/9999')) === 1, 'unrelated sets intact');
+			return { v: r.value };
+		},
+	},
+	{
+		name: 'create+delete churn, 20,000 sessions',
+		rows: [
+			['sessions/s', 'v', 'higher'],
+			['RSS growth after GC (MB)', 'rss', 'lower-abs'],
+			['heap growth after GC (MB)', 'heap', 'lower-abs'],
+		],
+		run: async (impl) => {
+			const r = await spawnWorker(impl, 'churn', { sessions: 20_000, concurrency: 64 }, ['--expose-gc']).result;
+			return { v: r.value, rss: r.rssGrowthMb, heap: r.heapGrowthMb, unhandled: r.unhandled };
+		},
+	},
+];
+
+function check(ok, message) {
+	if (!ok) {
+		console.error(`bench check failed: ${message}`);
+		process.exit(2);
+	}
+}
+
+const fmt = (x) =>
+	Math.abs(x) >= 100 ? Math.round(x).toLocaleString('en') : Math.abs(x) >= 10 ? x.toFixed(1) : x.toFixed(2);
+
+const table = [];
+const notes = [];
+for (const scenario of scenarios) {
+	const rows = scenario.rows ?? [['', 'v', 'higher']];
+	const perRound = rows.map(() => ({ upstream: [], ours: [], ratio: [] }));
+	for (let round = 0; round < ROUNDS; round++) {
+		await admin.flushAll();
+		await scenario.setup?.();
+		const order = round % 2 ? [...IMPLS].reverse() : IMPLS;
+		const got = {};
+		for (const impl of order) got[impl] = await scenario.run(impl);
+		rows.forEach(([, key, better], i) => {
+			const up = got.upstream[key];
+			const ours = got.ours[key];
+			perRound[i].upstream.push(up);
+			perRound[i].ours.push(ours);
+			if (better === 'higher') perRound[i].ratio.push(ours / up);
+			else if (better === 'lower') perRound[i].ratio.push(up / ours);
+		});
+		if (got.upstream.unhandled) notes.push(`${scenario.name}: upstream process saw ${got.upstream.unhandled} unhandled rejections (round ${round + 1})`);
+		process.stderr.write('.');
+	}
+	rows.forEach(([label, , better], i) => {
+		const r = perRound[i];
+		table.push([
+			label ? `${scenario.name} ${label}` : scenario.name,
+			fmt(median(r.upstream)),
+			fmt(median(r.ours)),
+			better === 'lower-abs' ? '–' : `${median(r.ratio).toFixed(2)}×`,
+		]);
+	});
+}
+process.stderr.write('\n');
+
+// The ceiling: redis-benchmark on the same server.
+await admin.flushAll();
+const csv = execFileSync('redis-benchmark', ['-p', String(server.port), '-c', '64', '-P', '16', '-n', quick ? '400000' : '1000000', '-t', 'set,get', '--csv', '-q'])
+	.toString()
+	.trim()
+	.split('\n');
+const publishCsv = execFileSync('redis-benchmark', ['-p', String(server.port), '-c', '64', '-P', '16', '-n', quick ? '400000' : '1000000', '--csv', '-q', 'PUBLISH', 'bench', 'payload'])
+	.toString()
+	.trim()
+	.split('\n');
+const ceiling = {};
+for (const line of [...csv, ...publishCsv]) {
+	const cols = line.split(',').map((c) => c.replace(/"/g, ''));
+	if (cols[0] && !Number.isNaN(Number(cols[1]))) ceiling[cols[0].split(' ')[0]] = Number(cols[1]);
+}
+const setGet = (ceiling.SET + ceiling.GET) / 2;
+const ours64 = Number(table[1][2].replace(/,/g, '')) * 2;
+table.push(['redis-benchmark -c 64 -P 16 ceiling: SET / GET / PUBLISH (commands/s)', '', `${fmt(ceiling.SET)} / ${fmt(ceiling.GET)} / ${fmt(ceiling.PUBLISH)}`, '']);
+table.push(['ours info set+get at 64 as a share of the SET/GET ceiling (commands/s)', '', `${fmt(ours64)} = ${((ours64 / setGet) * 100).toFixed(0)}%`, '']);
+
+const redisVersion = (await admin.info('server')).match(/redis_version:(\S+)/)[1];
+const machine = `${os.cpus().length} cores (${os.cpus()[0].model.trim()}), Node ${process.version}, Redis ${redisVersion}, ${quick ? 'quick' : 'full'} mode, ${ROUNDS} rounds, ${new Date().toISOString().slice(0, 10)}`;
+const lines = [
+	`Machine: ${machine}`,
+	'',
+	'| scenario | upstream | ours | ratio (> 1 = ours better) |',
+	'|---|---|---|---|',
+	...table.map((r) => `| ${r.join(' | ')} |`),
+];
+if (notes.length) lines.push('', ...notes.map((n) => `- ${n}`));
+const output = lines.join('\n');
+console.log(output);
+mkdirSync(fileURLToPath(new URL('../bench-results', import.meta.url)), { recursive: true });
+writeFileSync(fileURLToPath(new URL(`../bench-results/${quick ? 'quick' : 'full'}.md`, import.meta.url)), output + '\n');
+await admin.quit();
+await server.stop();

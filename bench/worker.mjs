@@ -1,0 +1,209 @@
+// One measurement in its own process: `node bench/worker.mjs <impl> <scenario> <json params>`.
+// impl: "upstream" (@tmcp/session-manager-redis) or "ours". Prints one JSON line with the
+// figures and the counts that prove the work was done; exits non-zero when a check fails.
+import { performance } from 'node:perf_hooks';
+
+const [impl, scenario, paramsJson] = process.argv.slice(2);
+const p = JSON.parse(paramsJson);
+let unhandled = 0;
+process.on('unhandledRejection', () => unhandled++);
+
+const mod = impl === 'upstream' ? await import('@tmcp/session-manager-redis') : await import('../index.mjs');
+const { RedisInfoSessionManager, RedisStreamSessionManager } = mod;
+const newInfo = () => new RedisInfoSessionManager(p.url);
+const newStreams = () => new RedisStreamSessionManager(p.url);
+
+function fail(message) {
+	console.error(`bench check failed (${impl} ${scenario}): ${message}`);
+	process.exit(2);
+}
+const send = (msg) => (process.send ? process.send(msg) : console.log(JSON.stringify(msg)));
+const done = (result) => {
+	send({ type: 'result', result: { ...result, unhandled } });
+	// Upstream never closes its connections; end the process explicitly for both.
+	setTimeout(() => process.exit(0), 10);
+};
+const until = (ms) => performance.now() + ms;
+const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
+
+const clientInfo = {
+	name: 'bench-client',
+	version: '1.0.0',
+	title: 'x'.repeat(700),
+	icons: [{ src: 'https://example.invalid/icon.png', mimeType: 'image/png', sizes: ['48x48'] }],
+	websiteUrl: 'https://example.invalid',
+	description: 'A client info object of about one kilobyte, like a real MCP client sends.',
+};
+
+/** Runs `concurrency` loops of `op(i)` for `ms`; returns completed ops per second. */
+async function loops(concurrency, ms, op) {
+	let count = 0;
+	const end = until(ms);
+	const start = performance.now();
+	await Promise.all(
+		Array.from({ length: concurrency }, async (_, lane) => {
+			for (let i = 0; performance.now() < end; i++) {
+				await op(lane, i);
+				count++;
+			}
+		}),
+	);
+	return (count / (performance.now() - start)) * 1000;
+}
+
+/** A controller that counts what it receives; `onChunk(text)` sees each chunk. */
+function counter(onChunk) {
+	const decoder = new TextDecoder();
+	return { enqueue: (chunk) => onChunk(decoder.decode(chunk)), close() {}, error() {} };
+}
+
+const scenarios = {
+	async infoSetGet() {
+		const info = newInfo();
+		await info.setClientInfo('warm', clientInfo);
+		await info.getClientInfo('warm');
+		let bad = 0;
+		const perSecond = await loops(p.concurrency, p.ms, async (lane, i) => {
+			const id = `s${lane}`;
+			const value = { ...clientInfo, version: String(i) };
+			await info.setClientInfo(id, value);
+			const read = await info.getClientInfo(id);
+			if (read.version !== value.version) bad++;
+		});
+		if (bad) fail(`${bad} reads did not return the value just written`);
+		done({ value: perSecond, unit: 'pairs/s' });
+	},
+
+	async threeGetters() {
+		// Data prepared by the orchestrator with a plain client, readable by both.
+		const info = newInfo();
+		let bad = 0;
+		const perSecond = await loops(p.concurrency, p.ms, async (lane) => {
+			const id = `g${lane % p.sessions}`;
+			const caps = await info.getClientCapabilities(id);
+			const ci = await info.getClientInfo(id);
+			const level = await info.getLogLevel(id);
+			if (!caps || ci.name !== 'bench-client' || level !== 'info') bad++;
+		});
+		if (bad) fail(`${bad} hydrations returned wrong data`);
+		done({ value: perSecond, unit: 'hydrations/s' });
+	},
+
+	async receiver() {
+		// Holds p.sessions sessions; reports deliveries (and latency when payloads carry a time).
+		const streams = newStreams();
+		const latencies = [];
+		let received = 0;
+		let first = 0;
+		let last = 0;
+		const onChunk = (text) => {
+			const now = performance.timeOrigin + performance.now();
+			if (!first) first = now;
+			last = now;
+			received++;
+			if (p.latency) latencies.push((now - Number(text.slice(6, text.indexOf('\n')))) * 1000);
+			if (received === p.expect) finish();
+		};
+		for (let i = 0; i < p.sessions; i++) await streams.create(`${p.prefix}${i}`, counter(onChunk));
+		// Upstream's create does not wait for its subscriptions.
+		if (impl === 'upstream') await sleep(300);
+		function finish() {
+			latencies.sort((a, b) => a - b);
+			const q = (f) => latencies[Math.min(latencies.length - 1, Math.floor(f * latencies.length))];
+			done({
+				received,
+				seconds: (last - first) / 1000,
+				...(p.latency ? { p50: q(0.5), p90: q(0.9), p99: q(0.99) } : {}),
+			});
+		}
+		send({ type: 'ready' });
+	},
+
+	async sender() {
+		const streams = newStreams();
+		await sleep(50);
+		const frame = (i) =>
+			`data: ${performance.timeOrigin + performance.now()}\n` + `event: message\ndata: ${'y'.repeat(p.payload)}\n\n`;
+		const start = performance.now();
+		if (p.broadcasts) {
+			for (let i = 0; i < p.broadcasts; i++) await streams.send(undefined, frame(i));
+		} else if (p.rate) {
+			// Steady rate: one message every 1/rate s, each awaited before the next tick.
+			const gap = 1000 / p.rate;
+			for (let i = 0; i < p.messages; i++) {
+				const due = start + i * gap;
+				while (performance.now() < due) await sleep(Math.max(0, due - performance.now() - 1));
+				await streams.send([`${p.prefix}0`], frame(i));
+			}
+		} else {
+			let next = 0;
+			await Promise.all(
+				Array.from({ length: p.concurrency }, async () => {
+					while (next < p.messages) {
+						const i = next++;
+						await streams.send([`${p.prefix}${i % p.sessions}`], frame(i));
+					}
+				}),
+			);
+		}
+		done({ seconds: (performance.now() - start) / 1000 });
+	},
+
+	async infoDelete() {
+		// Each session has two subscriptions, made through this implementation's API.
+		const info = newInfo();
+		for (let i = 0; i < p.deletes; i++) {
+			await info.addSubscription(`del${i}`, `file:///own/${i}`);
+			await info.addSubscription(`del${i}`, 'file:///shared');
+			await info.setClientInfo(`del${i}`, clientInfo);
+		}
+		const start = performance.now();
+		let next = 0;
+		await Promise.all(
+			Array.from({ length: p.concurrency }, async () => {
+				while (next < p.deletes) await info.delete(`del${next++}`);
+			}),
+		);
+		const seconds = (performance.now() - start) / 1000;
+		const left = await info.getSubscriptions('file:///shared');
+		if (left.length) fail(`${left.length} ids left in a subscription set after delete`);
+		done({ value: p.deletes / seconds, unit: 'deletes/s' });
+	},
+
+	async churn() {
+		const streams = newStreams();
+		const gc = globalThis.gc;
+		const snapshot = async () => {
+			for (let i = 0; i < 3; i++) {
+				gc();
+				await sleep(10);
+			}
+			const m = process.memoryUsage();
+			return { rss: m.rss, heap: m.heapUsed };
+		};
+		const cycle = async (i) => {
+			await streams.create(`c${i}`, counter(() => {}));
+			await streams.delete(`c${i}`);
+		};
+		for (let i = 0; i < 500; i++) await cycle(-i - 1);
+		const before = await snapshot();
+		let next = 0;
+		const start = performance.now();
+		await Promise.all(
+			Array.from({ length: p.concurrency }, async () => {
+				while (next < p.sessions) await cycle(next++);
+			}),
+		);
+		const seconds = (performance.now() - start) / 1000;
+		const after = await snapshot();
+		done({
+			value: p.sessions / seconds,
+			unit: 'sessions/s',
+			rssGrowthMb: (after.rss - before.rss) / 1048576,
+			heapGrowthMb: (after.heap - before.heap) / 1048576,
+		});
+	},
+};
+
+if (!scenarios[scenario]) fail(`unknown scenario ${scenario}`);
+await scenarios[scenario]();
