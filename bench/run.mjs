@@ -27,15 +27,43 @@ function spawnWorker(impl, scenario, params, nodeArgs = []) {
 		stdio: ['ignore', 'inherit', 'inherit', 'ipc'],
 	});
 	let readyResolve;
+	let progressResolve;
 	const ready = new Promise((r) => (readyResolve = r));
 	const result = new Promise((resolve, reject) => {
 		child.on('message', (m) => {
 			if (m.type === 'ready') readyResolve();
 			if (m.type === 'result') resolve(m.result);
+			if (m.type === 'progress') progressResolve?.(m.received);
 		});
 		child.on('exit', (code) => code && reject(new Error(`${impl} ${scenario} exited with ${code}`)));
 	});
-	return { ready, result, child };
+	return {
+		ready,
+		result,
+		/** Tells a process that stays after its result (a sender) to exit. */
+		finish: () => child.connected && child.send('exit'),
+		/** The receiver's result, or a loud abort when it stalls short of its count. */
+		async settle(expected, ms = 30_000) {
+			let timer;
+			const stalled = new Promise((resolve) => (timer = setTimeout(resolve, ms, 'stalled')));
+			const outcome = await Promise.race([result, stalled]);
+			clearTimeout(timer);
+			if (outcome !== 'stalled') return outcome;
+			const got = await new Promise((resolve) => {
+				progressResolve = resolve;
+				child.send('report');
+			});
+			child.kill();
+			check(false, `${impl} ${scenario} received ${got} of ${expected} messages (stalled ${ms} ms)`);
+		},
+	};
+}
+
+/** Runs a sender to completion (its result), then lets it exit. */
+async function runSender(impl, params) {
+	const sender = spawnWorker(impl, 'sender', params);
+	const result = await sender.result;
+	return { result, finish: sender.finish };
 }
 
 const median = (xs) => {
@@ -79,8 +107,9 @@ const scenarios = [
 			const messages = quick ? 2000 : 6000;
 			const receiver = spawnWorker(impl, 'receiver', { sessions: 1, prefix: 'lat', expect: messages, latency: true });
 			await receiver.ready;
-			await spawnWorker(impl, 'sender', { prefix: 'lat', rate: 2000, messages, payload: 200 }).result;
-			const r = await receiver.result;
+			const sender = await runSender(impl, { prefix: 'lat', rate: 2000, messages, payload: 200 });
+			const r = await receiver.settle(messages);
+			sender.finish();
 			check(r.received === messages, `${impl} latency: received ${r.received}/${messages}`);
 			return { p50: r.p50, p90: r.p90, p99: r.p99 };
 		},
@@ -91,8 +120,9 @@ const scenarios = [
 			const messages = quick ? 30_000 : 100_000;
 			const receiver = spawnWorker(impl, 'receiver', { sessions: 100, prefix: 'd', expect: messages });
 			await receiver.ready;
-			await spawnWorker(impl, 'sender', { prefix: 'd', sessions: 100, messages, concurrency: 256, payload: 300 }).result;
-			const r = await receiver.result;
+			const sender = await runSender(impl, { prefix: 'd', sessions: 100, messages, concurrency: 256, payload: 300 });
+			const r = await receiver.settle(messages);
+			sender.finish();
 			check(r.received === messages, `${impl} delivery: received ${r.received}/${messages}`);
 			return { v: r.received / r.seconds };
 		},
@@ -109,8 +139,9 @@ const scenarios = [
 			);
 			await Promise.all(receivers.map((r) => r.ready));
 			const started = Date.now();
-			await spawnWorker(impl, 'sender', { broadcasts, payload: 200 }).result;
-			const results = await Promise.all(receivers.map((r) => r.result));
+			const sender = await runSender(impl, { broadcasts, payload: 200 });
+			const results = await Promise.all(receivers.map((r) => r.settle(500 * broadcasts)));
+			sender.finish();
 			for (const r of results) check(r.received === 500 * broadcasts, `${impl} broadcast: ${r.received}`);
 			return { v: broadcasts / ((Date.now() - started) / 1000) };
 		},

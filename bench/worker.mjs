@@ -18,11 +18,17 @@ function fail(message) {
 	process.exit(2);
 }
 const send = (msg) => (process.send ? process.send(msg) : console.log(JSON.stringify(msg)));
-const done = (result) => {
+const done = (result, { stay = false } = {}) => {
 	send({ type: 'result', result: { ...result, unhandled } });
-	// Upstream never closes its connections; end the process explicitly for both.
-	setTimeout(() => process.exit(0), 10);
+	// Upstream never closes its connections; end the process explicitly for both. A
+	// sender stays until told: upstream's send resolves before its PUBLISH is written.
+	if (!stay) setTimeout(() => process.exit(0), 10);
 };
+process.on('message', (m) => {
+	if (m === 'exit') process.exit(0);
+	if (m === 'report') send({ type: 'progress', received: progress.received });
+});
+const progress = { received: 0 };
 const until = (ms) => performance.now() + ms;
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 
@@ -101,6 +107,7 @@ const scenarios = {
 			if (!first) first = now;
 			last = now;
 			received++;
+			progress.received = received;
 			if (p.latency) latencies.push((now - Number(text.slice(6, text.indexOf('\n')))) * 1000);
 			if (received === p.expect) finish();
 		};
@@ -146,7 +153,7 @@ const scenarios = {
 				}),
 			);
 		}
-		done({ seconds: (performance.now() - start) / 1000 });
+		done({ seconds: (performance.now() - start) / 1000 }, { stay: true });
 	},
 
 	async infoDelete() {
