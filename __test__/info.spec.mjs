@@ -46,6 +46,22 @@ describe('client info and capabilities', () => {
 		await expect(info.getLogLevel('missing')).rejects.toThrow('Log level not found for session missing');
 	});
 
+	it('the reads of one request share a round trip but never hide a local write', async () => {
+		await info.setClientInfo('snap', { name: 'a', version: '1' });
+		await info.setClientCapabilities('snap', { sampling: {} });
+		await info.setLogLevel('snap', 'info');
+		expect(await info.getClientCapabilities('snap')).toEqual({ sampling: {} });
+		info.setClientInfo('snap', { name: 'b', version: '2' });
+		expect(await info.getClientInfo('snap')).toEqual({ name: 'b', version: '2' });
+		expect(await info.getLogLevel('snap')).toBe('info');
+		const [caps, ci, level] = await Promise.all([
+			info.getClientCapabilities('snap'),
+			info.getClientInfo('snap'),
+			info.getLogLevel('snap'),
+		]);
+		expect([caps, ci, level]).toEqual([{ sampling: {} }, { name: 'b', version: '2' }, 'info']);
+	});
+
 	it('setters called without await still land, in call order', async () => {
 		info.setClientInfo('s2', { name: 'a', version: '1' });
 		info.setClientInfo('s2', { name: 'b', version: '2' });

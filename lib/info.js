@@ -6,6 +6,12 @@ const { LINK } = require('./streams.js');
 const { normalizeOptions, checkId, checkUrl, describe } = require('./options.js');
 const wire = require('./wire.js');
 
+// Positions in the GET_SESSION reply.
+const INFO = 0;
+const CAPABILITIES = 1;
+const LOG_LEVEL = 2;
+const FIELD_NAMES = ['client info', 'client capabilities', 'log level'];
+
 const LOG_LEVELS = Object.freeze([
 	'debug',
 	'info',
@@ -27,6 +33,14 @@ const LOG_LEVELS = Object.freeze([
 class RedisInfoSessionManager {
 	#link;
 	#closed = false;
+	/**
+	 * One MGET serves the three reads a request makes (client info, capabilities, log
+	 * level): id → the pending or settled read, and which of its values were handed out.
+	 * An entry lives until the end of the tick its read settled in, and a local write to
+	 * the id drops it.
+	 * @type {Map<string, { read: Promise<(string | null | { error: string })[]>, used: boolean[] }>}
+	 */
+	#snapshots = new Map();
 
 	/**
 	 * @param {string} redisUrl
@@ -41,13 +55,14 @@ class RedisInfoSessionManager {
 	/** @param {string} id */
 	async getClientInfo(id) {
 		checkId('session id', id);
-		const raw = await this.#link.call(wire.GET_CLIENT_INFO, [id], `Could not read client info for session ${id}`);
+		const raw = await this.#read(id, INFO);
 		if (raw === null) throw new Error(`Client info not found for session ${id}`);
 		return parseStored(raw, 'client info', id);
 	}
 
 	/** @param {string} id @param {unknown} clientInfo */
 	setClientInfo(id, clientInfo) {
+		this.#snapshots.delete(id);
 		return this.#setter(`Could not store client info for session ${id}`, () => {
 			checkId('session id', id);
 			const json = serialise(clientInfo, 'client info', id);
@@ -58,17 +73,14 @@ class RedisInfoSessionManager {
 	/** @param {string} id */
 	async getClientCapabilities(id) {
 		checkId('session id', id);
-		const raw = await this.#link.call(
-			wire.GET_CLIENT_CAPABILITIES,
-			[id],
-			`Could not read client capabilities for session ${id}`,
-		);
+		const raw = await this.#read(id, CAPABILITIES);
 		if (raw === null) throw new Error(`Client capabilities not found for session ${id}`);
 		return parseStored(raw, 'client capabilities', id);
 	}
 
 	/** @param {string} id @param {unknown} capabilities */
 	setClientCapabilities(id, capabilities) {
+		this.#snapshots.delete(id);
 		return this.#setter(`Could not store client capabilities for session ${id}`, () => {
 			checkId('session id', id);
 			const json = serialise(capabilities, 'client capabilities', id);
@@ -83,7 +95,7 @@ class RedisInfoSessionManager {
 	/** @param {string} id */
 	async getLogLevel(id) {
 		checkId('session id', id);
-		const raw = await this.#link.call(wire.GET_LOG_LEVEL, [id], `Could not read log level for session ${id}`);
+		const raw = await this.#read(id, LOG_LEVEL);
 		if (raw === null) throw new Error(`Log level not found for session ${id}`);
 		// Upstream writes the level JSON-quoted; we write it plain. Accept both.
 		let level = raw;
@@ -102,6 +114,7 @@ class RedisInfoSessionManager {
 
 	/** @param {string} id @param {string} level */
 	setLogLevel(id, level) {
+		this.#snapshots.delete(id);
 		return this.#setter(`Could not store log level for session ${id}`, () => {
 			checkId('session id', id);
 			if (typeof level !== 'string' || !LOG_LEVELS.includes(level)) {
@@ -147,6 +160,7 @@ class RedisInfoSessionManager {
 	 * @param {string} id
 	 */
 	delete(id) {
+		this.#snapshots.delete(id);
 		return this.#setter(`Could not delete session info ${id}`, () => {
 			checkId('session id', id);
 			return this.#link.call(wire.INFO_DELETE, [id], `Could not delete session info ${id}`);
@@ -169,6 +183,31 @@ class RedisInfoSessionManager {
 	}
 
 	/**
+	 * One value of the session's snapshot (see #snapshots).
+	 * @param {string} id
+	 * @param {number} field INFO, CAPABILITIES or LOG_LEVEL
+	 * @returns {Promise<string | null>}
+	 */
+	async #read(id, field) {
+		let entry = this.#snapshots.get(id);
+		if (!entry || entry.used[field]) {
+			const read = this.#link.call(wire.GET_SESSION, [id], `Could not read session info for session ${id}`);
+			const fresh = { read, used: [false, false, false] };
+			entry = fresh;
+			this.#snapshots.set(id, fresh);
+			const forget = () => setImmediate(() => this.#snapshots.get(id) === fresh && this.#snapshots.delete(id));
+			read.then(forget, forget);
+		}
+		entry.used[field] = true;
+		const value = (await entry.read)[field];
+		if (value !== null && typeof value === 'object') {
+			// This key could not be read (e.g. wrong type); the other two could.
+			throw new Error(`Could not read ${FIELD_NAMES[field]} for session ${id}: ${value.error}`);
+		}
+		return value;
+	}
+
+	/**
 	 * Runs a write whose promise callers may drop: bad input and Redis failures reject
 	 * it, and are reported, but never surface as unhandled rejections.
 	 * @param {string} what
@@ -176,6 +215,7 @@ class RedisInfoSessionManager {
 	 * @returns {Promise<void>}
 	 */
 	#setter(what, write) {
+		/** @type {Promise<void>} */
 		let promise;
 		try {
 			promise = write().then(() => {});

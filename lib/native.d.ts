@@ -42,6 +42,10 @@ export declare class NativeStreams {
   close(call: number): boolean
 }
 
+export interface FieldError {
+  error: string
+}
+
 /** Options the JavaScript facade has already validated and filled with defaults. */
 export interface NativeOptions {
   /** Prefix for every key and channel name; empty keeps upstream's names. */

@@ -1,11 +1,9 @@
 'use strict';
 // Call codes shared with the native side (src/info_sessions.rs, src/stream_sessions.rs).
 module.exports = Object.freeze({
-	GET_CLIENT_INFO: 10,
+	GET_SESSION: 9,
 	SET_CLIENT_INFO: 11,
-	GET_CLIENT_CAPABILITIES: 12,
 	SET_CLIENT_CAPABILITIES: 13,
-	GET_LOG_LEVEL: 14,
 	SET_LOG_LEVEL: 15,
 	GET_SUBSCRIPTIONS: 16,
 	ADD_SUBSCRIPTION: 17,

@@ -9,6 +9,7 @@
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use futures_util::stream::{FuturesOrdered, StreamExt};
 use redis::aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig};
 use redis::{Client, Pipeline, Value};
 use tokio::sync::mpsc;
@@ -21,8 +22,10 @@ use crate::info_sessions::InfoOp;
 use crate::keys::Keys;
 use crate::stream_sessions::StreamOp;
 
-/// Most calls sent in one pipeline; the rest wait for the next one.
-const MAX_BATCH: usize = 4096;
+/// Most calls sent in one pipeline; a larger batch becomes several pipelines.
+const PIPELINE_CALLS: usize = 16;
+/// Most pipelines awaiting their replies at once.
+const MAX_IN_FLIGHT: usize = 64;
 /// Pause between attempts while Redis refuses connections.
 const RETRY_PAUSE: Duration = Duration::from_millis(100);
 /// Keys fetched per SCAN step in upstream-compatible mode.
@@ -191,31 +194,57 @@ pub fn connection_manager(
 }
 
 async fn dispatch(
-    mut connection: ConnectionManager,
+    connection: ConnectionManager,
     keys: Keys,
     options: NativeOptions,
     completions: Arc<Completions>,
     mut queue: mpsc::UnboundedReceiver<Vec<Submission>>,
 ) {
-    while let Some(mut batch) = queue.recv().await {
-        while batch.len() < MAX_BATCH {
-            match queue.try_recv() {
-                Ok(more) => batch.extend(more),
-                Err(_) => break,
+    let keys = Arc::new(keys);
+    let options = Arc::new(options);
+    // Several pipelines may be in flight, so JavaScript can prepare the next batch while
+    // Redis answers the last. Order holds because each pipeline is polled (and so
+    // queued on the connection) in the order it was pushed.
+    let mut in_flight = FuturesOrdered::new();
+    loop {
+        tokio::select! {
+            biased;
+            Some(answers) = in_flight.next(), if !in_flight.is_empty() => completions.send(answers),
+            batch = queue.recv(), if in_flight.len() < MAX_IN_FLIGHT => {
+                let Some(mut batch) = batch else { break };
+                while let Ok(more) = queue.try_recv() {
+                    batch.extend(more);
+                }
+                // Smaller pipelines are answered (and so resumed in JavaScript) one after
+                // another, so JavaScript works on early answers while Redis computes later ones.
+                let mut rest = batch;
+                while !rest.is_empty() {
+                    let tail = rest.split_off(rest.len().min(PIPELINE_CALLS));
+                    let head = std::mem::replace(&mut rest, tail);
+                    in_flight.push_back(run_pipeline(
+                        connection.clone(),
+                        keys.clone(),
+                        options.clone(),
+                        completions.clone(),
+                        head,
+                    ));
+                }
             }
         }
-        let answers = run_pipeline(&mut connection, &keys, &options, &completions, batch).await;
+    }
+    while let Some(answers) = in_flight.next().await {
         completions.send(answers);
     }
 }
 
 async fn run_pipeline(
-    connection: &mut ConnectionManager,
-    keys: &Keys,
-    options: &NativeOptions,
-    completions: &Arc<Completions>,
+    connection: ConnectionManager,
+    keys: Arc<Keys>,
+    options: Arc<NativeOptions>,
+    completions: Arc<Completions>,
     batch: Vec<Submission>,
 ) -> CompletionBatch {
+    let (keys, options) = (&*keys, &*options);
     let mut answers = CompletionBatch::default();
     let now = Instant::now();
     let mut pipe = Pipeline::new();

@@ -19,6 +19,32 @@ pub enum Reply {
     Text(String),
     Int(i64),
     List(Vec<String>),
+    /// Several independent values read in one round trip.
+    Fields(Vec<Field>),
+}
+
+/// One value of a [`Reply::Fields`]: JavaScript sees a string, `null`, or `{ error }`.
+#[derive(Debug, PartialEq)]
+pub enum Field {
+    Missing,
+    Text(String),
+    /// This value could not be read (e.g. a key of the wrong type); the others could.
+    Failed(String),
+}
+
+#[napi_derive::napi(object)]
+pub struct FieldError {
+    pub error: String,
+}
+
+impl ToNapiValue for Field {
+    unsafe fn to_napi_value(env: sys::napi_env, val: Self) -> napi::Result<sys::napi_value> {
+        match val {
+            Field::Missing => Null::to_napi_value(env, Null),
+            Field::Text(s) => String::to_napi_value(env, s),
+            Field::Failed(error) => FieldError::to_napi_value(env, FieldError { error }),
+        }
+    }
 }
 
 impl ToNapiValue for Reply {
@@ -28,6 +54,7 @@ impl ToNapiValue for Reply {
             Reply::Text(s) => String::to_napi_value(env, s),
             Reply::Int(i) => f64::to_napi_value(env, i as f64),
             Reply::List(v) => Vec::<String>::to_napi_value(env, v),
+            Reply::Fields(v) => Vec::<Field>::to_napi_value(env, v),
         }
     }
 }

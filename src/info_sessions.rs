@@ -6,8 +6,20 @@
 use redis::{Pipeline, Value};
 
 use crate::commands::{decode_text, first_error, ScanJob};
-use crate::delivery::{Outcome, Reply};
+use crate::delivery::{Field, Outcome, Reply};
 use crate::keys::Keys;
+
+/// One value of a multi-value read: its own error does not fail the others.
+fn decode_field(value: Value) -> Field {
+    if let Err(message) = first_error(std::slice::from_ref(&value)) {
+        return Field::Failed(message);
+    }
+    match decode_text(value) {
+        Ok(Reply::Text(text)) => Field::Text(text),
+        Ok(_) => Field::Missing,
+        Err(message) => Field::Failed(message),
+    }
+}
 
 /// Removes a session's metadata and its id from every subscription set it joined,
 /// in one round trip, using the reverse index instead of scanning the keyspace.
@@ -22,11 +34,11 @@ return redis.call('DEL', KEYS[1], KEYS[2], KEYS[3], KEYS[4])
 /// One info-manager call.
 #[derive(Debug, PartialEq)]
 pub enum InfoOp {
-    GetClientInfo(String),
+    /// Client info, capabilities and log level in one round trip: the three reads every
+    /// POST makes.
+    GetSession(String),
     SetClientInfo(String, String),
-    GetClientCapabilities(String),
     SetClientCapabilities(String, String),
-    GetLogLevel(String),
     SetLogLevel(String, String),
     GetSubscriptions(String),
     AddSubscription {
@@ -54,11 +66,9 @@ impl InfoOp {
     ) -> Option<InfoOp> {
         let mut next = || (!args.is_empty()).then(|| args.remove(0));
         Some(match code {
-            10 => InfoOp::GetClientInfo(next()?),
+            9 => InfoOp::GetSession(next()?),
             11 => InfoOp::SetClientInfo(next()?, next()?),
-            12 => InfoOp::GetClientCapabilities(next()?),
             13 => InfoOp::SetClientCapabilities(next()?, next()?),
-            14 => InfoOp::GetLogLevel(next()?),
             15 => InfoOp::SetLogLevel(next()?, next()?),
             16 => InfoOp::GetSubscriptions(next()?),
             17 => InfoOp::AddSubscription {
@@ -80,9 +90,14 @@ impl InfoOp {
     /// Adds this call's commands to `pipe` and returns how many it added.
     pub fn encode(&self, keys: &Keys, pipe: &mut Pipeline) -> usize {
         match self {
-            InfoOp::GetClientInfo(id) => pipe.cmd("GET").arg(keys.client_info(id)),
-            InfoOp::GetClientCapabilities(id) => pipe.cmd("GET").arg(keys.client_capabilities(id)),
-            InfoOp::GetLogLevel(id) => pipe.cmd("GET").arg(keys.log_level(id)),
+            InfoOp::GetSession(id) => {
+                // Three GETs rather than one MGET: a key of the wrong type then fails its
+                // own read only (MGET would report it as missing).
+                pipe.cmd("GET").arg(keys.client_info(id));
+                pipe.cmd("GET").arg(keys.client_capabilities(id));
+                pipe.cmd("GET").arg(keys.log_level(id));
+                return 3;
+            }
             InfoOp::SetClientInfo(id, json) => pipe.cmd("SET").arg(keys.client_info(id)).arg(json),
             InfoOp::SetClientCapabilities(id, json) => {
                 pipe.cmd("SET").arg(keys.client_capabilities(id)).arg(json)
@@ -119,13 +134,14 @@ impl InfoOp {
 
     /// Turns this call's replies into its outcome.
     pub fn decode(&self, values: Vec<Value>) -> Outcome {
+        if let InfoOp::GetSession(_) = self {
+            return Ok(Reply::Fields(
+                values.into_iter().map(decode_field).collect(),
+            ));
+        }
         first_error(&values)?;
-        let mut values = values.into_iter();
-        let first = values.next().unwrap_or(Value::Nil);
+        let first = values.into_iter().next().unwrap_or(Value::Nil);
         match self {
-            InfoOp::GetClientInfo(_)
-            | InfoOp::GetClientCapabilities(_)
-            | InfoOp::GetLogLevel(_) => decode_text(first),
             InfoOp::GetSubscriptions(_) => match first {
                 Value::Set(items) | Value::Array(items) => items
                     .into_iter()
@@ -185,6 +201,21 @@ mod tests {
     }
 
     #[test]
+    fn session_read_fails_only_the_broken_value() {
+        let op = InfoOp::from_code(9, vec![s("a")], false).unwrap();
+        let wrong = redis::parse_redis_value(b"-WRONGTYPE Operation against a key\r\n").unwrap();
+        let values = vec![Value::BulkString(b"{}".to_vec()), wrong, Value::Nil];
+        assert_eq!(
+            op.decode(values),
+            Ok(Reply::Fields(vec![
+                Field::Text(s("{}")),
+                Field::Failed(s("Redis error: WRONGTYPE Operation against a key")),
+                Field::Missing,
+            ]))
+        );
+    }
+
+    #[test]
     fn missing_subscriptions_are_an_empty_list() {
         let op = InfoOp::GetSubscriptions(s("u"));
         assert_eq!(op.decode(vec![Value::Nil]), Ok(Reply::List(vec![])));
@@ -195,6 +226,7 @@ mod tests {
     #[test]
     fn upstream_mode_adds_a_scan_to_delete_only() {
         let compat = InfoOp::from_code(19, vec![s("a")], true).unwrap();
+        assert!(InfoOp::from_code(10, vec![s("a")], false).is_none());
         assert!(compat.scan_job().is_some());
         let fast = InfoOp::from_code(19, vec![s("a")], false).unwrap();
         assert!(fast.scan_job().is_none());

@@ -37,7 +37,19 @@ use stream_sessions::StreamSessions;
 fn init() {
     // Err means another addon already installed one: that one serves as well.
     let _ = rustls::crypto::ring::default_provider().install_default();
+    // One worker: the dispatcher and the connection tasks hand work to each other on
+    // the same thread instead of waking another one (measured in bench/).
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(RUNTIME_WORKERS)
+        .thread_name("tmcp-redis")
+        .enable_all()
+        .build();
+    if let Ok(runtime) = runtime {
+        napi::bindgen_prelude::create_custom_tokio_runtime(runtime);
+    }
 }
+
+const RUNTIME_WORKERS: usize = 1;
 
 /// A command connection with its dispatcher. Both managers may share one.
 #[napi]

@@ -187,32 +187,33 @@ impl StreamSessions {
         let completions = self.commands.completions().clone();
         tokio::spawn(async move {
             let deadline = tokio::time::Instant::now() + options.command_timeout();
-            let work = async {
-                let subscribed = until_connected(deadline, || {
-                    let mut subscriber = subscriber.clone();
-                    let channels = &channels;
-                    async move { subscriber.subscribe(channels).await }
-                })
-                .await?;
-                if let Err(e) = subscribed {
-                    return Ok(Err(e));
+            // Subscribe and mark live concurrently: one round trip instead of two.
+            let alive = keys.alive(&id);
+            let subscribe = until_connected(deadline, || {
+                let mut subscriber = subscriber.clone();
+                let channels = &channels;
+                async move { subscriber.subscribe(channels).await }
+            });
+            let mark_live = until_connected(deadline, || {
+                let mut connection = connection.clone();
+                let alive = &alive;
+                let ttl = options.session_ttl_seconds;
+                async move {
+                    redis::cmd("SET")
+                        .arg(alive)
+                        .arg("active")
+                        .arg("EX")
+                        .arg(ttl)
+                        .query_async::<()>(&mut connection)
+                        .await
                 }
-                let alive = keys.alive(&id);
-                until_connected(deadline, || {
-                    let mut connection = connection.clone();
-                    let alive = &alive;
-                    let ttl = options.session_ttl_seconds;
-                    async move {
-                        redis::cmd("SET")
-                            .arg(alive)
-                            .arg("active")
-                            .arg("EX")
-                            .arg(ttl)
-                            .query_async::<()>(&mut connection)
-                            .await
-                    }
-                })
-                .await
+            });
+            let work = async {
+                let (subscribed, marked) = tokio::join!(subscribe, mark_live);
+                match (subscribed?, marked?) {
+                    (Err(e), _) | (_, Err(e)) => Ok::<_, tokio::time::error::Elapsed>(Err(e)),
+                    _ => Ok(Ok(())),
+                }
             };
             let outcome = match work.await {
                 Ok(Ok(())) => Ok(Reply::Nil),
@@ -226,6 +227,14 @@ impl StreamSessions {
                 if with_broadcast {
                     shared.broadcast_subscribed.store(false, Ordering::SeqCst);
                 }
+                // The key may have been written while the subscription failed.
+                let _ = tokio::time::timeout(
+                    options.command_timeout(),
+                    redis::cmd("DEL")
+                        .arg(&alive)
+                        .query_async::<()>(&mut connection.clone()),
+                )
+                .await;
                 let mut local = shared.local.lock().unwrap();
                 if local.get(&id) == Some(&token) {
                     local.remove(&id);
