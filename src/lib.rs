@@ -35,18 +35,23 @@ use stream_sessions::StreamSessions;
 /// Installs the TLS crypto provider once per process, before any connection.
 #[napi_derive::module_init]
 fn init() {
-    // Err means another addon already installed one: that one serves as well.
-    let _ = rustls::crypto::ring::default_provider().install_default();
-    // One worker: the dispatcher and the connection tasks hand work to each other on
-    // the same thread instead of waking another one (measured in bench/).
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(RUNTIME_WORKERS)
-        .thread_name("tmcp-redis")
-        .enable_all()
-        .build();
-    if let Ok(runtime) = runtime {
-        napi::bindgen_prelude::create_custom_tokio_runtime(runtime);
-    }
+    // Module init runs again for every Worker that loads the addon; the process-wide
+    // runtime and crypto provider are set up once.
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        // Err means another addon already installed one: that one serves as well.
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        // One worker: the dispatcher and the connection tasks hand work to each other on
+        // the same thread instead of waking another one (measured with bench/).
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(RUNTIME_WORKERS)
+            .thread_name("tmcp-redis")
+            .enable_all()
+            .build();
+        if let Ok(runtime) = runtime {
+            napi::bindgen_prelude::create_custom_tokio_runtime(runtime);
+        }
+    });
 }
 
 const RUNTIME_WORKERS: usize = 1;
