@@ -3,8 +3,8 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { RedisInfoSessionManager, RedisStreamSessionManager } from '../index.mjs';
-import { eventually, observer, recorder, startRedis } from './helpers/redis.mjs';
+import { observer, startRedis } from './helpers/redis.mjs';
+import { roundTrip } from './helpers/roundtrip.mjs';
 
 let dir;
 let server;
@@ -22,37 +22,21 @@ afterAll(async () => {
 	if (dir) rmSync(dir, { recursive: true, force: true });
 });
 
-async function roundTrip(url) {
-	const info = new RedisInfoSessionManager(url);
-	const streams = new RedisStreamSessionManager(url);
-	try {
-		await info.setClientInfo('u', { name: url, version: '1' });
-		const rec = recorder();
-		await streams.create('u', rec);
-		await streams.send(['u'], 'hi');
-		await eventually(() => rec.chunks.includes('hi'), 5000, 'delivery');
-		return await info.getClientInfo('u');
-	} finally {
-		await streams.close();
-		await info.close();
-	}
-}
-
 describe('URL forms', () => {
 	it('a database number in the URL selects that database', async () => {
 		const url = `redis://127.0.0.1:${server.port}/3`;
 		expect(await roundTrip(url)).toEqual({ name: url, version: '1' });
 		await redis.select(3);
-		expect(JSON.parse(await redis.get('tmcp:client_info:u')).name).toBe(url);
+		expect(JSON.parse(await redis.get('tmcp:client_info:t')).name).toBe(url);
 		await redis.select(0);
-		expect(await redis.exists('tmcp:client_info:u')).toBe(0);
+		expect(await redis.exists('tmcp:client_info:t')).toBe(0);
 	});
 
 	it.each(['redis+unix', 'unix'])('%s:// reaches a Unix socket, with ?db=', async (scheme) => {
 		const url = `${scheme}://${socket}?db=5`;
 		expect(await roundTrip(url)).toEqual({ name: url, version: '1' });
 		await redis.select(5);
-		expect(JSON.parse(await redis.get('tmcp:client_info:u')).name).toBe(url);
+		expect(JSON.parse(await redis.get('tmcp:client_info:t')).name).toBe(url);
 		await redis.select(0);
 	});
 });
