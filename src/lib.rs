@@ -60,7 +60,8 @@ const RUNTIME_WORKERS: usize = 1;
 #[napi]
 pub struct NativeClient {
     commands: Arc<Commands>,
-    url: String,
+    /// Kept to open the stream manager's pub/sub connection with the same settings.
+    client: redis::Client,
     shown_url: String,
 }
 
@@ -76,12 +77,12 @@ impl NativeClient {
         let client = client_for(&url, options.tls.as_ref()).map_err(js_type_error)?;
         let completions = Completions::new(&on_complete)?;
         let commands =
-            within_runtime_if_available(|| Commands::start(client, options, completions))
+            within_runtime_if_available(|| Commands::start(client.clone(), options, completions))
                 .map_err(js_error)?;
         Ok(NativeClient {
             commands,
+            client,
             shown_url: redact_url(&url),
-            url,
         })
     }
 
@@ -122,12 +123,6 @@ impl NativeClient {
     }
 }
 
-impl NativeClient {
-    fn raw_url(&self) -> &str {
-        &self.url
-    }
-}
-
 /// The pub/sub side of a stream manager, built on a [`NativeClient`].
 #[napi]
 pub struct NativeStreams {
@@ -142,8 +137,7 @@ impl NativeStreams {
         client: &NativeClient,
         on_deliver: Function<'_, FnArgs<(napi::bindgen_prelude::Buffer, Uint32Array)>, ()>,
     ) -> napi::Result<Self> {
-        let tls = client.commands.options().tls.clone();
-        let redis_client = client_for(client.raw_url(), tls.as_ref()).map_err(js_type_error)?;
+        let redis_client = client.client.clone();
         let deliveries = Deliveries::new(&on_deliver)?;
         let commands = client.commands.clone();
         let sessions = within_runtime_if_available(|| {
