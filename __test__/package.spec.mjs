@@ -85,7 +85,7 @@ describe('packed packages', () => {
 });
 
 describe('types', () => {
-	it('our classes type-check where @tmcp/session-manager and HttpTransport expect theirs', () => {
+	it('our classes type-check where @tmcp/session-manager, HttpTransport and SseTransport expect theirs', () => {
 		const tsc = spawnSync(bin('tsc'), ['-p', join(root, '__test__', 'types')], { encoding: 'utf8' });
 		expect(tsc.status, tsc.stdout + tsc.stderr).toBe(0);
 	});

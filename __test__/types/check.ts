@@ -1,7 +1,8 @@
-// Compiled with `tsc --noEmit` by package.spec.mjs: our classes must be accepted
-// wherever upstream's are.
+// Compiled with `tsc --noEmit` by package.spec.mjs: our classes must be accepted wherever
+// upstream's are (@tmcp/session-manager's types, HttpTransport and SseTransport).
 import type { InfoSessionManager, StreamSessionManager } from '@tmcp/session-manager';
 import { HttpTransport } from '@tmcp/transport-http';
+import { SseTransport } from '@tmcp/transport-sse';
 import { McpServer } from 'tmcp';
 import {
 	createSessionManagers,
@@ -23,6 +24,8 @@ new HttpTransport(server, {
 	},
 });
 new HttpTransport(server, { path: '/mcp', sessionManager: createSessionManagers('redis://localhost') });
+new SseTransport(server, { sessionManager: { streams, info } });
+new SseTransport(server, { sessionManager: createSessionManagers('redis://localhost') });
 
 async function usage(m: RedisInfoSessionManager, s: RedisStreamSessionManager) {
 	const level: 'debug' | 'info' | 'notice' | 'warning' | 'error' | 'critical' | 'alert' | 'emergency' | undefined =
