@@ -13,6 +13,11 @@
 //! * [`delivery`]: batched crossings back to JavaScript;
 //! * [`error`]: error text (never with credentials).
 
+// The request path allocates per call on the tokio thread; glibc malloc showed up in
+// profiles, and mimalloc raised 64-in-flight set+get by ~15 % in bench/ (quick runs).
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 mod commands;
 mod config;
 mod delivery;
