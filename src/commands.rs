@@ -88,8 +88,9 @@ struct Submission {
 /// A Redis connection for commands, shared by the managers built on it.
 pub struct Commands {
     connection: ConnectionManager,
-    keys: Keys,
-    options: NativeOptions,
+    // Shared with every task and call: cloning the Arc, not the strings (TLS PEMs included).
+    keys: Arc<Keys>,
+    options: Arc<NativeOptions>,
     completions: Arc<Completions>,
     queue: Mutex<Option<mpsc::UnboundedSender<Vec<Submission>>>>,
 }
@@ -106,8 +107,8 @@ impl Commands {
         let (tx, rx) = mpsc::unbounded_channel();
         let commands = Arc::new(Commands {
             connection,
-            keys: Keys::new(&options.key_prefix),
-            options,
+            keys: Arc::new(Keys::new(&options.key_prefix)),
+            options: Arc::new(options),
             completions: Arc::new(completions),
             queue: Mutex::new(Some(tx)),
         });
@@ -157,11 +158,11 @@ impl Commands {
         self.connection.clone()
     }
 
-    pub fn keys(&self) -> &Keys {
+    pub fn keys(&self) -> &Arc<Keys> {
         &self.keys
     }
 
-    pub fn options(&self) -> &NativeOptions {
+    pub fn options(&self) -> &Arc<NativeOptions> {
         &self.options
     }
 
@@ -195,13 +196,11 @@ pub fn connection_manager(
 
 async fn dispatch(
     connection: ConnectionManager,
-    keys: Keys,
-    options: NativeOptions,
+    keys: Arc<Keys>,
+    options: Arc<NativeOptions>,
     completions: Arc<Completions>,
     mut queue: mpsc::UnboundedReceiver<Vec<Submission>>,
 ) {
-    let keys = Arc::new(keys);
-    let options = Arc::new(options);
     // Several pipelines may be in flight, so JavaScript can prepare the next batch while
     // Redis answers the last. Order holds because each pipeline is polled (and so
     // queued on the connection) in the order it was pushed.

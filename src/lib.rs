@@ -111,7 +111,8 @@ impl NativeClient {
             self.commands
                 .fail_all(bad.into_iter(), "internal error: malformed call");
         }
-        within_runtime_if_available(|| self.commands.submit(ops));
+        // An unbounded channel send: no runtime context needed on this hot path.
+        self.commands.submit(ops);
         Ok(())
     }
 
