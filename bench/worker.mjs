@@ -57,6 +57,16 @@ async function loops(concurrency, ms, op) {
 	return (count / (performance.now() - start)) * 1000;
 }
 
+/** Runs `job(i)` for i = 0..n-1 with `concurrency` of them in flight. */
+async function inLanes(n, concurrency, job) {
+	let next = 0;
+	await Promise.all(
+		Array.from({ length: concurrency }, async () => {
+			while (next < n) await job(next++);
+		}),
+	);
+}
+
 /** A controller that counts what it receives; `onChunk(text)` sees each chunk. */
 function counter(onChunk) {
 	const decoder = new TextDecoder();
@@ -143,15 +153,7 @@ const scenarios = {
 				await streams.send([`${p.prefix}0`], frame(i));
 			}
 		} else {
-			let next = 0;
-			await Promise.all(
-				Array.from({ length: p.concurrency }, async () => {
-					while (next < p.messages) {
-						const i = next++;
-						await streams.send([`${p.prefix}${i % p.sessions}`], frame(i));
-					}
-				}),
-			);
+			await inLanes(p.messages, p.concurrency, (i) => streams.send([`${p.prefix}${i % p.sessions}`], frame(i)));
 		}
 		done({ seconds: (performance.now() - start) / 1000 }, { stay: true });
 	},
@@ -165,12 +167,7 @@ const scenarios = {
 			await info.setClientInfo(`del${i}`, clientInfo);
 		}
 		const start = performance.now();
-		let next = 0;
-		await Promise.all(
-			Array.from({ length: p.concurrency }, async () => {
-				while (next < p.deletes) await info.delete(`del${next++}`);
-			}),
-		);
+		await inLanes(p.deletes, p.concurrency, (i) => info.delete(`del${i}`));
 		const seconds = (performance.now() - start) / 1000;
 		const left = await info.getSubscriptions('file:///shared');
 		if (left.length) fail(`${left.length} ids left in a subscription set after delete`);
@@ -194,13 +191,8 @@ const scenarios = {
 		};
 		for (let i = 0; i < 500; i++) await cycle(-i - 1);
 		const before = await snapshot();
-		let next = 0;
 		const start = performance.now();
-		await Promise.all(
-			Array.from({ length: p.concurrency }, async () => {
-				while (next < p.sessions) await cycle(next++);
-			}),
-		);
+		await inLanes(p.sessions, p.concurrency, cycle);
 		const seconds = (performance.now() - start) / 1000;
 		const after = await snapshot();
 		done({
