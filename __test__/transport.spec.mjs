@@ -63,6 +63,12 @@ describe('HttpTransport with our managers and the MCP SDK client', () => {
 		expect(JSON.parse(await redis.get(`tmcp:client_info:${sessionId}`))).toEqual(answer.clientInfo);
 
 		await client.subscribeResource({ uri: RESOURCE_URI });
+		// The transport calls addSubscription without awaiting it: the answer may come first.
+		await eventually(
+			async () => (await redis.sMembers(`tmcp:subscriptions:${RESOURCE_URI}`)).includes(sessionId),
+			5000,
+			'subscription stored',
+		);
 		expect(await redis.sMembers(`tmcp:subscriptions:${RESOURCE_URI}`)).toEqual([sessionId]);
 		await client.callTool({ name: 'touch', arguments: {} });
 		await eventually(() => notifications.length >= 2, 5000, 'notifications through A');

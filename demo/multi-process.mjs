@@ -96,6 +96,10 @@ try {
 
 	say(`\n3. resources/subscribe ${RESOURCE_URI} → B`);
 	await client.subscribeResource({ uri: RESOURCE_URI });
+	// The transport stores the subscription without awaiting it; give the write a moment.
+	for (let i = 0; i < 100 && !(await redis.sIsMember(`tmcp:subscriptions:${RESOURCE_URI}`, id)); i++) {
+		await new Promise((r) => setTimeout(r, 20));
+	}
 	say(`   Redis: tmcp:subscriptions:${RESOURCE_URI} = ${JSON.stringify(await redis.sMembers(`tmcp:subscriptions:${RESOURCE_URI}`))}`);
 
 	say('\n4. tools/call touch → B; B publishes the notifications, A enqueues them into the stream');
