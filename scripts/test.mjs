@@ -30,7 +30,11 @@ let vFailed = 0;
 try {
 	const results = JSON.parse(readFileSync(json, 'utf8'));
 	vPassed = results.numPassedTests;
-	vFailed = results.numFailedTests + (results.numFailedTestSuites ?? 0);
+	// Failed tests, plus files that failed without a failing test (e.g. a setup error).
+	const brokenFiles = results.testResults.filter(
+		(file) => file.status === 'failed' && !file.assertionResults.some((t) => t.status === 'failed'),
+	).length;
+	vFailed = results.numFailedTests + brokenFiles;
 } catch {
 	vFailed = 1;
 }
