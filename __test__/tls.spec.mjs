@@ -71,7 +71,10 @@ describe('TLS', () => {
 			const error = await info.getClientInfo('x').catch((e) => e);
 			await info.close();
 			expect(error).toBeInstanceOf(Error);
-			expect(error.message).toMatch(/TLS handshake with Redis failed \(invalid peer certificate: UnknownIssuer\)/);
+			// Node's verifier words it; the pub/sub connection (rustls) says "invalid peer certificate".
+			expect(error.message).toMatch(
+				/TLS handshake with Redis failed \((self-signed certificate in certificate chain|unable to get local issuer certificate)\)/,
+			);
 		}
 	});
 

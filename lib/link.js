@@ -1,6 +1,7 @@
 'use strict';
 
 const { NativeClient } = require('./native.cjs');
+const { Connection } = require('./connection.js');
 const { nativeOptions } = require('./options.js');
 
 const WARN_EVERY_MS = 10_000;
@@ -43,22 +44,34 @@ class Reporter {
 	}
 }
 
-// A link dropped without close() must not keep its timer (and so the process) alive.
-const timers = new FinalizationRegistry((timer) => clearInterval(timer));
+// A link dropped without close() must not keep its timer (and so the process) alive,
+// nor its socket open.
+const dropped = new FinalizationRegistry(({ timer, connection }) => {
+	clearInterval(timer);
+	connection.close();
+});
 // Links with pending calls or live sessions stay reachable (their promises must settle);
 // idle ones are reachable only through their users, so they can be collected.
 /** @type {Set<Link>} */
 const busy = new Set();
 
 /**
- * One native command connection. Calls made in one tick cross to Rust as one batch and
- * are answered as one batch. Like an open socket, it keeps the process alive while calls
- * are pending or a stream manager holds live sessions, and only then.
+ * @typedef {{ resolve: (v: any) => void, reject: (e: Error) => void, what: string, deadline: number }} Pending
+ */
+
+/**
+ * One Redis endpoint shared by the managers built on it. Calls made in one tick go to
+ * Redis as one pipeline on the command socket and settle when their replies arrive.
+ * Like an open socket, it keeps the process alive while calls are pending or a stream
+ * manager holds live sessions, and only then.
  */
 class Link {
 	#native;
-	/** @type {Map<number, { resolve: (v: any) => void, reject: (e: Error) => void, what: string }>} */
+	#connection;
+	/** Settles calls in submission order, so the first entry is the oldest. @type {Map<number, Pending>} */
 	#pending = new Map();
+	/** @type {NodeJS.Timeout | null} */
+	#deadlineTimer = null;
 	#nextId = 1;
 	/** @type {number[]} */
 	#calls = [];
@@ -91,9 +104,15 @@ class Link {
 			// The native side flags bad input with InvalidArg; JS callers expect TypeError.
 			throw err.code === 'InvalidArg' ? new TypeError(err.message) : err;
 		}
+		// The socket's listeners reach `this` weakly too, for the same reason.
+		this.#connection = new Connection(this.#native, options, {
+			answer: (ids, replies, failed) => self.deref()?.#complete(ids, replies, failed),
+			lose: (ids, message) => self.deref()?.#lose(ids, message),
+			isPending: (id) => self.deref()?.#pending.has(id) ?? false,
+		});
 		this.#keepAlive = setInterval(noop, 2 ** 30);
 		this.#keepAlive.unref();
-		timers.register(this, this.#keepAlive);
+		dropped.register(this, { timer: this.#keepAlive, connection: this.#connection });
 	}
 
 	get native() {
@@ -111,15 +130,25 @@ class Link {
 	}
 
 	/**
-	 * Reserves a call id answered by a native method other than `submit`.
+	 * Reserves a call id answered by the native side (which keeps its own deadline).
 	 * @param {string} what context for error messages
 	 * @returns {{ id: number, promise: Promise<any> }}
 	 */
 	track(what) {
+		return this.#reserve(what, Infinity);
+	}
+
+	/**
+	 * @param {string} what
+	 * @param {number} deadline
+	 * @returns {{ id: number, promise: Promise<any> }}
+	 */
+	#reserve(what, deadline) {
 		const id = this.#nextId;
+		// Id 0 is the connection handshake's.
 		this.#nextId = (this.#nextId + 1) >>> 0 || 1;
 		const promise = new Promise((resolve, reject) => {
-			this.#pending.set(id, { resolve, reject, what });
+			this.#pending.set(id, { resolve, reject, what, deadline });
 		});
 		if (this.#pending.size === 1) this.#updateRef();
 		return { id, promise };
@@ -133,7 +162,8 @@ class Link {
 	 */
 	call(code, args, what) {
 		if (this.closed) return Promise.reject(new Error(`${what}: the session manager is closed`));
-		const { id, promise } = this.track(what);
+		const { id, promise } = this.#reserve(what, performance.now() + this.options.commandTimeout);
+		if (this.#deadlineTimer === null) this.#armDeadline(this.options.commandTimeout);
 		this.#calls.push(id, code, args.length);
 		for (let i = 0; i < args.length; i++) this.#args.push(args[i]);
 		if (!this.#scheduled) {
@@ -150,7 +180,7 @@ class Link {
 		this.#calls = [];
 		this.#args = [];
 		try {
-			this.#native.submit(calls, args);
+			this.#connection.send(calls, args);
 		} catch (error) {
 			for (let i = 0; i < calls.length; i += 3) {
 				this.#settle(calls[i], error instanceof Error ? error.message : String(error), true);
@@ -175,6 +205,45 @@ class Link {
 		} catch (error) {
 			this.reporter.report(error);
 		}
+	}
+
+	/**
+	 * Calls that will never be answered (the socket broke, or Redis refused it).
+	 * @param {ArrayLike<number>} ids
+	 * @param {string} message
+	 */
+	#lose(ids, message) {
+		for (let i = 0; i < ids.length; i++) this.#settle(ids[i], message, true);
+	}
+
+	/** @param {number} ms */
+	#armDeadline(ms) {
+		this.#deadlineTimer = setTimeout(this.#expire, Math.max(1, Math.ceil(ms)));
+		// Pending calls keep the process alive through #keepAlive, not this timer.
+		this.#deadlineTimer.unref();
+	}
+
+	/** Rejects the calls whose deadline passed; one timer serves all of them. */
+	#expire = () => {
+		this.#deadlineTimer = null;
+		const now = performance.now();
+		let next = Infinity;
+		for (const [id, entry] of this.#pending) {
+			if (entry.deadline > now) {
+				next = entry.deadline;
+				// Entries are in submission order; only tracked calls (no deadline) break it.
+				if (next !== Infinity) break;
+				continue;
+			}
+			this.#settle(id, this.#timeoutReason(), true);
+		}
+		if (next !== Infinity) this.#armDeadline(next - now);
+	};
+
+	#timeoutReason() {
+		const connection = this.#connection;
+		if (!connection.ready && connection.lastError) return `cannot connect to Redis (${connection.lastError})`;
+		return `Redis did not answer within ${this.options.commandTimeout} ms (commandTimeout)`;
 	}
 
 	/** @param {number} id @param {unknown} reply @param {boolean} isError */
@@ -208,7 +277,7 @@ class Link {
 	release() {
 		if (--this.#users > 0 || this.closed) return;
 		this.closed = true;
-		this.#native.close();
+		this.#connection.close();
 		this.#updateRef();
 	}
 }

@@ -9,19 +9,42 @@
  */
 export declare const __napiBindingTarget: 'native' | 'wasm32-wasi' | 'wasm32-wasip1'
 
-/** A command connection with its dispatcher. Both managers may share one. */
+/**
+ * One Redis endpoint for both managers: the protocol of the command socket that
+ * JavaScript drives, and the tokio side (pub/sub, background work, scans).
+ */
 export declare class NativeClient {
-  /** `on_complete(ids, replies, failedIndexes)` answers every submitted call. */
-  constructor(url: string, options: NativeOptions, onComplete: (arg0: Uint32Array, arg1: Array<Reply>, arg2: Uint32Array) => void)
   /**
-   * Queues calls: `calls` holds `[id, code, argCount]` triples whose arguments
-   * follow one another in `args`.
+   * `on_complete(ids, replies, failedIndexes)` answers calls finished on the tokio side
+   * (stream creation, close, scans).
    */
-  submit(calls: Uint32Array, args: Array<string>): void
+  constructor(url: string, options: NativeOptions, onComplete: (arg0: Uint32Array, arg1: Array<Reply>, arg2: Uint32Array) => void)
+  /** Where to connect the command socket. */
+  endpoint(): Endpoint
+  /**
+   * The socket broke: forgets what was in flight and returns those call ids (they
+   * will never be answered).
+   */
+  abandon(): Uint32Array
+  /**
+   * A new socket is connected: the handshake to write first (call id 0 answers it),
+   * or null when none is needed.
+   */
+  handshake(): Buffer | null
+  /**
+   * Encodes calls as one pipeline: `calls` holds `[id, code, argCount]` triples whose
+   * arguments follow one another in `args`. Malformed calls are answered at once.
+   */
+  encode(calls: Uint32Array, args: Array<string>): [Buffer, [Uint32Array, unknown[], Uint32Array]]
+  /**
+   * Feeds bytes read from the socket; returns `[ids, replies, failedIndexes]` of the
+   * calls they complete. Throws if Redis breaks the protocol (drop the socket then).
+   */
+  decode(chunk: Uint8Array): [Uint32Array, unknown[], Uint32Array]
+  /** Whether every written call has been answered. */
+  get idle(): boolean
   /** The URL with its password masked. */
   get url(): string
-  /** Stops taking calls; queued ones still complete. */
-  close(): void
 }
 
 /** The pub/sub side of a stream manager, built on a [`NativeClient`]. */
@@ -40,6 +63,17 @@ export declare class NativeStreams {
   dropLocal(id: string, token: number, forget: boolean): void
   /** Ends every local session and the background tasks; answers `call` when done. */
   close(call: number): boolean
+}
+
+/** Where JavaScript opens the command socket. */
+export interface Endpoint {
+  host?: string
+  port?: number
+  /** Unix socket path. */
+  path?: string
+  tls: boolean
+  /** `false` only for `rediss://…#insecure` URLs. */
+  verifyHost: boolean
 }
 
 export interface FieldError {

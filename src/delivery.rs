@@ -85,6 +85,10 @@ impl CompletionBatch {
     pub fn is_empty(&self) -> bool {
         self.ids.is_empty()
     }
+
+    pub fn into_parts(self) -> (Vec<u32>, Vec<Reply>, Vec<u32>) {
+        (self.ids, self.replies, self.failed)
+    }
 }
 
 type CompletionArgs = FnArgs<(Uint32Array, Vec<Reply>, Uint32Array)>;

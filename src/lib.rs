@@ -7,7 +7,8 @@
 //!
 //! * [`config`]: URL validation and options;
 //! * [`keys`]: every key and channel name (upstream's by default);
-//! * [`commands`]: the request path, one ordered pipeline per connection;
+//! * [`requests`]: the protocol of the command socket that JavaScript drives;
+//! * [`commands`]: the calls, and the tokio side's own command connection;
 //! * [`info_sessions`] / [`stream_sessions`]: what each manager call means in Redis,
 //!   pub/sub receiving and the liveness timer;
 //! * [`delivery`]: batched crossings back to JavaScript;
@@ -24,16 +25,21 @@ mod delivery;
 mod error;
 mod info_sessions;
 mod keys;
+mod requests;
 mod stream_sessions;
 
 use std::sync::{Arc, Mutex};
 
-use napi::bindgen_prelude::{within_runtime_if_available, FnArgs, Function, Uint32Array};
+use napi::bindgen_prelude::{
+    within_runtime_if_available, Buffer, FnArgs, Function, ToNapiValue, Uint32Array,
+};
 use napi_derive::napi;
 
 use commands::{Commands, Op};
+use redis::ConnectionAddr;
+use requests::RequestProtocol;
 use config::{client_for, redact_url, NativeOptions};
-use delivery::{Completions, Deliveries, Reply};
+use delivery::{CompletionBatch, Completions, Deliveries, Reply};
 use error::{js_error, js_type_error};
 use stream_sessions::StreamSessions;
 
@@ -61,18 +67,69 @@ fn init() {
 
 const RUNTIME_WORKERS: usize = 1;
 
-/// A command connection with its dispatcher. Both managers may share one.
+/// Where JavaScript opens the command socket.
+#[napi(object)]
+#[derive(Clone)]
+pub struct Endpoint {
+    pub host: Option<String>,
+    pub port: Option<u32>,
+    /// Unix socket path.
+    pub path: Option<String>,
+    pub tls: bool,
+    /// `false` only for `rediss://…#insecure` URLs.
+    pub verify_host: bool,
+}
+
+impl Endpoint {
+    fn of(info: &redis::ConnectionInfo) -> Result<Self, String> {
+        let (host, port, path, tls, verify_host) = match info.addr() {
+            ConnectionAddr::Tcp(host, port) => (Some(host), Some(*port), None, false, true),
+            ConnectionAddr::TcpTls {
+                host,
+                port,
+                insecure,
+                ..
+            } => (Some(host), Some(*port), None, true, !insecure),
+            ConnectionAddr::Unix(path) => (None, None, Some(path), false, true),
+            _ => return Err("Invalid Redis URL: unsupported address".into()),
+        };
+        Ok(Endpoint {
+            host: host.cloned(),
+            port: port.map(u32::from),
+            path: path.map(|p| p.to_string_lossy().into_owned()),
+            tls,
+            verify_host,
+        })
+    }
+}
+
+/// Replies of the calls one read completed: `[ids, replies, failedIndexes]`.
+pub struct Answers(CompletionBatch);
+
+impl ToNapiValue for Answers {
+    unsafe fn to_napi_value(env: napi::sys::napi_env, val: Self) -> napi::Result<napi::sys::napi_value> {
+        let (ids, replies, failed) = val.0.into_parts();
+        let tuple = (Uint32Array::new(ids), replies, Uint32Array::new(failed));
+        <(Uint32Array, Vec<Reply>, Uint32Array)>::to_napi_value(env, tuple)
+    }
+}
+
+/// One Redis endpoint for both managers: the protocol of the command socket that
+/// JavaScript drives, and the tokio side (pub/sub, background work, scans).
 #[napi]
 pub struct NativeClient {
+    protocol: RequestProtocol,
     commands: Arc<Commands>,
     /// Kept to open the stream manager's pub/sub connection with the same settings.
     client: redis::Client,
+    endpoint: Endpoint,
     shown_url: String,
 }
 
 #[napi]
 impl NativeClient {
-    /// `on_complete(ids, replies, failedIndexes)` answers every submitted call.
+    /// `on_complete(ids, replies, failedIndexes)` answers calls finished on the tokio side
+    /// (stream creation, close, scans).
     #[napi(constructor)]
     pub fn new(
         url: String,
@@ -80,52 +137,81 @@ impl NativeClient {
         on_complete: Function<'_, FnArgs<(Uint32Array, Vec<Reply>, Uint32Array)>, ()>,
     ) -> napi::Result<Self> {
         let client = client_for(&url, options.tls.as_ref()).map_err(js_type_error)?;
+        let endpoint = Endpoint::of(client.get_connection_info()).map_err(js_type_error)?;
         let completions = Completions::new(&on_complete)?;
         let commands =
             within_runtime_if_available(|| Commands::start(client.clone(), options, completions))
                 .map_err(js_error)?;
         Ok(NativeClient {
+            protocol: RequestProtocol::new(client.get_connection_info(), commands.clone()),
             commands,
             client,
+            endpoint,
             shown_url: redact_url(&url),
         })
     }
 
-    /// Queues calls: `calls` holds `[id, code, argCount]` triples whose arguments
-    /// follow one another in `args`.
+    /// Where to connect the command socket.
     #[napi]
-    pub fn submit(&self, calls: Uint32Array, args: Vec<String>) -> napi::Result<()> {
+    pub fn endpoint(&self) -> Endpoint {
+        self.endpoint.clone()
+    }
+
+    /// The socket broke: forgets what was in flight and returns those call ids (they
+    /// will never be answered).
+    #[napi]
+    pub fn abandon(&mut self) -> Uint32Array {
+        Uint32Array::new(self.protocol.abandon())
+    }
+
+    /// A new socket is connected: the handshake to write first (call id 0 answers it),
+    /// or null when none is needed.
+    #[napi]
+    pub fn handshake(&mut self) -> Option<Buffer> {
+        self.protocol.handshake().map(Buffer::from)
+    }
+
+    /// Encodes calls as one pipeline: `calls` holds `[id, code, argCount]` triples whose
+    /// arguments follow one another in `args`. Malformed calls are answered at once.
+    #[napi(ts_return_type = "[Buffer, [Uint32Array, unknown[], Uint32Array]]")]
+    pub fn encode(&mut self, calls: Uint32Array, args: Vec<String>) -> (Buffer, Answers) {
         let upstream_compatible = self.commands.options().upstream_compatible;
         let mut args = args.into_iter();
         let mut ops = Vec::with_capacity(calls.len() / 3);
-        let mut bad = Vec::new();
+        let mut answers = CompletionBatch::default();
         for call in calls.chunks_exact(3) {
             let (id, code, argc) = (call[0], call[1], call[2] as usize);
             let call_args: Vec<String> = args.by_ref().take(argc).collect();
             match Op::from_code(code, call_args, upstream_compatible) {
                 Some(op) => ops.push((id, op)),
-                None => bad.push(id),
+                None => answers.push(id, Err("internal error: malformed call".into())),
             }
         }
-        if !bad.is_empty() {
-            self.commands
-                .fail_all(bad.into_iter(), "internal error: malformed call");
-        }
-        // An unbounded channel send: no runtime context needed on this hot path.
-        self.commands.submit(ops);
-        Ok(())
+        let bytes = self.protocol.encode(ops, &mut answers);
+        (Buffer::from(bytes), Answers(answers))
+    }
+
+    /// Feeds bytes read from the socket; returns `[ids, replies, failedIndexes]` of the
+    /// calls they complete. Throws if Redis breaks the protocol (drop the socket then).
+    #[napi(ts_return_type = "[Uint32Array, unknown[], Uint32Array]")]
+    pub fn decode(&mut self, chunk: &[u8]) -> napi::Result<Answers> {
+        let mut answers = CompletionBatch::default();
+        self.protocol
+            .decode(chunk, &mut answers)
+            .map_err(js_error)?;
+        Ok(Answers(answers))
+    }
+
+    /// Whether every written call has been answered.
+    #[napi(getter)]
+    pub fn idle(&self) -> bool {
+        self.protocol.is_idle()
     }
 
     /// The URL with its password masked.
     #[napi(getter)]
     pub fn url(&self) -> String {
         self.shown_url.clone()
-    }
-
-    /// Stops taking calls; queued ones still complete.
-    #[napi]
-    pub fn close(&self) {
-        self.commands.close();
     }
 }
 

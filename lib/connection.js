@@ -1,0 +1,271 @@
+'use strict';
+
+const net = require('node:net');
+const tls = require('node:tls');
+
+const RETRY_FIRST_MS = 100;
+const RETRY_MAX_MS = 1000;
+/** Failures to reach the server at all (retried), as opposed to TLS refusing it. */
+const NETWORK_ERRORS = /ECONNREFUSED|ECONNRESET|ENOTFOUND|EAI_AGAIN|EHOSTUNREACH|ENETUNREACH|timed out/;
+
+/**
+ * The command socket. Node reads and writes it on the JavaScript thread, as it does for
+ * any Node client; the native protocol (src/requests.rs) turns calls into bytes and
+ * bytes into answers, so no call wakes another thread.
+ *
+ * Calls wait (until their deadline, kept by the Link) while the socket connects or
+ * reconnects. Calls already written to a socket that breaks fail: they may or may not
+ * have run, so they are never replayed.
+ */
+class Connection {
+	#native;
+	#endpoint;
+	#options;
+	#handlers;
+	/** @type {import('node:net').Socket | null} */
+	#socket = null;
+	#ready = false;
+	/** Batches not written yet, as alternating `calls, args` entries. */
+	#waiting = [];
+	/** @type {NodeJS.Timeout | null} */
+	#retryTimer = null;
+	#retryDelay = RETRY_FIRST_MS;
+	#closing = false;
+	/** Why the last connection attempt failed, or ''. Never holds credentials. */
+	lastError = '';
+
+	/**
+	 * @param {any} native the NativeClient
+	 * @param {{ connectTimeout: number, tls?: { ca?: string, cert?: string, key?: string } }} options
+	 * @param {{
+	 *   answer: (ids: Uint32Array, replies: unknown[], failed: Uint32Array) => void,
+	 *   lose: (ids: ArrayLike<number>, message: string) => void,
+	 *   isPending: (id: number) => boolean,
+	 * }} handlers
+	 */
+	constructor(native, options, handlers) {
+		this.#native = native;
+		this.#endpoint = native.endpoint();
+		this.#options = options;
+		this.#handlers = handlers;
+	}
+
+	get ready() {
+		return this.#ready;
+	}
+
+	/**
+	 * Sends one batch: `calls` holds `[id, code, argCount]` triples, `args` their arguments.
+	 * @param {Uint32Array} calls
+	 * @param {string[]} args
+	 */
+	send(calls, args) {
+		if (this.#ready) {
+			this.#write(calls, args);
+			return;
+		}
+		this.#waiting.push(calls, args);
+		this.#connect();
+	}
+
+	/** Ends the socket once the calls sent so far are answered (or have expired). */
+	close() {
+		this.#closing = true;
+		this.#endIfDone();
+	}
+
+	/** @param {Uint32Array} calls @param {string[]} args */
+	#write(calls, args) {
+		const [bytes, answered] = this.#native.encode(calls, args);
+		if (bytes.length > 0) /** @type {import('node:net').Socket} */ (this.#socket).write(bytes);
+		if (answered[0].length > 0) this.#handlers.answer(...answered);
+	}
+
+	#connect() {
+		if (this.#socket || this.#retryTimer || this.#closing) return;
+		const { host, port, path, tls: secure, verifyHost } = this.#endpoint;
+		const tlsOptions = this.#options.tls ?? {};
+		/** @type {import('node:net').Socket} */
+		let socket;
+		if (path) {
+			socket = net.connect({ path });
+		} else if (secure) {
+			socket = tls.connect({
+				host,
+				port,
+				// SNI takes host names only.
+				servername: net.isIP(host) ? undefined : host,
+				ca: tlsOptions.ca,
+				cert: tlsOptions.cert,
+				key: tlsOptions.key,
+				rejectUnauthorized: verifyHost,
+			});
+		} else {
+			socket = net.connect({ host, port });
+		}
+		this.#socket = socket;
+		// The Link keeps the process alive while calls are pending; the socket never does.
+		socket.unref();
+		socket.setNoDelay(true);
+		socket.setKeepAlive(true, 15_000);
+		const ms = this.#options.connectTimeout;
+		const timer = setTimeout(() => socket.destroy(new Error(`connect timed out after ${ms} ms (connectTimeout)`)), ms);
+		timer.unref();
+		let connected = false;
+		socket.once(secure ? 'secureConnect' : 'connect', () => {
+			connected = true;
+			clearTimeout(timer);
+			this.#onConnect(socket);
+		});
+		socket.on('data', (chunk) => this.#onData(socket, chunk));
+		socket.on('error', (error) => {
+			const err = /** @type {Error & { code?: string }} */ (error);
+			if (secure && !connected && !NETWORK_ERRORS.test(err.message)) {
+				// A certificate problem does not go away by retrying: fail the waiting calls now.
+				this.lastError = `TLS handshake with Redis failed (${err.message})`;
+				this.#refused(socket, this.lastError);
+			} else {
+				this.lastError = err.message;
+			}
+		});
+		socket.once('close', () => {
+			clearTimeout(timer);
+			this.#onClose(socket);
+		});
+	}
+
+	/** @param {import('node:net').Socket} socket */
+	#onConnect(socket) {
+		if (socket !== this.#socket) return;
+		const handshake = this.#native.handshake();
+		if (handshake) socket.write(handshake);
+		else this.#becomeReady();
+	}
+
+	#becomeReady() {
+		this.#ready = true;
+		this.#retryDelay = RETRY_FIRST_MS;
+		this.lastError = '';
+		const waiting = this.#waiting;
+		this.#waiting = [];
+		for (let i = 0; i < waiting.length; i += 2) {
+			const batch = this.#stillPending(waiting[i], waiting[i + 1]);
+			if (batch) this.#write(batch[0], batch[1]);
+		}
+	}
+
+	/**
+	 * @param {import('node:net').Socket} socket
+	 * @param {Buffer} chunk
+	 */
+	#onData(socket, chunk) {
+		if (socket !== this.#socket) return;
+		let answered;
+		try {
+			answered = this.#native.decode(chunk);
+		} catch (error) {
+			this.lastError = error instanceof Error ? error.message : String(error);
+			socket.destroy();
+			return;
+		}
+		if (!this.#ready) {
+			// Before ready only the handshake (call 0) is in flight.
+			const [, replies, failed] = answered;
+			if (failed.length > 0) this.#refused(socket, String(replies[0]));
+			else if (this.#native.idle) this.#becomeReady();
+			if (this.#closing) this.#endIfDone();
+			return;
+		}
+		if (answered[0].length > 0) this.#handlers.answer(...answered);
+		if (this.#closing) this.#endIfDone();
+	}
+
+	/**
+	 * Redis turned the connection down (wrong password, unknown database): the waiting
+	 * calls fail with its reason; the next call tries again.
+	 * @param {import('node:net').Socket} socket
+	 * @param {string} reason
+	 */
+	#refused(socket, reason) {
+		this.lastError = reason;
+		const waiting = this.#waiting;
+		this.#waiting = [];
+		for (let i = 0; i < waiting.length; i += 2) this.#handlers.lose(ids(waiting[i]), reason);
+		socket.destroy();
+	}
+
+	/** @param {import('node:net').Socket} socket */
+	#onClose(socket) {
+		if (socket !== this.#socket) return;
+		this.#socket = null;
+		this.#ready = false;
+		const lost = this.#native.abandon();
+		if (lost.length > 0) {
+			this.#handlers.lose(lost, `connection to Redis lost (${this.lastError || 'closed by the server'})`);
+		}
+		this.#prune();
+		if (this.#waiting.length === 0) return;
+		this.#retryTimer = setTimeout(() => {
+			this.#retryTimer = null;
+			this.#prune();
+			if (this.#waiting.length > 0) this.#connect();
+		}, this.#retryDelay);
+		this.#retryTimer.unref();
+		this.#retryDelay = Math.min(this.#retryDelay * 2, RETRY_MAX_MS);
+	}
+
+	/** Drops waiting batches whose calls have all expired. */
+	#prune() {
+		const kept = [];
+		for (let i = 0; i < this.#waiting.length; i += 2) {
+			const batch = this.#stillPending(this.#waiting[i], this.#waiting[i + 1]);
+			if (batch) kept.push(batch[0], batch[1]);
+		}
+		this.#waiting = kept;
+	}
+
+	/**
+	 * The part of a batch whose calls are still pending, or null.
+	 * @param {Uint32Array} calls
+	 * @param {string[]} args
+	 * @returns {[Uint32Array, string[]] | null}
+	 */
+	#stillPending(calls, args) {
+		const { isPending } = this.#handlers;
+		let all = true;
+		let any = false;
+		for (let i = 0; i < calls.length; i += 3) {
+			if (isPending(calls[i])) any = true;
+			else all = false;
+		}
+		if (all) return [calls, args];
+		if (!any) return null;
+		const keptCalls = [];
+		const keptArgs = [];
+		for (let i = 0, a = 0; i < calls.length; i += 3) {
+			const argc = calls[i + 2];
+			if (isPending(calls[i])) {
+				keptCalls.push(calls[i], calls[i + 1], argc);
+				for (let k = 0; k < argc; k++) keptArgs.push(args[a + k]);
+			}
+			a += argc;
+		}
+		return [Uint32Array.from(keptCalls), keptArgs];
+	}
+
+	#endIfDone() {
+		this.#prune();
+		if (this.#waiting.length > 0) return;
+		if (this.#socket && this.#ready && this.#native.idle) this.#socket.end();
+		else if (this.#socket && !this.#ready && this.#native.idle) this.#socket.destroy();
+	}
+}
+
+/** @param {Uint32Array} calls */
+function ids(calls) {
+	const out = [];
+	for (let i = 0; i < calls.length; i += 3) out.push(calls[i]);
+	return out;
+}
+
+module.exports = { Connection };

@@ -1,0 +1,312 @@
+//! The request connection's protocol, driven from the JavaScript thread.
+//!
+//! Node owns the command socket: libuv reads and writes it on the JavaScript thread, as
+//! for any Node client. This module is that connection's protocol without the I/O
+//! ("sans-io"): JavaScript hands over the calls of one tick and writes the bytes it gets
+//! back; it feeds in what the socket read and settles the calls answered. No thread is
+//! woken per call: on 2 cores shared with Redis, the two wake-ups per call of a tokio
+//! request path cost more than all the work they carried (see README, Benchmarks).
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+
+use redis::{ConnectionInfo, Pipeline, Value};
+
+use crate::commands::{Commands, Op};
+use crate::delivery::{CompletionBatch, Reply};
+
+/// Call id of the connection handshake (AUTH, SELECT); JavaScript never uses 0.
+pub const HANDSHAKE_ID: u32 = 0;
+
+/// What a written command group waits for.
+enum Expect {
+    Handshake,
+    Call(Op),
+}
+
+/// A written call waiting for its `count` replies.
+struct Awaiting {
+    id: u32,
+    expect: Expect,
+    count: usize,
+    values: Vec<Value>,
+}
+
+/// One command connection's protocol state.
+pub struct RequestProtocol {
+    commands: Arc<Commands>,
+    handshake: Vec<u8>,
+    handshake_count: usize,
+    awaiting: VecDeque<Awaiting>,
+    /// Bytes read but not yet a whole reply.
+    unread: Vec<u8>,
+}
+
+impl RequestProtocol {
+    /// `commands` runs the SCAN follow-ups of upstream-compatible mode.
+    pub fn new(info: &ConnectionInfo, commands: Arc<Commands>) -> Self {
+        let settings = info.redis_settings();
+        let mut pipe = Pipeline::new();
+        let mut handshake_count = 0;
+        if let Some(password) = settings.password() {
+            let auth = pipe.cmd("AUTH");
+            if let Some(user) = settings.username() {
+                auth.arg(user);
+            }
+            auth.arg(password);
+            handshake_count += 1;
+        }
+        if settings.db() != 0 {
+            pipe.cmd("SELECT").arg(settings.db());
+            handshake_count += 1;
+        }
+        RequestProtocol {
+            commands,
+            handshake: pipe.get_packed_pipeline(),
+            handshake_count,
+            awaiting: VecDeque::new(),
+            unread: Vec::new(),
+        }
+    }
+
+    /// The socket broke: forgets everything in flight and returns those call ids.
+    pub fn abandon(&mut self) -> Vec<u32> {
+        self.unread.clear();
+        self.awaiting
+            .drain(..)
+            .map(|a| a.id)
+            .filter(|&id| id != HANDSHAKE_ID)
+            .collect()
+    }
+
+    /// The handshake to write first on a new socket, if one is needed.
+    pub fn handshake(&mut self) -> Option<Vec<u8>> {
+        if self.handshake_count == 0 {
+            return None;
+        }
+        self.awaiting.push_back(Awaiting {
+            id: HANDSHAKE_ID,
+            expect: Expect::Handshake,
+            count: self.handshake_count,
+            values: Vec::with_capacity(self.handshake_count),
+        });
+        Some(self.handshake.clone())
+    }
+
+    /// Encodes calls as one pipeline and remembers what each waits for.
+    pub fn encode(&mut self, calls: Vec<(u32, Op)>, answers: &mut CompletionBatch) -> Vec<u8> {
+        let mut pipe = Pipeline::new();
+        let keys = self.commands.keys().clone();
+        for (id, op) in calls {
+            let count = op.encode(&keys, &mut pipe);
+            if count == 0 {
+                // Only a scan (upstream-compatible broadcast): nothing to wait for here.
+                self.finish(id, Expect::Call(op), Vec::new(), answers);
+                continue;
+            }
+            self.awaiting.push_back(Awaiting {
+                id,
+                expect: Expect::Call(op),
+                count,
+                values: Vec::with_capacity(count),
+            });
+        }
+        pipe.get_packed_pipeline()
+    }
+
+    /// Consumes bytes read from the socket and answers every call they complete.
+    pub fn decode(&mut self, chunk: &[u8], answers: &mut CompletionBatch) -> Result<(), String> {
+        // Parse straight from the chunk unless a partial reply is waiting in front of it.
+        let owned;
+        let bytes: &[u8] = if self.unread.is_empty() {
+            chunk
+        } else {
+            self.unread.extend_from_slice(chunk);
+            owned = std::mem::take(&mut self.unread);
+            &owned
+        };
+        let mut pos = 0;
+        while let Some((value, next)) = parse(bytes, pos, 0)? {
+            pos = next;
+            let Some(head) = self.awaiting.front_mut() else {
+                return Err("Redis sent a reply nobody asked for".into());
+            };
+            head.values.push(value);
+            if head.values.len() == head.count {
+                let done = self.awaiting.pop_front().expect("head exists");
+                self.finish(done.id, done.expect, done.values, answers);
+            }
+        }
+        self.unread = bytes[pos..].to_vec();
+        Ok(())
+    }
+
+    /// Whether every written call has been answered.
+    pub fn is_idle(&self) -> bool {
+        self.awaiting.is_empty()
+    }
+
+    fn finish(&self, id: u32, expect: Expect, values: Vec<Value>, answers: &mut CompletionBatch) {
+        let op = match expect {
+            Expect::Handshake => {
+                let outcome = crate::commands::first_error(&values)
+                    .map(|()| Reply::Nil)
+                    .map_err(|e| {
+                        let reason = e.trim_start_matches("Redis error: ");
+                        format!("Redis refused the connection ({reason})")
+                    });
+                answers.push(HANDSHAKE_ID, outcome);
+                return;
+            }
+            Expect::Call(op) => op,
+        };
+        let outcome = op.decode(values);
+        match (outcome, op.scan_job()) {
+            // Scans take many round trips: they run on the tokio side and answer later.
+            (Ok(_), Some(job)) => self.commands.spawn_scan(id, job),
+            (outcome, _) => answers.push(id, outcome),
+        }
+    }
+}
+
+/// Deepest nesting accepted in a reply (ours are at most two levels deep).
+const MAX_DEPTH: usize = 8;
+
+/// Parses the RESP value at `pos`; `Ok(None)` when `buf` does not hold all of it yet.
+fn parse(buf: &[u8], pos: usize, depth: usize) -> Result<Option<(Value, usize)>, String> {
+    let Some(&kind) = buf.get(pos) else {
+        return Ok(None);
+    };
+    let Some(end) = buf[pos..].iter().position(|&b| b == b'\n').map(|i| pos + i) else {
+        return Ok(None);
+    };
+    if end < pos + 2 || buf[end - 1] != b'\r' {
+        return Err(protocol_error());
+    }
+    let text = &buf[pos + 1..end - 1];
+    let next = end + 1;
+    let value = match kind {
+        b'+' => match text {
+            b"OK" => Value::Okay,
+            _ => Value::SimpleString(String::from_utf8_lossy(text).into_owned()),
+        },
+        b'-' => redis::parse_redis_value(&buf[pos..next]).map_err(|_| protocol_error())?,
+        b':' => Value::Int(number(text)?),
+        b'_' => Value::Nil,
+        b'#' => Value::Boolean(text == b"t"),
+        b'$' => {
+            let Ok(len) = usize::try_from(number(text)?) else {
+                return Ok(Some((Value::Nil, next)));
+            };
+            let stop = next + len;
+            if buf.len() < stop + 2 {
+                return Ok(None);
+            }
+            if &buf[stop..stop + 2] != b"\r\n" {
+                return Err(protocol_error());
+            }
+            return Ok(Some((Value::BulkString(buf[next..stop].to_vec()), stop + 2)));
+        }
+        b'*' | b'~' | b'%' => {
+            let Ok(mut len) = usize::try_from(number(text)?) else {
+                return Ok(Some((Value::Nil, next)));
+            };
+            if depth >= MAX_DEPTH {
+                return Err(protocol_error());
+            }
+            if kind == b'%' {
+                len *= 2;
+            }
+            let mut items = Vec::with_capacity(len.min(1024));
+            let mut at = next;
+            for _ in 0..len {
+                let Some((item, after)) = parse(buf, at, depth + 1)? else {
+                    return Ok(None);
+                };
+                items.push(item);
+                at = after;
+            }
+            let value = match kind {
+                b'~' => Value::Set(items),
+                b'%' => {
+                    let mut pairs = Vec::with_capacity(items.len() / 2);
+                    let mut items = items.into_iter();
+                    while let (Some(k), Some(v)) = (items.next(), items.next()) {
+                        pairs.push((k, v));
+                    }
+                    Value::Map(pairs)
+                }
+                _ => Value::Array(items),
+            };
+            return Ok(Some((value, at)));
+        }
+        _ => return Err(protocol_error()),
+    };
+    Ok(Some((value, next)))
+}
+
+fn number(text: &[u8]) -> Result<i64, String> {
+    std::str::from_utf8(text)
+        .ok()
+        .and_then(|t| t.parse().ok())
+        .ok_or_else(protocol_error)
+}
+
+fn protocol_error() -> String {
+    "Redis sent a reply that is not valid RESP".to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn all(bytes: &[u8]) -> Vec<Value> {
+        let mut out = Vec::new();
+        let mut pos = 0;
+        while let Some((v, next)) = parse(bytes, pos, 0).unwrap() {
+            out.push(v);
+            pos = next;
+        }
+        assert_eq!(pos, bytes.len());
+        out
+    }
+
+    #[test]
+    fn parses_the_replies_we_ask_for() {
+        let replies = all(b"+OK\r\n$5\r\nhello\r\n$-1\r\n:42\r\n*2\r\n$1\r\na\r\n$0\r\n\r\n*0\r\n");
+        assert_eq!(
+            replies,
+            vec![
+                Value::Okay,
+                Value::BulkString(b"hello".to_vec()),
+                Value::Nil,
+                Value::Int(42),
+                Value::Array(vec![
+                    Value::BulkString(b"a".to_vec()),
+                    Value::BulkString(vec![])
+                ]),
+                Value::Array(vec![]),
+            ]
+        );
+        assert!(matches!(
+            all(b"-WRONGTYPE Operation against a key\r\n")[0],
+            Value::ServerError(_)
+        ));
+    }
+
+    #[test]
+    fn waits_for_the_rest_of_a_split_reply() {
+        let whole = b"*2\r\n$5\r\nhello\r\n$3\r\nbye\r\n";
+        for cut in 0..whole.len() {
+            assert_eq!(parse(&whole[..cut], 0, 0), Ok(None), "cut at {cut}");
+        }
+        assert!(parse(whole, 0, 0).unwrap().is_some());
+    }
+
+    #[test]
+    fn rejects_garbage() {
+        assert!(parse(b"?what\r\n", 0, 0).is_err());
+        assert!(parse(b"$3\r\nabcd\r\n", 0, 0).is_err());
+        assert!(parse(b":x\r\n", 0, 0).is_err());
+    }
+}
