@@ -168,7 +168,7 @@ class Link {
 		for (let i = 0; i < args.length; i++) this.#args.push(args[i]);
 		if (!this.#scheduled) {
 			this.#scheduled = true;
-			queueMicrotask(this.#flush);
+			setImmediate(this.#flush);
 		}
 		return promise;
 	}

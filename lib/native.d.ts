@@ -35,7 +35,7 @@ export declare class NativeClient {
    * Encodes calls as one pipeline: `calls` holds `[id, code, argCount]` triples whose
    * arguments follow one another in `args`. Malformed calls are answered at once.
    */
-  encode(calls: Uint32Array, args: Array<string>): [Buffer, [Uint32Array, unknown[], Uint32Array]]
+  encode(calls: Uint32Array, args: JsStrings): [Buffer, [Uint32Array, unknown[], Uint32Array]]
   /**
    * Feeds bytes read from the socket; returns `[ids, replies, failedIndexes]` of the
    * calls they complete. Throws if Redis breaks the protocol (drop the socket then).

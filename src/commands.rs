@@ -14,6 +14,7 @@ use crate::delivery::{Completions, Outcome, Reply};
 use crate::error::describe_redis_error;
 use crate::info_sessions::InfoOp;
 use crate::keys::Keys;
+use crate::requests::Resp;
 use crate::stream_sessions::StreamOp;
 
 /// Pause between attempts while Redis refuses connections.
@@ -38,10 +39,10 @@ impl Op {
         }
     }
 
-    pub fn encode(&self, keys: &Keys, pipe: &mut Pipeline) -> usize {
+    pub fn encode(&self, keys: &Keys, out: &mut Resp) -> usize {
         match self {
-            Op::Info(op) => op.encode(keys, pipe),
-            Op::Stream(op) => op.encode(keys, pipe),
+            Op::Info(op) => op.encode(keys, out),
+            Op::Stream(op) => op.encode(keys, out),
         }
     }
 

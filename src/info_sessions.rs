@@ -3,11 +3,12 @@
 //! The JavaScript facade validates and serialises (JSON, log levels); here each call
 //! becomes commands in the shared pipeline and its replies become one outcome.
 
-use redis::{Pipeline, Value};
+use redis::Value;
 
 use crate::commands::{decode_text, first_error, ScanJob};
 use crate::delivery::{Field, Outcome, Reply};
 use crate::keys::Keys;
+use crate::requests::Resp;
 
 /// One value of a multi-value read: its own error does not fail the others.
 fn decode_field(value: Value) -> Field {
@@ -87,48 +88,61 @@ impl InfoOp {
         })
     }
 
-    /// Adds this call's commands to `pipe` and returns how many it added.
-    pub fn encode(&self, keys: &Keys, pipe: &mut Pipeline) -> usize {
+    /// Writes this call's commands and returns how many it wrote.
+    pub fn encode(&self, keys: &Keys, out: &mut Resp) -> usize {
         match self {
             InfoOp::GetSession(id) => {
                 // Three GETs rather than one MGET: a key of the wrong type then fails its
                 // own read only (MGET would report it as missing).
-                pipe.cmd("GET").arg(keys.client_info(id));
-                pipe.cmd("GET").arg(keys.client_capabilities(id));
-                pipe.cmd("GET").arg(keys.log_level(id));
+                out.command(&[b"GET", keys.client_info(id).as_bytes()]);
+                out.command(&[b"GET", keys.client_capabilities(id).as_bytes()]);
+                out.command(&[b"GET", keys.log_level(id).as_bytes()]);
                 return 3;
             }
-            InfoOp::SetClientInfo(id, json) => pipe.cmd("SET").arg(keys.client_info(id)).arg(json),
-            InfoOp::SetClientCapabilities(id, json) => {
-                pipe.cmd("SET").arg(keys.client_capabilities(id)).arg(json)
+            InfoOp::SetClientInfo(id, json) => {
+                out.command(&[b"SET", keys.client_info(id).as_bytes(), json.as_bytes()])
             }
-            InfoOp::SetLogLevel(id, level) => pipe.cmd("SET").arg(keys.log_level(id)).arg(level),
-            InfoOp::GetSubscriptions(uri) => pipe.cmd("SMEMBERS").arg(keys.subscriptions(uri)),
+            InfoOp::SetClientCapabilities(id, json) => out.command(&[
+                b"SET",
+                keys.client_capabilities(id).as_bytes(),
+                json.as_bytes(),
+            ]),
+            InfoOp::SetLogLevel(id, level) => {
+                out.command(&[b"SET", keys.log_level(id).as_bytes(), level.as_bytes()])
+            }
+            InfoOp::GetSubscriptions(uri) => {
+                out.command(&[b"SMEMBERS", keys.subscriptions(uri).as_bytes()])
+            }
             InfoOp::AddSubscription { id, uri } => {
-                pipe.cmd("SADD").arg(keys.subscriptions(uri)).arg(id);
-                pipe.cmd("SADD")
-                    .arg(keys.session_subscriptions(id))
-                    .arg(uri);
+                out.command(&[b"SADD", keys.subscriptions(uri).as_bytes(), id.as_bytes()]);
+                out.command(&[
+                    b"SADD",
+                    keys.session_subscriptions(id).as_bytes(),
+                    uri.as_bytes(),
+                ]);
                 return 2;
             }
             InfoOp::RemoveSubscription { id, uri } => {
-                pipe.cmd("SREM").arg(keys.subscriptions(uri)).arg(id);
-                pipe.cmd("SREM")
-                    .arg(keys.session_subscriptions(id))
-                    .arg(uri);
+                out.command(&[b"SREM", keys.subscriptions(uri).as_bytes(), id.as_bytes()]);
+                out.command(&[
+                    b"SREM",
+                    keys.session_subscriptions(id).as_bytes(),
+                    uri.as_bytes(),
+                ]);
                 return 2;
             }
-            InfoOp::Delete { id, .. } => pipe
-                .cmd("EVAL")
-                .arg(DELETE_SCRIPT)
-                .arg(4)
-                .arg(keys.client_info(id))
-                .arg(keys.client_capabilities(id))
-                .arg(keys.log_level(id))
-                .arg(keys.session_subscriptions(id))
-                .arg(id)
-                .arg(keys.subscriptions_prefix()),
-        };
+            InfoOp::Delete { id, .. } => out.command(&[
+                b"EVAL",
+                DELETE_SCRIPT.as_bytes(),
+                b"4",
+                keys.client_info(id).as_bytes(),
+                keys.client_capabilities(id).as_bytes(),
+                keys.log_level(id).as_bytes(),
+                keys.session_subscriptions(id).as_bytes(),
+                id.as_bytes(),
+                keys.subscriptions_prefix().as_bytes(),
+            ]),
+        }
         1
     }
 
@@ -189,13 +203,13 @@ mod tests {
 
     #[test]
     fn subscription_changes_keep_the_reverse_index() {
-        let mut pipe = Pipeline::new();
+        let mut out = Resp::default();
         let op = InfoOp::AddSubscription {
             id: s("a"),
             uri: s("u"),
         };
-        assert_eq!(op.encode(&Keys::default(), &mut pipe), 2);
-        let packed = String::from_utf8_lossy(&pipe.get_packed_pipeline()).to_string();
+        assert_eq!(op.encode(&Keys::default(), &mut out), 2);
+        let packed = String::from_utf8(out.into_bytes()).unwrap();
         assert!(packed.contains("tmcp:subscriptions:u"));
         assert!(packed.contains("tmcp:session_subscriptions:a"));
     }

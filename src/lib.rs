@@ -31,8 +31,10 @@ mod stream_sessions;
 use std::sync::{Arc, Mutex};
 
 use napi::bindgen_prelude::{
-    within_runtime_if_available, Buffer, FnArgs, Function, ToNapiValue, Uint32Array,
+    within_runtime_if_available, Buffer, FnArgs, FromNapiValue, Function, ToNapiValue, TypeName,
+    Uint32Array, ValidateNapiValue, ValueType,
 };
+use napi::{check_status, sys};
 use napi_derive::napi;
 
 use commands::{Commands, Op};
@@ -103,11 +105,66 @@ impl Endpoint {
     }
 }
 
+/// The string arguments of a batch, each read from V8 in one UTF-8 pass (napi-rs's
+/// `String` measures the UTF-8 length first: a second pass over every 1 KB JSON value).
+pub struct JsStrings(Vec<String>);
+
+impl TypeName for JsStrings {
+    fn type_name() -> &'static str {
+        "Array<string>"
+    }
+
+    fn value_type() -> ValueType {
+        ValueType::Object
+    }
+}
+
+impl ValidateNapiValue for JsStrings {}
+
+impl FromNapiValue for JsStrings {
+    unsafe fn from_napi_value(env: sys::napi_env, array: sys::napi_value) -> napi::Result<Self> {
+        let mut len = 0u32;
+        check_status!(sys::napi_get_array_length(env, array, &mut len))?;
+        let mut strings = Vec::with_capacity(len as usize);
+        for i in 0..len {
+            let mut item = std::ptr::null_mut();
+            check_status!(sys::napi_get_element(env, array, i, &mut item))?;
+            // Without a buffer this is the length in UTF-16 units, O(1); each unit takes
+            // at most 3 UTF-8 bytes.
+            let mut units = 0usize;
+            check_status!(sys::napi_get_value_string_utf16(
+                env,
+                item,
+                std::ptr::null_mut(),
+                0,
+                &mut units
+            ))?;
+            let capacity = units * 3 + 1;
+            let mut bytes = Vec::<u8>::with_capacity(capacity);
+            let mut written = 0usize;
+            check_status!(sys::napi_get_value_string_utf8(
+                env,
+                item,
+                bytes.as_mut_ptr().cast(),
+                capacity,
+                &mut written
+            ))?;
+            // SAFETY: napi wrote `written` bytes (it never writes more than capacity - 1).
+            bytes.set_len(written);
+            // Node replaces lone surrogates, so this holds; checked rather than trusted.
+            let text = String::from_utf8(bytes)
+                .map_err(|_| js_type_error("call argument is not valid UTF-8"))?;
+            strings.push(text);
+        }
+        Ok(JsStrings(strings))
+    }
+}
+
 /// Replies of the calls one read completed: `[ids, replies, failedIndexes]`.
 pub struct Answers(CompletionBatch);
 
 impl ToNapiValue for Answers {
-    unsafe fn to_napi_value(env: napi::sys::napi_env, val: Self) -> napi::Result<napi::sys::napi_value> {
+    unsafe fn to_napi_value(env: sys::napi_env, val: Self) -> napi::Result<sys::napi_value> {
         let (ids, replies, failed) = val.0.into_parts();
         let tuple = (Uint32Array::new(ids), replies, Uint32Array::new(failed));
         <(Uint32Array, Vec<Reply>, Uint32Array)>::to_napi_value(env, tuple)
@@ -174,9 +231,9 @@ impl NativeClient {
     /// Encodes calls as one pipeline: `calls` holds `[id, code, argCount]` triples whose
     /// arguments follow one another in `args`. Malformed calls are answered at once.
     #[napi(ts_return_type = "[Buffer, [Uint32Array, unknown[], Uint32Array]]")]
-    pub fn encode(&mut self, calls: Uint32Array, args: Vec<String>) -> (Buffer, Answers) {
+    pub fn encode(&mut self, calls: Uint32Array, args: JsStrings) -> (Buffer, Answers) {
         let upstream_compatible = self.commands.options().upstream_compatible;
-        let mut args = args.into_iter();
+        let mut args = args.0.into_iter();
         let mut ops = Vec::with_capacity(calls.len() / 3);
         let mut answers = CompletionBatch::default();
         for call in calls.chunks_exact(3) {

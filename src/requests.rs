@@ -95,10 +95,10 @@ impl RequestProtocol {
 
     /// Encodes calls as one pipeline and remembers what each waits for.
     pub fn encode(&mut self, calls: Vec<(u32, Op)>, answers: &mut CompletionBatch) -> Vec<u8> {
-        let mut pipe = Pipeline::new();
+        let mut out = Resp::default();
         let keys = self.commands.keys().clone();
         for (id, op) in calls {
-            let count = op.encode(&keys, &mut pipe);
+            let count = op.encode(&keys, &mut out);
             if count == 0 {
                 // Only a scan (upstream-compatible broadcast): nothing to wait for here.
                 self.finish(id, Expect::Call(op), Vec::new(), answers);
@@ -111,7 +111,7 @@ impl RequestProtocol {
                 values: Vec::with_capacity(count),
             });
         }
-        pipe.get_packed_pipeline()
+        out.into_bytes()
     }
 
     /// Consumes bytes read from the socket and answers every call they complete.
@@ -166,6 +166,35 @@ impl RequestProtocol {
             (Ok(_), Some(job)) => self.commands.spawn_scan(id, job),
             (outcome, _) => answers.push(id, outcome),
         }
+    }
+}
+
+/// Commands in RESP, written straight into one buffer.
+#[derive(Default)]
+pub struct Resp(Vec<u8>);
+
+impl Resp {
+    /// Appends one command given as its words.
+    pub fn command(&mut self, words: &[&[u8]]) {
+        let size: usize = words.iter().map(|w| w.len() + 16).sum();
+        self.0.reserve(size + 16);
+        self.header(b'*', words.len());
+        for word in words {
+            self.header(b'$', word.len());
+            self.0.extend_from_slice(word);
+            self.0.extend_from_slice(b"\r\n");
+        }
+    }
+
+    fn header(&mut self, kind: u8, n: usize) {
+        self.0.push(kind);
+        self.0
+            .extend_from_slice(itoa::Buffer::new().format(n).as_bytes());
+        self.0.extend_from_slice(b"\r\n");
+    }
+
+    pub fn into_bytes(self) -> Vec<u8> {
+        self.0
     }
 }
 
@@ -301,6 +330,16 @@ mod tests {
             assert_eq!(parse(&whole[..cut], 0, 0), Ok(None), "cut at {cut}");
         }
         assert!(parse(whole, 0, 0).unwrap().is_some());
+    }
+
+    #[test]
+    fn writes_the_bytes_redis_rs_would() {
+        let mut out = Resp::default();
+        out.command(&[b"SET", b"k", "v\u{e4}lue".as_bytes()]);
+        out.command(&[b"PUBLISH", b"c", b""]);
+        let mut expected = redis::cmd("SET").arg("k").arg("v\u{e4}lue").get_packed_command();
+        expected.extend(redis::cmd("PUBLISH").arg("c").arg("").get_packed_command());
+        assert_eq!(out.into_bytes(), expected);
     }
 
     #[test]

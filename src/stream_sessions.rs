@@ -19,6 +19,7 @@ use crate::config::NativeOptions;
 use crate::delivery::{Deliveries, DeliveryBatch, DeliveryKind, Outcome, Reply};
 use crate::error::describe_redis_error;
 use crate::keys::{Channel, Keys};
+use crate::requests::Resp;
 
 /// Bytes gathered into one delivery before it is handed to JavaScript.
 const MAX_DELIVERY_BYTES: usize = 4 << 20;
@@ -62,26 +63,34 @@ impl StreamOp {
         })
     }
 
-    pub fn encode(&self, keys: &Keys, pipe: &mut Pipeline) -> usize {
+    pub fn encode(&self, keys: &Keys, out: &mut Resp) -> usize {
         match self {
             StreamOp::Has(id) => {
-                pipe.cmd("EXISTS").arg(keys.alive(id));
+                out.command(&[b"EXISTS", keys.alive(id).as_bytes()]);
                 1
             }
             StreamOp::Publish { data, ids } => {
                 for id in ids {
-                    pipe.cmd("PUBLISH").arg(keys.session_channel(id)).arg(data);
+                    out.command(&[
+                        b"PUBLISH",
+                        keys.session_channel(id).as_bytes(),
+                        data.as_bytes(),
+                    ]);
                 }
                 ids.len()
             }
             StreamOp::Broadcast { scan: true, .. } => 0,
             StreamOp::Broadcast { data, .. } => {
-                pipe.cmd("PUBLISH").arg(keys.broadcast_channel()).arg(data);
+                out.command(&[
+                    b"PUBLISH",
+                    keys.broadcast_channel().as_bytes(),
+                    data.as_bytes(),
+                ]);
                 1
             }
             StreamOp::Delete(id) => {
-                pipe.cmd("PUBLISH").arg(keys.delete_channel(id)).arg("");
-                pipe.cmd("DEL").arg(keys.alive(id));
+                out.command(&[b"PUBLISH", keys.delete_channel(id).as_bytes(), b""]);
+                out.command(&[b"DEL", keys.alive(id).as_bytes()]);
                 2
             }
         }
@@ -522,9 +531,9 @@ mod tests {
     fn publish_keeps_order_and_arity() {
         let op =
             StreamOp::from_code(21, vec!["data".into(), "a".into(), "b".into()], false).unwrap();
-        let mut pipe = Pipeline::new();
-        assert_eq!(op.encode(&Keys::default(), &mut pipe), 2);
-        let packed = String::from_utf8(pipe.get_packed_pipeline()).unwrap();
+        let mut out = Resp::default();
+        assert_eq!(op.encode(&Keys::default(), &mut out), 2);
+        let packed = String::from_utf8(out.into_bytes()).unwrap();
         assert!(packed.find("session:a").unwrap() < packed.find("session:b").unwrap());
         assert_eq!(
             StreamOp::from_code(20, vec!["a".into(), "b".into()], false),
@@ -534,23 +543,23 @@ mod tests {
 
     #[test]
     fn delete_tells_the_owner_and_drops_the_key() {
-        let mut pipe = Pipeline::new();
+        let mut out = Resp::default();
         assert_eq!(
-            StreamOp::Delete("x".into()).encode(&Keys::default(), &mut pipe),
+            StreamOp::Delete("x".into()).encode(&Keys::default(), &mut out),
             2
         );
-        let packed = String::from_utf8(pipe.get_packed_pipeline()).unwrap();
+        let packed = String::from_utf8(out.into_bytes()).unwrap();
         assert!(packed.contains("delete:session:x") && packed.contains("available:session:x"));
     }
 
     #[test]
     fn broadcast_scans_only_in_upstream_mode() {
         let fast = StreamOp::from_code(22, vec!["d".into()], false).unwrap();
-        let mut pipe = Pipeline::new();
-        assert_eq!(fast.encode(&Keys::default(), &mut pipe), 1);
+        let mut out = Resp::default();
+        assert_eq!(fast.encode(&Keys::default(), &mut out), 1);
         assert!(fast.scan_job().is_none());
         let compat = StreamOp::from_code(22, vec!["d".into()], true).unwrap();
-        assert_eq!(compat.encode(&Keys::default(), &mut pipe), 0);
+        assert_eq!(compat.encode(&Keys::default(), &mut out), 0);
         assert_eq!(
             compat.scan_job(),
             Some(ScanJob::PublishToAliveSessions("d".into()))
