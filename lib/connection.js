@@ -31,6 +31,8 @@ class Connection {
 	#retryTimer = null;
 	#retryDelay = RETRY_FIRST_MS;
 	#closing = false;
+	/** Where batches are encoded: reused while the kernel takes each write at once. */
+	#scratch = Buffer.allocUnsafeSlow(64 * 1024);
 	/** Why the last connection attempt failed, or ''. Never holds credentials. */
 	lastError = '';
 
@@ -76,9 +78,17 @@ class Connection {
 
 	/** @param {Uint32Array} calls @param {string[]} args */
 	#write(calls, args) {
-		const [bytes, answered] = this.#native.encode(calls, args);
-		if (bytes.length > 0) /** @type {import('node:net').Socket} */ (this.#socket).write(bytes);
-		if (answered[0].length > 0) this.#handlers.answer(...answered);
+		const socket = /** @type {import('node:net').Socket} */ (this.#socket);
+		const size = this.#native.encode(calls, args, this.#scratch);
+		if (size === 0) return;
+		if (size > this.#scratch.length) {
+			this.#scratch = Buffer.allocUnsafeSlow(Math.max(size, this.#scratch.length * 2));
+			this.#native.copyEncoded(this.#scratch);
+		}
+		socket.write(this.#scratch.subarray(0, size));
+		// Written to the kernel at once, as usual: the scratch buffer is free again.
+		// Otherwise the socket still holds it, and the next batch needs another one.
+		if (socket.writableLength > 0) this.#scratch = Buffer.allocUnsafeSlow(this.#scratch.length);
 	}
 
 	#connect() {

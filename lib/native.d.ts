@@ -33,9 +33,14 @@ export declare class NativeClient {
   handshake(): Buffer | null
   /**
    * Encodes calls as one pipeline: `calls` holds `[id, code, argCount]` triples whose
-   * arguments follow one another in `args`. Malformed calls are answered at once.
+   * arguments follow one another in `args`. Writes the bytes into `scratch` when they
+   * fit and returns their length either way (if it exceeds `scratch`, call
+   * `copyEncoded` with a larger buffer). Malformed calls are answered through the
+   * completion callback.
    */
-  encode(calls: Uint32Array, args: JsStrings): [Buffer, [Uint32Array, unknown[], Uint32Array]]
+  encode(calls: Uint32Array, args: JsArgs, scratch: Buffer): number
+  /** Copies the last encoded batch into `scratch` (large enough, see `encode`). */
+  copyEncoded(scratch: Buffer): number
   /**
    * Feeds bytes read from the socket; returns `[ids, replies, failedIndexes]` of the
    * calls they complete. Throws if Redis breaks the protocol (drop the socket then).

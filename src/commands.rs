@@ -1,5 +1,6 @@
-//! Calls and their commands: what JavaScript may ask (`Op`), the SCAN follow-ups of
-//! upstream-compatible mode, and the tokio side's own command connection.
+//! Calls and their commands: what each call JavaScript makes writes and how its replies
+//! are read, the SCAN follow-ups of upstream-compatible mode, and the tokio side's own
+//! command connection.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -10,54 +11,101 @@ use tokio::sync::mpsc;
 use tokio::time::Instant;
 
 use crate::config::NativeOptions;
-use crate::delivery::{Completions, Outcome, Reply};
+use crate::delivery::{Completions, Field, Outcome, Reply};
 use crate::error::describe_redis_error;
-use crate::info_sessions::InfoOp;
 use crate::keys::Keys;
 use crate::requests::Resp;
-use crate::stream_sessions::StreamOp;
 
 /// Pause between attempts while Redis refuses connections.
 const RETRY_PAUSE: Duration = Duration::from_millis(100);
 /// Keys fetched per SCAN step in upstream-compatible mode.
 const SCAN_COUNT: usize = 1000;
 
-/// One call of either manager.
-#[derive(Debug)]
-pub enum Op {
-    Info(InfoOp),
-    Stream(StreamOp),
+/// How a call's replies become its answer, decided when the call is written.
+#[derive(Debug, PartialEq)]
+pub enum Shape {
+    /// A write: only an error matters.
+    Done,
+    /// Client info, capabilities and log level, each read on its own.
+    Session,
+    /// The members of a set.
+    Members,
+    /// The count of EXISTS.
+    Exists,
 }
 
-impl Op {
-    /// Builds a call from its wire code (see `lib/wire.js`) and string arguments.
-    pub fn from_code(code: u32, args: Vec<String>, upstream_compatible: bool) -> Option<Op> {
-        if code < 20 {
-            InfoOp::from_code(code, args, upstream_compatible).map(Op::Info)
-        } else {
-            StreamOp::from_code(code, args, upstream_compatible).map(Op::Stream)
+/// What writing one call produced.
+#[derive(Debug, PartialEq)]
+pub struct Encoded {
+    /// Commands written, so replies to wait for.
+    pub count: usize,
+    pub shape: Shape,
+    /// Follow-up after the replies (upstream-compatible mode only).
+    pub scan: Option<ScanJob>,
+}
+
+impl Encoded {
+    pub fn done(count: usize) -> Self {
+        Encoded {
+            count,
+            shape: Shape::Done,
+            scan: None,
         }
     }
+}
 
-    pub fn encode(&self, keys: &Keys, out: &mut Resp) -> usize {
-        match self {
-            Op::Info(op) => op.encode(keys, out),
-            Op::Stream(op) => op.encode(keys, out),
-        }
+/// Writes the commands of call `code` (see `lib/wire.js`) with its string arguments;
+/// `None` when the call is malformed.
+pub fn encode_call(
+    code: u32,
+    args: &[&str],
+    keys: &Keys,
+    upstream_compatible: bool,
+    out: &mut Resp,
+) -> Option<Encoded> {
+    if code < 20 {
+        crate::info_sessions::encode(code, args, keys, upstream_compatible, out)
+    } else {
+        crate::stream_sessions::encode(code, args, keys, upstream_compatible, out)
     }
+}
 
-    pub fn decode(&self, values: Vec<Value>) -> Outcome {
-        match self {
-            Op::Info(op) => op.decode(values),
-            Op::Stream(op) => op.decode(values),
-        }
+/// Turns a call's replies into its outcome.
+pub fn decode_replies(shape: &Shape, values: Vec<Value>) -> Outcome {
+    if *shape == Shape::Session {
+        return Ok(Reply::Fields(
+            values.into_iter().map(decode_field).collect(),
+        ));
     }
-
-    pub fn scan_job(&self) -> Option<ScanJob> {
-        match self {
-            Op::Info(op) => op.scan_job(),
-            Op::Stream(op) => op.scan_job(),
+    first_error(&values)?;
+    let first = values.into_iter().next().unwrap_or(Value::Nil);
+    match (shape, first) {
+        (Shape::Members, Value::Set(items) | Value::Array(items)) => items
+            .into_iter()
+            .map(|item| match decode_text(item)? {
+                Reply::Text(s) => Ok(s),
+                _ => Err("unexpected reply from Redis".to_string()),
+            })
+            .collect::<Result<Vec<_>, _>>()
+            .map(Reply::List),
+        (Shape::Members, Value::Nil) => Ok(Reply::List(Vec::new())),
+        (Shape::Exists, Value::Int(n)) => Ok(Reply::Int(n)),
+        (Shape::Members | Shape::Exists, other) => {
+            Err(format!("unexpected reply from Redis: {other:?}"))
         }
+        _ => Ok(Reply::Nil),
+    }
+}
+
+/// One value of a multi-value read: its own error does not fail the others.
+fn decode_field(value: Value) -> Field {
+    if let Err(message) = first_error(std::slice::from_ref(&value)) {
+        return Field::Failed(message);
+    }
+    match decode_text(value) {
+        Ok(Reply::Text(text)) => Field::Text(text),
+        Ok(_) => Field::Missing,
+        Err(message) => Field::Failed(message),
     }
 }
 
@@ -105,10 +153,11 @@ impl Commands {
         let completions = self.completions.clone();
         let timeout = self.options.command_timeout() * 4;
         napi::bindgen_prelude::spawn(async move {
-            let outcome = match tokio::time::timeout(timeout, run_scan(connection, &keys, job)).await {
-                Ok(result) => result,
-                Err(_) => Err("Redis did not finish the scan in time".to_string()),
-            };
+            let outcome =
+                match tokio::time::timeout(timeout, run_scan(connection, &keys, job)).await {
+                    Ok(result) => result,
+                    Err(_) => Err("Redis did not finish the scan in time".to_string()),
+                };
             completions.one(id, outcome);
         });
     }
@@ -253,6 +302,37 @@ pub fn decode_text(value: Value) -> Outcome {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn session_read_fails_only_the_broken_value() {
+        let wrong = redis::parse_redis_value(b"-WRONGTYPE Operation against a key\r\n").unwrap();
+        let values = vec![Value::BulkString(b"{}".to_vec()), wrong, Value::Nil];
+        assert_eq!(
+            decode_replies(&Shape::Session, values),
+            Ok(Reply::Fields(vec![
+                Field::Text("{}".into()),
+                Field::Failed("Redis error: WRONGTYPE Operation against a key".into()),
+                Field::Missing,
+            ]))
+        );
+    }
+
+    #[test]
+    fn missing_set_is_an_empty_list_and_exists_is_a_count() {
+        assert_eq!(
+            decode_replies(&Shape::Members, vec![Value::Nil]),
+            Ok(Reply::List(vec![]))
+        );
+        let set = Value::Set(vec![Value::BulkString(b"x".to_vec())]);
+        assert_eq!(
+            decode_replies(&Shape::Members, vec![set]),
+            Ok(Reply::List(vec!["x".into()]))
+        );
+        assert_eq!(
+            decode_replies(&Shape::Exists, vec![Value::Int(1)]),
+            Ok(Reply::Int(1))
+        );
+    }
 
     #[test]
     fn server_errors_read_like_redis_prints_them() {

@@ -31,18 +31,18 @@ mod stream_sessions;
 use std::sync::{Arc, Mutex};
 
 use napi::bindgen_prelude::{
-    within_runtime_if_available, Buffer, FnArgs, FromNapiValue, Function, ToNapiValue, TypeName,
-    Uint32Array, ValidateNapiValue, ValueType,
+    within_runtime_if_available, Buffer, BufferSlice, FnArgs, FromNapiValue, Function, ToNapiValue,
+    TypeName, Uint32Array, ValidateNapiValue, ValueType,
 };
 use napi::{check_status, sys};
 use napi_derive::napi;
 
-use commands::{Commands, Op};
-use redis::ConnectionAddr;
-use requests::RequestProtocol;
+use commands::Commands;
 use config::{client_for, redact_url, NativeOptions};
 use delivery::{CompletionBatch, Completions, Deliveries, Reply};
 use error::{js_error, js_type_error};
+use redis::ConnectionAddr;
+use requests::{Args, RequestProtocol};
 use stream_sessions::StreamSessions;
 
 /// Installs the TLS crypto provider once per process, before any connection.
@@ -105,11 +105,13 @@ impl Endpoint {
     }
 }
 
-/// The string arguments of a batch, each read from V8 in one UTF-8 pass (napi-rs's
-/// `String` measures the UTF-8 length first: a second pass over every 1 KB JSON value).
-pub struct JsStrings(Vec<String>);
+/// A JavaScript array of strings, read only inside the call that received it.
+pub struct JsArgs {
+    env: sys::napi_env,
+    array: sys::napi_value,
+}
 
-impl TypeName for JsStrings {
+impl TypeName for JsArgs {
     fn type_name() -> &'static str {
         "Array<string>"
     }
@@ -119,44 +121,51 @@ impl TypeName for JsStrings {
     }
 }
 
-impl ValidateNapiValue for JsStrings {}
+impl ValidateNapiValue for JsArgs {}
 
-impl FromNapiValue for JsStrings {
+impl FromNapiValue for JsArgs {
     unsafe fn from_napi_value(env: sys::napi_env, array: sys::napi_value) -> napi::Result<Self> {
-        let mut len = 0u32;
-        check_status!(sys::napi_get_array_length(env, array, &mut len))?;
-        let mut strings = Vec::with_capacity(len as usize);
-        for i in 0..len {
-            let mut item = std::ptr::null_mut();
-            check_status!(sys::napi_get_element(env, array, i, &mut item))?;
-            // Without a buffer this is the length in UTF-16 units, O(1); each unit takes
-            // at most 3 UTF-8 bytes.
-            let mut units = 0usize;
-            check_status!(sys::napi_get_value_string_utf16(
-                env,
-                item,
-                std::ptr::null_mut(),
-                0,
-                &mut units
-            ))?;
-            let capacity = units * 3 + 1;
-            let mut bytes = Vec::<u8>::with_capacity(capacity);
-            let mut written = 0usize;
-            check_status!(sys::napi_get_value_string_utf8(
-                env,
-                item,
-                bytes.as_mut_ptr().cast(),
-                capacity,
-                &mut written
-            ))?;
-            // SAFETY: napi wrote `written` bytes (it never writes more than capacity - 1).
-            bytes.set_len(written);
-            // Node replaces lone surrogates, so this holds; checked rather than trusted.
-            let text = String::from_utf8(bytes)
-                .map_err(|_| js_type_error("call argument is not valid UTF-8"))?;
-            strings.push(text);
+        Ok(JsArgs { env, array })
+    }
+}
+
+impl JsArgs {
+    /// Appends every string to `args`, each read from V8 in one UTF-8 pass straight into
+    /// the reused buffer (napi-rs's `String` measures the UTF-8 length first, a second
+    /// pass over every 1 KB JSON value, then allocates).
+    fn read_into(&self, args: &mut Args) -> napi::Result<()> {
+        let env = self.env;
+        unsafe {
+            let mut len = 0u32;
+            check_status!(sys::napi_get_array_length(env, self.array, &mut len))?;
+            for i in 0..len {
+                let mut item = std::ptr::null_mut();
+                check_status!(sys::napi_get_element(env, self.array, i, &mut item))?;
+                // Without a buffer this is the length in UTF-16 units, O(1); each unit
+                // takes at most 3 UTF-8 bytes.
+                let mut units = 0usize;
+                check_status!(sys::napi_get_value_string_utf16(
+                    env,
+                    item,
+                    std::ptr::null_mut(),
+                    0,
+                    &mut units
+                ))?;
+                // napi NUL-terminates: one byte more than the text.
+                args.push_with(units * 3 + 1, |ptr, max| {
+                    let mut written = 0usize;
+                    check_status!(sys::napi_get_value_string_utf8(
+                        env,
+                        item,
+                        ptr.cast(),
+                        max,
+                        &mut written
+                    ))
+                    .map(|()| written)
+                })?;
+            }
         }
-        Ok(JsStrings(strings))
+        Ok(())
     }
 }
 
@@ -229,23 +238,32 @@ impl NativeClient {
     }
 
     /// Encodes calls as one pipeline: `calls` holds `[id, code, argCount]` triples whose
-    /// arguments follow one another in `args`. Malformed calls are answered at once.
-    #[napi(ts_return_type = "[Buffer, [Uint32Array, unknown[], Uint32Array]]")]
-    pub fn encode(&mut self, calls: Uint32Array, args: JsStrings) -> (Buffer, Answers) {
-        let upstream_compatible = self.commands.options().upstream_compatible;
-        let mut args = args.0.into_iter();
-        let mut ops = Vec::with_capacity(calls.len() / 3);
-        let mut answers = CompletionBatch::default();
-        for call in calls.chunks_exact(3) {
-            let (id, code, argc) = (call[0], call[1], call[2] as usize);
-            let call_args: Vec<String> = args.by_ref().take(argc).collect();
-            match Op::from_code(code, call_args, upstream_compatible) {
-                Some(op) => ops.push((id, op)),
-                None => answers.push(id, Err("internal error: malformed call".into())),
-            }
+    /// arguments follow one another in `args`. Writes the bytes into `scratch` when they
+    /// fit and returns their length either way (if it exceeds `scratch`, call
+    /// `copyEncoded` with a larger buffer). Malformed calls are answered through the
+    /// completion callback.
+    #[napi]
+    pub fn encode(
+        &mut self,
+        calls: Uint32Array,
+        args: JsArgs,
+        mut scratch: BufferSlice<'_>,
+    ) -> napi::Result<u32> {
+        args.read_into(&mut self.protocol.args)?;
+        let bytes = self.protocol.encode(&calls);
+        if bytes.len() <= scratch.len() {
+            scratch[..bytes.len()].copy_from_slice(bytes);
         }
-        let bytes = self.protocol.encode(ops, &mut answers);
-        (Buffer::from(bytes), Answers(answers))
+        Ok(bytes.len() as u32)
+    }
+
+    /// Copies the last encoded batch into `scratch` (large enough, see `encode`).
+    #[napi]
+    pub fn copy_encoded(&self, mut scratch: BufferSlice<'_>) -> u32 {
+        let bytes = self.protocol.encoded();
+        let n = bytes.len().min(scratch.len());
+        scratch[..n].copy_from_slice(&bytes[..n]);
+        n as u32
     }
 
     /// Feeds bytes read from the socket; returns `[ids, replies, failedIndexes]` of the

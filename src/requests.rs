@@ -12,7 +12,7 @@ use std::sync::Arc;
 
 use redis::{ConnectionInfo, Pipeline, Value};
 
-use crate::commands::{Commands, Op};
+use crate::commands::{decode_replies, encode_call, first_error, Commands, ScanJob, Shape};
 use crate::delivery::{CompletionBatch, Reply};
 
 /// Call id of the connection handshake (AUTH, SELECT); JavaScript never uses 0.
@@ -21,7 +21,7 @@ pub const HANDSHAKE_ID: u32 = 0;
 /// What a written command group waits for.
 enum Expect {
     Handshake,
-    Call(Op),
+    Call(Shape, Option<ScanJob>),
 }
 
 /// A written call waiting for its `count` replies.
@@ -32,18 +32,57 @@ struct Awaiting {
     values: Vec<Value>,
 }
 
+/// The string arguments of the batch being encoded, as UTF-8 in one reused buffer, so
+/// encoding a batch allocates nothing once the buffers have grown.
+#[derive(Default)]
+pub struct Args {
+    bytes: Vec<u8>,
+    spans: Vec<(usize, usize)>,
+}
+
+impl Args {
+    /// Appends one argument that `write` puts into at most `max` bytes of `ptr`,
+    /// returning how many it wrote.
+    ///
+    /// # Safety
+    /// `write` must initialise the bytes it reports, and no more than `max`.
+    pub unsafe fn push_with<E>(
+        &mut self,
+        max: usize,
+        write: impl FnOnce(*mut u8, usize) -> Result<usize, E>,
+    ) -> Result<(), E> {
+        self.bytes.reserve(max);
+        let start = self.bytes.len();
+        let written = write(self.bytes.as_mut_ptr().add(start), max)?;
+        debug_assert!(written <= max);
+        self.bytes.set_len(start + written.min(max));
+        self.spans.push((start, self.bytes.len()));
+        Ok(())
+    }
+
+    fn clear(&mut self) {
+        self.bytes.clear();
+        self.spans.clear();
+    }
+}
+
 /// One command connection's protocol state.
 pub struct RequestProtocol {
     commands: Arc<Commands>,
+    upstream_compatible: bool,
     handshake: Vec<u8>,
     handshake_count: usize,
     awaiting: VecDeque<Awaiting>,
     /// Bytes read but not yet a whole reply.
     unread: Vec<u8>,
+    /// The batch being encoded: its arguments in, its commands out.
+    pub args: Args,
+    out: Resp,
 }
 
 impl RequestProtocol {
-    /// `commands` runs the SCAN follow-ups of upstream-compatible mode.
+    /// `commands` runs the SCAN follow-ups of upstream-compatible mode and answers calls
+    /// that need no reply from this socket.
     pub fn new(info: &ConnectionInfo, commands: Arc<Commands>) -> Self {
         let settings = info.redis_settings();
         let mut pipe = Pipeline::new();
@@ -61,11 +100,14 @@ impl RequestProtocol {
             handshake_count += 1;
         }
         RequestProtocol {
+            upstream_compatible: commands.options().upstream_compatible,
             commands,
             handshake: pipe.get_packed_pipeline(),
             handshake_count,
             awaiting: VecDeque::new(),
             unread: Vec::new(),
+            args: Args::default(),
+            out: Resp::default(),
         }
     }
 
@@ -93,25 +135,62 @@ impl RequestProtocol {
         Some(self.handshake.clone())
     }
 
-    /// Encodes calls as one pipeline and remembers what each waits for.
-    pub fn encode(&mut self, calls: Vec<(u32, Op)>, answers: &mut CompletionBatch) -> Vec<u8> {
-        let mut out = Resp::default();
-        let keys = self.commands.keys().clone();
-        for (id, op) in calls {
-            let count = op.encode(&keys, &mut out);
-            if count == 0 {
-                // Only a scan (upstream-compatible broadcast): nothing to wait for here.
-                self.finish(id, Expect::Call(op), Vec::new(), answers);
+    /// Encodes `calls` (`[id, code, argCount]` triples over the arguments in
+    /// [`Self::args`]) as one pipeline and remembers what each waits for. Returns the
+    /// encoded bytes, valid until the next call.
+    pub fn encode(&mut self, calls: &[u32]) -> &[u8] {
+        let RequestProtocol {
+            commands,
+            upstream_compatible,
+            awaiting,
+            args,
+            out,
+            ..
+        } = self;
+        out.0.clear();
+        let keys = commands.keys();
+        let mut now = CompletionBatch::default();
+        let mut words: Vec<&str> = Vec::with_capacity(8);
+        let mut spans = args.spans.iter();
+        for call in calls.chunks_exact(3) {
+            let (id, code, argc) = (call[0], call[1], call[2] as usize);
+            words.clear();
+            for &(start, end) in spans.by_ref().take(argc) {
+                // V8 wrote these bytes as UTF-8; checked rather than trusted.
+                words.push(std::str::from_utf8(&args.bytes[start..end]).unwrap_or("\u{fffd}"));
+            }
+            let encoded = match (words.len() == argc)
+                .then(|| encode_call(code, &words, keys, *upstream_compatible, out))
+                .flatten()
+            {
+                Some(encoded) => encoded,
+                None => {
+                    now.push(id, Err("internal error: malformed call".into()));
+                    continue;
+                }
+            };
+            let expect = Expect::Call(encoded.shape, encoded.scan);
+            if encoded.count == 0 {
+                // Nothing to wait for on this socket (an upstream-compatible broadcast).
+                finish(commands, id, expect, Vec::new(), &mut now);
                 continue;
             }
-            self.awaiting.push_back(Awaiting {
+            awaiting.push_back(Awaiting {
                 id,
-                expect: Expect::Call(op),
-                count,
-                values: Vec::with_capacity(count),
+                expect,
+                count: encoded.count,
+                values: Vec::with_capacity(encoded.count),
             });
         }
-        out.into_bytes()
+        args.clear();
+        // Rare: answered through the tokio side's callback, after this tick.
+        commands.completions().send(now);
+        &out.0
+    }
+
+    /// The bytes of the last [`Self::encode`].
+    pub fn encoded(&self) -> &[u8] {
+        &self.out.0
     }
 
     /// Consumes bytes read from the socket and answers every call they complete.
@@ -134,7 +213,7 @@ impl RequestProtocol {
             head.values.push(value);
             if head.values.len() == head.count {
                 let done = self.awaiting.pop_front().expect("head exists");
-                self.finish(done.id, done.expect, done.values, answers);
+                finish(&self.commands, done.id, done.expect, done.values, answers);
             }
         }
         self.unread = bytes[pos..].to_vec();
@@ -145,33 +224,34 @@ impl RequestProtocol {
     pub fn is_idle(&self) -> bool {
         self.awaiting.is_empty()
     }
+}
 
-    fn finish(&self, id: u32, expect: Expect, values: Vec<Value>, answers: &mut CompletionBatch) {
-        let op = match expect {
-            Expect::Handshake => {
-                let outcome = crate::commands::first_error(&values)
-                    .map(|()| Reply::Nil)
-                    .map_err(|e| {
-                        let reason = e.trim_start_matches("Redis error: ");
-                        format!("Redis refused the connection ({reason})")
-                    });
-                answers.push(HANDSHAKE_ID, outcome);
-                return;
-            }
-            Expect::Call(op) => op,
-        };
-        let outcome = op.decode(values);
-        match (outcome, op.scan_job()) {
-            // Scans take many round trips: they run on the tokio side and answer later.
-            (Ok(_), Some(job)) => self.commands.spawn_scan(id, job),
-            (outcome, _) => answers.push(id, outcome),
+fn finish(
+    commands: &Commands,
+    id: u32,
+    expect: Expect,
+    values: Vec<Value>,
+    answers: &mut CompletionBatch,
+) {
+    match expect {
+        Expect::Handshake => {
+            let outcome = first_error(&values).map(|()| Reply::Nil).map_err(|e| {
+                let reason = e.trim_start_matches("Redis error: ");
+                format!("Redis refused the connection ({reason})")
+            });
+            answers.push(HANDSHAKE_ID, outcome);
         }
+        Expect::Call(shape, scan) => match (decode_replies(&shape, values), scan) {
+            // Scans take many round trips: they run on the tokio side and answer later.
+            (Ok(_), Some(job)) => commands.spawn_scan(id, job),
+            (outcome, _) => answers.push(id, outcome),
+        },
     }
 }
 
 /// Commands in RESP, written straight into one buffer.
 #[derive(Default)]
-pub struct Resp(Vec<u8>);
+pub struct Resp(pub(crate) Vec<u8>);
 
 impl Resp {
     /// Appends one command given as its words.
@@ -193,6 +273,7 @@ impl Resp {
         self.0.extend_from_slice(b"\r\n");
     }
 
+    #[cfg(test)]
     pub fn into_bytes(self) -> Vec<u8> {
         self.0
     }
@@ -234,7 +315,10 @@ fn parse(buf: &[u8], pos: usize, depth: usize) -> Result<Option<(Value, usize)>,
             if &buf[stop..stop + 2] != b"\r\n" {
                 return Err(protocol_error());
             }
-            return Ok(Some((Value::BulkString(buf[next..stop].to_vec()), stop + 2)));
+            return Ok(Some((
+                Value::BulkString(buf[next..stop].to_vec()),
+                stop + 2,
+            )));
         }
         b'*' | b'~' | b'%' => {
             let Ok(mut len) = usize::try_from(number(text)?) else {
@@ -337,7 +421,10 @@ mod tests {
         let mut out = Resp::default();
         out.command(&[b"SET", b"k", "v\u{e4}lue".as_bytes()]);
         out.command(&[b"PUBLISH", b"c", b""]);
-        let mut expected = redis::cmd("SET").arg("k").arg("v\u{e4}lue").get_packed_command();
+        let mut expected = redis::cmd("SET")
+            .arg("k")
+            .arg("v\u{e4}lue")
+            .get_packed_command();
         expected.extend(redis::cmd("PUBLISH").arg("c").arg("").get_packed_command());
         assert_eq!(out.into_bytes(), expected);
     }

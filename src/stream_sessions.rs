@@ -14,9 +14,9 @@ use redis::{Client, Pipeline, PushInfo, PushKind, Value};
 use tokio::sync::{mpsc, Notify};
 use tokio::task::JoinHandle;
 
-use crate::commands::{connection_manager, first_error, until_connected, Commands, ScanJob};
+use crate::commands::{connection_manager, until_connected, Commands, Encoded, ScanJob, Shape};
 use crate::config::NativeOptions;
-use crate::delivery::{Deliveries, DeliveryBatch, DeliveryKind, Outcome, Reply};
+use crate::delivery::{Deliveries, DeliveryBatch, DeliveryKind, Reply};
 use crate::error::describe_redis_error;
 use crate::keys::{Channel, Keys};
 use crate::requests::Resp;
@@ -24,95 +24,59 @@ use crate::requests::Resp;
 /// Bytes gathered into one delivery before it is handed to JavaScript.
 const MAX_DELIVERY_BYTES: usize = 4 << 20;
 
-/// One stream-manager call that is plain commands (sent through the shared pipeline).
-#[derive(Debug, PartialEq)]
-pub enum StreamOp {
-    /// Whether `available:session:{id}` exists.
-    Has(String),
-    /// PUBLISH `data` to `session:{id}` for each id, in order.
-    Publish { data: String, ids: Vec<String> },
-    /// One PUBLISH on our broadcast channel, or with `scan` (upstream-compatible mode)
-    /// a PUBLISH per `available:session:*` key, as upstream does.
-    Broadcast { data: String, scan: bool },
-    /// End the session everywhere: tell its owner, drop its liveness key.
-    Delete(String),
-}
+/// Call codes (see `lib/wire.js`).
+const HAS: u32 = 20;
+const PUBLISH: u32 = 21;
+const BROADCAST: u32 = 22;
+const DELETE: u32 = 23;
 
-impl StreamOp {
-    pub fn from_code(
-        code: u32,
-        mut args: Vec<String>,
-        upstream_compatible: bool,
-    ) -> Option<StreamOp> {
-        if args.is_empty() {
-            return None;
-        }
-        let first = args.remove(0);
-        Some(match code {
-            20 if args.is_empty() => StreamOp::Has(first),
-            21 => StreamOp::Publish {
-                data: first,
-                ids: args,
-            },
-            22 if args.is_empty() => StreamOp::Broadcast {
-                data: first,
-                scan: upstream_compatible,
-            },
-            23 if args.is_empty() => StreamOp::Delete(first),
-            _ => return None,
-        })
-    }
-
-    pub fn encode(&self, keys: &Keys, out: &mut Resp) -> usize {
-        match self {
-            StreamOp::Has(id) => {
-                out.command(&[b"EXISTS", keys.alive(id).as_bytes()]);
-                1
-            }
-            StreamOp::Publish { data, ids } => {
-                for id in ids {
-                    out.command(&[
-                        b"PUBLISH",
-                        keys.session_channel(id).as_bytes(),
-                        data.as_bytes(),
-                    ]);
-                }
-                ids.len()
-            }
-            StreamOp::Broadcast { scan: true, .. } => 0,
-            StreamOp::Broadcast { data, .. } => {
-                out.command(&[
-                    b"PUBLISH",
-                    keys.broadcast_channel().as_bytes(),
-                    data.as_bytes(),
-                ]);
-                1
-            }
-            StreamOp::Delete(id) => {
-                out.command(&[b"PUBLISH", keys.delete_channel(id).as_bytes(), b""]);
-                out.command(&[b"DEL", keys.alive(id).as_bytes()]);
-                2
+/// Writes one stream-manager call that is plain commands; `None` for an unknown code or
+/// a wrong argument count.
+pub fn encode(
+    code: u32,
+    args: &[&str],
+    keys: &Keys,
+    upstream_compatible: bool,
+    out: &mut Resp,
+) -> Option<Encoded> {
+    Some(match (code, args) {
+        // Whether `available:session:{id}` exists.
+        (HAS, [id]) => {
+            out.command(&[b"EXISTS", keys.alive(id).as_bytes()]);
+            Encoded {
+                count: 1,
+                shape: Shape::Exists,
+                scan: None,
             }
         }
-    }
-
-    pub fn decode(&self, values: Vec<Value>) -> Outcome {
-        first_error(&values)?;
-        match (self, values.first()) {
-            (StreamOp::Has(_), Some(Value::Int(n))) => Ok(Reply::Int(*n)),
-            (StreamOp::Has(_), other) => Err(format!("unexpected reply from Redis: {other:?}")),
-            _ => Ok(Reply::Nil),
-        }
-    }
-
-    pub fn scan_job(&self) -> Option<ScanJob> {
-        match self {
-            StreamOp::Broadcast { data, scan: true } => {
-                Some(ScanJob::PublishToAliveSessions(data.clone()))
+        // `data` to `session:{id}` for each id, in order.
+        (PUBLISH, [data, ids @ ..]) => {
+            for id in ids {
+                let channel = keys.session_channel(id);
+                out.command(&[b"PUBLISH", channel.as_bytes(), data.as_bytes()]);
             }
-            _ => None,
+            Encoded::done(ids.len())
         }
-    }
+        // Upstream-compatible mode publishes per `available:session:*` key, as upstream.
+        (BROADCAST, [data]) if upstream_compatible => Encoded {
+            count: 0,
+            shape: Shape::Done,
+            scan: Some(ScanJob::PublishToAliveSessions(data.to_string())),
+        },
+        // One PUBLISH on our broadcast channel.
+        (BROADCAST, [data]) => {
+            let channel = keys.broadcast_channel();
+            out.command(&[b"PUBLISH", channel.as_bytes(), data.as_bytes()]);
+            Encoded::done(1)
+        }
+        // End the session everywhere: tell its owner, drop its liveness key.
+        (DELETE, [id]) => {
+            out.command(&[b"PUBLISH", keys.delete_channel(id).as_bytes(), b""]);
+            out.command(&[b"DEL", keys.alive(id).as_bytes()]);
+            Encoded::done(2)
+        }
+        _ => return None,
+    })
 }
 
 /// State shared between the calls and the background tasks.
@@ -527,48 +491,37 @@ async fn recover(subscriber: &mut ConnectionManager, options: &NativeOptions) {
 mod tests {
     use super::*;
 
+    fn written(code: u32, args: &[&str], compat: bool) -> (Option<Encoded>, String) {
+        let mut out = Resp::default();
+        let encoded = encode(code, args, &Keys::default(), compat, &mut out);
+        (encoded, String::from_utf8(out.into_bytes()).unwrap())
+    }
+
     #[test]
     fn publish_keeps_order_and_arity() {
-        let op =
-            StreamOp::from_code(21, vec!["data".into(), "a".into(), "b".into()], false).unwrap();
-        let mut out = Resp::default();
-        assert_eq!(op.encode(&Keys::default(), &mut out), 2);
-        let packed = String::from_utf8(out.into_bytes()).unwrap();
+        let (encoded, packed) = written(PUBLISH, &["data", "a", "b"], false);
+        assert_eq!(encoded, Some(Encoded::done(2)));
         assert!(packed.find("session:a").unwrap() < packed.find("session:b").unwrap());
-        assert_eq!(
-            StreamOp::from_code(20, vec!["a".into(), "b".into()], false),
-            None
-        );
+        assert_eq!(written(HAS, &["a", "b"], false).0, None);
     }
 
     #[test]
     fn delete_tells_the_owner_and_drops_the_key() {
-        let mut out = Resp::default();
-        assert_eq!(
-            StreamOp::Delete("x".into()).encode(&Keys::default(), &mut out),
-            2
-        );
-        let packed = String::from_utf8(out.into_bytes()).unwrap();
+        let (encoded, packed) = written(DELETE, &["x"], false);
+        assert_eq!(encoded, Some(Encoded::done(2)));
         assert!(packed.contains("delete:session:x") && packed.contains("available:session:x"));
     }
 
     #[test]
     fn broadcast_scans_only_in_upstream_mode() {
-        let fast = StreamOp::from_code(22, vec!["d".into()], false).unwrap();
-        let mut out = Resp::default();
-        assert_eq!(fast.encode(&Keys::default(), &mut out), 1);
-        assert!(fast.scan_job().is_none());
-        let compat = StreamOp::from_code(22, vec!["d".into()], true).unwrap();
-        assert_eq!(compat.encode(&Keys::default(), &mut out), 0);
+        let (fast, packed) = written(BROADCAST, &["d"], false);
+        assert_eq!(fast, Some(Encoded::done(1)));
+        assert!(packed.contains("tmcp:broadcast"));
+        let (compat, packed) = written(BROADCAST, &["d"], true);
         assert_eq!(
-            compat.scan_job(),
-            Some(ScanJob::PublishToAliveSessions("d".into()))
+            compat.map(|e| (e.count, e.scan)),
+            Some((0, Some(ScanJob::PublishToAliveSessions("d".into()))))
         );
-    }
-
-    #[test]
-    fn has_reads_exists() {
-        let op = StreamOp::Has("x".into());
-        assert_eq!(op.decode(vec![Value::Int(1)]), Ok(Reply::Int(1)));
+        assert!(packed.is_empty());
     }
 }
