@@ -86,6 +86,17 @@ describe('create / has / send / delete', () => {
 		expect(second.chunks).toEqual(['once', 'twice']);
 	});
 
+	it('create and delete in the same tick leave neither a subscription nor a liveness key', async () => {
+		const gone = recorder();
+		await Promise.all([a.create('tick1', gone), a.delete('tick1')]);
+		await eventually(async () => {
+			const subs = await redis.pubSubNumSub(['session:tick1']);
+			return subs['session:tick1'] === 0 && (await redis.exists('available:session:tick1')) === 0;
+		}, 5000, 'nothing left of tick1');
+		expect(await b.has('tick1')).toBe(false);
+		expect(gone.closed).toBe(true);
+	});
+
 	it('unknown ids are dropped silently and an empty list sends nothing', async () => {
 		await expect(b.send(['nobody-here'], 'x')).resolves.toBeUndefined();
 		await expect(b.send([], 'x')).resolves.toBeUndefined();

@@ -208,6 +208,15 @@ class Link {
 	}
 
 	/**
+	 * Fails one call answered by the native side that could not be handed over.
+	 * @param {number} id
+	 * @param {unknown} error
+	 */
+	fail(id, error) {
+		this.#settle(id, error instanceof Error ? error.message : String(error), true);
+	}
+
+	/**
 	 * Calls that will never be answered (the socket broke, or Redis refused it).
 	 * @param {ArrayLike<number>} ids
 	 * @param {string} message

@@ -57,15 +57,13 @@ export declare class NativeStreams {
   /** `on_deliver(bytes, entries)` receives batched messages, closes and problems. */
   constructor(client: NativeClient, onDeliver: (arg0: Buffer, arg1: Uint32Array) => void)
   /**
-   * Starts receiving for `id` into controller `token`; answers `call` of the client
-   * when the subscription is live.
+   * Applies the session changes of one tick, in order: `changes` holds
+   * `[kind, call or forget, token]` triples (kind 0 creates: start receiving for the id
+   * into controller `token` and answer `call` when the subscription is live; kind 1
+   * drops: stop receiving if `token` still owns the id, `forget` also drops its liveness
+   * key), and `ids` their session ids.
    */
-  create(call: number, id: string, token: number): void
-  /**
-   * Stops receiving for `id` if `token` still owns it; `forget` also drops its
-   * liveness key.
-   */
-  dropLocal(id: string, token: number, forget: boolean): void
+  apply(changes: Uint32Array, ids: Array<string>): void
   /** Ends every local session and the background tasks; answers `call` when done. */
   close(call: number): boolean
 }

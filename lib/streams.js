@@ -3,6 +3,10 @@
 const { inspect } = require('node:util');
 const { NativeStreams } = require('./native.cjs');
 const { Link } = require('./link.js');
+
+// Change kinds of NativeStreams.apply (src/lib.rs).
+const CREATE = 0;
+const DROP = 1;
 const { normalizeOptions, checkId, checkUrl, describe } = require('./options.js');
 const wire = require('./wire.js');
 
@@ -27,6 +31,10 @@ class RedisStreamSessionManager {
 	/** @type {Map<number, LocalSession>} */
 	#byToken = new Map();
 	#nextToken = 1;
+	/** Session changes of this tick, as `[kind, call or forget, token]` triples. @type {number[]} */
+	#changes = [];
+	/** @type {string[]} */
+	#changeIds = [];
 	/** @type {Promise<void> | undefined} */
 	#closing;
 	#holding = false;
@@ -68,7 +76,7 @@ class RedisStreamSessionManager {
 		this.#byId.set(id, session);
 		this.#byToken.set(session.token, session);
 		this.#syncHold();
-		this.#native.create(call, id, session.token);
+		this.#change(CREATE, call, session.token, id);
 		if (previous) {
 			// One stream per id and instance: the newer one replaces the older.
 			this.#byToken.delete(previous.token);
@@ -92,7 +100,7 @@ class RedisStreamSessionManager {
 		const session = this.#byId.get(id);
 		if (session) {
 			this.#forget(session);
-			this.#native.dropLocal(id, session.token, false);
+			this.#change(DROP, 0, session.token, id);
 			closeQuietly(session.controller);
 		}
 		await this.#link.call(wire.STREAM_DELETE, [id], `Could not delete stream session ${id}`);
@@ -140,6 +148,8 @@ class RedisStreamSessionManager {
 
 	async #close() {
 		const { id: call, promise } = this.#link.track('Could not close the stream session manager');
+		// Changes of this tick go first, so close() sees every session created before it.
+		this.#applyChanges();
 		const sessions = [...this.#byId.values()];
 		this.#byId.clear();
 		this.#byToken.clear();
@@ -187,13 +197,43 @@ class RedisStreamSessionManager {
 	}
 
 	/**
+	 * Queues a session change; the changes of one tick reach Redis together (one
+	 * SUBSCRIBE for every creation, one UNSUBSCRIBE for every end).
+	 * @param {number} kind CREATE or DROP
+	 * @param {number} callOrForget
+	 * @param {number} token
+	 * @param {string} id
+	 */
+	#change(kind, callOrForget, token, id) {
+		if (this.#changes.length === 0) setImmediate(this.#applyChanges);
+		this.#changes.push(kind, callOrForget, token);
+		this.#changeIds.push(id);
+	}
+
+	#applyChanges = () => {
+		if (this.#changes.length === 0) return;
+		const changes = Uint32Array.from(this.#changes);
+		const ids = this.#changeIds;
+		this.#changes = [];
+		this.#changeIds = [];
+		try {
+			this.#native.apply(changes, ids);
+		} catch (error) {
+			// Closed meanwhile: creations fail like any call after close().
+			for (let i = 0; i < changes.length; i += 3) {
+				if (changes[i] === CREATE) this.#link.fail(changes[i + 1], error);
+			}
+		}
+	};
+
+	/**
 	 * A controller that cannot take data any more ends its session here (not elsewhere).
 	 * @param {LocalSession} session
 	 * @param {unknown} error
 	 */
 	#endLocally(session, error) {
 		this.#forget(session);
-		this.#native.dropLocal(session.id, session.token, true);
+		this.#change(DROP, 1, session.token, session.id);
 		const reason = error instanceof Error ? error.message : String(error);
 		this.#link.reporter.report(
 			new Error(`Stream of session ${session.id} no longer accepts data (${reason}); ended it locally`),

@@ -13,7 +13,7 @@ use napi::threadsafe_function::{ThreadsafeFunction, ThreadsafeFunctionCallMode};
 use napi::Status;
 
 /// The successful result of one call, as JavaScript sees it.
-#[derive(Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq)]
 pub enum Reply {
     Nil,
     Text(String),
@@ -24,7 +24,7 @@ pub enum Reply {
 }
 
 /// One value of a [`Reply::Fields`]: JavaScript sees a string, `null`, or `{ error }`.
-#[derive(Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq)]
 pub enum Field {
     Missing,
     Text(String),

@@ -43,7 +43,10 @@ use delivery::{CompletionBatch, Completions, Deliveries, Reply};
 use error::{js_error, js_type_error};
 use redis::ConnectionAddr;
 use requests::{Args, RequestProtocol};
-use stream_sessions::StreamSessions;
+use stream_sessions::{Change, StreamSessions};
+
+/// Change kind of `NativeStreams.apply` that creates a session.
+const CREATE: u32 = 0;
 
 /// Installs the TLS crypto provider once per process, before any connection.
 #[napi_derive::module_init]
@@ -316,25 +319,35 @@ impl NativeStreams {
         })
     }
 
-    /// Starts receiving for `id` into controller `token`; answers `call` of the client
-    /// when the subscription is live.
+    /// Applies the session changes of one tick, in order: `changes` holds
+    /// `[kind, call or forget, token]` triples (kind 0 creates: start receiving for the id
+    /// into controller `token` and answer `call` when the subscription is live; kind 1
+    /// drops: stop receiving if `token` still owns the id, `forget` also drops its liveness
+    /// key), and `ids` their session ids.
     #[napi]
-    pub fn create(&self, call: u32, id: String, token: u32) -> napi::Result<()> {
+    pub fn apply(&self, changes: Uint32Array, ids: Vec<String>) -> napi::Result<()> {
         let guard = self.sessions.lock().unwrap();
         let sessions = guard
             .as_ref()
             .ok_or_else(|| js_error("the session manager is closed"))?;
-        within_runtime_if_available(|| sessions.create(call, id, token));
+        let changes = changes
+            .chunks_exact(3)
+            .zip(ids)
+            .map(|(c, id)| match c[0] {
+                CREATE => Change::Create {
+                    call: c[1],
+                    id,
+                    token: c[2],
+                },
+                _ => Change::Drop {
+                    id,
+                    token: c[2],
+                    forget: c[1] != 0,
+                },
+            })
+            .collect();
+        within_runtime_if_available(|| sessions.apply(changes));
         Ok(())
-    }
-
-    /// Stops receiving for `id` if `token` still owns it; `forget` also drops its
-    /// liveness key.
-    #[napi]
-    pub fn drop_local(&self, id: String, token: u32, forget: bool) {
-        if let Some(sessions) = self.sessions.lock().unwrap().as_ref() {
-            within_runtime_if_available(|| sessions.drop_local(&id, token, forget));
-        }
     }
 
     /// Ends every local session and the background tasks; answers `call` when done.

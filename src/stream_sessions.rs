@@ -16,7 +16,7 @@ use tokio::task::JoinHandle;
 
 use crate::commands::{connection_manager, until_connected, Commands, Encoded, ScanJob, Shape};
 use crate::config::NativeOptions;
-use crate::delivery::{Deliveries, DeliveryBatch, DeliveryKind, Reply};
+use crate::delivery::{CompletionBatch, Deliveries, DeliveryBatch, DeliveryKind, Reply};
 use crate::error::describe_redis_error;
 use crate::keys::{Channel, Keys};
 use crate::requests::Resp;
@@ -77,6 +77,20 @@ pub fn encode(
         }
         _ => return None,
     })
+}
+
+/// One change to the local sessions, as JavaScript asked.
+pub enum Change {
+    Create {
+        call: u32,
+        id: String,
+        token: u32,
+    },
+    Drop {
+        id: String,
+        token: u32,
+        forget: bool,
+    },
 }
 
 /// State shared between the calls and the background tasks.
@@ -140,12 +154,60 @@ impl StreamSessions {
         })
     }
 
-    /// Registers `id` → `token` (replacing an older token for the same id), subscribes,
-    /// marks the session live, then answers `call`.
-    pub fn create(&self, call: u32, id: String, token: u32) {
-        self.shared.local.lock().unwrap().insert(id.clone(), token);
+    /// Applies the session changes of one JavaScript tick, in order: one SUBSCRIBE and
+    /// one pipeline of liveness keys for all creations, one UNSUBSCRIBE for all ends.
+    /// Each creation's `call` is answered once its subscription is live.
+    pub fn apply(&self, changes: Vec<Change>) {
+        let mut created: Vec<(u32, String, u32)> = Vec::new();
+        let mut ended: Vec<String> = Vec::new();
+        let mut forgotten: Vec<String> = Vec::new();
+        {
+            let mut local = self.shared.local.lock().unwrap();
+            for change in changes {
+                match change {
+                    // Replaces an older token for the same id.
+                    Change::Create { call, id, token } => {
+                        local.insert(id.clone(), token);
+                        created.push((call, id, token));
+                    }
+                    Change::Drop { id, token, forget } => {
+                        if local.get(&id) == Some(&token) {
+                            local.remove(&id);
+                            if forget {
+                                forgotten.push(id.clone());
+                            }
+                            ended.push(id);
+                        }
+                    }
+                }
+            }
+            // A session re-created in the same tick keeps its channels. Creations ended
+            // in the same tick still subscribe (their callers get Redis's answer); the
+            // creation task then ends them (see `start_sessions`).
+            ended.retain(|id| !local.contains_key(id));
+        }
+        if !ended.is_empty() {
+            end_sessions(
+                self.commands.clone(),
+                self.subscriber.clone(),
+                self.deliveries.clone(),
+                ended,
+                forgotten,
+            );
+        }
+        if !created.is_empty() {
+            self.start_sessions(created);
+        }
+    }
+
+    /// Subscribes and marks live the sessions created in one tick, then answers them.
+    fn start_sessions(&self, created: Vec<(u32, String, u32)>) {
         let keys = self.commands.keys().clone();
-        let mut channels = vec![keys.session_channel(&id), keys.delete_channel(&id)];
+        let mut channels = Vec::with_capacity(created.len() * 2 + 1);
+        for (_, id, _) in &created {
+            channels.push(keys.session_channel(id));
+            channels.push(keys.delete_channel(id));
+        }
         let with_broadcast = !self
             .shared
             .broadcast_subscribed
@@ -153,36 +215,38 @@ impl StreamSessions {
         if with_broadcast {
             channels.push(keys.broadcast_channel());
         }
+        let mut mark_live = Pipeline::new();
+        for (_, id, _) in &created {
+            mark_live
+                .cmd("SET")
+                .arg(keys.alive(id))
+                .arg("active")
+                .arg("EX")
+                .arg(self.commands.options().session_ttl_seconds)
+                .ignore();
+        }
         let subscriber = self.subscriber.clone();
         let connection = self.commands.connection();
         let options = self.commands.options().clone();
         let shared = self.shared.clone();
         let completions = self.commands.completions().clone();
+        let commands = self.commands.clone();
+        let deliveries = self.deliveries.clone();
         tokio::spawn(async move {
             let deadline = tokio::time::Instant::now() + options.command_timeout();
             // Subscribe and mark live concurrently: one round trip instead of two.
-            let alive = keys.alive(&id);
             let subscribe = until_connected(deadline, || {
                 let mut subscriber = subscriber.clone();
                 let channels = &channels;
                 async move { subscriber.subscribe(channels).await }
             });
-            let mark_live = until_connected(deadline, || {
+            let marked = until_connected(deadline, || {
                 let mut connection = connection.clone();
-                let alive = &alive;
-                let ttl = options.session_ttl_seconds;
-                async move {
-                    redis::cmd("SET")
-                        .arg(alive)
-                        .arg("active")
-                        .arg("EX")
-                        .arg(ttl)
-                        .query_async::<()>(&mut connection)
-                        .await
-                }
+                let mark_live = &mark_live;
+                async move { mark_live.query_async::<()>(&mut connection).await }
             });
             let work = async {
-                let (subscribed, marked) = tokio::join!(subscribe, mark_live);
+                let (subscribed, marked) = tokio::join!(subscribe, marked);
                 match (subscribed?, marked?) {
                     (Err(e), _) | (_, Err(e)) => Ok::<_, tokio::time::error::Elapsed>(Err(e)),
                     _ => Ok(Ok(())),
@@ -196,47 +260,47 @@ impl StreamSessions {
                     options.command_timeout_ms
                 )),
             };
-            if outcome.is_err() {
+            if outcome.is_ok() {
+                // Sessions ended while their subscription was on its way (an end may
+                // overtake it): end them again now that it is in place.
+                let gone: Vec<String> = {
+                    let local = shared.local.lock().unwrap();
+                    created
+                        .iter()
+                        .filter(|(_, id, _)| !local.contains_key(id))
+                        .map(|(_, id, _)| id.clone())
+                        .collect()
+                };
+                if !gone.is_empty() {
+                    end_sessions(commands, subscriber, deliveries, gone.clone(), gone);
+                }
+            } else {
                 if with_broadcast {
                     shared.broadcast_subscribed.store(false, Ordering::SeqCst);
                 }
-                // The key may have been written while the subscription failed.
+                // The keys may have been written while the subscription failed.
+                let mut undo = Pipeline::new();
+                for (_, id, _) in &created {
+                    undo.cmd("DEL").arg(keys.alive(id)).ignore();
+                }
                 let _ = tokio::time::timeout(
                     options.command_timeout(),
-                    redis::cmd("DEL")
-                        .arg(&alive)
-                        .query_async::<()>(&mut connection.clone()),
+                    undo.query_async::<()>(&mut connection.clone()),
                 )
                 .await;
                 let mut local = shared.local.lock().unwrap();
-                if local.get(&id) == Some(&token) {
-                    local.remove(&id);
+                for (_, id, token) in &created {
+                    if local.get(id) == Some(token) {
+                        local.remove(id);
+                    }
                 }
             }
-            completions.one(call, outcome);
-        });
-    }
-
-    /// Stops receiving for `id` here if `token` still owns it. With `forget`, also
-    /// removes its liveness key (the stream died locally and nobody else holds it).
-    pub fn drop_local(&self, id: &str, token: u32, forget: bool) {
-        let removed = {
-            let mut local = self.shared.local.lock().unwrap();
-            let owned = local.get(id) == Some(&token);
-            if owned {
-                local.remove(id);
+            let mut answers = CompletionBatch::default();
+            for (call, _, _) in &created {
+                answers.push(*call, outcome.clone());
             }
-            owned
-        };
-        if removed {
-            end_locally(
-                self.commands.clone(),
-                self.subscriber.clone(),
-                self.deliveries.clone(),
-                vec![id.to_string()],
-                forget,
-            );
-        }
+            completions.send(answers);
+        });
     }
 
     /// Drops every local session (their liveness keys too) and stops the background
@@ -287,13 +351,13 @@ impl Drop for StreamSessions {
     }
 }
 
-/// Unsubscribes ended sessions and, with `forget`, deletes their liveness keys.
-fn end_locally(
+/// Unsubscribes ended sessions and deletes the liveness keys of `forgotten` ones.
+fn end_sessions(
     commands: Arc<Commands>,
     mut subscriber: ConnectionManager,
     deliveries: Arc<Deliveries>,
     ids: Vec<String>,
-    forget: bool,
+    forgotten: Vec<String>,
 ) {
     tokio::spawn(async move {
         let keys = commands.keys().clone();
@@ -304,9 +368,9 @@ fn end_locally(
             .collect();
         let work = async {
             subscriber.unsubscribe(&channels).await?;
-            if forget {
+            if !forgotten.is_empty() {
                 let mut pipe = Pipeline::new();
-                for id in &ids {
+                for id in &forgotten {
                     pipe.cmd("DEL").arg(keys.alive(id)).ignore();
                 }
                 pipe.query_async::<()>(&mut commands.connection()).await?;
@@ -346,12 +410,12 @@ async fn receive(
         }
         deliveries.send(batch);
         if !ended.is_empty() {
-            end_locally(
+            end_sessions(
                 commands.clone(),
                 subscriber.clone(),
                 deliveries.clone(),
+                ended.clone(),
                 ended,
-                true,
             );
         }
     }
