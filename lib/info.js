@@ -41,6 +41,16 @@ class RedisInfoSessionManager {
 	 * @type {Map<string, { read: Promise<(string | null | { error: string })[]>, used: boolean[] }>}
 	 */
 	#snapshots = new Map();
+	/** Answered snapshots to forget at the next sweep, as `id, entry` pairs. @type {any[]} */
+	#stale = [];
+
+	#sweep = () => {
+		const stale = this.#stale;
+		this.#stale = [];
+		for (let i = 0; i < stale.length; i += 2) {
+			if (this.#snapshots.get(stale[i]) === stale[i + 1]) this.#snapshots.delete(stale[i]);
+		}
+	};
 
 	/**
 	 * @param {string} redisUrl
@@ -195,8 +205,13 @@ class RedisInfoSessionManager {
 			const fresh = { read, used: [false, false, false] };
 			entry = fresh;
 			this.#snapshots.set(id, fresh);
-			const forget = () => setImmediate(() => this.#snapshots.get(id) === fresh && this.#snapshots.delete(id));
-			read.then(forget, forget);
+			// A snapshot serves the getters until the loop turn after its reply; one
+			// sweep per turn forgets every snapshot answered in it.
+			const settled = () => {
+				if (this.#stale.length === 0) setImmediate(this.#sweep);
+				this.#stale.push(id, fresh);
+			};
+			read.then(settled, settled);
 		}
 		entry.used[field] = true;
 		const value = (await entry.read)[field];
