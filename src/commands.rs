@@ -45,10 +45,16 @@ pub struct Encoded {
 }
 
 impl Encoded {
+    /// A write of `count` commands.
     pub fn done(count: usize) -> Self {
+        Self::read(count, Shape::Done)
+    }
+
+    /// `count` commands whose replies are read as `shape`.
+    pub fn read(count: usize, shape: Shape) -> Self {
         Encoded {
             count,
-            shape: Shape::Done,
+            shape,
             scan: None,
         }
     }

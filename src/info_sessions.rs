@@ -43,11 +43,7 @@ pub fn encode(
             out.command(&[b"GET", keys.client_info(id).as_bytes()]);
             out.command(&[b"GET", keys.client_capabilities(id).as_bytes()]);
             out.command(&[b"GET", keys.log_level(id).as_bytes()]);
-            Encoded {
-                count: 3,
-                shape: Shape::Session,
-                scan: None,
-            }
+            Encoded::read(3, Shape::Session)
         }
         (SET_CLIENT_INFO, [id, json]) => {
             out.command(&[b"SET", keys.client_info(id).as_bytes(), json.as_bytes()]);
@@ -64,11 +60,7 @@ pub fn encode(
         }
         (GET_SUBSCRIPTIONS, [uri]) => {
             out.command(&[b"SMEMBERS", keys.subscriptions(uri).as_bytes()]);
-            Encoded {
-                count: 1,
-                shape: Shape::Members,
-                scan: None,
-            }
+            Encoded::read(1, Shape::Members)
         }
         // Both directions: the set upstream reads, and our reverse index for delete.
         (ADD_SUBSCRIPTION | REMOVE_SUBSCRIPTION, [id, uri]) => {

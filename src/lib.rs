@@ -14,8 +14,9 @@
 //! * [`delivery`]: batched crossings back to JavaScript;
 //! * [`error`]: error text (never with credentials).
 
-// The request path allocates per call on the tokio thread; glibc malloc showed up in
-// profiles, and mimalloc raised 64-in-flight set+get by ~15 % in bench/ (quick runs).
+// The pub/sub side allocates per message on the tokio thread. mimalloc raised 64-in-flight
+// set+get by ~15 % when requests still ran there, and kept encoding faster than glibc in a
+// micro-benchmark; the request path itself now reuses its buffers.
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
@@ -57,8 +58,9 @@ fn init() {
     ONCE.call_once(|| {
         // Err means another addon already installed one: that one serves as well.
         let _ = rustls::crypto::ring::default_provider().install_default();
-        // One worker: the dispatcher and the connection tasks hand work to each other on
-        // the same thread instead of waking another one (measured with bench/).
+        // One worker: the subscriber, its receive loop and the background tasks hand work
+        // to each other on the same thread instead of waking another one (measured with
+        // bench/ when requests still ran here).
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(RUNTIME_WORKERS)
             .thread_name("tmcp-redis")

@@ -43,11 +43,7 @@ pub fn encode(
         // Whether `available:session:{id}` exists.
         (HAS, [id]) => {
             out.command(&[b"EXISTS", keys.alive(id).as_bytes()]);
-            Encoded {
-                count: 1,
-                shape: Shape::Exists,
-                scan: None,
-            }
+            Encoded::read(1, Shape::Exists)
         }
         // `data` to `session:{id}` for each id, in order.
         (PUBLISH, [data, ids @ ..]) => {
