@@ -5,6 +5,8 @@ const tls = require('node:tls');
 
 const RETRY_FIRST_MS = 100;
 const RETRY_MAX_MS = 1000;
+/** Added to the id of a failed call in the answers of `decode` (src/lib.rs `Answers`). */
+const FAILED = 2 ** 32;
 /** Failures to reach the server at all (retried), as opposed to TLS refusing it. */
 const NETWORK_ERRORS = /ECONNREFUSED|ECONNRESET|ENOTFOUND|EAI_AGAIN|EHOSTUNREACH|ENETUNREACH|timed out/;
 
@@ -40,7 +42,7 @@ class Connection {
 	 * @param {any} native the NativeClient
 	 * @param {{ connectTimeout: number, tls?: { ca?: string, cert?: string, key?: string } }} options
 	 * @param {{
-	 *   answer: (ids: Uint32Array, replies: unknown[], failed: Uint32Array) => void,
+	 *   answer: (answers: unknown[]) => void,
 	 *   lose: (ids: ArrayLike<number>, message: string) => void,
 	 *   isPending: (id: number) => boolean,
 	 * }} handlers
@@ -180,13 +182,12 @@ class Connection {
 		}
 		if (!this.#ready) {
 			// Before ready only the handshake (call 0) is in flight.
-			const [, replies, failed] = answered;
-			if (failed.length > 0) this.#refused(socket, String(replies[0]));
+			if (answered.length > 0 && answered[0] >= FAILED) this.#refused(socket, String(answered[1]));
 			else if (this.#native.idle) this.#becomeReady();
 			if (this.#closing) this.#endIfDone();
 			return;
 		}
-		if (answered[0].length > 0) this.#handlers.answer(...answered);
+		if (answered.length > 0) this.#handlers.answer(answered);
 		if (this.#closing) this.#endIfDone();
 	}
 

@@ -5,6 +5,8 @@ const { Connection } = require('./connection.js');
 const { nativeOptions } = require('./options.js');
 
 const WARN_EVERY_MS = 10_000;
+/** Offset of a failed call's id in the socket's answers (src/lib.rs `Answers`). */
+const FAILED = 2 ** 32;
 const noop = () => {};
 
 /**
@@ -107,7 +109,7 @@ class Link {
 		}
 		// The socket's listeners reach `this` weakly too, for the same reason.
 		this.#connection = new Connection(this.#native, options, {
-			answer: (ids, replies, failed) => self.deref()?.#complete(ids, replies, failed),
+			answer: (answers) => self.deref()?.#answer(answers),
 			lose: (ids, message) => self.deref()?.#lose(ids, message),
 			isPending: (id) => self.deref()?.#pending.has(id) ?? false,
 		});
@@ -209,6 +211,19 @@ class Link {
 			}
 		} catch (error) {
 			this.reporter.report(error);
+		}
+	}
+
+	/**
+	 * Settles the calls of one read from the socket: `[id, reply, …]`, where the id of a
+	 * failed call is offset by 2^32 and its reply is the message.
+	 * @param {unknown[]} answers
+	 */
+	#answer(answers) {
+		for (let i = 0; i < answers.length; i += 2) {
+			const id = /** @type {number} */ (answers[i]);
+			if (id >= FAILED) this.#settle(id - FAILED, answers[i + 1], true);
+			else this.#settle(id, answers[i + 1], false);
 		}
 	}
 

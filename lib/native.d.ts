@@ -42,10 +42,10 @@ export declare class NativeClient {
   /** Copies the last encoded batch into `scratch` (large enough, see `encode`). */
   copyEncoded(scratch: Buffer): number
   /**
-   * Feeds bytes read from the socket; returns `[ids, replies, failedIndexes]` of the
-   * calls they complete. Throws if Redis breaks the protocol (drop the socket then).
+   * Feeds bytes read from the socket; returns the answers of the calls they complete
+   * (see [`Answers`]). Throws if Redis breaks the protocol (drop the socket then).
    */
-  decode(chunk: Uint8Array): [Uint32Array, unknown[], Uint32Array]
+  decode(chunk: Uint8Array): unknown[]
   /** Whether every written call has been answered. */
   get idle(): boolean
   /** The URL with its password masked. */

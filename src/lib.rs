@@ -33,7 +33,7 @@ use std::sync::{Arc, Mutex};
 
 use napi::bindgen_prelude::{
     within_runtime_if_available, Buffer, BufferSlice, FnArgs, FromNapiValue, Function, ToNapiValue,
-    TypeName, Uint32Array, ValidateNapiValue, ValueType,
+    TypeName, Uint32Array, Uint32ArraySlice, ValidateNapiValue, ValueType,
 };
 use napi::{check_status, sys};
 use napi_derive::napi;
@@ -175,13 +175,34 @@ impl JsArgs {
 }
 
 /// Replies of the calls one read completed: `[ids, replies, failedIndexes]`.
+///
+/// One flat array `[id, reply, id, reply, …]`; a failed call's id is offset by 2^32 and its
+/// reply is the message. One array per read: a pair of typed arrays (external buffers
+/// with finalizers) cost more than the whole answer when a read completes one call.
 pub struct Answers(CompletionBatch);
+
+/// Added to the id of a failed call in [`Answers`].
+const FAILED: f64 = 4_294_967_296.0;
 
 impl ToNapiValue for Answers {
     unsafe fn to_napi_value(env: sys::napi_env, val: Self) -> napi::Result<sys::napi_value> {
         let (ids, replies, failed) = val.0.into_parts();
-        let tuple = (Uint32Array::new(ids), replies, Uint32Array::new(failed));
-        <(Uint32Array, Vec<Reply>, Uint32Array)>::to_napi_value(env, tuple)
+        let mut array = std::ptr::null_mut();
+        check_status!(sys::napi_create_array_with_length(
+            env,
+            ids.len() * 2,
+            &mut array
+        ))?;
+        let mut failed = failed.into_iter().peekable();
+        for (i, (id, reply)) in ids.into_iter().zip(replies).enumerate() {
+            let is_failed = failed.next_if_eq(&(i as u32)).is_some();
+            let id = f64::from(id) + if is_failed { FAILED } else { 0.0 };
+            let id = f64::to_napi_value(env, id)?;
+            check_status!(sys::napi_set_element(env, array, (i * 2) as u32, id))?;
+            let reply = Reply::to_napi_value(env, reply)?;
+            check_status!(sys::napi_set_element(env, array, (i * 2 + 1) as u32, reply))?;
+        }
+        Ok(array)
     }
 }
 
@@ -250,7 +271,7 @@ impl NativeClient {
     #[napi]
     pub fn encode(
         &mut self,
-        calls: Uint32Array,
+        calls: Uint32ArraySlice<'_>,
         args: JsArgs,
         mut scratch: BufferSlice<'_>,
     ) -> napi::Result<u32> {
@@ -271,9 +292,9 @@ impl NativeClient {
         n as u32
     }
 
-    /// Feeds bytes read from the socket; returns `[ids, replies, failedIndexes]` of the
-    /// calls they complete. Throws if Redis breaks the protocol (drop the socket then).
-    #[napi(ts_return_type = "[Uint32Array, unknown[], Uint32Array]")]
+    /// Feeds bytes read from the socket; returns the answers of the calls they complete
+    /// (see [`Answers`]). Throws if Redis breaks the protocol (drop the socket then).
+    #[napi(ts_return_type = "unknown[]")]
     pub fn decode(&mut self, chunk: &[u8]) -> napi::Result<Answers> {
         let mut answers = CompletionBatch::default();
         self.protocol
@@ -327,7 +348,7 @@ impl NativeStreams {
     /// drops: stop receiving if `token` still owns the id, `forget` also drops its liveness
     /// key), and `ids` their session ids.
     #[napi]
-    pub fn apply(&self, changes: Uint32Array, ids: Vec<String>) -> napi::Result<()> {
+    pub fn apply(&self, changes: Uint32ArraySlice<'_>, ids: Vec<String>) -> napi::Result<()> {
         let guard = self.sessions.lock().unwrap();
         let sessions = guard
             .as_ref()
