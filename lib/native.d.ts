@@ -18,7 +18,7 @@ export declare class NativeClient {
    * `on_complete(ids, replies, failedIndexes)` answers calls finished on the tokio side
    * (stream creation, close, scans).
    */
-  constructor(url: string, options: NativeOptions, onComplete: (arg0: Uint32Array, arg1: Array<Reply>, arg2: Uint32Array) => void)
+  constructor(url: string, options: NativeOptions, onComplete: (ids: Uint32Array, replies: unknown[], failedIndexes: Uint32Array) => void)
   /** Where to connect the command socket. */
   endpoint(): Endpoint
   /**
@@ -38,7 +38,7 @@ export declare class NativeClient {
    * `copyEncoded` with a larger buffer). Malformed calls are answered through the
    * completion callback.
    */
-  encode(calls: Uint32Array, args: JsArgs, scratch: Buffer): number
+  encode(calls: Uint32Array, args: string[], scratch: Buffer): number
   /** Copies the last encoded batch into `scratch` (large enough, see `encode`). */
   copyEncoded(scratch: Buffer): number
   /**
@@ -55,7 +55,7 @@ export declare class NativeClient {
 /** The pub/sub side of a stream manager, built on a [`NativeClient`]. */
 export declare class NativeStreams {
   /** `on_deliver(bytes, entries)` receives batched messages, closes and problems. */
-  constructor(client: NativeClient, onDeliver: (arg0: Buffer, arg1: Uint32Array) => void)
+  constructor(client: NativeClient, onDeliver: (bytes: Buffer, entries: Uint32Array) => void)
   /**
    * Applies the session changes of one tick, in order: `changes` holds
    * `[kind, call or forget, token]` triples (kind 0 creates: start receiving for the id

@@ -7,10 +7,91 @@
 //! The JavaScript callbacks never throw: they catch and report to `onError`, because a
 //! throw from a threadsafe callback would be fatal to the process.
 
-use napi::bindgen_prelude::{Buffer, FnArgs, Function, Null, ToNapiValue, Uint32Array};
+use napi::bindgen_prelude::{
+    Buffer, FnArgs, Function, Null, ToNapiValue, TypeName, Uint32Array, ValueType,
+};
+use napi::check_status;
 use napi::sys;
 use napi::threadsafe_function::{ThreadsafeFunction, ThreadsafeFunctionCallMode};
 use napi::Status;
+
+/// Below this size, data crosses as a copy in memory V8 owns: no finalizer runs later.
+/// Above it, the allocation is handed over without a copy (external memory).
+const COPY_BELOW: usize = 64 * 1024;
+
+/// Bytes for JavaScript, as a `Buffer`.
+pub struct Bytes(pub Vec<u8>);
+
+impl TypeName for Bytes {
+    fn type_name() -> &'static str {
+        "Buffer"
+    }
+
+    fn value_type() -> ValueType {
+        ValueType::Object
+    }
+}
+
+impl ToNapiValue for Bytes {
+    unsafe fn to_napi_value(env: sys::napi_env, val: Self) -> napi::Result<sys::napi_value> {
+        if val.0.len() >= COPY_BELOW {
+            return Buffer::to_napi_value(env, Buffer::from(val.0));
+        }
+        let mut data = std::ptr::null_mut();
+        let mut buffer = std::ptr::null_mut();
+        check_status!(sys::napi_create_buffer_copy(
+            env,
+            val.0.len(),
+            val.0.as_ptr().cast(),
+            &mut data,
+            &mut buffer
+        ))?;
+        Ok(buffer)
+    }
+}
+
+/// Numbers for JavaScript, as a `Uint32Array`.
+pub struct Words(pub Vec<u32>);
+
+impl TypeName for Words {
+    fn type_name() -> &'static str {
+        "Uint32Array"
+    }
+
+    fn value_type() -> ValueType {
+        ValueType::Object
+    }
+}
+
+impl ToNapiValue for Words {
+    unsafe fn to_napi_value(env: sys::napi_env, val: Self) -> napi::Result<sys::napi_value> {
+        let size = val.0.len() * 4;
+        if size >= COPY_BELOW {
+            return Uint32Array::to_napi_value(env, Uint32Array::new(val.0));
+        }
+        let mut data = std::ptr::null_mut();
+        let mut buffer = std::ptr::null_mut();
+        check_status!(sys::napi_create_arraybuffer(
+            env,
+            size,
+            &mut data,
+            &mut buffer
+        ))?;
+        if size > 0 {
+            std::ptr::copy_nonoverlapping(val.0.as_ptr().cast::<u8>(), data.cast::<u8>(), size);
+        }
+        let mut array = std::ptr::null_mut();
+        check_status!(sys::napi_create_typedarray(
+            env,
+            sys::TypedarrayType::uint32_array,
+            val.0.len(),
+            buffer,
+            0,
+            &mut array
+        ))?;
+        Ok(array)
+    }
+}
 
 /// The successful result of one call, as JavaScript sees it.
 #[derive(Clone, Debug, PartialEq)]
@@ -91,7 +172,7 @@ impl CompletionBatch {
     }
 }
 
-type CompletionArgs = FnArgs<(Uint32Array, Vec<Reply>, Uint32Array)>;
+pub type CompletionArgs = FnArgs<(Words, Vec<Reply>, Words)>;
 type CompletionFn = ThreadsafeFunction<CompletionBatch, (), CompletionArgs, Status, false, true>;
 
 /// Resolves JavaScript promises: `(ids, replies, failedIndexes) => void`.
@@ -109,11 +190,7 @@ impl Completions {
                     replies,
                     failed,
                 } = ctx.value;
-                Ok(FnArgs::from((
-                    Uint32Array::new(ids),
-                    replies,
-                    Uint32Array::new(failed),
-                )))
+                Ok(FnArgs::from((Words(ids), replies, Words(failed))))
             })?;
         Ok(Completions(tsfn))
     }
@@ -175,7 +252,7 @@ impl DeliveryBatch {
     }
 }
 
-type DeliveryArgs = FnArgs<(Buffer, Uint32Array)>;
+pub type DeliveryArgs = FnArgs<(Bytes, Words)>;
 type DeliveryFn = ThreadsafeFunction<DeliveryBatch, (), DeliveryArgs, Status, false, true>;
 
 /// Feeds stream controllers: `(bytes, entries) => void`.
@@ -189,10 +266,7 @@ impl Deliveries {
             .weak::<true>()
             .build_callback(|ctx| {
                 let DeliveryBatch { bytes, entries } = ctx.value;
-                Ok(FnArgs::from((
-                    Buffer::from(bytes),
-                    Uint32Array::new(entries),
-                )))
+                Ok(FnArgs::from((Bytes(bytes), Words(entries))))
             })?;
         Ok(Deliveries(tsfn))
     }

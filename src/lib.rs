@@ -32,15 +32,17 @@ mod stream_sessions;
 use std::sync::{Arc, Mutex};
 
 use napi::bindgen_prelude::{
-    within_runtime_if_available, Buffer, BufferSlice, FnArgs, FromNapiValue, Function, ToNapiValue,
-    TypeName, Uint32Array, Uint32ArraySlice, ValidateNapiValue, ValueType,
+    within_runtime_if_available, Buffer, BufferSlice, FromNapiValue, Function, ToNapiValue,
+    TypeName, Uint32ArraySlice, ValidateNapiValue, ValueType,
 };
 use napi::{check_status, sys};
 use napi_derive::napi;
 
 use commands::Commands;
 use config::{client_for, redact_url, NativeOptions};
-use delivery::{CompletionBatch, Completions, Deliveries, Reply};
+use delivery::{
+    CompletionArgs, CompletionBatch, Completions, Deliveries, DeliveryArgs, Reply, Words,
+};
 use error::{js_error, js_type_error};
 use redis::ConnectionAddr;
 use requests::{Args, RequestProtocol};
@@ -222,11 +224,14 @@ pub struct NativeClient {
 impl NativeClient {
     /// `on_complete(ids, replies, failedIndexes)` answers calls finished on the tokio side
     /// (stream creation, close, scans).
-    #[napi(constructor)]
+    #[napi(
+        constructor,
+        ts_args_type = "url: string, options: NativeOptions, onComplete: (ids: Uint32Array, replies: unknown[], failedIndexes: Uint32Array) => void"
+    )]
     pub fn new(
         url: String,
         options: NativeOptions,
-        on_complete: Function<'_, FnArgs<(Uint32Array, Vec<Reply>, Uint32Array)>, ()>,
+        on_complete: Function<'_, CompletionArgs, ()>,
     ) -> napi::Result<Self> {
         let client = client_for(&url, options.tls.as_ref()).map_err(js_type_error)?;
         let endpoint = Endpoint::of(client.get_connection_info()).map_err(js_type_error)?;
@@ -251,9 +256,9 @@ impl NativeClient {
 
     /// The socket broke: forgets what was in flight and returns those call ids (they
     /// will never be answered).
-    #[napi]
-    pub fn abandon(&mut self) -> Uint32Array {
-        Uint32Array::new(self.protocol.abandon())
+    #[napi(ts_return_type = "Uint32Array")]
+    pub fn abandon(&mut self) -> Words {
+        Words(self.protocol.abandon())
     }
 
     /// A new socket is connected: the handshake to write first (call id 0 answers it),
@@ -268,7 +273,7 @@ impl NativeClient {
     /// fit and returns their length either way (if it exceeds `scratch`, call
     /// `copyEncoded` with a larger buffer). Malformed calls are answered through the
     /// completion callback.
-    #[napi]
+    #[napi(ts_args_type = "calls: Uint32Array, args: string[], scratch: Buffer")]
     pub fn encode(
         &mut self,
         calls: Uint32ArraySlice<'_>,
@@ -325,10 +330,13 @@ pub struct NativeStreams {
 #[napi]
 impl NativeStreams {
     /// `on_deliver(bytes, entries)` receives batched messages, closes and problems.
-    #[napi(constructor)]
+    #[napi(
+        constructor,
+        ts_args_type = "client: NativeClient, onDeliver: (bytes: Buffer, entries: Uint32Array) => void"
+    )]
     pub fn new(
         client: &NativeClient,
-        on_deliver: Function<'_, FnArgs<(napi::bindgen_prelude::Buffer, Uint32Array)>, ()>,
+        on_deliver: Function<'_, DeliveryArgs, ()>,
     ) -> napi::Result<Self> {
         let redis_client = client.client.clone();
         let deliveries = Deliveries::new(&on_deliver)?;
