@@ -5,7 +5,7 @@ const tls = require('node:tls');
 
 const RETRY_FIRST_MS = 100;
 const RETRY_MAX_MS = 1000;
-/** Added to the id of a failed call in the answers of `decode` (src/lib.rs `Answers`). */
+/** Added to the id of a failed call in the answers of `decode` (src/delivery.rs `CompletionBatch`). */
 const FAILED = 2 ** 32;
 /** Failures to reach the server at all (retried), as opposed to TLS refusing it. */
 const NETWORK_ERRORS = /ECONNREFUSED|ECONNRESET|ENOTFOUND|EAI_AGAIN|EHOSTUNREACH|ENETUNREACH|timed out/;

@@ -5,7 +5,7 @@ const { Connection } = require('./connection.js');
 const { nativeOptions } = require('./options.js');
 
 const WARN_EVERY_MS = 10_000;
-/** Offset of a failed call's id in the socket's answers (src/lib.rs `Answers`). */
+/** Offset of a failed call's id in answers (src/delivery.rs `CompletionBatch`). */
 const FAILED = 2 ** 32;
 const noop = () => {};
 
@@ -99,9 +99,7 @@ class Link {
 		// idle, dropped manager can be garbage-collected.
 		const self = new WeakRef(this);
 		try {
-			this.#native = new NativeClient(url, nativeOptions(options), (ids, replies, failed) =>
-				self.deref()?.#complete(ids, replies, failed),
-			);
+			this.#native = new NativeClient(url, nativeOptions(options), (answers) => self.deref()?.#answer(answers));
 		} catch (error) {
 			const err = /** @type {Error & { code?: string }} */ (error);
 			// The native side flags bad input with InvalidArg; JS callers expect TypeError.
@@ -196,34 +194,21 @@ class Link {
 	};
 
 	/**
-	 * @param {Uint32Array} ids
-	 * @param {unknown[]} replies
-	 * @param {Uint32Array} failed indexes of replies that are error messages
-	 */
-	#complete(ids, replies, failed) {
-		// Runs from a threadsafe function: it must never throw.
-		try {
-			let f = 0;
-			for (let i = 0; i < ids.length; i++) {
-				const isError = f < failed.length && failed[f] === i;
-				if (isError) f++;
-				this.#settle(ids[i], replies[i], isError);
-			}
-		} catch (error) {
-			this.reporter.report(error);
-		}
-	}
-
-	/**
-	 * Settles the calls of one read from the socket: `[id, reply, …]`, where the id of a
-	 * failed call is offset by 2^32 and its reply is the message.
+	 * Settles answered calls: `[id, reply, …]`, where the id of a failed call is offset by
+	 * 2^32 and its reply is the message. Both the socket's reads and the native side's
+	 * callback deliver this; it never throws (a throw from a threadsafe function would be
+	 * fatal to the process).
 	 * @param {unknown[]} answers
 	 */
 	#answer(answers) {
-		for (let i = 0; i < answers.length; i += 2) {
-			const id = /** @type {number} */ (answers[i]);
-			if (id >= FAILED) this.#settle(id - FAILED, answers[i + 1], true);
-			else this.#settle(id, answers[i + 1], false);
+		try {
+			for (let i = 0; i < answers.length; i += 2) {
+				const id = /** @type {number} */ (answers[i]);
+				if (id >= FAILED) this.#settle(id - FAILED, answers[i + 1], true);
+				else this.#settle(id, answers[i + 1], false);
+			}
+		} catch (error) {
+			this.reporter.report(error);
 		}
 	}
 

@@ -15,10 +15,10 @@ export declare const __napiBindingTarget: 'native' | 'wasm32-wasi' | 'wasm32-was
  */
 export declare class NativeClient {
   /**
-   * `on_complete(ids, replies, failedIndexes)` answers calls finished on the tokio side
-   * (stream creation, close, scans).
+   * `on_complete(answers)` answers calls finished on the tokio side (stream creation,
+   * close, scans), in the format of `decode`.
    */
-  constructor(url: string, options: NativeOptions, onComplete: (ids: Uint32Array, replies: unknown[], failedIndexes: Uint32Array) => void)
+  constructor(url: string, options: NativeOptions, onComplete: (answers: unknown[]) => void)
   /** Where to connect the command socket. */
   endpoint(): Endpoint
   /**
@@ -42,10 +42,11 @@ export declare class NativeClient {
   /** Copies the last encoded batch into `scratch` (large enough, see `encode`). */
   copyEncoded(scratch: Buffer): number
   /**
-   * Feeds bytes read from the socket; returns the answers of the calls they complete
-   * (see [`Answers`]). Throws if Redis breaks the protocol (drop the socket then).
+   * Feeds bytes read from the socket; returns the answers of the calls they complete,
+   * `[id, reply, …]` with a failed call's id offset by 2^32 (see [`CompletionBatch`]).
+   * Throws if Redis breaks the protocol (drop the socket then).
    */
-  decode(chunk: Uint8Array): unknown[]
+  decode(chunk: Uint8Array): CompletionBatch
   /** Whether every written call has been answered. */
   get idle(): boolean
   /** The URL with its password masked. */

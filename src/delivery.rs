@@ -144,38 +144,64 @@ impl ToNapiValue for Reply {
 pub type Outcome = Result<Reply, String>;
 
 /// Completions of several calls, delivered in one crossing.
+///
+/// JavaScript sees one flat array `[id, reply, id, reply, …]`; a failed call's id is
+/// offset by 2^32 and its reply is the message. Both paths use it: replies read from the
+/// command socket, and calls finished on the tokio side. One array per batch: typed
+/// arrays (external buffers with finalizers) cost more than the whole answer when a
+/// batch holds one call.
 #[derive(Default)]
-pub struct CompletionBatch {
-    ids: Vec<u32>,
-    replies: Vec<Reply>,
-    failed: Vec<u32>,
-}
+pub struct CompletionBatch(Vec<(u32, Outcome)>);
+
+/// Added to the id of a failed call in a [`CompletionBatch`].
+const FAILED: f64 = 4_294_967_296.0;
 
 impl CompletionBatch {
     pub fn push(&mut self, id: u32, outcome: Outcome) {
-        match outcome {
-            Ok(reply) => self.replies.push(reply),
-            Err(message) => {
-                self.failed.push(self.ids.len() as u32);
-                self.replies.push(Reply::Text(message));
-            }
-        }
-        self.ids.push(id);
+        self.0.push((id, outcome));
     }
 
     pub fn is_empty(&self) -> bool {
-        self.ids.is_empty()
-    }
-
-    pub fn into_parts(self) -> (Vec<u32>, Vec<Reply>, Vec<u32>) {
-        (self.ids, self.replies, self.failed)
+        self.0.is_empty()
     }
 }
 
-pub type CompletionArgs = FnArgs<(Words, Vec<Reply>, Words)>;
+impl TypeName for CompletionBatch {
+    fn type_name() -> &'static str {
+        "unknown[]"
+    }
+
+    fn value_type() -> ValueType {
+        ValueType::Object
+    }
+}
+
+impl ToNapiValue for CompletionBatch {
+    unsafe fn to_napi_value(env: sys::napi_env, val: Self) -> napi::Result<sys::napi_value> {
+        let mut array = std::ptr::null_mut();
+        check_status!(sys::napi_create_array_with_length(
+            env,
+            val.0.len() * 2,
+            &mut array
+        ))?;
+        for (i, (id, outcome)) in val.0.into_iter().enumerate() {
+            let (id, reply) = match outcome {
+                Ok(reply) => (f64::from(id), reply),
+                Err(message) => (f64::from(id) + FAILED, Reply::Text(message)),
+            };
+            let id = f64::to_napi_value(env, id)?;
+            check_status!(sys::napi_set_element(env, array, (i * 2) as u32, id))?;
+            let reply = Reply::to_napi_value(env, reply)?;
+            check_status!(sys::napi_set_element(env, array, (i * 2 + 1) as u32, reply))?;
+        }
+        Ok(array)
+    }
+}
+
+pub type CompletionArgs = FnArgs<(CompletionBatch,)>;
 type CompletionFn = ThreadsafeFunction<CompletionBatch, (), CompletionArgs, Status, false, true>;
 
-/// Resolves JavaScript promises: `(ids, replies, failedIndexes) => void`.
+/// Resolves JavaScript promises: `(answers) => void` (see [`CompletionBatch`]).
 pub struct Completions(CompletionFn);
 
 impl Completions {
@@ -184,14 +210,7 @@ impl Completions {
             .build_threadsafe_function::<CompletionBatch>()
             .callee_handled::<false>()
             .weak::<true>()
-            .build_callback(|ctx| {
-                let CompletionBatch {
-                    ids,
-                    replies,
-                    failed,
-                } = ctx.value;
-                Ok(FnArgs::from((Words(ids), replies, Words(failed))))
-            })?;
+            .build_callback(|ctx| Ok(FnArgs::from((ctx.value,))))?;
         Ok(Completions(tsfn))
     }
 
@@ -303,12 +322,10 @@ mod tests {
     }
 
     #[test]
-    fn failed_completions_are_indexed() {
+    fn completions_keep_their_order_and_outcome() {
         let mut c = CompletionBatch::default();
         c.push(1, Ok(Reply::Nil));
         c.push(2, Err("boom".into()));
-        assert_eq!(c.ids, vec![1, 2]);
-        assert_eq!(c.failed, vec![1]);
-        assert_eq!(c.replies[1], Reply::Text("boom".into()));
+        assert_eq!(c.0, vec![(1, Ok(Reply::Nil)), (2, Err("boom".into()))]);
     }
 }

@@ -32,17 +32,15 @@ mod stream_sessions;
 use std::sync::{Arc, Mutex};
 
 use napi::bindgen_prelude::{
-    within_runtime_if_available, Buffer, BufferSlice, FromNapiValue, Function, ToNapiValue,
-    TypeName, Uint32ArraySlice, ValidateNapiValue, ValueType,
+    within_runtime_if_available, Buffer, BufferSlice, FromNapiValue, Function, TypeName,
+    Uint32ArraySlice, ValidateNapiValue, ValueType,
 };
 use napi::{check_status, sys};
 use napi_derive::napi;
 
 use commands::Commands;
 use config::{client_for, redact_url, NativeOptions};
-use delivery::{
-    CompletionArgs, CompletionBatch, Completions, Deliveries, DeliveryArgs, Reply, Words,
-};
+use delivery::{CompletionArgs, CompletionBatch, Completions, Deliveries, DeliveryArgs, Words};
 use error::{js_error, js_type_error};
 use redis::ConnectionAddr;
 use requests::{Args, RequestProtocol};
@@ -176,38 +174,6 @@ impl JsArgs {
     }
 }
 
-/// Replies of the calls one read completed: `[ids, replies, failedIndexes]`.
-///
-/// One flat array `[id, reply, id, reply, …]`; a failed call's id is offset by 2^32 and its
-/// reply is the message. One array per read: a pair of typed arrays (external buffers
-/// with finalizers) cost more than the whole answer when a read completes one call.
-pub struct Answers(CompletionBatch);
-
-/// Added to the id of a failed call in [`Answers`].
-const FAILED: f64 = 4_294_967_296.0;
-
-impl ToNapiValue for Answers {
-    unsafe fn to_napi_value(env: sys::napi_env, val: Self) -> napi::Result<sys::napi_value> {
-        let (ids, replies, failed) = val.0.into_parts();
-        let mut array = std::ptr::null_mut();
-        check_status!(sys::napi_create_array_with_length(
-            env,
-            ids.len() * 2,
-            &mut array
-        ))?;
-        let mut failed = failed.into_iter().peekable();
-        for (i, (id, reply)) in ids.into_iter().zip(replies).enumerate() {
-            let is_failed = failed.next_if_eq(&(i as u32)).is_some();
-            let id = f64::from(id) + if is_failed { FAILED } else { 0.0 };
-            let id = f64::to_napi_value(env, id)?;
-            check_status!(sys::napi_set_element(env, array, (i * 2) as u32, id))?;
-            let reply = Reply::to_napi_value(env, reply)?;
-            check_status!(sys::napi_set_element(env, array, (i * 2 + 1) as u32, reply))?;
-        }
-        Ok(array)
-    }
-}
-
 /// One Redis endpoint for both managers: the protocol of the command socket that
 /// JavaScript drives, and the tokio side (pub/sub, background work, scans).
 #[napi]
@@ -222,11 +188,11 @@ pub struct NativeClient {
 
 #[napi]
 impl NativeClient {
-    /// `on_complete(ids, replies, failedIndexes)` answers calls finished on the tokio side
-    /// (stream creation, close, scans).
+    /// `on_complete(answers)` answers calls finished on the tokio side (stream creation,
+    /// close, scans), in the format of `decode`.
     #[napi(
         constructor,
-        ts_args_type = "url: string, options: NativeOptions, onComplete: (ids: Uint32Array, replies: unknown[], failedIndexes: Uint32Array) => void"
+        ts_args_type = "url: string, options: NativeOptions, onComplete: (answers: unknown[]) => void"
     )]
     pub fn new(
         url: String,
@@ -297,15 +263,16 @@ impl NativeClient {
         n as u32
     }
 
-    /// Feeds bytes read from the socket; returns the answers of the calls they complete
-    /// (see [`Answers`]). Throws if Redis breaks the protocol (drop the socket then).
-    #[napi(ts_return_type = "unknown[]")]
-    pub fn decode(&mut self, chunk: &[u8]) -> napi::Result<Answers> {
+    /// Feeds bytes read from the socket; returns the answers of the calls they complete,
+    /// `[id, reply, …]` with a failed call's id offset by 2^32 (see [`CompletionBatch`]).
+    /// Throws if Redis breaks the protocol (drop the socket then).
+    #[napi]
+    pub fn decode(&mut self, chunk: &[u8]) -> napi::Result<CompletionBatch> {
         let mut answers = CompletionBatch::default();
         self.protocol
             .decode(chunk, &mut answers)
             .map_err(js_error)?;
-        Ok(Answers(answers))
+        Ok(answers)
     }
 
     /// Whether every written call has been answered.
