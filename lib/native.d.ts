@@ -46,7 +46,7 @@ export declare class NativeClient {
    * `[id, reply, …]` with a failed call's id offset by 2^32 (see [`CompletionBatch`]).
    * Throws if Redis breaks the protocol (drop the socket then).
    */
-  decode(chunk: Uint8Array): CompletionBatch
+  decode(chunk: Uint8Array): unknown[]
   /** Whether every written call has been answered. */
   get idle(): boolean
   /** The URL with its password masked. */

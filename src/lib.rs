@@ -266,7 +266,7 @@ impl NativeClient {
     /// Feeds bytes read from the socket; returns the answers of the calls they complete,
     /// `[id, reply, …]` with a failed call's id offset by 2^32 (see [`CompletionBatch`]).
     /// Throws if Redis breaks the protocol (drop the socket then).
-    #[napi]
+    #[napi(ts_return_type = "unknown[]")]
     pub fn decode(&mut self, chunk: &[u8]) -> napi::Result<CompletionBatch> {
         let mut answers = CompletionBatch::default();
         self.protocol
