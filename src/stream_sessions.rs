@@ -75,6 +75,46 @@ pub fn encode(
     })
 }
 
+/// Refresh of liveness keys: may it create missing ones?
+#[derive(Clone, Copy, PartialEq)]
+enum Missing {
+    Create,
+    /// `XX`: a refresh must not resurrect a key that a delete just removed.
+    Skip,
+}
+
+/// `SET available:session:{id} active EX ttl` for each id, in one pipeline.
+fn mark_live<'a>(
+    keys: &Keys,
+    ids: impl IntoIterator<Item = &'a String>,
+    ttl: u32,
+    missing: Missing,
+) -> Pipeline {
+    let mut pipe = Pipeline::new();
+    for id in ids {
+        let cmd = pipe
+            .cmd("SET")
+            .arg(keys.alive(id))
+            .arg("active")
+            .arg("EX")
+            .arg(ttl);
+        if missing == Missing::Skip {
+            cmd.arg("XX");
+        }
+        cmd.ignore();
+    }
+    pipe
+}
+
+/// `DEL available:session:{id}` for each id, in one pipeline.
+fn mark_gone<'a>(keys: &Keys, ids: impl IntoIterator<Item = &'a String>) -> Pipeline {
+    let mut pipe = Pipeline::new();
+    for id in ids {
+        pipe.cmd("DEL").arg(keys.alive(id)).ignore();
+    }
+    pipe
+}
+
 /// One change to the local sessions, as JavaScript asked.
 pub enum Change {
     Create {
@@ -177,9 +217,8 @@ impl StreamSessions {
                     }
                 }
             }
-            // A session re-created in the same tick keeps its channels. Creations ended
-            // in the same tick still subscribe (their callers get Redis's answer); the
-            // creation task then ends them (see `start_sessions`).
+            // A session re-created in the same tick keeps its channels. Creations ended in the same tick still subscribe (their callers get
+            // Redis's answer); the creation task then ends them (see `start_sessions`).
             ended.retain(|id| !local.contains_key(id));
         }
         if !ended.is_empty() {
@@ -211,16 +250,13 @@ impl StreamSessions {
         if with_broadcast {
             channels.push(keys.broadcast_channel());
         }
-        let mut mark_live = Pipeline::new();
-        for (_, id, _) in &created {
-            mark_live
-                .cmd("SET")
-                .arg(keys.alive(id))
-                .arg("active")
-                .arg("EX")
-                .arg(self.commands.options().session_ttl_seconds)
-                .ignore();
-        }
+        let ttl = self.commands.options().session_ttl_seconds;
+        let mark_live = mark_live(
+            &keys,
+            created.iter().map(|(_, id, _)| id),
+            ttl,
+            Missing::Create,
+        );
         let subscriber = self.subscriber.clone();
         let connection = self.commands.connection();
         let options = self.commands.options().clone();
@@ -275,10 +311,7 @@ impl StreamSessions {
                     shared.broadcast_subscribed.store(false, Ordering::SeqCst);
                 }
                 // The keys may have been written while the subscription failed.
-                let mut undo = Pipeline::new();
-                for (_, id, _) in &created {
-                    undo.cmd("DEL").arg(keys.alive(id)).ignore();
-                }
+                let undo = mark_gone(&keys, created.iter().map(|(_, id, _)| id));
                 let _ = tokio::time::timeout(
                     options.command_timeout(),
                     undo.query_async::<()>(&mut connection.clone()),
@@ -320,10 +353,7 @@ impl StreamSessions {
         tokio::spawn(async move {
             let mut outcome = Ok(Reply::Nil);
             if !ids.is_empty() {
-                let mut pipe = Pipeline::new();
-                for id in &ids {
-                    pipe.cmd("DEL").arg(keys.alive(id)).ignore();
-                }
+                let pipe = mark_gone(&keys, &ids);
                 outcome =
                     match tokio::time::timeout(timeout, pipe.query_async::<()>(&mut connection))
                         .await
@@ -365,11 +395,9 @@ fn end_sessions(
         let work = async {
             subscriber.unsubscribe(&channels).await?;
             if !forgotten.is_empty() {
-                let mut pipe = Pipeline::new();
-                for id in &forgotten {
-                    pipe.cmd("DEL").arg(keys.alive(id)).ignore();
-                }
-                pipe.query_async::<()>(&mut commands.connection()).await?;
+                mark_gone(&keys, &forgotten)
+                    .query_async::<()>(&mut commands.connection())
+                    .await?;
             }
             Ok::<(), redis::RedisError>(())
         };
@@ -490,22 +518,13 @@ async fn keep_alive(
         if ids.is_empty() {
             continue;
         }
-        // XX: a refresh must not resurrect a key that a delete just removed; after a
-        // reconnect we write unconditionally because Redis may have lost the keys.
-        let reassert = shared.reassert.swap(false, Ordering::SeqCst);
-        let mut pipe = Pipeline::new();
-        for id in &ids {
-            let cmd = pipe
-                .cmd("SET")
-                .arg(keys.alive(id))
-                .arg("active")
-                .arg("EX")
-                .arg(options.session_ttl_seconds);
-            if !reassert {
-                cmd.arg("XX");
-            }
-            cmd.ignore();
-        }
+        // After a reconnect we write unconditionally: Redis may have lost the keys.
+        let missing = if shared.reassert.swap(false, Ordering::SeqCst) {
+            Missing::Create
+        } else {
+            Missing::Skip
+        };
+        let pipe = mark_live(&keys, &ids, options.session_ttl_seconds, missing);
         let refresh = pipe.query_async::<()>(&mut connection);
         let failed = match tokio::time::timeout(options.command_timeout(), refresh).await {
             Ok(Ok(())) => None,
