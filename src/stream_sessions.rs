@@ -217,9 +217,11 @@ impl StreamSessions {
                     }
                 }
             }
-            // A session re-created in the same tick keeps its channels. Creations ended in the same tick still subscribe (their callers get
+            // A session re-created in the same tick keeps its channels and its liveness
+            // key. Creations ended in the same tick still subscribe (their callers get
             // Redis's answer); the creation task then ends them (see `start_sessions`).
             ended.retain(|id| !local.contains_key(id));
+            forgotten.retain(|id| !local.contains_key(id));
         }
         if !ended.is_empty() {
             end_sessions(
