@@ -10,7 +10,7 @@
 use std::collections::VecDeque;
 use std::sync::Arc;
 
-use redis::{ConnectionInfo, Pipeline, Value};
+use redis::{ConnectionInfo, Value};
 
 use crate::commands::{decode_replies, encode_call, first_error, Commands, ScanJob, Shape};
 use crate::delivery::{CompletionBatch, Reply};
@@ -69,7 +69,6 @@ impl Args {
 /// One command connection's protocol state.
 pub struct RequestProtocol {
     commands: Arc<Commands>,
-    upstream_compatible: bool,
     handshake: Vec<u8>,
     handshake_count: usize,
     awaiting: VecDeque<Awaiting>,
@@ -85,24 +84,23 @@ impl RequestProtocol {
     /// that need no reply from this socket.
     pub fn new(info: &ConnectionInfo, commands: Arc<Commands>) -> Self {
         let settings = info.redis_settings();
-        let mut pipe = Pipeline::new();
+        let mut handshake = Resp::default();
         let mut handshake_count = 0;
         if let Some(password) = settings.password() {
-            let auth = pipe.cmd("AUTH");
-            if let Some(user) = settings.username() {
-                auth.arg(user);
+            match settings.username() {
+                Some(user) => handshake.command(&[b"AUTH", user.as_bytes(), password.as_bytes()]),
+                None => handshake.command(&[b"AUTH", password.as_bytes()]),
             }
-            auth.arg(password);
             handshake_count += 1;
         }
         if settings.db() != 0 {
-            pipe.cmd("SELECT").arg(settings.db());
+            let db = settings.db().to_string();
+            handshake.command(&[b"SELECT", db.as_bytes()]);
             handshake_count += 1;
         }
         RequestProtocol {
-            upstream_compatible: commands.options().upstream_compatible,
             commands,
-            handshake: pipe.get_packed_pipeline(),
+            handshake: handshake.0,
             handshake_count,
             awaiting: VecDeque::new(),
             unread: Vec::new(),
@@ -141,7 +139,6 @@ impl RequestProtocol {
     pub fn encode(&mut self, calls: &[u32]) -> &[u8] {
         let RequestProtocol {
             commands,
-            upstream_compatible,
             awaiting,
             args,
             out,
@@ -149,6 +146,7 @@ impl RequestProtocol {
         } = self;
         out.0.clear();
         let keys = commands.keys();
+        let upstream_compatible = commands.options().upstream_compatible;
         let mut now = CompletionBatch::default();
         let mut words: Vec<&str> = Vec::with_capacity(8);
         let mut spans = args.spans.iter();
@@ -160,7 +158,7 @@ impl RequestProtocol {
                 words.push(std::str::from_utf8(&args.bytes[start..end]).unwrap_or("\u{fffd}"));
             }
             let encoded = match (words.len() == argc)
-                .then(|| encode_call(code, &words, keys, *upstream_compatible, out))
+                .then(|| encode_call(code, &words, keys, upstream_compatible, out))
                 .flatten()
             {
                 Some(encoded) => encoded,
@@ -196,12 +194,12 @@ impl RequestProtocol {
     /// Consumes bytes read from the socket and answers every call they complete.
     pub fn decode(&mut self, chunk: &[u8], answers: &mut CompletionBatch) -> Result<(), String> {
         // Parse straight from the chunk unless a partial reply is waiting in front of it.
-        let owned;
-        let bytes: &[u8] = if self.unread.is_empty() {
+        let mut owned = std::mem::take(&mut self.unread);
+        let from_chunk = owned.is_empty();
+        let bytes: &[u8] = if from_chunk {
             chunk
         } else {
-            self.unread.extend_from_slice(chunk);
-            owned = std::mem::take(&mut self.unread);
+            owned.extend_from_slice(chunk);
             &owned
         };
         let mut pos = 0;
@@ -216,7 +214,13 @@ impl RequestProtocol {
                 finish(&self.commands, done.id, done.expect, done.values, answers);
             }
         }
-        self.unread = bytes[pos..].to_vec();
+        // Keep the partial reply, in the buffer it already has when there is one.
+        if from_chunk {
+            owned.extend_from_slice(&chunk[pos..]);
+        } else {
+            owned.drain(..pos);
+        }
+        self.unread = owned;
         Ok(())
     }
 
