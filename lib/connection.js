@@ -158,12 +158,10 @@ class Connection {
 		this.#ready = true;
 		this.#retryDelay = RETRY_FIRST_MS;
 		this.lastError = '';
+		this.#prune();
 		const waiting = this.#waiting;
 		this.#waiting = [];
-		for (let i = 0; i < waiting.length; i += 2) {
-			const batch = this.#stillPending(waiting[i], waiting[i + 1]);
-			if (batch) this.#write(batch[0], batch[1]);
-		}
+		for (let i = 0; i < waiting.length; i += 2) this.#write(waiting[i], waiting[i + 1]);
 	}
 
 	/**
