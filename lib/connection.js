@@ -1,14 +1,9 @@
 'use strict';
 
-const net = require('node:net');
-const tls = require('node:tls');
+const { openSocket, Outbox, RETRY_FIRST_MS, RETRY_MAX_MS } = require('./socket.js');
 
-const RETRY_FIRST_MS = 100;
-const RETRY_MAX_MS = 1000;
 /** Added to the id of a failed call in the answers of `decode` (src/delivery.rs `CompletionBatch`). */
 const FAILED = 2 ** 32;
-/** Failures to reach the server at all (retried), as opposed to TLS refusing it. */
-const NETWORK_ERRORS = /ECONNREFUSED|ECONNRESET|ENOTFOUND|EAI_AGAIN|EHOSTUNREACH|ENETUNREACH|timed out/;
 
 /**
  * The command socket. Node reads and writes it on the JavaScript thread, as it does for
@@ -33,14 +28,13 @@ class Connection {
 	#retryTimer = null;
 	#retryDelay = RETRY_FIRST_MS;
 	#closing = false;
-	/** Where batches are encoded: reused while the kernel takes each write at once. */
-	#scratch = Buffer.allocUnsafeSlow(64 * 1024);
+	#outbox = new Outbox();
 	/** Why the last connection attempt failed, or ''. Never holds credentials. */
 	lastError = '';
 
 	/**
 	 * @param {any} native the NativeClient
-	 * @param {{ connectTimeout: number, tls?: { ca?: string, cert?: string, key?: string } }} options
+	 * @param {import('./socket.js').SocketOptions} options
 	 * @param {{
 	 *   answer: (answers: unknown[]) => void,
 	 *   lose: (ids: ArrayLike<number>, message: string) => void,
@@ -81,68 +75,20 @@ class Connection {
 	/** @param {Uint32Array} calls @param {string[]} args */
 	#write(calls, args) {
 		const socket = /** @type {import('node:net').Socket} */ (this.#socket);
-		const size = this.#native.encode(calls, args, this.#scratch);
-		if (size === 0) return;
-		if (size > this.#scratch.length) {
-			this.#scratch = Buffer.allocUnsafeSlow(Math.max(size, this.#scratch.length * 2));
-			this.#native.copyEncoded(this.#scratch);
-		}
-		socket.write(this.#scratch.subarray(0, size));
-		// Written to the kernel at once, as usual: the scratch buffer is free again.
-		// Otherwise the socket still holds it, and the next batch needs another one.
-		if (socket.writableLength > 0) this.#scratch = Buffer.allocUnsafeSlow(this.#scratch.length);
+		const size = this.#native.encode(calls, args, this.#outbox.buffer);
+		this.#outbox.send(socket, size, (buffer) => this.#native.copyEncoded(buffer));
 	}
 
 	#connect() {
 		if (this.#socket || this.#retryTimer || this.#closing) return;
-		const { host, port, path, tls: secure, verifyHost } = this.#endpoint;
-		const tlsOptions = this.#options.tls ?? {};
-		/** @type {import('node:net').Socket} */
-		let socket;
-		if (path) {
-			socket = net.connect({ path });
-		} else if (secure) {
-			socket = tls.connect({
-				host,
-				port,
-				// SNI takes host names only.
-				servername: net.isIP(host) ? undefined : host,
-				ca: tlsOptions.ca,
-				cert: tlsOptions.cert,
-				key: tlsOptions.key,
-				rejectUnauthorized: verifyHost,
-			});
-		} else {
-			socket = net.connect({ host, port });
-		}
-		this.#socket = socket;
-		// The Link keeps the process alive while calls are pending; the socket never does.
-		socket.unref();
-		socket.setNoDelay(true);
-		socket.setKeepAlive(true, 15_000);
-		const ms = this.#options.connectTimeout;
-		const timer = setTimeout(() => socket.destroy(new Error(`connect timed out after ${ms} ms (connectTimeout)`)), ms);
-		timer.unref();
-		let connected = false;
-		socket.once(secure ? 'secureConnect' : 'connect', () => {
-			connected = true;
-			clearTimeout(timer);
-			this.#onConnect(socket);
-		});
-		socket.on('data', (chunk) => this.#onData(socket, chunk));
-		socket.on('error', (error) => {
-			const err = /** @type {Error & { code?: string }} */ (error);
-			if (secure && !connected && !NETWORK_ERRORS.test(err.message)) {
-				// A certificate problem does not go away by retrying: fail the waiting calls now.
-				this.lastError = `TLS handshake with Redis failed (${err.message})`;
-				this.#refused(socket, this.lastError);
-			} else {
-				this.lastError = err.message;
-			}
-		});
-		socket.once('close', () => {
-			clearTimeout(timer);
-			this.#onClose(socket);
+		this.#socket = openSocket(this.#endpoint, this.#options, {
+			connected: (socket) => this.#onConnect(socket),
+			data: (socket, chunk) => this.#onData(socket, chunk),
+			error: (socket, message, refused) => {
+				this.lastError = message;
+				if (refused) this.#refused(socket, message);
+			},
+			closed: (socket) => this.#onClose(socket),
 		});
 	}
 

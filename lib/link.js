@@ -131,12 +131,16 @@ class Link {
 	}
 
 	/**
-	 * Reserves a call id answered by the native side (which keeps its own deadline).
-	 * @param {string} what context for error messages
+	 * Reserves a call id answered from elsewhere (the native side's callback, or the
+	 * pub/sub socket through `resolve`/`fail`).
+	 * @param {string} what context for error messages ('' for none)
+	 * @param {boolean} [timed] whether it fails after commandTimeout like a call
 	 * @returns {{ id: number, promise: Promise<any> }}
 	 */
-	track(what) {
-		return this.#reserve(what, Infinity);
+	track(what, timed = false) {
+		if (!timed) return this.#reserve(what, Infinity);
+		if (this.#deadlineTimer === null) this.#armDeadline(this.options.commandTimeout);
+		return this.#reserve(what, performance.now() + this.options.commandTimeout);
 	}
 
 	/**
@@ -213,7 +217,16 @@ class Link {
 	}
 
 	/**
-	 * Fails one call answered by the native side that could not be handed over.
+	 * Settles a tracked call.
+	 * @param {number} id
+	 * @param {unknown} [value]
+	 */
+	resolve(id, value = null) {
+		this.#settle(id, value, false);
+	}
+
+	/**
+	 * Fails a tracked call.
 	 * @param {number} id
 	 * @param {unknown} error
 	 */
@@ -266,7 +279,7 @@ class Link {
 		if (!entry) return;
 		this.#pending.delete(id);
 		if (this.#pending.size === 0) this.#updateRef();
-		if (isError) entry.reject(new Error(`${entry.what}: ${reply}`));
+		if (isError) entry.reject(new Error(entry.what ? `${entry.what}: ${reply}` : String(reply)));
 		else entry.resolve(reply);
 	}
 

@@ -53,20 +53,44 @@ export declare class NativeClient {
   get url(): string
 }
 
-/** The pub/sub side of a stream manager, built on a [`NativeClient`]. */
+/**
+ * A stream manager's local sessions and the protocol of its pub/sub socket, which
+ * JavaScript drives like the command socket. Every writing method returns the length
+ * of what to write next (see `into_scratch`); `op` ids are the Link's call ids.
+ */
 export declare class NativeStreams {
-  /** `on_deliver(bytes, entries)` receives batched messages, closes and problems. */
-  constructor(client: NativeClient, onDeliver: (bytes: Buffer, entries: Uint32Array) => void)
+  constructor(client: NativeClient)
+  /**
+   * A new socket is connected: the AUTH to write first, confirmed as `op`; 0 when
+   * none is needed.
+   */
+  handshake(op: number, scratch: Buffer): number
   /**
    * Applies the session changes of one tick, in order: `changes` holds
-   * `[kind, call or forget, token]` triples (kind 0 creates: start receiving for the id
-   * into controller `token` and answer `call` when the subscription is live; kind 1
-   * drops: stop receiving if `token` still owns the id, `forget` also drops its liveness
-   * key), and `ids` their session ids.
+   * `[kind, _, token]` triples (kind 0 creates: the id's messages go to controller
+   * `token`; kind 1 drops: they stop unless a newer token owns the id) and `ids` their
+   * session ids. When `connected`, writes the SUBSCRIBE (confirmed as `op`) and
+   * UNSUBSCRIBE they need; otherwise the next `resubscribe` covers them.
    */
-  apply(changes: Uint32Array, ids: Array<string>): void
-  /** Ends every local session and the background tasks; answers `call` when done. */
-  close(call: number): boolean
+  apply(changes: Uint32Array, ids: string[], op: number, connected: boolean, scratch: Buffer): number
+  /**
+   * After a (re)connect: subscribes every local session again, confirmed as `op`; 0
+   * when there is nothing to subscribe.
+   */
+  resubscribe(op: number, scratch: Buffer): number
+  /** A PING confirmed as `op`. */
+  ping(op: number, scratch: Buffer): number
+  /** Copies the last write into `scratch` (large enough, see `into_scratch`). */
+  copyWritten(scratch: Buffer): number
+  /** The socket broke: returns the ids of the operations that will not be confirmed. */
+  abandon(): Uint32Array
+  /**
+   * Reads what the socket read into `out`: `[consumed, need]`, then
+   * `[kind, token, offset, length]` entries into `bytes` (see `EntryKind`). Returns
+   * the number of entries; call again on the rest when `out` was full. Throws if
+   * Redis breaks the protocol (drop the socket then).
+   */
+  receive(bytes: Buffer, out: Uint32Array): number
 }
 
 /** Where JavaScript opens the command socket. */

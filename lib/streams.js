@@ -3,6 +3,7 @@
 const { inspect } = require('node:util');
 const { NativeStreams } = require('./native.cjs');
 const { Link } = require('./link.js');
+const { Subscriber } = require('./subscriber.js');
 
 // Change kinds of NativeStreams.apply (src/lib.rs).
 const CREATE = 0;
@@ -13,7 +14,8 @@ const wire = require('./wire.js');
 const LINK = Symbol.for('tmcp-rs.session-manager-redis.link');
 /** Stream managers with live sessions: kept reachable, like their open streams. */
 const live = new Set();
-const decoder = new TextDecoder();
+/** A manager dropped without close() still ends its pub/sub socket. */
+const dropped = new FinalizationRegistry((/** @type {Subscriber} */ subscriber) => subscriber.close());
 
 /**
  * @typedef {{ id: string, token: number, controller: ReadableStreamDefaultController }} LocalSession
@@ -26,6 +28,7 @@ const decoder = new TextDecoder();
 class RedisStreamSessionManager {
 	#link;
 	#native;
+	#subscriber;
 	/** @type {Map<string, LocalSession>} */
 	#byId = new Map();
 	/** @type {Map<number, LocalSession>} */
@@ -35,6 +38,12 @@ class RedisStreamSessionManager {
 	#changes = [];
 	/** @type {string[]} */
 	#changeIds = [];
+	/** Settles the creations of this tick. @type {{ promise: Promise<void>, resolve: () => void, reject: (e: Error) => void } | null} */
+	#tick = null;
+	/** @type {NodeJS.Timeout | null} */
+	#refreshTimer = null;
+	/** Liveness keys must be written unconditionally next time (Redis may have lost them). */
+	#reassertKeys = false;
 	/** @type {Promise<void> | undefined} */
 	#closing;
 	#holding = false;
@@ -47,12 +56,16 @@ class RedisStreamSessionManager {
 		checkUrl(redisUrl);
 		const shared = options && /** @type {any} */ (options)[LINK];
 		this.#link = shared ? shared.retain() : new Link(redisUrl, normalizeOptions(options)).retain();
-		// Reached weakly from the native callback, strongly from `live` while it holds
-		// sessions: an idle, dropped manager can be garbage-collected.
+		// Reached weakly from the socket, strongly from `live` while it holds sessions: an
+		// idle, dropped manager can be garbage-collected.
 		const self = new WeakRef(this);
-		this.#native = new NativeStreams(this.#link.native, (bytes, entries) =>
-			self.deref()?.#deliver(bytes, entries),
-		);
+		this.#native = new NativeStreams(this.#link.native);
+		this.#subscriber = new Subscriber(this.#native, this.#link, {
+			deliver: (kind, token, bytes, offset, length) => self.deref()?.#deliver(kind, token, bytes, offset, length),
+			wanted: () => (self.deref()?.#byId.size ?? 0) > 0,
+			resubscribed: () => self.deref()?.#markAllLive(),
+		});
+		dropped.register(this, this.#subscriber, this);
 	}
 
 	/**
@@ -71,22 +84,25 @@ class RedisStreamSessionManager {
 		this.#assertOpen('create');
 		const session = { id, token: this.#nextToken, controller };
 		this.#nextToken = (this.#nextToken + 1) >>> 0 || 1;
-		const { id: call, promise } = this.#link.track(`Could not create stream session ${id}`);
 		const previous = this.#byId.get(id);
 		this.#byId.set(id, session);
 		this.#byToken.set(session.token, session);
 		this.#syncHold();
-		this.#change(CREATE, call, session.token, id);
+		this.#change(CREATE, 0, session.token, id);
+		const tick = (this.#tick ??= deferred());
 		if (previous) {
 			// One stream per id and instance: the newer one replaces the older.
 			this.#byToken.delete(previous.token);
 			closeQuietly(previous.controller);
 		}
 		try {
-			await promise;
+			await tick.promise;
 		} catch (error) {
-			this.#forget(session);
-			throw error;
+			if (this.#byToken.has(session.token)) {
+				this.#forget(session);
+				this.#change(DROP, 1, session.token, id);
+			}
+			throw new Error(`Could not create stream session ${id}: ${/** @type {Error} */ (error).message}`);
 		}
 	}
 
@@ -147,7 +163,6 @@ class RedisStreamSessionManager {
 	}
 
 	async #close() {
-		const { id: call, promise } = this.#link.track('Could not close the stream session manager');
 		// Changes of this tick go first, so close() sees every session created before it.
 		this.#applyChanges();
 		const sessions = [...this.#byId.values()];
@@ -155,9 +170,16 @@ class RedisStreamSessionManager {
 		this.#byToken.clear();
 		this.#syncHold();
 		for (const session of sessions) closeQuietly(session.controller);
+		this.#subscriber.close();
+		dropped.unregister(this);
 		try {
 			// Shutdown must not fail because Redis is unreachable; keys then expire by TTL.
-			if (this.#native.close(call)) await promise.catch((error) => this.#link.reporter.report(error));
+			if (sessions.length > 0) {
+				const ids = sessions.map((session) => session.id);
+				await this.#link
+					.call(wire.MARK_GONE, ids, 'Could not close the stream session manager')
+					.catch((error) => this.#link.reporter.report(error));
+			}
 		} finally {
 			this.#link.release();
 		}
@@ -185,28 +207,60 @@ class RedisStreamSessionManager {
 		this.#syncHold();
 	}
 
-	/** Live sessions keep the process alive, as upstream's open sockets do. */
+	/**
+	 * Live sessions keep the process alive, as upstream's open sockets do, and the one
+	 * liveness timer runs while there are any.
+	 */
 	#syncHold() {
 		const holding = this.#byId.size > 0;
-		if (holding !== this.#holding) {
-			this.#holding = holding;
-			this.#link.hold(holding);
-			if (holding) live.add(this);
-			else live.delete(this);
+		if (holding === this.#holding) return;
+		this.#holding = holding;
+		this.#link.hold(holding);
+		if (holding) {
+			live.add(this);
+			this.#refreshTimer = setInterval(this.#refresh, (this.#link.options.sessionTtlSeconds * 1000) / 3);
+			this.#refreshTimer.unref();
+		} else {
+			live.delete(this);
+			clearInterval(/** @type {NodeJS.Timeout} */ (this.#refreshTimer));
+			this.#refreshTimer = null;
 		}
+	}
+
+	/** Refreshes every local session's liveness key and checks the pub/sub connection. */
+	#refresh = () => {
+		this.#subscriber.check();
+		const ids = [...this.#byId.keys()];
+		if (ids.length === 0) return;
+		// After a failure or a reconnect, write unconditionally: Redis may have lost them.
+		const code = this.#reassertKeys ? wire.MARK_LIVE : wire.REFRESH;
+		this.#reassertKeys = false;
+		this.#link.call(code, ids, '').catch((error) => {
+			this.#reassertKeys = true;
+			this.#link.reporter.report(
+				new Error(`could not refresh ${ids.length} session liveness key(s): ${error.message}`),
+			);
+		});
+	};
+
+	/** After the pub/sub connection came back: Redis may have lost the keys too. */
+	#markAllLive() {
+		this.#reassertKeys = true;
+		this.#refresh();
 	}
 
 	/**
 	 * Queues a session change; the changes of one tick reach Redis together (one
-	 * SUBSCRIBE for every creation, one UNSUBSCRIBE for every end).
+	 * SUBSCRIBE and one liveness pipeline for every creation, one UNSUBSCRIBE for every
+	 * end).
 	 * @param {number} kind CREATE or DROP
-	 * @param {number} callOrForget
+	 * @param {number} forget DROP: 1 also deletes the liveness key
 	 * @param {number} token
 	 * @param {string} id
 	 */
-	#change(kind, callOrForget, token, id) {
+	#change(kind, forget, token, id) {
 		if (this.#changes.length === 0) setImmediate(this.#applyChanges);
-		this.#changes.push(kind, callOrForget, token);
+		this.#changes.push(kind, forget, token);
 		this.#changeIds.push(id);
 	}
 
@@ -214,15 +268,35 @@ class RedisStreamSessionManager {
 		if (this.#changes.length === 0) return;
 		const changes = Uint32Array.from(this.#changes);
 		const ids = this.#changeIds;
+		const tick = this.#tick;
 		this.#changes = [];
 		this.#changeIds = [];
+		this.#tick = null;
+		// Liveness keys, as this tick left the sessions: a creation already ended or
+		// replaced marks nothing, an ended session re-created keeps its key.
+		const markLive = [];
+		const markGone = [];
+		for (let i = 0, n = 0; i < changes.length; i += 3, n++) {
+			const current = this.#byId.get(ids[n]);
+			if (changes[i] === CREATE) {
+				if (current?.token === changes[i + 2]) markLive.push(ids[n]);
+			} else if (changes[i + 1] === 1 && !current) markGone.push(ids[n]);
+		}
+		const subscribed = tick ? this.#link.track('', true) : null;
 		try {
-			this.#native.apply(changes, ids);
+			this.#subscriber.apply(changes, ids, subscribed ? subscribed.id : 0);
 		} catch (error) {
-			// Closed meanwhile: creations fail like any call after close().
-			for (let i = 0; i < changes.length; i += 3) {
-				if (changes[i] === CREATE) this.#link.fail(changes[i + 1], error);
-			}
+			if (subscribed) this.#link.fail(subscribed.id, error);
+		}
+		if (tick && subscribed) {
+			const steps = [subscribed.promise];
+			if (markLive.length > 0) steps.push(this.#link.call(wire.MARK_LIVE, markLive, ''));
+			Promise.all(steps).then(() => tick.resolve(), tick.reject);
+		}
+		if (markGone.length > 0) {
+			this.#link.call(wire.MARK_GONE, markGone, '').catch((error) =>
+				this.#link.reporter.report(new Error(`could not end ${markGone.length} session(s) in Redis: ${error.message}`)),
+			);
 		}
 	};
 
@@ -253,42 +327,45 @@ class RedisStreamSessionManager {
 	}
 
 	/**
-	 * Batched deliveries from Rust: `entries` holds [kind, token, offset, length]
-	 * quadruples into `bytes`. Runs from a threadsafe function: must never throw.
+	 * One entry read from the pub/sub socket (src/stream_sessions.rs `EntryKind`); the
+	 * payload is `length` bytes at `offset` of `bytes`. Never throws.
+	 * @param {number} kind
+	 * @param {number} token
 	 * @param {Buffer} bytes
-	 * @param {Uint32Array} entries
+	 * @param {number} offset
+	 * @param {number} length
 	 */
-	#deliver(bytes, entries) {
-		const buffer = bytes.buffer;
-		const base = bytes.byteOffset;
-		for (let i = 0; i < entries.length; i += 4) {
-			try {
-				const kind = entries[i];
-				const offset = base + entries[i + 2];
-				const length = entries[i + 3];
-				if (kind === wire.DELIVER_MESSAGE) {
-					const session = this.#byToken.get(entries[i + 1]);
-					if (session) this.#enqueue(session, new Uint8Array(buffer, offset, length));
-				} else if (kind === wire.DELIVER_BROADCAST) {
-					for (const session of [...this.#byToken.values()]) {
-						this.#enqueue(session, new Uint8Array(buffer, offset, length));
-					}
-				} else if (kind === wire.DELIVER_CLOSE) {
-					const session = this.#byToken.get(entries[i + 1]);
-					if (session) {
-						this.#forget(session);
-						closeQuietly(session.controller);
-					}
-				} else if (kind === wire.DELIVER_PROBLEM) {
-					this.#link.reporter.report(
-						new Error(decoder.decode(new Uint8Array(buffer, offset, length))),
-					);
+	#deliver(kind, token, bytes, offset, length) {
+		try {
+			if (kind === wire.DELIVER_MESSAGE) {
+				const session = this.#byToken.get(token);
+				if (session) this.#enqueue(session, new Uint8Array(bytes.buffer, bytes.byteOffset + offset, length));
+			} else if (kind === wire.DELIVER_BROADCAST) {
+				for (const session of [...this.#byToken.values()]) {
+					this.#enqueue(session, new Uint8Array(bytes.buffer, bytes.byteOffset + offset, length));
 				}
-			} catch (error) {
-				this.#link.reporter.report(error);
+			} else if (kind === wire.DELIVER_CLOSE) {
+				const session = this.#byToken.get(token);
+				if (session) {
+					// Deleted (maybe elsewhere): unsubscribe, and drop the key in case a
+					// refresh raced the delete.
+					this.#forget(session);
+					this.#change(DROP, 1, session.token, session.id);
+					closeQuietly(session.controller);
+				}
 			}
+		} catch (error) {
+			this.#link.reporter.report(error);
 		}
 	}
+}
+
+/** @returns {{ promise: Promise<void>, resolve: () => void, reject: (e: Error) => void }} */
+function deferred() {
+	/** @type {any} */
+	let settle;
+	const promise = new Promise((resolve, reject) => (settle = { resolve, reject }));
+	return { promise, ...settle };
 }
 
 /** @param {ReadableStreamDefaultController} controller */

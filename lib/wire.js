@@ -13,9 +13,13 @@ module.exports = Object.freeze({
 	PUBLISH: 21,
 	BROADCAST: 22,
 	STREAM_DELETE: 23,
-	// Delivery kinds (src/delivery.rs DeliveryKind).
+	MARK_LIVE: 24,
+	REFRESH: 25,
+	MARK_GONE: 26,
+	// Entry kinds of NativeStreams.receive (src/stream_sessions.rs EntryKind).
 	DELIVER_MESSAGE: 0,
 	DELIVER_BROADCAST: 1,
 	DELIVER_CLOSE: 2,
-	DELIVER_PROBLEM: 3,
+	OP_DONE: 3,
+	OP_FAILED: 4,
 });

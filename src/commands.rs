@@ -7,8 +7,6 @@ use std::time::Duration;
 
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::{Client, Pipeline, Value};
-use tokio::sync::mpsc;
-use tokio::time::Instant;
 
 use crate::config::NativeOptions;
 use crate::delivery::{Completions, Field, Outcome, Reply};
@@ -16,8 +14,6 @@ use crate::error::describe_redis_error;
 use crate::keys::Keys;
 use crate::requests::Resp;
 
-/// Pause between attempts while Redis refuses connections.
-const RETRY_PAUSE: Duration = Duration::from_millis(100);
 /// Keys fetched per SCAN step in upstream-compatible mode.
 const SCAN_COUNT: usize = 1000;
 
@@ -66,13 +62,13 @@ pub fn encode_call(
     code: u32,
     args: &[&str],
     keys: &Keys,
-    upstream_compatible: bool,
+    options: &NativeOptions,
     out: &mut Resp,
 ) -> Option<Encoded> {
     if code < 20 {
-        crate::info_sessions::encode(code, args, keys, upstream_compatible, out)
+        crate::info_sessions::encode(code, args, keys, options.upstream_compatible, out)
     } else {
-        crate::stream_sessions::encode(code, args, keys, upstream_compatible, out)
+        crate::stream_sessions::encode(code, args, keys, options, out)
     }
 }
 
@@ -124,9 +120,9 @@ pub enum ScanJob {
     PublishToAliveSessions(String),
 }
 
-/// The tokio side's command connection: background work of the stream manager
-/// (marking sessions live, liveness refreshes, ending sessions) and SCAN follow-ups.
-/// Requests from JavaScript go through [`crate::requests`] instead.
+/// The tokio side's command connection, for the SCAN follow-ups of upstream-compatible
+/// mode (many round trips each). Requests from JavaScript go through
+/// [`crate::requests`] instead.
 pub struct Commands {
     connection: ConnectionManager,
     // Shared with every task and call: cloning the Arc, not the strings (TLS PEMs included).
@@ -137,13 +133,13 @@ pub struct Commands {
 
 impl Commands {
     /// Creates the connection lazily: it connects on its first use only, so a manager
-    /// without stream sessions or scans never opens it. Must run inside the tokio runtime.
+    /// without scans never opens it. Must run inside the tokio runtime.
     pub fn start(
         client: Client,
         options: NativeOptions,
         completions: Completions,
     ) -> Result<Arc<Self>, String> {
-        let connection = connection_manager(client, &options, None)?;
+        let connection = connection_manager(client, &options)?;
         Ok(Arc::new(Commands {
             connection,
             keys: Arc::new(Keys::new(&options.key_prefix)),
@@ -172,10 +168,6 @@ impl Commands {
         &self.completions
     }
 
-    pub fn connection(&self) -> ConnectionManager {
-        self.connection.clone()
-    }
-
     pub fn keys(&self) -> &Arc<Keys> {
         &self.keys
     }
@@ -186,48 +178,20 @@ impl Commands {
 }
 
 /// A self-reconnecting multiplexed connection with our timeouts.
-pub fn connection_manager(
+fn connection_manager(
     client: Client,
     options: &NativeOptions,
-    push: Option<mpsc::UnboundedSender<redis::PushInfo>>,
 ) -> Result<ConnectionManager, String> {
-    let mut config = ConnectionManagerConfig::new()
+    let config = ConnectionManagerConfig::new()
         .set_connection_timeout(Some(options.connect_timeout()))
         .set_response_timeout(Some(options.command_timeout()))
         // Few quick retries per attempt: a blip is absorbed, while a permanent failure
         // (wrong password, refused connection) surfaces with its own message well within
-        // the call's deadline. Calls retry refused connections themselves
-        // (`until_connected`) and the liveness timer re-triggers the subscriber.
+        // the scan's deadline.
         .set_number_of_retries(2)
         .set_max_delay(Duration::from_millis(500))
         .set_pipeline_buffer_size(1024);
-    if let Some(push) = push {
-        config = config.set_push_sender(push).set_automatic_resubscription();
-    }
     ConnectionManager::new_lazy_with_config(client, config).map_err(|e| describe_redis_error(&e))
-}
-
-/// Runs `attempt` until it succeeds, fails for a reason other than "could not connect",
-/// or `deadline` passes. Retrying a refused connection is safe: nothing was sent. It
-/// also covers the first call after a long outage, which redis-rs fails while it starts
-/// a fresh reconnect.
-pub async fn until_connected<T, F, Fut>(
-    deadline: Instant,
-    mut attempt: F,
-) -> Result<redis::RedisResult<T>, tokio::time::error::Elapsed>
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = redis::RedisResult<T>>,
-{
-    loop {
-        let result = tokio::time::timeout_at(deadline, attempt()).await;
-        match &result {
-            Ok(Err(e)) if e.is_connection_refusal() && Instant::now() + RETRY_PAUSE < deadline => {
-                tokio::time::sleep(RETRY_PAUSE).await;
-            }
-            _ => return result,
-        }
-    }
 }
 
 async fn run_scan(mut connection: ConnectionManager, keys: &Keys, job: ScanJob) -> Outcome {

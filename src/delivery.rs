@@ -1,14 +1,12 @@
-//! Crossing from tokio back to JavaScript.
-//!
-//! Each native object holds one long-lived, weak (unref'd) threadsafe function per
-//! direction and sends whole batches through it: call completions in one, stream
-//! deliveries in the other. One crossing per batch keeps the per-message cost low;
-//! weak functions never keep the process alive on their own (pending calls do, from JS).
-//! The JavaScript callbacks never throw: they catch and report to `onError`, because a
-//! throw from a threadsafe callback would be fatal to the process.
+//! Answers for JavaScript: call outcomes as one flat array per batch, read on the
+//! JavaScript thread from the command socket or sent from the tokio side (SCAN
+//! follow-ups) through one long-lived, weak (unref'd) threadsafe function. Weak: it never
+//! keeps the process alive on its own (pending calls do, from JS). Its JavaScript
+//! callback never throws: it catches and reports to `onError`, because a throw from a
+//! threadsafe callback would be fatal to the process.
 
 use napi::bindgen_prelude::{
-    Buffer, FnArgs, Function, Null, ToNapiValue, TypeName, Uint32Array, ValueType,
+    FnArgs, Function, Null, ToNapiValue, TypeName, Uint32Array, ValueType,
 };
 use napi::check_status;
 use napi::sys;
@@ -18,37 +16,6 @@ use napi::Status;
 /// Below this size, data crosses as a copy in memory V8 owns: no finalizer runs later.
 /// Above it, the allocation is handed over without a copy (external memory).
 const COPY_BELOW: usize = 64 * 1024;
-
-/// Bytes for JavaScript, as a `Buffer`.
-pub struct Bytes(pub Vec<u8>);
-
-impl TypeName for Bytes {
-    fn type_name() -> &'static str {
-        "Buffer"
-    }
-
-    fn value_type() -> ValueType {
-        ValueType::Object
-    }
-}
-
-impl ToNapiValue for Bytes {
-    unsafe fn to_napi_value(env: sys::napi_env, val: Self) -> napi::Result<sys::napi_value> {
-        if val.0.len() >= COPY_BELOW {
-            return Buffer::to_napi_value(env, Buffer::from(val.0));
-        }
-        let mut data = std::ptr::null_mut();
-        let mut buffer = std::ptr::null_mut();
-        check_status!(sys::napi_create_buffer_copy(
-            env,
-            val.0.len(),
-            val.0.as_ptr().cast(),
-            &mut data,
-            &mut buffer
-        ))?;
-        Ok(buffer)
-    }
-}
 
 /// Numbers for JavaScript, as a `Uint32Array`.
 pub struct Words(pub Vec<u32>);
@@ -227,99 +194,9 @@ impl Completions {
     }
 }
 
-/// What one delivery entry asks JavaScript to do.
-#[repr(u32)]
-#[derive(Clone, Copy, Debug, PartialEq)]
-pub enum DeliveryKind {
-    /// Enqueue the payload into the controller of `token`.
-    Message = 0,
-    /// Enqueue the payload into every local controller.
-    Broadcast = 1,
-    /// The session was deleted elsewhere: close the controller of `token`.
-    Close = 2,
-    /// A background problem; the payload is the message for `onError`.
-    Problem = 3,
-}
-
-/// Deliveries of several messages, as one byte buffer plus `[kind, token, offset, length]`
-/// quadruples, so JavaScript can slice each payload out without copying.
-#[derive(Default)]
-pub struct DeliveryBatch {
-    bytes: Vec<u8>,
-    entries: Vec<u32>,
-}
-
-impl DeliveryBatch {
-    pub fn push(&mut self, kind: DeliveryKind, token: u32, payload: &[u8]) {
-        let offset = self.bytes.len() as u32;
-        self.bytes.extend_from_slice(payload);
-        self.entries
-            .extend_from_slice(&[kind as u32, token, offset, payload.len() as u32]);
-    }
-
-    #[cfg(test)]
-    pub fn len(&self) -> usize {
-        self.entries.len() / 4
-    }
-
-    pub fn byte_len(&self) -> usize {
-        self.bytes.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.entries.is_empty()
-    }
-}
-
-pub type DeliveryArgs = FnArgs<(Bytes, Words)>;
-type DeliveryFn = ThreadsafeFunction<DeliveryBatch, (), DeliveryArgs, Status, false, true>;
-
-/// Feeds stream controllers: `(bytes, entries) => void`.
-pub struct Deliveries(DeliveryFn);
-
-impl Deliveries {
-    pub fn new(callback: &Function<'_, DeliveryArgs, ()>) -> napi::Result<Self> {
-        let tsfn = callback
-            .build_threadsafe_function::<DeliveryBatch>()
-            .callee_handled::<false>()
-            .weak::<true>()
-            .build_callback(|ctx| {
-                let DeliveryBatch { bytes, entries } = ctx.value;
-                Ok(FnArgs::from((Bytes(bytes), Words(entries))))
-            })?;
-        Ok(Deliveries(tsfn))
-    }
-
-    pub fn send(&self, batch: DeliveryBatch) {
-        if !batch.is_empty() {
-            self.0.call(batch, ThreadsafeFunctionCallMode::NonBlocking);
-        }
-    }
-
-    /// Reports a background problem to `onError`.
-    pub fn problem(&self, message: &str) {
-        let mut batch = DeliveryBatch::default();
-        batch.push(DeliveryKind::Problem, 0, message.as_bytes());
-        self.send(batch);
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn delivery_entries_point_at_their_payloads() {
-        let mut b = DeliveryBatch::default();
-        b.push(DeliveryKind::Message, 7, "héllo".as_bytes());
-        b.push(DeliveryKind::Close, 8, b"");
-        b.push(DeliveryKind::Broadcast, 0, b"xyz");
-        assert_eq!(b.len(), 3);
-        assert_eq!(&b.entries[0..4], &[0, 7, 0, 6]);
-        assert_eq!(&b.entries[4..8], &[2, 8, 6, 0]);
-        assert_eq!(&b.entries[8..12], &[1, 0, 6, 3]);
-        assert_eq!(&b.bytes[6..9], b"xyz");
-    }
 
     #[test]
     fn completions_keep_their_order_and_outcome() {

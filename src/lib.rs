@@ -8,15 +8,14 @@
 //! * [`config`]: URL validation and options;
 //! * [`keys`]: every key and channel name (upstream's by default);
 //! * [`requests`]: the protocol of the command socket that JavaScript drives;
-//! * [`commands`]: the calls, and the tokio side's own command connection;
-//! * [`info_sessions`] / [`stream_sessions`]: what each manager call means in Redis,
-//!   pub/sub receiving and the liveness timer;
-//! * [`delivery`]: batched crossings back to JavaScript;
+//! * [`commands`]: the calls, and the tokio side's connection for SCAN follow-ups;
+//! * [`info_sessions`] / [`stream_sessions`]: what each manager call means in Redis;
+//!   the local sessions and the protocol of the pub/sub socket JavaScript drives;
+//! * [`delivery`]: call answers for JavaScript;
 //! * [`error`]: error text (never with credentials).
 
-// The pub/sub side allocates per message on the tokio thread. mimalloc raised 64-in-flight
-// set+get by ~15 % when requests still ran there, and kept encoding faster than glibc in a
-// micro-benchmark; the request path itself now reuses its buffers.
+// mimalloc kept encoding faster than glibc's allocator in a micro-benchmark, and raised
+// 64-in-flight set+get by ~15 % when requests still ran on tokio.
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
@@ -29,7 +28,7 @@ mod keys;
 mod requests;
 mod stream_sessions;
 
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use napi::bindgen_prelude::{
     within_runtime_if_available, Buffer, BufferSlice, FromNapiValue, Function, TypeName,
@@ -40,14 +39,11 @@ use napi_derive::napi;
 
 use commands::Commands;
 use config::{client_for, redact_url, NativeOptions};
-use delivery::{CompletionArgs, CompletionBatch, Completions, Deliveries, DeliveryArgs, Words};
+use delivery::{CompletionArgs, CompletionBatch, Completions, Words};
 use error::{js_error, js_type_error};
 use redis::ConnectionAddr;
 use requests::{Args, RequestProtocol};
-use stream_sessions::{Change, StreamSessions};
-
-/// Change kind of `NativeStreams.apply` that creates a session.
-const CREATE: u32 = 0;
+use stream_sessions::StreamSessions;
 
 /// Installs the TLS crypto provider once per process, before any connection.
 #[napi_derive::module_init]
@@ -247,11 +243,7 @@ impl NativeClient {
         mut scratch: BufferSlice<'_>,
     ) -> napi::Result<u32> {
         args.read_into(&mut self.protocol.args)?;
-        let bytes = self.protocol.encode(&calls);
-        if bytes.len() <= scratch.len() {
-            scratch[..bytes.len()].copy_from_slice(bytes);
-        }
-        Ok(bytes.len() as u32)
+        Ok(into_scratch(self.protocol.encode(&calls), &mut scratch))
     }
 
     /// Copies the last encoded batch into `scratch` (large enough, see `encode`).
@@ -288,75 +280,104 @@ impl NativeClient {
     }
 }
 
-/// The pub/sub side of a stream manager, built on a [`NativeClient`].
+/// Copies `bytes` into `scratch` when they fit; returns their length either way (if it
+/// exceeds `scratch`, call the object's `copyWritten` with a larger buffer).
+fn into_scratch(bytes: &[u8], scratch: &mut [u8]) -> u32 {
+    if bytes.len() <= scratch.len() {
+        scratch[..bytes.len()].copy_from_slice(bytes);
+    }
+    bytes.len() as u32
+}
+
+/// A stream manager's local sessions and the protocol of its pub/sub socket, which
+/// JavaScript drives like the command socket. Every writing method returns the length
+/// of what to write next (see `into_scratch`); `op` ids are the Link's call ids.
 #[napi]
 pub struct NativeStreams {
-    sessions: Mutex<Option<StreamSessions>>,
+    sessions: StreamSessions,
 }
 
 #[napi]
 impl NativeStreams {
-    /// `on_deliver(bytes, entries)` receives batched messages, closes and problems.
-    #[napi(
-        constructor,
-        ts_args_type = "client: NativeClient, onDeliver: (bytes: Buffer, entries: Uint32Array) => void"
-    )]
-    pub fn new(
-        client: &NativeClient,
-        on_deliver: Function<'_, DeliveryArgs, ()>,
-    ) -> napi::Result<Self> {
-        let redis_client = client.client.clone();
-        let deliveries = Deliveries::new(&on_deliver)?;
-        let commands = client.commands.clone();
-        let sessions = within_runtime_if_available(|| {
-            StreamSessions::start(redis_client, commands, deliveries)
-        })
-        .map_err(js_error)?;
-        Ok(NativeStreams {
-            sessions: Mutex::new(Some(sessions)),
-        })
+    #[napi(constructor)]
+    pub fn new(client: &NativeClient) -> Self {
+        NativeStreams {
+            sessions: StreamSessions::new(
+                client.client.get_connection_info(),
+                client.commands.keys().as_ref().clone(),
+            ),
+        }
+    }
+
+    /// A new socket is connected: the AUTH to write first, confirmed as `op`; 0 when
+    /// none is needed.
+    #[napi]
+    pub fn handshake(&mut self, op: u32, mut scratch: BufferSlice<'_>) -> u32 {
+        into_scratch(self.sessions.handshake(op), &mut scratch)
     }
 
     /// Applies the session changes of one tick, in order: `changes` holds
-    /// `[kind, call or forget, token]` triples (kind 0 creates: start receiving for the id
-    /// into controller `token` and answer `call` when the subscription is live; kind 1
-    /// drops: stop receiving if `token` still owns the id, `forget` also drops its liveness
-    /// key), and `ids` their session ids.
-    #[napi]
-    pub fn apply(&self, changes: Uint32ArraySlice<'_>, ids: Vec<String>) -> napi::Result<()> {
-        let guard = self.sessions.lock().unwrap();
-        let sessions = guard
-            .as_ref()
-            .ok_or_else(|| js_error("the session manager is closed"))?;
-        let changes = changes
-            .chunks_exact(3)
-            .zip(ids)
-            .map(|(c, id)| match c[0] {
-                CREATE => Change::Create {
-                    call: c[1],
-                    id,
-                    token: c[2],
-                },
-                _ => Change::Drop {
-                    id,
-                    token: c[2],
-                    forget: c[1] != 0,
-                },
-            })
-            .collect();
-        within_runtime_if_available(|| sessions.apply(changes));
-        Ok(())
+    /// `[kind, _, token]` triples (kind 0 creates: the id's messages go to controller
+    /// `token`; kind 1 drops: they stop unless a newer token owns the id) and `ids` their
+    /// session ids. When `connected`, writes the SUBSCRIBE (confirmed as `op`) and
+    /// UNSUBSCRIBE they need; otherwise the next `resubscribe` covers them.
+    #[napi(
+        ts_args_type = "changes: Uint32Array, ids: string[], op: number, connected: boolean, scratch: Buffer"
+    )]
+    pub fn apply(
+        &mut self,
+        changes: Uint32ArraySlice<'_>,
+        ids: Vec<String>,
+        op: u32,
+        connected: bool,
+        mut scratch: BufferSlice<'_>,
+    ) -> u32 {
+        into_scratch(
+            self.sessions.apply(&changes, ids, op, connected),
+            &mut scratch,
+        )
     }
 
-    /// Ends every local session and the background tasks; answers `call` when done.
+    /// After a (re)connect: subscribes every local session again, confirmed as `op`; 0
+    /// when there is nothing to subscribe.
     #[napi]
-    pub fn close(&self, call: u32) -> bool {
-        match self.sessions.lock().unwrap().take() {
-            Some(mut sessions) => {
-                within_runtime_if_available(|| sessions.close(call));
-                true
-            }
-            None => false,
-        }
+    pub fn resubscribe(&mut self, op: u32, mut scratch: BufferSlice<'_>) -> u32 {
+        into_scratch(self.sessions.resubscribe(op), &mut scratch)
+    }
+
+    /// A PING confirmed as `op`.
+    #[napi]
+    pub fn ping(&mut self, op: u32, mut scratch: BufferSlice<'_>) -> u32 {
+        into_scratch(self.sessions.ping(op), &mut scratch)
+    }
+
+    /// Copies the last write into `scratch` (large enough, see `into_scratch`).
+    #[napi]
+    pub fn copy_written(&self, mut scratch: BufferSlice<'_>) -> u32 {
+        let bytes = self.sessions.written();
+        let n = bytes.len().min(scratch.len());
+        scratch[..n].copy_from_slice(&bytes[..n]);
+        n as u32
+    }
+
+    /// The socket broke: returns the ids of the operations that will not be confirmed.
+    #[napi(ts_return_type = "Uint32Array")]
+    pub fn abandon(&mut self) -> Words {
+        Words(self.sessions.abandon())
+    }
+
+    /// Reads what the socket read into `out`: `[consumed, need]`, then
+    /// `[kind, token, offset, length]` entries into `bytes` (see `EntryKind`). Returns
+    /// the number of entries; call again on the rest when `out` was full. Throws if
+    /// Redis breaks the protocol (drop the socket then).
+    #[napi(ts_args_type = "bytes: Buffer, out: Uint32Array")]
+    pub fn receive(&mut self, bytes: &[u8], mut out: Uint32ArraySlice<'_>) -> napi::Result<u32> {
+        // SAFETY: JavaScript waits in this call, so nothing else touches `out`; it is
+        // a different array from `bytes` (lib/subscriber.js).
+        let out = unsafe { out.as_mut() };
+        self.sessions
+            .receive(bytes, out)
+            .map(|n| n as u32)
+            .map_err(js_error)
     }
 }

@@ -83,24 +83,10 @@ impl RequestProtocol {
     /// `commands` runs the SCAN follow-ups of upstream-compatible mode and answers calls
     /// that need no reply from this socket.
     pub fn new(info: &ConnectionInfo, commands: Arc<Commands>) -> Self {
-        let settings = info.redis_settings();
-        let mut handshake = Resp::default();
-        let mut handshake_count = 0;
-        if let Some(password) = settings.password() {
-            match settings.username() {
-                Some(user) => handshake.command(&[b"AUTH", user.as_bytes(), password.as_bytes()]),
-                None => handshake.command(&[b"AUTH", password.as_bytes()]),
-            }
-            handshake_count += 1;
-        }
-        if settings.db() != 0 {
-            let db = settings.db().to_string();
-            handshake.command(&[b"SELECT", db.as_bytes()]);
-            handshake_count += 1;
-        }
+        let (handshake, handshake_count) = handshake_commands(info, true);
         RequestProtocol {
             commands,
-            handshake: handshake.0,
+            handshake,
             handshake_count,
             awaiting: VecDeque::new(),
             unread: Vec::new(),
@@ -146,7 +132,7 @@ impl RequestProtocol {
         } = self;
         out.0.clear();
         let keys = commands.keys();
-        let upstream_compatible = commands.options().upstream_compatible;
+        let options = commands.options();
         let mut now = CompletionBatch::default();
         let mut words: Vec<&str> = Vec::with_capacity(8);
         let mut spans = args.spans.iter();
@@ -158,7 +144,7 @@ impl RequestProtocol {
                 words.push(std::str::from_utf8(&args.bytes[start..end]).unwrap_or("\u{fffd}"));
             }
             let encoded = match (words.len() == argc)
-                .then(|| encode_call(code, &words, keys, upstream_compatible, out))
+                .then(|| encode_call(code, &words, keys, options, out))
                 .flatten()
             {
                 Some(encoded) => encoded,
@@ -251,6 +237,27 @@ fn finish(
             (outcome, _) => answers.push(id, outcome),
         },
     }
+}
+
+/// The commands a new connection starts with (AUTH, and SELECT when asked and needed)
+/// and how many replies they bring.
+pub fn handshake_commands(info: &ConnectionInfo, select: bool) -> (Vec<u8>, usize) {
+    let settings = info.redis_settings();
+    let mut out = Resp::default();
+    let mut count = 0;
+    if let Some(password) = settings.password() {
+        match settings.username() {
+            Some(user) => out.command(&[b"AUTH", user.as_bytes(), password.as_bytes()]),
+            None => out.command(&[b"AUTH", password.as_bytes()]),
+        }
+        count += 1;
+    }
+    if select && settings.db() != 0 {
+        let db = settings.db().to_string();
+        out.command(&[b"SELECT", db.as_bytes()]);
+        count += 1;
+    }
+    (out.0, count)
 }
 
 /// Commands in RESP, written straight into one buffer.

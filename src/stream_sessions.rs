@@ -1,34 +1,34 @@
-//! SSE streams: which sessions this process holds, receiving their messages over
-//! pub/sub, and keeping their liveness keys fresh.
+//! SSE streams: the stream manager's calls, which sessions this process holds, and the
+//! protocol of the pub/sub socket that JavaScript drives.
 //!
-//! The controllers live in JavaScript; here each local session is a `token` (a number
-//! JavaScript chose) so deliveries cross the boundary without session-id strings.
+//! Like [`crate::requests`], the pub/sub side is sans-io: Node owns the socket and reads
+//! it on the JavaScript thread; this module writes SUBSCRIBE/UNSUBSCRIBE/PING and turns
+//! what the socket read into delivery entries that point into the bytes read, so a
+//! message reaches its controller without crossing threads or being copied. The
+//! controllers live in JavaScript; here each local session is a `token` (a number
+//! JavaScript chose), so entries carry no session-id strings.
 
-use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::collections::{HashMap, VecDeque};
 
-use redis::aio::ConnectionManager;
-use redis::{Client, Pipeline, PushInfo, PushKind, Value};
-use tokio::sync::{mpsc, Notify};
-use tokio::task::JoinHandle;
+use redis::ConnectionInfo;
 
-use crate::commands::{connection_manager, until_connected, Commands, Encoded, ScanJob, Shape};
+use crate::commands::{Encoded, ScanJob, Shape};
 use crate::config::NativeOptions;
-use crate::delivery::{CompletionBatch, Deliveries, DeliveryBatch, DeliveryKind, Reply};
-use crate::error::describe_redis_error;
 use crate::keys::{Channel, Keys};
-use crate::requests::Resp;
-
-/// Bytes gathered into one delivery before it is handed to JavaScript.
-const MAX_DELIVERY_BYTES: usize = 4 << 20;
+use crate::requests::{handshake_commands, Resp};
 
 /// Call codes (see `lib/wire.js`).
 const HAS: u32 = 20;
 const PUBLISH: u32 = 21;
 const BROADCAST: u32 = 22;
 const DELETE: u32 = 23;
+/// `SET available:session:{id} active EX ttl` for each id: a session became live, or
+/// Redis may have lost its key (after a reconnect).
+const MARK_LIVE: u32 = 24;
+/// The same with `XX`: a refresh must not resurrect a key that a delete just removed.
+const REFRESH: u32 = 25;
+/// `DEL` of the liveness keys of sessions that ended here.
+const MARK_GONE: u32 = 26;
 
 /// Writes one stream-manager call that is plain commands; `None` for an unknown code or
 /// a wrong argument count.
@@ -36,7 +36,7 @@ pub fn encode(
     code: u32,
     args: &[&str],
     keys: &Keys,
-    upstream_compatible: bool,
+    options: &NativeOptions,
     out: &mut Resp,
 ) -> Option<Encoded> {
     Some(match (code, args) {
@@ -54,7 +54,7 @@ pub fn encode(
             Encoded::done(ids.len())
         }
         // Upstream-compatible mode publishes per `available:session:*` key, as upstream.
-        (BROADCAST, [data]) if upstream_compatible => Encoded {
+        (BROADCAST, [data]) if options.upstream_compatible => Encoded {
             count: 0,
             shape: Shape::Done,
             scan: Some(ScanJob::PublishToAliveSessions(data.to_string())),
@@ -71,511 +71,428 @@ pub fn encode(
             out.command(&[b"DEL", keys.alive(id).as_bytes()]);
             Encoded::done(2)
         }
+        (MARK_LIVE | REFRESH, [_, ..]) => {
+            let ttl = itoa::Buffer::new()
+                .format(options.session_ttl_seconds)
+                .to_string();
+            for id in args {
+                let key = keys.alive(id);
+                let words: [&[u8]; 6] = [
+                    b"SET",
+                    key.as_bytes(),
+                    b"active",
+                    b"EX",
+                    ttl.as_bytes(),
+                    b"XX",
+                ];
+                let len = if code == REFRESH { 6 } else { 5 };
+                out.command(&words[..len]);
+            }
+            Encoded::done(args.len())
+        }
+        (MARK_GONE, [_, ..]) => {
+            let keys: Vec<String> = args.iter().map(|id| keys.alive(id)).collect();
+            let mut words: Vec<&[u8]> = Vec::with_capacity(keys.len() + 1);
+            words.push(b"DEL");
+            words.extend(keys.iter().map(|k| k.as_bytes()));
+            out.command(&words);
+            Encoded::done(1)
+        }
         _ => return None,
     })
 }
 
-/// Refresh of liveness keys: may it create missing ones?
-#[derive(Clone, Copy, PartialEq)]
-enum Missing {
-    Create,
-    /// `XX`: a refresh must not resurrect a key that a delete just removed.
-    Skip,
+/// What one entry written by [`StreamSessions::receive`] asks JavaScript to do.
+#[repr(u32)]
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum EntryKind {
+    /// Enqueue the payload into the controller of `token`.
+    Message = 0,
+    /// Enqueue the payload into every local controller.
+    Broadcast = 1,
+    /// The session was deleted (maybe elsewhere): close the controller of `token`.
+    Close = 2,
+    /// Redis confirmed operation `token` (a SUBSCRIBE, PING or the handshake).
+    Done = 3,
+    /// Redis refused operation `token`; the payload is its error.
+    Failed = 4,
 }
 
-/// `SET available:session:{id} active EX ttl` for each id, in one pipeline.
-fn mark_live<'a>(
-    keys: &Keys,
-    ids: impl IntoIterator<Item = &'a String>,
-    ttl: u32,
-    missing: Missing,
-) -> Pipeline {
-    let mut pipe = Pipeline::new();
-    for id in ids {
-        let cmd = pipe
-            .cmd("SET")
-            .arg(keys.alive(id))
-            .arg("active")
-            .arg("EX")
-            .arg(ttl);
-        if missing == Missing::Skip {
-            cmd.arg("XX");
-        }
-        cmd.ignore();
-    }
-    pipe
+/// Words per entry: `[kind, token, offset, length]`, offset and length into the bytes read.
+pub const ENTRY_WORDS: usize = 4;
+/// Words in front of the entries: bytes consumed, bytes the next frame needs (0: unknown).
+pub const HEADER_WORDS: usize = 2;
+/// Operation id nobody waits for (UNSUBSCRIBE).
+const UNWATCHED: u32 = 0;
+
+/// A written command waiting for Redis's confirmations.
+struct Op {
+    id: u32,
+    replies: usize,
 }
 
-/// `DEL available:session:{id}` for each id, in one pipeline.
-fn mark_gone<'a>(keys: &Keys, ids: impl IntoIterator<Item = &'a String>) -> Pipeline {
-    let mut pipe = Pipeline::new();
-    for id in ids {
-        pipe.cmd("DEL").arg(keys.alive(id)).ignore();
-    }
-    pipe
-}
-
-/// One change to the local sessions, as JavaScript asked.
-pub enum Change {
-    Create {
-        call: u32,
-        id: String,
-        token: u32,
-    },
-    Drop {
-        id: String,
-        token: u32,
-        forget: bool,
-    },
-}
-
-/// State shared between the calls and the background tasks.
-struct Shared {
-    /// Local sessions: id → token of its JavaScript controller.
-    local: Mutex<HashMap<String, u32>>,
-    broadcast_subscribed: AtomicBool,
-    /// Liveness keys must be written unconditionally on the next refresh (after a
-    /// reconnect Redis may have lost them).
-    reassert: AtomicBool,
-    /// Wakes the liveness task when the pub/sub connection drops.
-    disconnected: Notify,
-}
-
-/// The subscriber side of a stream manager.
+/// Which sessions this process holds, and its pub/sub connection's protocol state.
 pub struct StreamSessions {
-    commands: Arc<Commands>,
-    subscriber: ConnectionManager,
-    deliveries: Arc<Deliveries>,
-    shared: Arc<Shared>,
-    tasks: Vec<JoinHandle<()>>,
+    keys: Keys,
+    handshake: Vec<u8>,
+    handshake_replies: usize,
+    /// Local sessions: id → token of its JavaScript controller.
+    local: HashMap<String, u32>,
+    broadcast_subscribed: bool,
+    awaiting: VecDeque<Op>,
+    out: Resp,
 }
 
 impl StreamSessions {
-    /// Starts the receive loop and the one liveness timer. Must run inside tokio.
-    pub fn start(
-        client: Client,
-        commands: Arc<Commands>,
-        deliveries: Deliveries,
-    ) -> Result<Self, String> {
-        let (push_tx, push_rx) = mpsc::unbounded_channel();
-        let subscriber = connection_manager(client, commands.options(), Some(push_tx))?;
-        let shared = Arc::new(Shared {
-            local: Mutex::new(HashMap::new()),
-            broadcast_subscribed: AtomicBool::new(false),
-            reassert: AtomicBool::new(false),
-            disconnected: Notify::new(),
-        });
-        let deliveries = Arc::new(deliveries);
-        let tasks = vec![
-            tokio::spawn(receive(
-                push_rx,
-                shared.clone(),
-                commands.clone(),
-                subscriber.clone(),
-                deliveries.clone(),
-            )),
-            tokio::spawn(keep_alive(
-                shared.clone(),
-                commands.clone(),
-                subscriber.clone(),
-                deliveries.clone(),
-            )),
-        ];
-        Ok(StreamSessions {
-            commands,
-            subscriber,
-            deliveries,
-            shared,
-            tasks,
+    pub fn new(info: &ConnectionInfo, keys: Keys) -> Self {
+        // Channels are global to the server: no SELECT on this connection.
+        let (handshake, handshake_replies) = handshake_commands(info, false);
+        StreamSessions {
+            keys,
+            handshake,
+            handshake_replies,
+            local: HashMap::new(),
+            broadcast_subscribed: false,
+            awaiting: VecDeque::new(),
+            out: Resp::default(),
+        }
+    }
+
+    /// The bytes of the last write, valid until the next one.
+    pub fn written(&self) -> &[u8] {
+        &self.out.0
+    }
+
+    /// Starts a write: `op` waits for `replies` confirmations of what follows.
+    fn expect(&mut self, op: u32, replies: usize) {
+        self.awaiting.push_back(Op { id: op, replies });
+    }
+
+    /// The AUTH to write first on a new socket (confirmed as `op`), or nothing.
+    pub fn handshake(&mut self, op: u32) -> &[u8] {
+        self.out.0.clear();
+        if self.handshake_replies > 0 {
+            self.out.0.extend_from_slice(&self.handshake);
+            self.expect(op, self.handshake_replies);
+        }
+        &self.out.0
+    }
+
+    /// Applies the session changes of one JavaScript tick, in order: `changes` holds
+    /// `[kind, _, token]` triples (kind 0 creates: the id goes to controller `token`;
+    /// kind 1 drops: the id stops receiving unless a newer token owns it). When
+    /// `connected`, writes one SUBSCRIBE for the creations (confirmed as `op`) and then
+    /// one UNSUBSCRIBE for the ends; otherwise the next [`Self::resubscribe`] covers them.
+    pub fn apply(&mut self, changes: &[u32], ids: Vec<String>, op: u32, connected: bool) -> &[u8] {
+        self.out.0.clear();
+        let mut created: Vec<&str> = Vec::new();
+        let mut ended: Vec<String> = Vec::new();
+        for (change, id) in changes.chunks_exact(3).zip(&ids) {
+            let token = change[2];
+            if change[0] == 0 {
+                // Replaces an older token for the same id.
+                self.local.insert(id.clone(), token);
+                created.push(id);
+            } else if self.local.get(id).is_none_or(|&t| t == token) {
+                // Absent when a delete message already took it out (see `route`).
+                self.local.remove(id);
+                ended.push(id.clone());
+            }
+        }
+        // A session re-created in the same tick keeps its channels.
+        ended.retain(|id| !self.local.contains_key(id));
+        if !connected {
+            return &self.out.0;
+        }
+        if !created.is_empty() {
+            let mut channels: Vec<String> = Vec::with_capacity(created.len() * 2 + 1);
+            for id in &created {
+                channels.push(self.keys.session_channel(id));
+                channels.push(self.keys.delete_channel(id));
+            }
+            if !self.broadcast_subscribed {
+                self.broadcast_subscribed = true;
+                channels.push(self.keys.broadcast_channel());
+            }
+            self.write(b"SUBSCRIBE", &channels, op);
+        }
+        // After the SUBSCRIBE: a session created and ended in one tick ends up unsubscribed.
+        if !ended.is_empty() {
+            let channels: Vec<String> = ended
+                .iter()
+                .flat_map(|id| [self.keys.session_channel(id), self.keys.delete_channel(id)])
+                .collect();
+            self.write(b"UNSUBSCRIBE", &channels, UNWATCHED);
+        }
+        &self.out.0
+    }
+
+    /// After a (re)connect: one SUBSCRIBE for every local session and the broadcast
+    /// channel, confirmed as `op`; nothing when there is nothing to subscribe.
+    pub fn resubscribe(&mut self, op: u32) -> &[u8] {
+        self.out.0.clear();
+        let mut channels: Vec<String> = Vec::with_capacity(self.local.len() * 2 + 1);
+        for id in self.local.keys() {
+            channels.push(self.keys.session_channel(id));
+            channels.push(self.keys.delete_channel(id));
+        }
+        // Local sessions need broadcasts: their first SUBSCRIBE may not have been written.
+        if self.broadcast_subscribed || !self.local.is_empty() {
+            self.broadcast_subscribed = true;
+            channels.push(self.keys.broadcast_channel());
+        }
+        if !channels.is_empty() {
+            self.write(b"SUBSCRIBE", &channels, op);
+        }
+        &self.out.0
+    }
+
+    /// A PING confirmed as `op`: proves the connection still answers.
+    pub fn ping(&mut self, op: u32) -> &[u8] {
+        self.out.0.clear();
+        self.out.command(&[b"PING"]);
+        self.expect(op, 1);
+        &self.out.0
+    }
+
+    fn write(&mut self, command: &[u8], channels: &[String], op: u32) {
+        let mut words: Vec<&[u8]> = Vec::with_capacity(channels.len() + 1);
+        words.push(command);
+        words.extend(channels.iter().map(|c| c.as_bytes()));
+        self.out.command(&words);
+        // One confirmation per channel.
+        self.expect(op, channels.len());
+    }
+
+    /// The socket broke: forgets what was in flight and returns those operation ids.
+    /// Subscriptions are gone with the socket; [`Self::resubscribe`] restores them.
+    pub fn abandon(&mut self) -> Vec<u32> {
+        self.awaiting
+            .drain(..)
+            .map(|op| op.id)
+            .filter(|&id| id != UNWATCHED)
+            .collect()
+    }
+
+    /// Reads whole frames from `buf` into entries after the header of `out` until `buf`
+    /// or `out` runs out; returns how many entries. The header says how many bytes were
+    /// consumed and, when the next frame is cut, how many bytes it needs at least (0 when
+    /// unknown yet). Errs if Redis breaks the protocol (drop the socket then).
+    pub fn receive(&mut self, buf: &[u8], out: &mut [u32]) -> Result<usize, String> {
+        let room = out.len().saturating_sub(HEADER_WORDS) / ENTRY_WORDS;
+        let mut entries = 0;
+        let mut pos = 0;
+        let mut need = 0;
+        while entries < room {
+            let (frame, next) = match read_frame(buf, pos)? {
+                Parsed::Frame(frame, next) => (frame, next),
+                Parsed::Incomplete(total) => {
+                    need = total;
+                    break;
+                }
+            };
+            if let Some(entry) = self.route(buf, frame)? {
+                let at = HEADER_WORDS + entries * ENTRY_WORDS;
+                out[at..at + ENTRY_WORDS].copy_from_slice(&entry);
+                entries += 1;
+            }
+            pos = next;
+        }
+        out[0] = pos as u32;
+        out[1] = need as u32;
+        Ok(entries)
+    }
+
+    /// The entry for one frame, if it asks anything of JavaScript.
+    fn route(&mut self, buf: &[u8], frame: Frame) -> Result<Option<[u32; 4]>, String> {
+        let text = |span: Span| &buf[span.0..span.1];
+        let entry = |kind: EntryKind, token: u32, span: Span| {
+            [kind as u32, token, span.0 as u32, (span.1 - span.0) as u32]
+        };
+        let items = match frame {
+            Frame::Error(message) => {
+                let op = self.awaiting.pop_front().ok_or_else(unasked)?;
+                return Ok(Some(entry(EntryKind::Failed, op.id, message)));
+            }
+            Frame::Line => return self.confirm(),
+            Frame::Items(items) => items,
+        };
+        let [Some(kind), channel, payload] = items else {
+            return Err(protocol_error());
+        };
+        if text(kind) != b"message" {
+            // subscribe, unsubscribe, pong: a confirmation.
+            return self.confirm();
+        }
+        let (Some(channel), Some(payload)) = (channel, payload) else {
+            return Err(protocol_error());
+        };
+        let Ok(channel) = std::str::from_utf8(text(channel)) else {
+            return Ok(None);
+        };
+        Ok(match self.keys.parse_channel(channel) {
+            Some(Channel::Session(id)) => self
+                .local
+                .get(id)
+                .map(|&token| entry(EntryKind::Message, token, payload)),
+            // Taken out now, so a later message for it is dropped; JavaScript's drop of
+            // the token then unsubscribes.
+            Some(Channel::Delete(id)) => self
+                .local
+                .remove(id)
+                .map(|token| entry(EntryKind::Close, token, (0, 0))),
+            Some(Channel::Broadcast) => Some(entry(EntryKind::Broadcast, 0, payload)),
+            None => None,
         })
     }
 
-    /// Applies the session changes of one JavaScript tick, in order: one SUBSCRIBE and
-    /// one pipeline of liveness keys for all creations, one UNSUBSCRIBE for all ends.
-    /// Each creation's `call` is answered once its subscription is live.
-    pub fn apply(&self, changes: Vec<Change>) {
-        let mut created: Vec<(u32, String, u32)> = Vec::new();
-        let mut ended: Vec<String> = Vec::new();
-        let mut forgotten: Vec<String> = Vec::new();
-        {
-            let mut local = self.shared.local.lock().unwrap();
-            for change in changes {
-                match change {
-                    // Replaces an older token for the same id.
-                    Change::Create { call, id, token } => {
-                        local.insert(id.clone(), token);
-                        created.push((call, id, token));
-                    }
-                    Change::Drop { id, token, forget } => {
-                        if local.get(&id) == Some(&token) {
-                            local.remove(&id);
-                            if forget {
-                                forgotten.push(id.clone());
-                            }
-                            ended.push(id);
-                        }
-                    }
-                }
-            }
-            // A session re-created in the same tick keeps its channels and its liveness
-            // key. Creations ended in the same tick still subscribe (their callers get
-            // Redis's answer); the creation task then ends them (see `start_sessions`).
-            ended.retain(|id| !local.contains_key(id));
-            forgotten.retain(|id| !local.contains_key(id));
+    /// Counts one confirmation for the oldest waiting operation.
+    fn confirm(&mut self) -> Result<Option<[u32; 4]>, String> {
+        let op = self.awaiting.front_mut().ok_or_else(unasked)?;
+        op.replies -= 1;
+        if op.replies > 0 {
+            return Ok(None);
         }
-        if !ended.is_empty() {
-            end_sessions(
-                self.commands.clone(),
-                self.subscriber.clone(),
-                self.deliveries.clone(),
-                ended,
-                forgotten,
-            );
-        }
-        if !created.is_empty() {
-            self.start_sessions(created);
-        }
+        let id = op.id;
+        self.awaiting.pop_front();
+        Ok((id != UNWATCHED).then_some([EntryKind::Done as u32, id, 0, 0]))
     }
+}
 
-    /// Subscribes and marks live the sessions created in one tick, then answers them.
-    fn start_sessions(&self, created: Vec<(u32, String, u32)>) {
-        let keys = self.commands.keys().clone();
-        let mut channels = Vec::with_capacity(created.len() * 2 + 1);
-        for (_, id, _) in &created {
-            channels.push(keys.session_channel(id));
-            channels.push(keys.delete_channel(id));
-        }
-        let with_broadcast = !self
-            .shared
-            .broadcast_subscribed
-            .swap(true, Ordering::SeqCst);
-        if with_broadcast {
-            channels.push(keys.broadcast_channel());
-        }
-        let ttl = self.commands.options().session_ttl_seconds;
-        let mark_live = mark_live(
-            &keys,
-            created.iter().map(|(_, id, _)| id),
-            ttl,
-            Missing::Create,
-        );
-        let subscriber = self.subscriber.clone();
-        let connection = self.commands.connection();
-        let options = self.commands.options().clone();
-        let shared = self.shared.clone();
-        let completions = self.commands.completions().clone();
-        let commands = self.commands.clone();
-        let deliveries = self.deliveries.clone();
-        tokio::spawn(async move {
-            let deadline = tokio::time::Instant::now() + options.command_timeout();
-            // Subscribe and mark live concurrently: one round trip instead of two.
-            let subscribe = until_connected(deadline, || {
-                let mut subscriber = subscriber.clone();
-                let channels = &channels;
-                async move { subscriber.subscribe(channels).await }
-            });
-            let marked = until_connected(deadline, || {
-                let mut connection = connection.clone();
-                let mark_live = &mark_live;
-                async move { mark_live.query_async::<()>(&mut connection).await }
-            });
-            let work = async {
-                let (subscribed, marked) = tokio::join!(subscribe, marked);
-                match (subscribed?, marked?) {
-                    (Err(e), _) | (_, Err(e)) => Ok::<_, tokio::time::error::Elapsed>(Err(e)),
-                    _ => Ok(Ok(())),
-                }
-            };
-            let outcome = match work.await {
-                Ok(Ok(())) => Ok(Reply::Nil),
-                Ok(Err(e)) => Err(describe_redis_error(&e)),
-                Err(_) => Err(format!(
-                    "Redis did not confirm the subscription within {} ms (commandTimeout)",
-                    options.command_timeout_ms
-                )),
-            };
-            if outcome.is_ok() {
-                // Sessions ended while their subscription was on its way (an end may
-                // overtake it): end them again now that it is in place.
-                let gone: Vec<String> = {
-                    let local = shared.local.lock().unwrap();
-                    created
-                        .iter()
-                        .filter(|(_, id, _)| !local.contains_key(id))
-                        .map(|(_, id, _)| id.clone())
-                        .collect()
+/// A byte range of the buffer being read.
+type Span = (usize, usize);
+
+/// One top-level RESP value on a pub/sub connection, as far as we need it.
+enum Frame {
+    /// An array (or RESP3 push) of scalars: its first three items.
+    Items([Option<Span>; 3]),
+    /// A simple string or integer (`+OK`, `+PONG`).
+    Line,
+    /// An error reply: its text.
+    Error(Span),
+}
+
+enum Parsed {
+    Frame(Frame, usize),
+    /// Cut short; the frame needs at least this many bytes from its start (0: unknown).
+    Incomplete(usize),
+}
+
+/// Reads the frame at `pos` without copying.
+fn read_frame(buf: &[u8], pos: usize) -> Result<Parsed, String> {
+    let Some((kind, head, mut at)) = line(buf, pos)? else {
+        return Ok(Parsed::Incomplete(0));
+    };
+    let frame = match kind {
+        b'+' | b':' => Frame::Line,
+        b'-' => Frame::Error(head),
+        b'*' | b'>' => {
+            let count = number(&buf[head.0..head.1])?;
+            let mut items = [None; 3];
+            for i in 0..count.max(0) as usize {
+                let Some((kind, head, next)) = line(buf, at)? else {
+                    return Ok(Parsed::Incomplete(0));
                 };
-                if !gone.is_empty() {
-                    end_sessions(commands, subscriber, deliveries, gone.clone(), gone);
-                }
-            } else {
-                if with_broadcast {
-                    shared.broadcast_subscribed.store(false, Ordering::SeqCst);
-                }
-                // The keys may have been written while the subscription failed.
-                let undo = mark_gone(&keys, created.iter().map(|(_, id, _)| id));
-                let _ = tokio::time::timeout(
-                    options.command_timeout(),
-                    undo.query_async::<()>(&mut connection.clone()),
-                )
-                .await;
-                let mut local = shared.local.lock().unwrap();
-                for (_, id, token) in &created {
-                    if local.get(id) == Some(token) {
-                        local.remove(id);
-                    }
-                }
-            }
-            let mut answers = CompletionBatch::default();
-            for (call, _, _) in &created {
-                answers.push(*call, outcome.clone());
-            }
-            completions.send(answers);
-        });
-    }
-
-    /// Drops every local session (their liveness keys too) and stops the background
-    /// tasks; answers `call` when Redis has been told, or on timeout.
-    pub fn close(&mut self, call: u32) {
-        for task in self.tasks.drain(..) {
-            task.abort();
-        }
-        let ids: Vec<String> = self
-            .shared
-            .local
-            .lock()
-            .unwrap()
-            .drain()
-            .map(|(id, _)| id)
-            .collect();
-        let keys = self.commands.keys().clone();
-        let mut connection = self.commands.connection();
-        let timeout = self.commands.options().command_timeout();
-        let completions = self.commands.completions().clone();
-        tokio::spawn(async move {
-            let mut outcome = Ok(Reply::Nil);
-            if !ids.is_empty() {
-                let pipe = mark_gone(&keys, &ids);
-                outcome =
-                    match tokio::time::timeout(timeout, pipe.query_async::<()>(&mut connection))
-                        .await
-                    {
-                        Ok(Ok(())) => Ok(Reply::Nil),
-                        Ok(Err(e)) => Err(describe_redis_error(&e)),
-                        Err(_) => Err("Redis did not answer while closing".to_string()),
-                    };
-            }
-            completions.one(call, outcome);
-        });
-    }
-}
-
-impl Drop for StreamSessions {
-    fn drop(&mut self) {
-        // The tasks hold connection clones; without this they would outlive the manager.
-        for task in &self.tasks {
-            task.abort();
-        }
-    }
-}
-
-/// Unsubscribes ended sessions and deletes the liveness keys of `forgotten` ones.
-fn end_sessions(
-    commands: Arc<Commands>,
-    mut subscriber: ConnectionManager,
-    deliveries: Arc<Deliveries>,
-    ids: Vec<String>,
-    forgotten: Vec<String>,
-) {
-    tokio::spawn(async move {
-        let keys = commands.keys().clone();
-        let timeout = commands.options().command_timeout();
-        let channels: Vec<String> = ids
-            .iter()
-            .flat_map(|id| [keys.session_channel(id), keys.delete_channel(id)])
-            .collect();
-        let work = async {
-            subscriber.unsubscribe(&channels).await?;
-            if !forgotten.is_empty() {
-                mark_gone(&keys, &forgotten)
-                    .query_async::<()>(&mut commands.connection())
-                    .await?;
-            }
-            Ok::<(), redis::RedisError>(())
-        };
-        match tokio::time::timeout(timeout, work).await {
-            Ok(Ok(())) => {}
-            Ok(Err(e)) => deliveries.problem(&format!(
-                "could not end {} session(s) in Redis: {}",
-                ids.len(),
-                describe_redis_error(&e)
-            )),
-            Err(_) => deliveries.problem("Redis did not answer while ending a session"),
-        }
-    });
-}
-
-/// Turns pub/sub pushes into batched deliveries for JavaScript.
-async fn receive(
-    mut pushes: mpsc::UnboundedReceiver<PushInfo>,
-    shared: Arc<Shared>,
-    commands: Arc<Commands>,
-    subscriber: ConnectionManager,
-    deliveries: Arc<Deliveries>,
-) {
-    let keys = commands.keys().clone();
-    while let Some(first) = pushes.recv().await {
-        let mut batch = DeliveryBatch::default();
-        let mut ended = Vec::new();
-        let mut next = Some(first);
-        while let Some(push) = next.take() {
-            route(push, &keys, &shared, &mut batch, &mut ended, &deliveries);
-            if batch.byte_len() < MAX_DELIVERY_BYTES {
-                next = pushes.try_recv().ok();
-            }
-        }
-        deliveries.send(batch);
-        if !ended.is_empty() {
-            end_sessions(
-                commands.clone(),
-                subscriber.clone(),
-                deliveries.clone(),
-                ended.clone(),
-                ended,
-            );
-        }
-    }
-}
-
-fn route(
-    push: PushInfo,
-    keys: &Keys,
-    shared: &Shared,
-    batch: &mut DeliveryBatch,
-    ended: &mut Vec<String>,
-    deliveries: &Deliveries,
-) {
-    match push.kind {
-        PushKind::Message => {
-            let mut data = push.data.into_iter();
-            let (Some(Value::BulkString(channel)), Some(Value::BulkString(payload))) =
-                (data.next(), data.next())
-            else {
-                return;
-            };
-            let Ok(channel) = std::str::from_utf8(&channel) else {
-                return;
-            };
-            match keys.parse_channel(channel) {
-                Some(Channel::Session(id)) => {
-                    if let Some(&token) = shared.local.lock().unwrap().get(id) {
-                        batch.push(DeliveryKind::Message, token, &payload);
-                    }
-                }
-                Some(Channel::Delete(id)) => {
-                    if let Some(token) = shared.local.lock().unwrap().remove(id) {
-                        batch.push(DeliveryKind::Close, token, b"");
-                        ended.push(id.to_string());
-                    }
-                }
-                Some(Channel::Broadcast) => batch.push(DeliveryKind::Broadcast, 0, &payload),
-                None => {}
-            }
-        }
-        PushKind::Disconnection => {
-            shared.reassert.store(true, Ordering::SeqCst);
-            shared.disconnected.notify_one();
-            deliveries.problem("lost the Redis pub/sub connection; reconnecting and resubscribing");
-        }
-        _ => {}
-    }
-}
-
-/// The one liveness timer of a manager: refreshes the keys of every local session and
-/// pings the subscriber so a connection that died while idle comes back.
-async fn keep_alive(
-    shared: Arc<Shared>,
-    commands: Arc<Commands>,
-    mut subscriber: ConnectionManager,
-    deliveries: Arc<Deliveries>,
-) {
-    let options = commands.options().clone();
-    let keys = commands.keys().clone();
-    let mut connection = commands.connection();
-    let mut tick = tokio::time::interval(options.refresh_every());
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    tick.tick().await;
-    loop {
-        tokio::select! {
-            _ = tick.tick() => {
-                if let Err(reason) = ping(&mut subscriber, &options).await {
-                    deliveries.problem(&format!("Redis pub/sub connection check failed: {reason}"));
+                let (span, after) = match kind {
+                    b'$' => match usize::try_from(number(&buf[head.0..head.1])?) {
+                        // `$-1`: nil, no body line.
+                        Err(_) => ((next, next), next),
+                        Ok(len) => {
+                            let stop = next + len;
+                            if buf.len() < stop + 2 {
+                                return Ok(Parsed::Incomplete(stop + 2 - pos));
+                            }
+                            if &buf[stop..stop + 2] != b"\r\n" {
+                                return Err(protocol_error());
+                            }
+                            ((next, stop), stop + 2)
+                        }
+                    },
+                    b'+' | b':' => (head, next),
+                    _ => return Err(protocol_error()),
+                };
+                at = after;
+                if let Some(slot) = items.get_mut(i) {
+                    *slot = Some(span);
                 }
             }
-            // After a disconnection: get the subscriber (and so its subscriptions) back
-            // as soon as Redis answers, then re-assert the keys right away.
-            _ = shared.disconnected.notified() => recover(&mut subscriber, &options).await,
+            Frame::Items(items)
         }
-        let ids: Vec<String> = shared.local.lock().unwrap().keys().cloned().collect();
-        if ids.is_empty() {
-            continue;
-        }
-        // After a reconnect we write unconditionally: Redis may have lost the keys.
-        let missing = if shared.reassert.swap(false, Ordering::SeqCst) {
-            Missing::Create
-        } else {
-            Missing::Skip
-        };
-        let pipe = mark_live(&keys, &ids, options.session_ttl_seconds, missing);
-        let refresh = pipe.query_async::<()>(&mut connection);
-        let failed = match tokio::time::timeout(options.command_timeout(), refresh).await {
-            Ok(Ok(())) => None,
-            Ok(Err(e)) => Some(describe_redis_error(&e)),
-            Err(_) => Some("timed out".to_string()),
-        };
-        if let Some(reason) = failed {
-            shared.reassert.store(true, Ordering::SeqCst);
-            shared.disconnected.notify_one();
-            deliveries.problem(&format!(
-                "could not refresh {} session liveness key(s): {reason}",
-                ids.len()
-            ));
-        }
-    }
+        _ => return Err(protocol_error()),
+    };
+    Ok(Parsed::Frame(frame, at))
 }
 
-/// PINGs the subscriber; a failed PING also makes redis-rs start a reconnect.
-async fn ping(subscriber: &mut ConnectionManager, options: &NativeOptions) -> Result<(), String> {
-    let ping = redis::cmd("PING");
-    match tokio::time::timeout(
-        options.command_timeout(),
-        ping.query_async::<()>(subscriber),
-    )
-    .await
-    {
-        Ok(Ok(())) => Ok(()),
-        Ok(Err(e)) => Err(describe_redis_error(&e)),
-        Err(_) => Err("timed out".to_string()),
+/// The line at `pos`: its type byte, the span of its text and where the next starts.
+fn line(buf: &[u8], pos: usize) -> Result<Option<(u8, Span, usize)>, String> {
+    let Some(&kind) = buf.get(pos) else {
+        return Ok(None);
+    };
+    let Some(end) = buf[pos..].iter().position(|&b| b == b'\n').map(|i| pos + i) else {
+        return Ok(None);
+    };
+    if end < pos + 2 || buf[end - 1] != b'\r' {
+        return Err(protocol_error());
     }
+    Ok(Some((kind, (pos + 1, end - 1), end + 1)))
 }
 
-/// Pings with a growing pause (100 ms to 1 s) until the subscriber answers.
-async fn recover(subscriber: &mut ConnectionManager, options: &NativeOptions) {
-    let mut pause = Duration::from_millis(100);
-    while ping(subscriber, options).await.is_err() {
-        tokio::time::sleep(pause).await;
-        pause = (pause * 2).min(Duration::from_secs(1));
-    }
+fn number(text: &[u8]) -> Result<i64, String> {
+    std::str::from_utf8(text)
+        .ok()
+        .and_then(|t| t.parse().ok())
+        .ok_or_else(protocol_error)
+}
+
+fn protocol_error() -> String {
+    "Redis sent a pub/sub frame that is not valid RESP".to_string()
+}
+
+fn unasked() -> String {
+    "Redis sent a pub/sub reply nobody asked for".to_string()
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
+    fn options(compat: bool) -> NativeOptions {
+        NativeOptions {
+            key_prefix: String::new(),
+            session_ttl_seconds: 10,
+            command_timeout_ms: 1000,
+            connect_timeout_ms: 1000,
+            upstream_compatible: compat,
+            tls: None,
+        }
+    }
+
     fn written(code: u32, args: &[&str], compat: bool) -> (Option<Encoded>, String) {
         let mut out = Resp::default();
-        let encoded = encode(code, args, &Keys::default(), compat, &mut out);
+        let encoded = encode(code, args, &Keys::default(), &options(compat), &mut out);
         (encoded, String::from_utf8(out.into_bytes()).unwrap())
+    }
+
+    fn sessions() -> StreamSessions {
+        let info: ConnectionInfo = "redis://127.0.0.1:1".parse().unwrap();
+        StreamSessions::new(&info, Keys::default())
+    }
+
+    /// Feeds `bytes` and returns (consumed, need, entries).
+    fn feed(s: &mut StreamSessions, bytes: &[u8]) -> (u32, u32, Vec<[u32; 4]>) {
+        let mut out = vec![0u32; HEADER_WORDS + 16 * ENTRY_WORDS];
+        let n = s.receive(bytes, &mut out).unwrap();
+        let entries = out[HEADER_WORDS..HEADER_WORDS + n * ENTRY_WORDS]
+            .chunks_exact(4)
+            .map(|c| [c[0], c[1], c[2], c[3]])
+            .collect();
+        (out[0], out[1], entries)
+    }
+
+    fn push(items: &[&[u8]]) -> Vec<u8> {
+        let mut out = Resp::default();
+        out.command(items);
+        out.into_bytes()
     }
 
     #[test]
@@ -594,6 +511,20 @@ mod tests {
     }
 
     #[test]
+    fn liveness_writes_set_with_ttl_and_refresh_never_creates() {
+        let (live, packed) = written(MARK_LIVE, &["a", "b"], false);
+        assert_eq!(live, Some(Encoded::done(2)));
+        assert!(packed.contains("available:session:b\r\n$6\r\nactive\r\n$2\r\nEX\r\n$2\r\n10\r\n"));
+        assert!(!packed.contains("XX"));
+        let (_, packed) = written(REFRESH, &["a"], false);
+        assert!(packed.ends_with("$2\r\nXX\r\n"));
+        let (gone, packed) = written(MARK_GONE, &["a", "b"], false);
+        assert_eq!(gone, Some(Encoded::done(1)));
+        assert!(packed.starts_with("*3\r\n$3\r\nDEL\r\n"));
+        assert_eq!(written(MARK_GONE, &[], false).0, None);
+    }
+
+    #[test]
     fn broadcast_scans_only_in_upstream_mode() {
         let (fast, packed) = written(BROADCAST, &["d"], false);
         assert_eq!(fast, Some(Encoded::done(1)));
@@ -604,5 +535,109 @@ mod tests {
             Some((0, Some(ScanJob::PublishToAliveSessions("d".into()))))
         );
         assert!(packed.is_empty());
+    }
+
+    #[test]
+    fn a_tick_subscribes_once_and_confirms_after_every_channel() {
+        let mut s = sessions();
+        let ids = vec!["a".to_string(), "b".to_string()];
+        let bytes = s.apply(&[0, 0, 7, 0, 0, 8], ids, 42, true).to_vec();
+        let text = String::from_utf8(bytes).unwrap();
+        assert!(text.starts_with("*6\r\n$9\r\nSUBSCRIBE\r\n"));
+        assert!(text.ends_with("tmcp:broadcast\r\n"));
+        let mut confirmations = Vec::new();
+        for (i, ch) in [
+            "session:a",
+            "delete:session:a",
+            "session:b",
+            "delete:session:b",
+        ]
+        .iter()
+        .enumerate()
+        {
+            confirmations.extend(push(&[b"subscribe", ch.as_bytes()]));
+            let (consumed, _, entries) = feed(&mut s, &confirmations);
+            assert_eq!(consumed as usize, confirmations.len());
+            assert!(entries.is_empty(), "confirmed early after {i}");
+            confirmations.clear();
+        }
+        let (_, _, entries) = feed(&mut s, &push(&[b"subscribe", b"tmcp:broadcast"]));
+        assert_eq!(entries, vec![[EntryKind::Done as u32, 42, 0, 0]]);
+    }
+
+    #[test]
+    fn messages_point_into_the_bytes_read_and_reach_their_token() {
+        let mut s = sessions();
+        s.apply(&[0, 0, 7], vec!["a".into()], 1, false);
+        let mut bytes = push(&[b"message", b"session:a", "héllo".as_bytes()]);
+        bytes.extend(push(&[b"message", b"session:zz", b"lost"]));
+        bytes.extend(push(&[b"message", b"tmcp:broadcast", b"all"]));
+        bytes.extend(push(&[b"message", b"delete:session:a", b""]));
+        bytes.extend(push(&[b"message", b"session:a", b"after delete"]));
+        let (consumed, need, entries) = feed(&mut s, &bytes);
+        assert_eq!((consumed as usize, need), (bytes.len(), 0));
+        assert_eq!(entries.len(), 3);
+        let [kind, token, offset, len] = entries[0];
+        assert_eq!((kind, token), (EntryKind::Message as u32, 7));
+        assert_eq!(
+            &bytes[offset as usize..(offset + len) as usize],
+            "héllo".as_bytes()
+        );
+        assert_eq!(entries[1][0], EntryKind::Broadcast as u32);
+        assert_eq!(entries[2][..2], [EntryKind::Close as u32, 7]);
+    }
+
+    #[test]
+    fn a_cut_frame_waits_and_says_how_much_it_needs() {
+        let mut s = sessions();
+        s.apply(&[0, 0, 7], vec!["a".into()], 1, false);
+        let whole = push(&[b"message", b"session:a", &[b'x'; 100]]);
+        for cut in 0..whole.len() {
+            let (consumed, need, entries) = feed(&mut s, &whole[..cut]);
+            assert_eq!((consumed, entries.len()), (0, 0), "cut at {cut}");
+            // A lower bound: more than what is there, never more than the whole frame.
+            assert!(
+                need == 0 || (need as usize > cut && need as usize <= whole.len()),
+                "cut at {cut}: {need}"
+            );
+        }
+        assert_eq!(feed(&mut s, &whole).2.len(), 1);
+    }
+
+    #[test]
+    fn errors_fail_the_oldest_operation_and_unasked_replies_break_the_protocol() {
+        let mut s = sessions();
+        s.ping(5);
+        let (_, _, entries) = feed(&mut s, b"-NOAUTH Authentication required.\r\n");
+        let [kind, op, offset, len] = entries[0];
+        assert_eq!((kind, op), (EntryKind::Failed as u32, 5));
+        assert_eq!(len as usize, "NOAUTH Authentication required.".len());
+        assert_eq!(offset, 1);
+        let mut out = vec![0u32; 6];
+        assert!(s.receive(b"+PONG\r\n", &mut out).is_err());
+        assert!(s.receive(b"?\r\n", &mut out).is_err());
+    }
+
+    #[test]
+    fn ends_unsubscribe_after_creations_and_spare_re_created_sessions() {
+        let mut s = sessions();
+        // a: created and ended in one tick; b: ended and re-created (new token).
+        s.apply(&[0, 0, 1], vec!["b".into()], 1, false);
+        let ids = vec!["a".into(), "a".into(), "b".into(), "b".into()];
+        let text = String::from_utf8(
+            s.apply(&[0, 0, 2, 1, 0, 2, 1, 0, 1, 0, 0, 3], ids, 9, true)
+                .to_vec(),
+        )
+        .unwrap();
+        let sub = text.find("SUBSCRIBE").unwrap();
+        let unsub = text.find("UNSUBSCRIBE").unwrap();
+        assert!(sub < unsub);
+        assert!(!text[unsub..].contains("session:b"));
+        assert_eq!(s.local.get("b"), Some(&3));
+        assert!(!s.local.contains_key("a"));
+        // Lost with the socket: the watched SUBSCRIBE, not the UNSUBSCRIBE.
+        assert_eq!(s.abandon(), vec![9]);
+        let again = String::from_utf8(s.resubscribe(10).to_vec()).unwrap();
+        assert!(again.contains("session:b") && again.contains("tmcp:broadcast"));
     }
 }

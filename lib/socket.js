@@ -1,0 +1,100 @@
+'use strict';
+
+const net = require('node:net');
+const tls = require('node:tls');
+
+/** Back-off between reconnection attempts. */
+const RETRY_FIRST_MS = 100;
+const RETRY_MAX_MS = 1000;
+/** Failures to reach the server at all (retried), as opposed to TLS refusing it. */
+const NETWORK_ERRORS = /ECONNREFUSED|ECONNRESET|ENOTFOUND|EAI_AGAIN|EHOSTUNREACH|ENETUNREACH|timed out/;
+
+/**
+ * @typedef {{ host?: string | null, port?: number | null, path?: string | null, tls: boolean, verifyHost: boolean }} Endpoint
+ * @typedef {{ connectTimeout: number, tls?: { ca?: string, cert?: string, key?: string } }} SocketOptions
+ * @typedef {{
+ *   connected: (socket: import('node:net').Socket) => void,
+ *   data: (socket: import('node:net').Socket, chunk: Buffer) => void,
+ *   error: (socket: import('node:net').Socket, message: string, refused: boolean) => void,
+ *   closed: (socket: import('node:net').Socket) => void,
+ * }} SocketEvents
+ */
+
+/**
+ * Opens a socket to Redis (TCP, TLS or unix). It never keeps the process alive by itself;
+ * the managers do while they have work. `error` says `refused` when TLS refused the server
+ * (a certificate problem does not go away by retrying).
+ * @param {Endpoint} endpoint
+ * @param {SocketOptions} options
+ * @param {SocketEvents} on
+ */
+function openSocket(endpoint, options, on) {
+	const { host, port, path, tls: secure, verifyHost } = endpoint;
+	const tlsOptions = options.tls ?? {};
+	/** @type {import('node:net').Socket} */
+	let socket;
+	if (path) {
+		socket = net.connect({ path });
+	} else if (secure) {
+		socket = tls.connect({
+			host: host ?? undefined,
+			port: port ?? undefined,
+			// SNI takes host names only.
+			servername: host && !net.isIP(host) ? host : undefined,
+			ca: tlsOptions.ca,
+			cert: tlsOptions.cert,
+			key: tlsOptions.key,
+			rejectUnauthorized: verifyHost,
+		});
+	} else {
+		socket = net.connect({ host: host ?? undefined, port: port ?? undefined });
+	}
+	socket.unref();
+	socket.setNoDelay(true);
+	socket.setKeepAlive(true, 15_000);
+	const ms = options.connectTimeout;
+	const timer = setTimeout(() => socket.destroy(new Error(`connect timed out after ${ms} ms (connectTimeout)`)), ms);
+	timer.unref();
+	let connected = false;
+	socket.once(secure ? 'secureConnect' : 'connect', () => {
+		connected = true;
+		clearTimeout(timer);
+		on.connected(socket);
+	});
+	socket.on('data', (chunk) => on.data(socket, chunk));
+	socket.on('error', (error) => {
+		const refused = secure && !connected && !NETWORK_ERRORS.test(error.message);
+		on.error(socket, refused ? `TLS handshake with Redis failed (${error.message})` : error.message, refused);
+	});
+	socket.once('close', () => {
+		clearTimeout(timer);
+		on.closed(socket);
+	});
+	return socket;
+}
+
+/**
+ * Writes what the native side encoded through one reused buffer: the native call fills
+ * `buffer` and returns the length, and `send` writes it. The buffer is replaced only when
+ * the kernel did not take a write at once (the socket still holds it then).
+ */
+class Outbox {
+	buffer = Buffer.allocUnsafeSlow(64 * 1024);
+
+	/**
+	 * @param {import('node:net').Socket} socket
+	 * @param {number} size bytes encoded; more than `buffer` holds when it was too small
+	 * @param {(buffer: Buffer) => void} copy copies the encoded bytes into a larger buffer
+	 */
+	send(socket, size, copy) {
+		if (size === 0) return;
+		if (size > this.buffer.length) {
+			this.buffer = Buffer.allocUnsafeSlow(Math.max(size, this.buffer.length * 2));
+			copy(this.buffer);
+		}
+		socket.write(this.buffer.subarray(0, size));
+		if (socket.writableLength > 0) this.buffer = Buffer.allocUnsafeSlow(this.buffer.length);
+	}
+}
+
+module.exports = { openSocket, Outbox, RETRY_FIRST_MS, RETRY_MAX_MS };
