@@ -39,6 +39,19 @@ describe('create / has / send / delete', () => {
 		expect(rec.raw[0]).toBeInstanceOf(Uint8Array);
 	});
 
+	it('large and many messages arrive whole, in order, across socket reads', async () => {
+		const rec = recorder();
+		await a.create('bulk', rec);
+		// One tick of sends: thousands of frames in few reads (more than one read's worth of
+		// entries), a 3 MB frame cut across many reads, and multi-byte UTF-8.
+		const sent = Array.from({ length: 3000 }, (_, i) => `data: ${i} ${'é'.repeat(i % 50)}\n\n`);
+		sent[1500] = `data: big ${'x'.repeat(3 * 1024 * 1024)}\n\n`;
+		await Promise.all(sent.map((m) => b.send(['bulk'], m)));
+		await eventually(() => rec.chunks.length === sent.length, 10_000, 'all deliveries');
+		expect(rec.chunks.length).toBe(sent.length);
+		for (let i = 0; i < sent.length; i++) if (rec.chunks[i] !== sent[i]) expect(rec.chunks[i]).toBe(sent[i]);
+	});
+
 	it('marks the session live with upstream’s key and a TTL', async () => {
 		await a.create('live', recorder());
 		expect(await redis.get('available:session:live')).toBe('active');

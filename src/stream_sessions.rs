@@ -588,6 +588,33 @@ mod tests {
     }
 
     #[test]
+    fn a_full_entry_array_stops_between_frames() {
+        let mut s = sessions();
+        s.apply(&[0, 0, 7], vec!["a".into()], 1, false);
+        let bytes: Vec<u8> = (0..5)
+            .flat_map(|i| push(&[b"message", b"session:a", format!("m{i}").as_bytes()]))
+            .collect();
+        let mut out = vec![0u32; HEADER_WORDS + 2 * ENTRY_WORDS];
+        let mut at = 0;
+        let mut payloads = Vec::new();
+        while at < bytes.len() {
+            let n = s.receive(&bytes[at..], &mut out).unwrap();
+            assert!(n <= 2);
+            for e in out[HEADER_WORDS..HEADER_WORDS + n * ENTRY_WORDS].chunks_exact(4) {
+                let start = at + e[2] as usize;
+                payloads.push(bytes[start..start + e[3] as usize].to_vec());
+            }
+            at += out[0] as usize;
+        }
+        assert_eq!(
+            payloads,
+            (0..5)
+                .map(|i| format!("m{i}").into_bytes())
+                .collect::<Vec<_>>()
+        );
+    }
+
+    #[test]
     fn a_cut_frame_waits_and_says_how_much_it_needs() {
         let mut s = sessions();
         s.apply(&[0, 0, 7], vec!["a".into()], 1, false);
