@@ -71,7 +71,7 @@ describe('TLS', () => {
 			const error = await info.getClientInfo('x').catch((e) => e);
 			await info.close();
 			expect(error).toBeInstanceOf(Error);
-			// Node's verifier words it; the pub/sub connection (rustls) says "invalid peer certificate".
+			// Node’s verifier words it (both sockets are Node’s).
 			expect(error.message).toMatch(
 				/TLS handshake with Redis failed \((self-signed certificate in certificate chain|unable to get local issuer certificate)\)/,
 			);

@@ -259,7 +259,9 @@ class RedisStreamSessionManager {
 	 * @param {string} id
 	 */
 	#change(kind, forget, token, id) {
-		if (this.#changes.length === 0) setImmediate(this.#applyChanges);
+		// At the end of this tick, like the Link's calls (a setImmediate measured ~5 %
+		// fewer sessions/s in churn, and a lone create waits one loop turn longer).
+		if (this.#changes.length === 0) queueMicrotask(this.#applyChanges);
 		this.#changes.push(kind, forget, token);
 		this.#changeIds.push(id);
 	}
