@@ -11,7 +11,7 @@ export declare const __napiBindingTarget: 'native' | 'wasm32-wasi' | 'wasm32-was
 
 /**
  * One Redis endpoint for both managers: the protocol of the command socket that
- * JavaScript drives, and the tokio side (pub/sub, background work, scans).
+ * JavaScript drives, and the tokio side (SCAN follow-ups).
  */
 export declare class NativeClient {
   /**

@@ -54,9 +54,8 @@ fn init() {
     ONCE.call_once(|| {
         // Err means another addon already installed one: that one serves as well.
         let _ = rustls::crypto::ring::default_provider().install_default();
-        // One worker: the subscriber, its receive loop and the background tasks hand work
-        // to each other on the same thread instead of waking another one (measured with
-        // bench/ when requests still ran here).
+        // One worker: it only runs the SCAN follow-ups of upstream-compatible mode; both
+        // sockets are Node's.
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(RUNTIME_WORKERS)
             .thread_name("tmcp-redis")
@@ -171,12 +170,12 @@ impl JsArgs {
 }
 
 /// One Redis endpoint for both managers: the protocol of the command socket that
-/// JavaScript drives, and the tokio side (pub/sub, background work, scans).
+/// JavaScript drives, and the tokio side (SCAN follow-ups).
 #[napi]
 pub struct NativeClient {
     protocol: RequestProtocol,
     commands: Arc<Commands>,
-    /// Kept to open the stream manager's pub/sub connection with the same settings.
+    /// Kept for the stream manager's pub/sub handshake (same credentials).
     client: redis::Client,
     endpoint: Endpoint,
     shown_url: String,
