@@ -295,17 +295,10 @@ const MAX_DEPTH: usize = 8;
 
 /// Parses the RESP value at `pos`; `Ok(None)` when `buf` does not hold all of it yet.
 fn parse(buf: &[u8], pos: usize, depth: usize) -> Result<Option<(Value, usize)>, String> {
-    let Some(&kind) = buf.get(pos) else {
+    let Some((kind, (start, end), next)) = read_line(buf, pos)? else {
         return Ok(None);
     };
-    let Some(end) = buf[pos..].iter().position(|&b| b == b'\n').map(|i| pos + i) else {
-        return Ok(None);
-    };
-    if end < pos + 2 || buf[end - 1] != b'\r' {
-        return Err(protocol_error());
-    }
-    let text = &buf[pos + 1..end - 1];
-    let next = end + 1;
+    let text = &buf[start..end];
     let value = match kind {
         b'+' => match text {
             b"OK" => Value::Okay,
@@ -369,14 +362,34 @@ fn parse(buf: &[u8], pos: usize, depth: usize) -> Result<Option<(Value, usize)>,
     Ok(Some((value, next)))
 }
 
-fn number(text: &[u8]) -> Result<i64, String> {
+/// A byte range of a buffer being read.
+pub type Span = (usize, usize);
+
+/// One RESP line: its type byte, the range of its text, and where the next line starts.
+pub type Line = (u8, Span, usize);
+
+/// The RESP line at `pos`; `Ok(None)` while `buf` does not hold all of it.
+pub fn read_line(buf: &[u8], pos: usize) -> Result<Option<Line>, String> {
+    let Some(&kind) = buf.get(pos) else {
+        return Ok(None);
+    };
+    let Some(end) = buf[pos..].iter().position(|&b| b == b'\n').map(|i| pos + i) else {
+        return Ok(None);
+    };
+    if end < pos + 2 || buf[end - 1] != b'\r' {
+        return Err(protocol_error());
+    }
+    Ok(Some((kind, (pos + 1, end - 1), end + 1)))
+}
+
+pub fn number(text: &[u8]) -> Result<i64, String> {
     std::str::from_utf8(text)
         .ok()
         .and_then(|t| t.parse().ok())
         .ok_or_else(protocol_error)
 }
 
-fn protocol_error() -> String {
+pub fn protocol_error() -> String {
     "Redis sent a reply that is not valid RESP".to_string()
 }
 

@@ -15,7 +15,7 @@ use redis::ConnectionInfo;
 use crate::commands::{Encoded, ScanJob, Shape};
 use crate::config::NativeOptions;
 use crate::keys::{Channel, Keys};
-use crate::requests::{handshake_commands, Resp};
+use crate::requests::{handshake_commands, number, protocol_error, read_line, Resp, Span};
 
 /// Call codes (see `lib/wire.js`).
 const HAS: u32 = 20;
@@ -359,9 +359,6 @@ impl StreamSessions {
     }
 }
 
-/// A byte range of the buffer being read.
-type Span = (usize, usize);
-
 /// One top-level RESP value on a pub/sub connection, as far as we need it.
 enum Frame {
     /// An array (or RESP3 push) of scalars: its first three items.
@@ -380,7 +377,7 @@ enum Parsed {
 
 /// Reads the frame at `pos` without copying.
 fn read_frame(buf: &[u8], pos: usize) -> Result<Parsed, String> {
-    let Some((kind, head, mut at)) = line(buf, pos)? else {
+    let Some((kind, head, mut at)) = read_line(buf, pos)? else {
         return Ok(Parsed::Incomplete(0));
     };
     let frame = match kind {
@@ -390,7 +387,7 @@ fn read_frame(buf: &[u8], pos: usize) -> Result<Parsed, String> {
             let count = number(&buf[head.0..head.1])?;
             let mut items = [None; 3];
             for i in 0..count.max(0) as usize {
-                let Some((kind, head, next)) = line(buf, at)? else {
+                let Some((kind, head, next)) = read_line(buf, at)? else {
                     return Ok(Parsed::Incomplete(0));
                 };
                 let (span, after) = match kind {
@@ -421,31 +418,6 @@ fn read_frame(buf: &[u8], pos: usize) -> Result<Parsed, String> {
         _ => return Err(protocol_error()),
     };
     Ok(Parsed::Frame(frame, at))
-}
-
-/// The line at `pos`: its type byte, the span of its text and where the next starts.
-fn line(buf: &[u8], pos: usize) -> Result<Option<(u8, Span, usize)>, String> {
-    let Some(&kind) = buf.get(pos) else {
-        return Ok(None);
-    };
-    let Some(end) = buf[pos..].iter().position(|&b| b == b'\n').map(|i| pos + i) else {
-        return Ok(None);
-    };
-    if end < pos + 2 || buf[end - 1] != b'\r' {
-        return Err(protocol_error());
-    }
-    Ok(Some((kind, (pos + 1, end - 1), end + 1)))
-}
-
-fn number(text: &[u8]) -> Result<i64, String> {
-    std::str::from_utf8(text)
-        .ok()
-        .and_then(|t| t.parse().ok())
-        .ok_or_else(protocol_error)
-}
-
-fn protocol_error() -> String {
-    "Redis sent a pub/sub frame that is not valid RESP".to_string()
 }
 
 fn unasked() -> String {
