@@ -1,6 +1,6 @@
 'use strict';
 
-const { openSocket, Outbox, RETRY_FIRST_MS, RETRY_MAX_MS } = require('./socket.js');
+const { openSocket, Outbox, Backoff } = require('./socket.js');
 
 /** Added to the id of a failed call in the answers of `decode` (src/delivery.rs `CompletionBatch`). */
 const FAILED = 2 ** 32;
@@ -24,9 +24,7 @@ class Connection {
 	#ready = false;
 	/** Batches not written yet, as alternating `calls, args` entries. */
 	#waiting = [];
-	/** @type {NodeJS.Timeout | null} */
-	#retryTimer = null;
-	#retryDelay = RETRY_FIRST_MS;
+	#retry = new Backoff();
 	#closing = false;
 	#outbox = new Outbox();
 	/** Why the last connection attempt failed, or ''. Never holds credentials. */
@@ -80,7 +78,7 @@ class Connection {
 	}
 
 	#connect() {
-		if (this.#socket || this.#retryTimer || this.#closing) return;
+		if (this.#socket || this.#retry.pending || this.#closing) return;
 		this.#socket = openSocket(this.#endpoint, this.#options, {
 			connected: (socket) => this.#onConnect(socket),
 			data: (socket, chunk) => this.#onData(socket, chunk),
@@ -102,7 +100,7 @@ class Connection {
 
 	#becomeReady() {
 		this.#ready = true;
-		this.#retryDelay = RETRY_FIRST_MS;
+		this.#retry.reset();
 		this.lastError = '';
 		this.#prune();
 		const waiting = this.#waiting;
@@ -160,13 +158,10 @@ class Connection {
 		}
 		this.#prune();
 		if (this.#waiting.length === 0) return;
-		this.#retryTimer = setTimeout(() => {
-			this.#retryTimer = null;
+		this.#retry.schedule(() => {
 			this.#prune();
 			if (this.#waiting.length > 0) this.#connect();
-		}, this.#retryDelay);
-		this.#retryTimer.unref();
-		this.#retryDelay = Math.min(this.#retryDelay * 2, RETRY_MAX_MS);
+		});
 	}
 
 	/** Drops waiting batches whose calls have all expired. */

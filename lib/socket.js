@@ -3,7 +3,7 @@
 const net = require('node:net');
 const tls = require('node:tls');
 
-/** Back-off between reconnection attempts. */
+/** Pause before a reconnection attempt: doubles from the first to the most. */
 const RETRY_FIRST_MS = 100;
 const RETRY_MAX_MS = 1000;
 /** Failures to reach the server at all (retried), as opposed to TLS refusing it. */
@@ -97,4 +97,36 @@ class Outbox {
 	}
 }
 
-module.exports = { openSocket, Outbox, RETRY_FIRST_MS, RETRY_MAX_MS };
+/** The pause before the next reconnection attempt, growing while attempts fail. */
+class Backoff {
+	/** @type {NodeJS.Timeout | null} */
+	#timer = null;
+	#delay = RETRY_FIRST_MS;
+
+	/** Whether an attempt is scheduled. */
+	get pending() {
+		return this.#timer !== null;
+	}
+
+	/** @param {() => void} attempt runs after the pause (which never keeps the process alive) */
+	schedule(attempt) {
+		this.#timer = setTimeout(() => {
+			this.#timer = null;
+			attempt();
+		}, this.#delay);
+		this.#timer.unref();
+		this.#delay = Math.min(this.#delay * 2, RETRY_MAX_MS);
+	}
+
+	/** Connected: the next failure waits the shortest pause again. */
+	reset() {
+		this.#delay = RETRY_FIRST_MS;
+	}
+
+	cancel() {
+		if (this.#timer) clearTimeout(this.#timer);
+		this.#timer = null;
+	}
+}
+
+module.exports = { openSocket, Outbox, Backoff };

@@ -1,6 +1,6 @@
 'use strict';
 
-const { openSocket, Outbox, RETRY_FIRST_MS, RETRY_MAX_MS } = require('./socket.js');
+const { openSocket, Outbox, Backoff } = require('./socket.js');
 const wire = require('./wire.js');
 
 /** Words of `NativeStreams.receive`'s header and of each entry (src/stream_sessions.rs). */
@@ -39,9 +39,7 @@ class Subscriber {
 	/** The socket broke while ready: the next resubscription re-asserts liveness too. */
 	#lost = false;
 	#closed = false;
-	/** @type {NodeJS.Timeout | null} */
-	#retryTimer = null;
-	#retryDelay = RETRY_FIRST_MS;
+	#retry = new Backoff();
 	#outbox = new Outbox();
 	#entries = new Uint32Array(HEADER + ENTRY * 1024);
 	/** A frame cut by the end of a read: its chunks so far, their size, the size it needs. */
@@ -100,8 +98,7 @@ class Subscriber {
 
 	close() {
 		this.#closed = true;
-		if (this.#retryTimer) clearTimeout(this.#retryTimer);
-		this.#retryTimer = null;
+		this.#retry.cancel();
 		// With a socket, #onClose fails what is still waiting.
 		if (this.#socket) this.#socket.destroy();
 		else this.#failWaiting('the session manager is closed');
@@ -114,7 +111,7 @@ class Subscriber {
 	}
 
 	#connect() {
-		if (this.#socket || this.#retryTimer || this.#closed) return;
+		if (this.#socket || this.#retry.pending || this.#closed) return;
 		if (this.#afterResubscribe.length === 0 && !this.#handlers.wanted()) return;
 		this.#socket = openSocket(this.#link.native.endpoint(), this.#link.options, {
 			connected: (socket) => this.#onConnect(socket),
@@ -154,7 +151,7 @@ class Subscriber {
 		const { id, promise } = this.#link.track('', true);
 		const size = this.#native.resubscribe(id, this.#outbox.buffer);
 		this.#ready = true;
-		this.#retryDelay = RETRY_FIRST_MS;
+		this.#retry.reset();
 		this.lastError = '';
 		if (size === 0) this.#link.resolve(id);
 		else this.#write(size);
@@ -213,12 +210,7 @@ class Subscriber {
 			);
 		}
 		if (this.#afterResubscribe.length === 0 && !this.#handlers.wanted()) return;
-		this.#retryTimer = setTimeout(() => {
-			this.#retryTimer = null;
-			this.#connect();
-		}, this.#retryDelay);
-		this.#retryTimer.unref();
-		this.#retryDelay = Math.min(this.#retryDelay * 2, RETRY_MAX_MS);
+		this.#retry.schedule(() => this.#connect());
 	}
 
 	/**
