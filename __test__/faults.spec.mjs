@@ -73,6 +73,32 @@ describe('redis-server killed and restarted on the same port', () => {
 	});
 });
 
+describe('pub/sub connection dropped by Redis', () => {
+	it('is reported, restored by itself, and deliveries go on', async () => {
+		const server = await startRedis();
+		cleanups.push(() => server.stop());
+		const redis = await observer(server.url);
+		cleanups.push(() => redis.quit());
+		const errors = [];
+		const streams = new RedisStreamSessionManager(server.url, { onError: (e) => errors.push(e.message) });
+		cleanups.push(() => streams.close());
+		const rec = recorder();
+		await streams.create('k1', rec);
+
+		await redis.sendCommand(['CLIENT', 'KILL', 'TYPE', 'pubsub']);
+		await eventually(() => errors.some((m) => /lost the Redis pub\/sub connection/.test(m)), 5000, 'loss reported');
+		await eventually(async () => (await redis.pubSubNumSub(['session:k1']))['session:k1'] === 1, 5000, 'resubscribed');
+		await streams.send(['k1'], 'after kill');
+		await eventually(() => rec.chunks.includes('after kill'), 5000, 'delivery after kill');
+		// Sessions created after the loss subscribe on the new connection.
+		const rec2 = recorder();
+		await streams.create('k2', rec2);
+		await streams.send(['k2'], 'new session');
+		await eventually(() => rec2.chunks.includes('new session'), 5000, 'delivery to a new session');
+		expect(await redis.exists('available:session:k1')).toBe(1);
+	});
+});
+
 describe('redis unreachable', () => {
 	it('every method rejects with a clear error within the timeout, and works once Redis is up', async () => {
 		const port = await freePort();
