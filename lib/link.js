@@ -109,7 +109,7 @@ class Link {
 		this.#connection = new Connection(this.#native, options, {
 			answer: (answers) => self.deref()?.#answer(answers),
 			lose: (ids, message) => self.deref()?.#lose(ids, message),
-			isPending: (id) => self.deref()?.#pending.has(id) ?? false,
+			isPending: (id) => self.deref()?.isPending(id) ?? false,
 		});
 		this.#keepAlive = setInterval(noop, 2 ** 30);
 		this.#keepAlive.unref();
@@ -214,6 +214,14 @@ class Link {
 		} catch (error) {
 			this.reporter.report(error);
 		}
+	}
+
+	/**
+	 * Whether a call is still waiting for its answer (not settled, not expired).
+	 * @param {number} id
+	 */
+	isPending(id) {
+		return this.#pending.has(id);
 	}
 
 	/**

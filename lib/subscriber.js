@@ -197,7 +197,10 @@ class Subscriber {
 		this.#ready = false;
 		this.#cut = [];
 		this.#cutBytes = 0;
-		for (const op of this.#native.abandon()) this.#afterResubscribe.push(op);
+		// Operations whose deadline passed while it was down are no longer waited for.
+		const waiting = this.#afterResubscribe.filter((op) => this.#link.isPending(op));
+		for (const op of this.#native.abandon()) waiting.push(op);
+		this.#afterResubscribe = waiting;
 		if (this.#closed) {
 			this.#failWaiting('the session manager is closed');
 			return;
