@@ -70,9 +70,12 @@ export declare class NativeStreams {
    * `[kind, _, token]` triples (kind 0 creates: the id's messages go to controller
    * `token`; kind 1 drops: they stop unless a newer token owns the id) and `ids` their
    * session ids. When `connected`, writes the SUBSCRIBE (confirmed as `op`) and
-   * UNSUBSCRIBE they need; otherwise the next `resubscribe` covers them.
+   * UNSUBSCRIBE they need (ends alone wait for `flushEnds`); otherwise the next
+   * `resubscribe` covers them.
    */
   apply(changes: Uint32Array, ids: string[], op: number, connected: boolean, scratch: Buffer): number
+  /** Writes the UNSUBSCRIBE of sessions ended in ticks without creations; 0 when none. */
+  flushEnds(scratch: Buffer): number
   /**
    * After a (re)connect: subscribes every local session again, confirmed as `op`; 0
    * when there is nothing to subscribe.

@@ -7,6 +7,11 @@ const wire = require('./wire.js');
 const HEADER = 2;
 const ENTRY = 4;
 const decoder = new TextDecoder();
+/**
+ * How long ends alone wait for creations to share a write with (in churn the next
+ * creations come well within it); their messages are dropped meanwhile.
+ */
+const ENDS_DELAY_MS = 2;
 
 /**
  * @typedef {{
@@ -40,6 +45,8 @@ class Subscriber {
 	#lost = false;
 	#closed = false;
 	#retry = new Backoff();
+	/** @type {NodeJS.Timeout | null} */
+	#flushTimer = null;
 	#outbox = new Outbox();
 	#entries = new Uint32Array(HEADER + ENTRY * 1024);
 	/** A frame cut by the end of a read: its chunks so far, their size, the size it needs. */
@@ -73,12 +80,22 @@ class Subscriber {
 	apply(changes, ids, op) {
 		const size = this.#native.apply(changes, ids, op, this.#ready, this.#outbox.buffer);
 		if (this.#ready) {
-			this.#write(size);
+			if (size > 0) this.#write(size);
+			// Ends alone: their UNSUBSCRIBE goes with the next creations, or shortly.
+			else if (this.#flushTimer === null) {
+				this.#flushTimer = setTimeout(this.#flushEnds, ENDS_DELAY_MS);
+				this.#flushTimer.unref();
+			}
 			return;
 		}
 		if (op) this.#afterResubscribe.push(op);
 		this.#connect();
 	}
+
+	#flushEnds = () => {
+		this.#flushTimer = null;
+		if (this.#ready) this.#write(this.#native.flushEnds(this.#outbox.buffer));
+	};
 
 	/** PINGs to prove the connection still answers; connects when it is down. */
 	check() {
@@ -99,6 +116,7 @@ class Subscriber {
 	close() {
 		this.#closed = true;
 		this.#retry.cancel();
+		if (this.#flushTimer) clearTimeout(this.#flushTimer);
 		// With a socket, #onClose fails what is still waiting.
 		if (this.#socket) this.#socket.destroy();
 		else this.#failWaiting('the session manager is closed');

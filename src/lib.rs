@@ -319,7 +319,8 @@ impl NativeStreams {
     /// `[kind, _, token]` triples (kind 0 creates: the id's messages go to controller
     /// `token`; kind 1 drops: they stop unless a newer token owns the id) and `ids` their
     /// session ids. When `connected`, writes the SUBSCRIBE (confirmed as `op`) and
-    /// UNSUBSCRIBE they need; otherwise the next `resubscribe` covers them.
+    /// UNSUBSCRIBE they need (ends alone wait for `flushEnds`); otherwise the next
+    /// `resubscribe` covers them.
     #[napi(
         ts_args_type = "changes: Uint32Array, ids: string[], op: number, connected: boolean, scratch: Buffer"
     )]
@@ -335,6 +336,12 @@ impl NativeStreams {
             self.sessions.apply(&changes, ids, op, connected),
             &mut scratch,
         )
+    }
+
+    /// Writes the UNSUBSCRIBE of sessions ended in ticks without creations; 0 when none.
+    #[napi]
+    pub fn flush_ends(&mut self, mut scratch: BufferSlice<'_>) -> u32 {
+        into_scratch(self.sessions.flush_ends(), &mut scratch)
     }
 
     /// After a (re)connect: subscribes every local session again, confirmed as `op`; 0

@@ -139,6 +139,9 @@ pub struct StreamSessions {
     /// Local sessions: id → token of its JavaScript controller.
     local: HashMap<String, u32>,
     broadcast_subscribed: bool,
+    /// Ended sessions whose UNSUBSCRIBE waits for the next SUBSCRIBE or `flush_ends`: one
+    /// write fewer per tick that only ends sessions.
+    unsubscribe_later: Vec<String>,
     awaiting: VecDeque<Op>,
     out: Resp,
 }
@@ -153,6 +156,7 @@ impl StreamSessions {
             handshake_replies,
             local: HashMap::new(),
             broadcast_subscribed: false,
+            unsubscribe_later: Vec::new(),
             awaiting: VecDeque::new(),
             out: Resp::default(),
         }
@@ -181,8 +185,10 @@ impl StreamSessions {
     /// Applies the session changes of one JavaScript tick, in order: `changes` holds
     /// `[kind, _, token]` triples (kind 0 creates: the id goes to controller `token`;
     /// kind 1 drops: the id stops receiving unless a newer token owns it). When
-    /// `connected`, writes one SUBSCRIBE for the creations (confirmed as `op`) and then
-    /// one UNSUBSCRIBE for the ends; otherwise the next [`Self::resubscribe`] covers them.
+    /// `connected` and there are creations, writes one SUBSCRIBE for them (confirmed as
+    /// `op`) and then one UNSUBSCRIBE for the ends so far; ends alone wait for
+    /// [`Self::flush_ends`] (their messages are dropped meanwhile). When not connected the
+    /// next [`Self::resubscribe`] covers everything.
     pub fn apply(&mut self, changes: &[u32], ids: Vec<String>, op: u32, connected: bool) -> &[u8] {
         self.out.0.clear();
         let mut created: Vec<&str> = Vec::new();
@@ -199,11 +205,10 @@ impl StreamSessions {
                 ended.push(id.clone());
             }
         }
-        // A session re-created in the same tick keeps its channels.
-        ended.retain(|id| !self.local.contains_key(id));
         if !connected {
             return &self.out.0;
         }
+        self.unsubscribe_later.append(&mut ended);
         if !created.is_empty() {
             let mut channels: Vec<String> = Vec::with_capacity(created.len() * 2 + 1);
             for id in &created {
@@ -215,22 +220,40 @@ impl StreamSessions {
                 channels.push(self.keys.broadcast_channel());
             }
             self.write(b"SUBSCRIBE", &channels, op);
-        }
-        // After the SUBSCRIBE: a session created and ended in one tick ends up unsubscribed.
-        if !ended.is_empty() {
-            let channels: Vec<String> = ended
-                .iter()
-                .flat_map(|id| [self.keys.session_channel(id), self.keys.delete_channel(id)])
-                .collect();
-            self.write(b"UNSUBSCRIBE", &channels, UNWATCHED);
+            // After the SUBSCRIBE: a session created and ended in one tick ends up
+            // unsubscribed.
+            self.write_ends();
         }
         &self.out.0
+    }
+
+    /// Writes the UNSUBSCRIBE that ended sessions still wait for, if any.
+    pub fn flush_ends(&mut self) -> &[u8] {
+        self.out.0.clear();
+        self.write_ends();
+        &self.out.0
+    }
+
+    fn write_ends(&mut self) {
+        let mut ended = std::mem::take(&mut self.unsubscribe_later);
+        // A session created again since it ended keeps its channels.
+        ended.retain(|id| !self.local.contains_key(id));
+        if ended.is_empty() {
+            return;
+        }
+        let channels: Vec<String> = ended
+            .iter()
+            .flat_map(|id| [self.keys.session_channel(id), self.keys.delete_channel(id)])
+            .collect();
+        self.write(b"UNSUBSCRIBE", &channels, UNWATCHED);
     }
 
     /// After a (re)connect: one SUBSCRIBE for every local session and the broadcast
     /// channel, confirmed as `op`; nothing when there is nothing to subscribe.
     pub fn resubscribe(&mut self, op: u32) -> &[u8] {
         self.out.0.clear();
+        // A new connection holds no subscription yet: nothing to end.
+        self.unsubscribe_later.clear();
         let mut channels: Vec<String> = Vec::with_capacity(self.local.len() * 2 + 1);
         for id in self.local.keys() {
             channels.push(self.keys.session_channel(id));
@@ -615,6 +638,24 @@ mod tests {
         let mut out = vec![0u32; 6];
         assert!(s.receive(b"+PONG\r\n", &mut out).is_err());
         assert!(s.receive(b"?\r\n", &mut out).is_err());
+    }
+
+    #[test]
+    fn ends_alone_wait_for_the_next_write_and_spare_sessions_created_since() {
+        let mut s = sessions();
+        s.apply(&[0, 0, 1, 0, 0, 2], vec!["a".into(), "b".into()], 1, true);
+        let ids = vec!["a".into(), "b".into()];
+        assert!(s.apply(&[1, 0, 1, 1, 0, 2], ids, 0, true).is_empty());
+        // b comes back before the ends are written: only a is unsubscribed.
+        let text =
+            String::from_utf8(s.apply(&[0, 0, 3], vec!["b".into()], 2, true).to_vec()).unwrap();
+        let unsub = text.find("UNSUBSCRIBE").unwrap();
+        assert!(text[unsub..].contains("session:a") && !text[unsub..].contains("session:b"));
+        assert!(s.flush_ends().is_empty());
+        s.apply(&[1, 0, 3], vec!["b".into()], 0, true);
+        assert!(String::from_utf8(s.flush_ends().to_vec())
+            .unwrap()
+            .contains("UNSUBSCRIBE"));
     }
 
     #[test]
