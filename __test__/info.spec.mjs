@@ -67,6 +67,17 @@ describe('client info and capabilities', () => {
 		info.setClientInfo('s2', { name: 'b', version: '2' });
 		expect(await info.getClientInfo('s2')).toEqual({ name: 'b', version: '2' });
 	});
+
+	it('a tick of more calls than one write keeps call order (reads see the writes before them)', async () => {
+		// Over 32 calls in one tick: the first part is written early, the rest at the end.
+		const reads = [];
+		for (let i = 0; i < 200; i++) {
+			info.setClientInfo('order', { name: 'n', version: String(i) });
+			if (i % 10 === 9) reads.push(info.getClientInfo('order'));
+		}
+		const versions = (await Promise.all(reads)).map((r) => Number(r.version));
+		expect(versions).toEqual(Array.from({ length: 20 }, (_, k) => k * 10 + 9));
+	});
 });
 
 describe('log level', () => {

@@ -67,6 +67,14 @@ const busy = new Set();
  * Like an open socket, it keeps the process alive while calls are pending or a stream
  * manager holds live sessions, and only then.
  */
+/**
+ * A tick's batch is written early, once, when it reaches this many calls: Redis then
+ * works on the first part while this thread prepares the rest, instead of the two
+ * taking turns. Measured (bench/worker.mjs, 64 in flight): churn +17–25 %, set+get
+ * +5–15 %; with 256 sends in flight, delivered messages/s moved by 0 to −7 %.
+ */
+const EARLY_WRITE_CALLS = 32;
+
 class Link {
 	#native;
 	#connection;
@@ -80,6 +88,8 @@ class Link {
 	/** @type {string[]} */
 	#args = [];
 	#scheduled = false;
+	/** This tick's batch had its early write (see EARLY_WRITE_CALLS). */
+	#wroteEarly = false;
 	#batchDeadline = 0;
 	#keepAlive;
 	#users = 0;
@@ -173,17 +183,28 @@ class Link {
 			this.#batchDeadline = performance.now() + this.options.commandTimeout;
 			// At the end of this tick: no added latency (a setImmediate, as node-redis
 			// uses, measured no larger batches here and a slower single call).
-			queueMicrotask(this.#flush);
+			queueMicrotask(this.#flushTick);
 		}
 		const { id, promise } = this.#reserve(what, this.#batchDeadline);
 		if (this.#deadlineTimer === null) this.#armDeadline(this.options.commandTimeout);
 		this.#calls.push(id, code, args.length);
 		for (let i = 0; i < args.length; i++) this.#args.push(args[i]);
+		if (this.#calls.length === 3 * EARLY_WRITE_CALLS && !this.#wroteEarly) {
+			this.#wroteEarly = true;
+			this.#flush();
+		}
 		return promise;
 	}
 
+	/** Writes what the tick queued (the end-of-tick microtask). */
+	#flushTick = () => {
+		this.#wroteEarly = false;
+		this.#flush();
+	};
+
 	#flush = () => {
 		this.#scheduled = false;
+		if (this.#calls.length === 0) return;
 		const calls = Uint32Array.from(this.#calls);
 		const args = this.#args;
 		this.#calls = [];
