@@ -141,16 +141,12 @@ class Link {
 	}
 
 	/**
-	 * Reserves a call id answered from elsewhere (the native side's callback, or the
-	 * pub/sub socket through `resolve`/`fail`).
-	 * @param {string} what context for error messages ('' for none)
-	 * @param {boolean} [timed] whether it fails after commandTimeout like a call
+	 * Reserves a call id settled from elsewhere (the pub/sub socket, through `resolve` /
+	 * `fail`); like a call, it fails after commandTimeout.
 	 * @returns {{ id: number, promise: Promise<any> }}
 	 */
-	track(what, timed = false) {
-		if (!timed) return this.#reserve(what, Infinity);
-		if (this.#deadlineTimer === null) this.#armDeadline(this.options.commandTimeout);
-		return this.#reserve(what, performance.now() + this.options.commandTimeout);
+	track() {
+		return this.#reserve('', performance.now() + this.options.commandTimeout);
 	}
 
 	/**
@@ -166,6 +162,7 @@ class Link {
 			this.#pending.set(id, { resolve, reject, what, deadline });
 		});
 		if (this.#pending.size === 1) this.#updateRef();
+		if (this.#deadlineTimer === null) this.#armDeadline(this.options.commandTimeout);
 		return { id, promise };
 	}
 
@@ -186,7 +183,6 @@ class Link {
 			queueMicrotask(this.#flushTick);
 		}
 		const { id, promise } = this.#reserve(what, this.#batchDeadline);
-		if (this.#deadlineTimer === null) this.#armDeadline(this.options.commandTimeout);
 		this.#calls.push(id, code, args.length);
 		for (let i = 0; i < args.length; i++) this.#args.push(args[i]);
 		if (this.#calls.length === 3 * EARLY_WRITE_CALLS && !this.#wroteEarly) {
@@ -198,12 +194,12 @@ class Link {
 
 	/** Writes what the tick queued (the end-of-tick microtask). */
 	#flushTick = () => {
+		this.#scheduled = false;
 		this.#wroteEarly = false;
 		this.#flush();
 	};
 
-	#flush = () => {
-		this.#scheduled = false;
+	#flush() {
 		if (this.#calls.length === 0) return;
 		const calls = Uint32Array.from(this.#calls);
 		const args = this.#args;
@@ -216,7 +212,7 @@ class Link {
 				this.#settle(calls[i], error instanceof Error ? error.message : String(error), true);
 			}
 		}
-	};
+	}
 
 	/**
 	 * Settles answered calls: `[id, reply, …]`, where the id of a failed call is offset by
@@ -283,17 +279,15 @@ class Link {
 	#expire = () => {
 		this.#deadlineTimer = null;
 		const now = performance.now();
-		let next = Infinity;
 		for (const [id, entry] of this.#pending) {
+			// Entries are in submission order, so deadlines only grow: stop at the first
+			// one still ahead.
 			if (entry.deadline > now) {
-				next = entry.deadline;
-				// Entries are in submission order; only tracked calls (no deadline) break it.
-				if (next !== Infinity) break;
-				continue;
+				this.#armDeadline(entry.deadline - now);
+				return;
 			}
 			this.#settle(id, this.#timeoutReason(), true);
 		}
-		if (next !== Infinity) this.#armDeadline(next - now);
 	};
 
 	#timeoutReason() {

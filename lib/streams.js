@@ -284,7 +284,7 @@ class RedisStreamSessionManager {
 				if (current?.token === changes[i + 2]) markLive.push(ids[n]);
 			} else if (changes[i + 1] === 1 && !current) markGone.push(ids[n]);
 		}
-		const subscribed = tick ? this.#link.track('', true) : null;
+		const subscribed = tick ? this.#link.track() : null;
 		try {
 			this.#subscriber.apply(changes, ids, subscribed ? subscribed.id : 0);
 		} catch (error) {

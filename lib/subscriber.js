@@ -104,7 +104,7 @@ class Subscriber {
 			this.#connect();
 			return;
 		}
-		const { id, promise } = this.#link.track('', true);
+		const { id, promise } = this.#link.track();
 		this.#write(this.#native.ping(id, this.#outbox.buffer));
 		promise.catch((error) => {
 			if (socket !== this.#socket) return;
@@ -145,7 +145,7 @@ class Subscriber {
 	/** @param {import('node:net').Socket} socket */
 	#onConnect(socket) {
 		if (socket !== this.#socket) return;
-		const { id, promise } = this.#link.track('', true);
+		const { id, promise } = this.#link.track();
 		const size = this.#native.handshake(id, this.#outbox.buffer);
 		if (size === 0) {
 			this.#link.resolve(id);
@@ -166,7 +166,7 @@ class Subscriber {
 		this.#afterResubscribe = [];
 		const recovering = this.#lost;
 		this.#lost = false;
-		const { id, promise } = this.#link.track('', true);
+		const { id, promise } = this.#link.track();
 		const size = this.#native.resubscribe(id, this.#outbox.buffer);
 		this.#ready = true;
 		this.#retry.reset();
