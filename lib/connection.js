@@ -82,10 +82,8 @@ class Connection {
 		this.#socket = openSocket(this.#endpoint, this.#options, {
 			connected: (socket) => this.#onConnect(socket),
 			data: (socket, chunk) => this.#onData(socket, chunk),
-			error: (socket, message, refused) => {
-				this.lastError = message;
-				if (refused) this.#refused(socket, message);
-			},
+			error: (message) => (this.lastError = message),
+			refused: (socket, message) => this.#refused(socket, message),
 			closed: (socket) => this.#onClose(socket),
 		});
 	}

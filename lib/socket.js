@@ -15,15 +15,16 @@ const NETWORK_ERRORS = /ECONNREFUSED|ECONNRESET|ENOTFOUND|EAI_AGAIN|EHOSTUNREACH
  * @typedef {{
  *   connected: (socket: import('node:net').Socket) => void,
  *   data: (socket: import('node:net').Socket, chunk: Buffer) => void,
- *   error: (socket: import('node:net').Socket, message: string, refused: boolean) => void,
+ *   error: (message: string) => void,
+ *   refused: (socket: import('node:net').Socket, message: string) => void,
  *   closed: (socket: import('node:net').Socket) => void,
  * }} SocketEvents
  */
 
 /**
  * Opens a socket to Redis (TCP, TLS or unix). It never keeps the process alive by itself;
- * the managers do while they have work. `error` says `refused` when TLS refused the server
- * (a certificate problem does not go away by retrying).
+ * the managers do while they have work. `error` reports a failure that retrying may cure;
+ * `refused` one that it will not (TLS refused the server's certificate).
  * @param {Endpoint} endpoint
  * @param {SocketOptions} options
  * @param {SocketEvents} on
@@ -63,8 +64,9 @@ function openSocket(endpoint, options, on) {
 	});
 	socket.on('data', (chunk) => on.data(socket, chunk));
 	socket.on('error', (error) => {
-		const refused = secure && !connected && !NETWORK_ERRORS.test(error.message);
-		on.error(socket, refused ? `TLS handshake with Redis failed (${error.message})` : error.message, refused);
+		if (secure && !connected && !NETWORK_ERRORS.test(error.message)) {
+			on.refused(socket, `TLS handshake with Redis failed (${error.message})`);
+		} else on.error(error.message);
 	});
 	socket.once('close', () => {
 		clearTimeout(timer);
