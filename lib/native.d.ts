@@ -25,7 +25,7 @@ export declare class NativeClient {
    * The socket broke: forgets what was in flight and returns those call ids (they
    * will never be answered).
    */
-  abandon(): Uint32Array
+  abandon(): Array<number>
   /**
    * A new socket is connected: the handshake to write first (call id 0 answers it),
    * or null when none is needed.
@@ -86,7 +86,7 @@ export declare class NativeStreams {
   /** Copies the last write into `scratch` (large enough, see `into_scratch`). */
   copyWritten(scratch: Buffer): number
   /** The socket broke: returns the ids of the operations that will not be confirmed. */
-  abandon(): Uint32Array
+  abandon(): Array<number>
   /**
    * Reads what the socket read into `out`: `[consumed, need]`, then
    * `[kind, token, offset, length]` entries into `bytes` (see `EntryKind`). Returns

@@ -5,60 +5,11 @@
 //! callback never throws: it catches and reports to `onError`, because a throw from a
 //! threadsafe callback would be fatal to the process.
 
-use napi::bindgen_prelude::{
-    FnArgs, Function, Null, ToNapiValue, TypeName, Uint32Array, ValueType,
-};
+use napi::bindgen_prelude::{FnArgs, Function, Null, ToNapiValue, TypeName, ValueType};
 use napi::check_status;
 use napi::sys;
 use napi::threadsafe_function::{ThreadsafeFunction, ThreadsafeFunctionCallMode};
 use napi::Status;
-
-/// Below this size, data crosses as a copy in memory V8 owns: no finalizer runs later.
-/// Above it, the allocation is handed over without a copy (external memory).
-const COPY_BELOW: usize = 64 * 1024;
-
-/// Numbers for JavaScript, as a `Uint32Array`.
-pub struct Words(pub Vec<u32>);
-
-impl TypeName for Words {
-    fn type_name() -> &'static str {
-        "Uint32Array"
-    }
-
-    fn value_type() -> ValueType {
-        ValueType::Object
-    }
-}
-
-impl ToNapiValue for Words {
-    unsafe fn to_napi_value(env: sys::napi_env, val: Self) -> napi::Result<sys::napi_value> {
-        let size = val.0.len() * 4;
-        if size >= COPY_BELOW {
-            return Uint32Array::to_napi_value(env, Uint32Array::new(val.0));
-        }
-        let mut data = std::ptr::null_mut();
-        let mut buffer = std::ptr::null_mut();
-        check_status!(sys::napi_create_arraybuffer(
-            env,
-            size,
-            &mut data,
-            &mut buffer
-        ))?;
-        if size > 0 {
-            std::ptr::copy_nonoverlapping(val.0.as_ptr().cast::<u8>(), data.cast::<u8>(), size);
-        }
-        let mut array = std::ptr::null_mut();
-        check_status!(sys::napi_create_typedarray(
-            env,
-            sys::TypedarrayType::uint32_array,
-            val.0.len(),
-            buffer,
-            0,
-            &mut array
-        ))?;
-        Ok(array)
-    }
-}
 
 /// The successful result of one call, as JavaScript sees it.
 #[derive(Clone, Debug, PartialEq)]

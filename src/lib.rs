@@ -39,7 +39,7 @@ use napi_derive::napi;
 
 use commands::Commands;
 use config::{client_for, redact_url, NativeOptions};
-use delivery::{CompletionArgs, CompletionBatch, Completions, Words};
+use delivery::{CompletionArgs, CompletionBatch, Completions};
 use error::{js_error, js_type_error};
 use redis::ConnectionAddr;
 use requests::{Args, RequestProtocol};
@@ -217,9 +217,9 @@ impl NativeClient {
 
     /// The socket broke: forgets what was in flight and returns those call ids (they
     /// will never be answered).
-    #[napi(ts_return_type = "Uint32Array")]
-    pub fn abandon(&mut self) -> Words {
-        Words(self.protocol.abandon())
+    #[napi]
+    pub fn abandon(&mut self) -> Vec<u32> {
+        self.protocol.abandon()
     }
 
     /// A new socket is connected: the handshake to write first (call id 0 answers it),
@@ -248,10 +248,7 @@ impl NativeClient {
     /// Copies the last encoded batch into `scratch` (large enough, see `encode`).
     #[napi]
     pub fn copy_encoded(&self, mut scratch: BufferSlice<'_>) -> u32 {
-        let bytes = self.protocol.encoded();
-        let n = bytes.len().min(scratch.len());
-        scratch[..n].copy_from_slice(&bytes[..n]);
-        n as u32
+        into_scratch(self.protocol.encoded(), &mut scratch)
     }
 
     /// Feeds bytes read from the socket; returns the answers of the calls they complete,
@@ -360,16 +357,13 @@ impl NativeStreams {
     /// Copies the last write into `scratch` (large enough, see `into_scratch`).
     #[napi]
     pub fn copy_written(&self, mut scratch: BufferSlice<'_>) -> u32 {
-        let bytes = self.sessions.written();
-        let n = bytes.len().min(scratch.len());
-        scratch[..n].copy_from_slice(&bytes[..n]);
-        n as u32
+        into_scratch(self.sessions.written(), &mut scratch)
     }
 
     /// The socket broke: returns the ids of the operations that will not be confirmed.
-    #[napi(ts_return_type = "Uint32Array")]
-    pub fn abandon(&mut self) -> Words {
-        Words(self.sessions.abandon())
+    #[napi]
+    pub fn abandon(&mut self) -> Vec<u32> {
+        self.sessions.abandon()
     }
 
     /// Reads what the socket read into `out`: `[consumed, need]`, then
