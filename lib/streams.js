@@ -230,6 +230,20 @@ class RedisStreamSessionManager {
 	/** Refreshes every local session's liveness key and checks the pub/sub connection. */
 	#refresh = () => {
 		this.#subscriber.check();
+		this.#writeKeys();
+	};
+
+	/**
+	 * After the pub/sub connection came back (it has just answered, so no PING): Redis
+	 * may have lost the keys too.
+	 */
+	#markAllLive() {
+		this.#reassertKeys = true;
+		this.#writeKeys();
+	}
+
+	/** One write for every local session's liveness key. */
+	#writeKeys() {
 		const ids = [...this.#byId.keys()];
 		if (ids.length === 0) return;
 		// After a failure or a reconnect, write unconditionally: Redis may have lost them.
@@ -241,12 +255,6 @@ class RedisStreamSessionManager {
 				new Error(`could not refresh ${ids.length} session liveness key(s): ${error.message}`),
 			);
 		});
-	};
-
-	/** After the pub/sub connection came back: Redis may have lost the keys too. */
-	#markAllLive() {
-		this.#reassertKeys = true;
-		this.#refresh();
 	}
 
 	/**
