@@ -34,10 +34,10 @@ class RedisInfoSessionManager {
 	#link;
 	#closed = false;
 	/**
-	 * One MGET serves the three reads a request makes (client info, capabilities, log
-	 * level): id → the pending or settled read, and which of its values were handed out.
-	 * An entry lives until the end of the tick its read settled in, and a local write to
-	 * the id drops it.
+	 * One round trip (three GETs) serves the three reads a request makes (client info,
+	 * capabilities, log level): id → the pending or settled read, and which of its values
+	 * were handed out. An entry lives until the loop turn after its read settled, and a
+	 * local write to the id drops it.
 	 * @type {Map<string, { read: Promise<(string | null | { error: string })[]>, used: boolean[] }>}
 	 */
 	#snapshots = new Map();
