@@ -38,6 +38,18 @@ describe('client info and capabilities', () => {
 		expect(JSON.parse(await redis.get('tmcp:client_capabilities:s1'))).toEqual(capabilities);
 	});
 
+	it('every write resolves to undefined, as upstream\'s do', async () => {
+		const writes = [
+			info.setClientInfo('w', clientInfo),
+			info.setClientCapabilities('w', capabilities),
+			info.setLogLevel('w', 'debug'),
+			info.addSubscription('w', 'file:///w'),
+			info.removeSubscription('w', 'file:///w'),
+		];
+		expect(await Promise.all(writes)).toEqual([undefined, undefined, undefined, undefined, undefined]);
+		expect(await info.delete('w')).toBeUndefined();
+	});
+
 	it('rejects with upstream wording when nothing is stored', async () => {
 		await expect(info.getClientInfo('missing')).rejects.toThrow('Client info not found for session missing');
 		await expect(info.getClientCapabilities('missing')).rejects.toThrow(
@@ -148,6 +160,7 @@ describe('bad input changes nothing', () => {
 		['a number id', () => info.getClientInfo(42)],
 		['an empty id', () => info.getClientCapabilities('')],
 		['an undefined id', () => info.getLogLevel(undefined)],
+		['a symbol id', () => info.getClientInfo(Symbol('id'))],
 		['a non-string uri', () => info.getSubscriptions({})],
 	])('getter with %s rejects with TypeError', async (_name, call) => {
 		await expect(call()).rejects.toThrow(TypeError);
@@ -158,6 +171,7 @@ describe('bad input changes nothing', () => {
 		['a BigInt', () => info.setClientCapabilities('bad', { n: 10n })],
 		['undefined', () => info.setClientInfo('bad', undefined)],
 		['a non-string id', () => info.setClientInfo(7, clientInfo)],
+		['a symbol id', () => info.setClientCapabilities(Symbol('id'), capabilities)],
 		['a non-string uri', () => info.addSubscription('bad', 5)],
 		['a non-string level', () => info.setLogLevel('bad', 3)],
 	])('setter with %s rejects with TypeError and writes nothing', async (_name, call) => {

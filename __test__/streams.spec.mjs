@@ -113,6 +113,8 @@ describe('create / has / send / delete', () => {
 	it('unknown ids are dropped silently and an empty list sends nothing', async () => {
 		await expect(b.send(['nobody-here'], 'x')).resolves.toBeUndefined();
 		await expect(b.send([], 'x')).resolves.toBeUndefined();
+		await expect(b.send(undefined, 'x')).resolves.toBeUndefined();
+		await expect(b.delete('nobody-here')).resolves.toBeUndefined();
 	});
 });
 
@@ -215,6 +217,7 @@ describe('bad input', () => {
 		['a non-array sessions', () => a.send('x', 'data'), TypeError, /sessions must be an array/],
 		['a non-string id in sessions', () => a.send(['ok', 3], 'data'), TypeError, /each session id/],
 		['a non-string id for delete', () => a.delete(null), TypeError, /session id/],
+		['a symbol id for delete', () => a.delete(Symbol('id')), TypeError, /session id/],
 	])('%s rejects with a clear TypeError and changes nothing', async (_name, call, type, message) => {
 		const before = await redis.dbSize();
 		const error = await call().catch((e) => e);

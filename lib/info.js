@@ -11,6 +11,10 @@ const INFO = 0;
 const CAPABILITIES = 1;
 const LOG_LEVEL = 2;
 const FIELD_NAMES = ['client info', 'client capabilities', 'log level'];
+const FIELD_TITLES = ['Client info', 'Client capabilities', 'Log level'];
+const STORE_FAILED = FIELD_NAMES.map((name) => `Could not store ${name} for session`);
+const STORE_CODES = [wire.SET_CLIENT_INFO, wire.SET_CLIENT_CAPABILITIES, wire.SET_LOG_LEVEL];
+const noop = () => {};
 
 const LOG_LEVELS = Object.freeze([
 	'debug',
@@ -36,9 +40,9 @@ class RedisInfoSessionManager {
 	/**
 	 * One round trip (three GETs) serves the three reads a request makes (client info,
 	 * capabilities, log level): id → the pending or settled read, and which of its values
-	 * were handed out. An entry lives until the loop turn after its read settled, and a
-	 * local write to the id drops it.
-	 * @type {Map<string, { read: Promise<(string | null | { error: string })[]>, used: boolean[] }>}
+	 * were handed out (bits of 1 << field). An entry lives until the loop turn after its
+	 * read settled, and a local write to the id drops it.
+	 * @type {Map<string, { read: Promise<(string | null | { error: string })[]>, used: number }>}
 	 */
 	#snapshots = new Map();
 	/** Answered snapshots to forget at the next sweep, as `id, entry` pairs. @type {any[]} */
@@ -52,6 +56,9 @@ class RedisInfoSessionManager {
 		}
 	};
 
+	/** Reports a failed write (its error already names the write). @param {Error} error */
+	#reportFailure = (error) => this.#link.reporter.report(error);
+
 	/**
 	 * @param {string} redisUrl
 	 * @param {import('../index').RedisSessionManagerOptions} [options]
@@ -63,75 +70,33 @@ class RedisInfoSessionManager {
 	}
 
 	/** @param {string} id */
-	async getClientInfo(id) {
-		checkId('session id', id);
-		const raw = await this.#read(id, INFO);
-		if (raw === null) throw new Error(`Client info not found for session ${id}`);
-		return parseStored(raw, 'client info', id);
+	getClientInfo(id) {
+		return this.#get(id, INFO);
 	}
 
 	/** @param {string} id @param {unknown} clientInfo */
 	setClientInfo(id, clientInfo) {
-		this.#snapshots.delete(id);
-		return this.#setter(`Could not store client info for session ${id}`, () => {
-			checkId('session id', id);
-			const json = serialise(clientInfo, 'client info', id);
-			return this.#link.call(wire.SET_CLIENT_INFO, [id, json], `Could not store client info for session ${id}`);
-		});
+		return this.#store(INFO, id, clientInfo);
 	}
 
 	/** @param {string} id */
-	async getClientCapabilities(id) {
-		checkId('session id', id);
-		const raw = await this.#read(id, CAPABILITIES);
-		if (raw === null) throw new Error(`Client capabilities not found for session ${id}`);
-		return parseStored(raw, 'client capabilities', id);
+	getClientCapabilities(id) {
+		return this.#get(id, CAPABILITIES);
 	}
 
 	/** @param {string} id @param {unknown} capabilities */
 	setClientCapabilities(id, capabilities) {
-		this.#snapshots.delete(id);
-		return this.#setter(`Could not store client capabilities for session ${id}`, () => {
-			checkId('session id', id);
-			const json = serialise(capabilities, 'client capabilities', id);
-			return this.#link.call(
-				wire.SET_CLIENT_CAPABILITIES,
-				[id, json],
-				`Could not store client capabilities for session ${id}`,
-			);
-		});
+		return this.#store(CAPABILITIES, id, capabilities);
 	}
 
 	/** @param {string} id */
-	async getLogLevel(id) {
-		checkId('session id', id);
-		const raw = await this.#read(id, LOG_LEVEL);
-		if (raw === null) throw new Error(`Log level not found for session ${id}`);
-		// Upstream writes the level JSON-quoted; we write it plain. Accept both.
-		let level = raw;
-		if (raw.startsWith('"')) {
-			try {
-				level = JSON.parse(raw);
-			} catch {
-				// Falls through to the check below with the raw text.
-			}
-		}
-		if (!LOG_LEVELS.includes(level)) {
-			throw new Error(`Invalid log level ${JSON.stringify(raw)} stored for session ${id}`);
-		}
-		return level;
+	getLogLevel(id) {
+		return this.#get(id, LOG_LEVEL);
 	}
 
 	/** @param {string} id @param {string} level */
 	setLogLevel(id, level) {
-		this.#snapshots.delete(id);
-		return this.#setter(`Could not store log level for session ${id}`, () => {
-			checkId('session id', id);
-			if (typeof level !== 'string' || !LOG_LEVELS.includes(level)) {
-				throw new TypeError(`Invalid log level ${describe(level)}: expected one of ${LOG_LEVELS.join(', ')}`);
-			}
-			return this.#link.call(wire.SET_LOG_LEVEL, [id, level], `Could not store log level for session ${id}`);
-		});
+		return this.#store(LOG_LEVEL, id, level);
 	}
 
 	/**
@@ -145,24 +110,12 @@ class RedisInfoSessionManager {
 
 	/** @param {string} id @param {string} uri */
 	addSubscription(id, uri) {
-		return this.#setter(`Could not subscribe session ${id} to ${uri}`, () => {
-			checkId('session id', id);
-			checkId('resource uri', uri);
-			return this.#link.call(wire.ADD_SUBSCRIPTION, [id, uri], `Could not subscribe session ${id} to ${uri}`);
-		});
+		return this.#subscription(wire.ADD_SUBSCRIPTION, id, uri, 'subscribe', 'to');
 	}
 
 	/** @param {string} id @param {string} uri */
 	removeSubscription(id, uri) {
-		return this.#setter(`Could not unsubscribe session ${id} from ${uri}`, () => {
-			checkId('session id', id);
-			checkId('resource uri', uri);
-			return this.#link.call(
-				wire.REMOVE_SUBSCRIPTION,
-				[id, uri],
-				`Could not unsubscribe session ${id} from ${uri}`,
-			);
-		});
+		return this.#subscription(wire.REMOVE_SUBSCRIPTION, id, uri, 'unsubscribe', 'from');
 	}
 
 	/**
@@ -171,10 +124,12 @@ class RedisInfoSessionManager {
 	 */
 	delete(id) {
 		this.#snapshots.delete(id);
-		return this.#setter(`Could not delete session info ${id}`, () => {
+		try {
 			checkId('session id', id);
-			return this.#link.call(wire.INFO_DELETE, [id], `Could not delete session info ${id}`);
-		});
+			return this.#written(this.#link.call(wire.INFO_DELETE, [id], `Could not delete session info ${id}`));
+		} catch (error) {
+			return this.#refused(error, `Could not delete session info ${String(id)}`);
+		}
 	}
 
 	/** Releases the connection; calls already made still complete. */
@@ -193,59 +148,131 @@ class RedisInfoSessionManager {
 	}
 
 	/**
-	 * One value of the session's snapshot (see #snapshots).
+	 * One value of the session's snapshot (see #snapshots), checked and parsed.
 	 * @param {string} id
 	 * @param {number} field INFO, CAPABILITIES or LOG_LEVEL
-	 * @returns {Promise<string | null>}
 	 */
-	async #read(id, field) {
-		let entry = this.#snapshots.get(id);
-		if (!entry || entry.used[field]) {
+	async #get(id, field) {
+		checkId('session id', id);
+		const bit = 1 << field;
+		const entry = this.#snapshots.get(id);
+		let values;
+		if (entry && !(entry.used & bit)) {
+			entry.used |= bit;
+			values = await entry.read;
+		} else {
 			const read = this.#link.call(wire.GET_SESSION, [id], `Could not read session info for session ${id}`);
-			const fresh = { read, used: [false, false, false] };
-			entry = fresh;
+			const fresh = { read, used: bit };
 			this.#snapshots.set(id, fresh);
-			// A snapshot serves the getters until the loop turn after its reply; one
-			// sweep per turn forgets every snapshot answered in it.
-			const settled = () => {
+			try {
+				values = await read;
+			} finally {
+				// The snapshot serves the getters until the loop turn after its reply (this
+				// continuation runs first, at the reply); one sweep per turn forgets every
+				// snapshot answered in it.
 				if (this.#stale.length === 0) setImmediate(this.#sweep);
 				this.#stale.push(id, fresh);
-			};
-			read.then(settled, settled);
+			}
 		}
-		entry.used[field] = true;
-		const value = (await entry.read)[field];
-		if (value !== null && typeof value === 'object') {
+		const raw = values[field];
+		if (raw === null) throw new Error(`${FIELD_TITLES[field]} not found for session ${id}`);
+		if (typeof raw === 'object') {
 			// This key could not be read (e.g. wrong type); the other two could.
-			throw new Error(`Could not read ${FIELD_NAMES[field]} for session ${id}: ${value.error}`);
+			throw new Error(`Could not read ${FIELD_NAMES[field]} for session ${id}: ${raw.error}`);
 		}
-		return value;
+		return field === LOG_LEVEL ? parseLevel(raw, id) : parseStored(raw, FIELD_NAMES[field], id);
 	}
 
 	/**
-	 * Runs a write whose promise callers may drop: bad input and Redis failures reject
-	 * it, and are reported, but never surface as unhandled rejections.
-	 * @param {string} what
-	 * @param {() => Promise<unknown>} write
-	 * @returns {Promise<void>}
+	 * Writes one value of the session's snapshot: JSON, or the log level as plain text.
+	 * @param {number} field INFO, CAPABILITIES or LOG_LEVEL
+	 * @param {string} id
+	 * @param {unknown} value
 	 */
-	#setter(what, write) {
-		/** @type {Promise<void>} */
-		let promise;
+	#store(field, id, value) {
+		this.#snapshots.delete(id);
 		try {
-			promise = write().then(() => {});
+			checkId('session id', id);
+			const text = field === LOG_LEVEL ? checkLevel(value) : serialise(value, FIELD_NAMES[field], id);
+			return this.#written(this.#link.call(STORE_CODES[field], [id, text], `${STORE_FAILED[field]} ${id}`));
 		} catch (error) {
-			promise = Promise.reject(error);
+			return this.#refused(error, `${STORE_FAILED[field]} ${String(id)}`);
 		}
-		promise.catch((error) => {
-			const err = /** @type {Error} */ (error);
-			const Kind = err instanceof TypeError ? TypeError : Error;
-			this.#link.reporter.report(
-				err.message.startsWith(what) ? err : new Kind(`${what}: ${err.message}`, { cause: err }),
-			);
-		});
+	}
+
+	/**
+	 * @param {number} code ADD_SUBSCRIPTION or REMOVE_SUBSCRIPTION
+	 * @param {string} id
+	 * @param {string} uri
+	 * @param {string} verb
+	 * @param {string} preposition
+	 */
+	#subscription(code, id, uri, verb, preposition) {
+		try {
+			checkId('session id', id);
+			checkId('resource uri', uri);
+			return this.#written(this.#link.call(code, [id, uri], `Could not ${verb} session ${id} ${preposition} ${uri}`));
+		} catch (error) {
+			return this.#refused(error, `Could not ${verb} session ${String(id)} ${preposition} ${String(uri)}`);
+		}
+	}
+
+	/**
+	 * A write whose promise callers may drop (the transports do): its failure is
+	 * reported, and never surfaces as an unhandled rejection.
+	 * @param {Promise<void>} promise
+	 */
+	#written(promise) {
+		promise.catch(this.#reportFailure);
 		return promise;
 	}
+
+	/**
+	 * A write refused before reaching Redis (bad input): reported with what was being
+	 * written, and returned as a rejection that is never unhandled.
+	 * @param {unknown} error
+	 * @param {string} what
+	 * @returns {Promise<void>}
+	 */
+	#refused(error, what) {
+		const err = /** @type {Error} */ (error);
+		const Kind = err instanceof TypeError ? TypeError : Error;
+		this.#link.reporter.report(new Kind(`${what}: ${err.message}`, { cause: err }));
+		const rejection = Promise.reject(err);
+		rejection.catch(noop);
+		return rejection;
+	}
+}
+
+/**
+ * @param {unknown} level
+ * @returns {string}
+ */
+function checkLevel(level) {
+	if (typeof level !== 'string' || !LOG_LEVELS.includes(level)) {
+		throw new TypeError(`Invalid log level ${describe(level)}: expected one of ${LOG_LEVELS.join(', ')}`);
+	}
+	return level;
+}
+
+/**
+ * Upstream writes the level JSON-quoted; we write it plain. Accept both.
+ * @param {string} raw
+ * @param {string} id
+ */
+function parseLevel(raw, id) {
+	let level = raw;
+	if (raw.startsWith('"')) {
+		try {
+			level = JSON.parse(raw);
+		} catch {
+			// Falls through to the check below with the raw text.
+		}
+	}
+	if (!LOG_LEVELS.includes(level)) {
+		throw new Error(`Invalid log level ${JSON.stringify(raw)} stored for session ${id}`);
+	}
+	return level;
 }
 
 /**

@@ -111,15 +111,19 @@ class RedisStreamSessionManager {
 	 * stream, and `has(id)` is false from every process once this resolves.
 	 * @param {string} id
 	 */
-	async delete(id) {
-		checkId('session id', id);
+	delete(id) {
+		try {
+			checkId('session id', id);
+		} catch (error) {
+			return Promise.reject(error);
+		}
 		const session = this.#byId.get(id);
 		if (session) {
 			this.#forget(session);
 			this.#change(DROP, 0, session.token, id);
 			closeQuietly(session.controller);
 		}
-		await this.#link.call(wire.STREAM_DELETE, [id], `Could not delete stream session ${id}`);
+		return this.#link.call(wire.STREAM_DELETE, [id], `Could not delete stream session ${id}`);
 	}
 
 	/**
@@ -140,20 +144,21 @@ class RedisStreamSessionManager {
 	 * @param {string[] | undefined} sessions
 	 * @param {string} data
 	 */
-	async send(sessions, data) {
-		if (typeof data !== 'string') {
-			throw new TypeError(`data must be a string, got ${describe(data)}`);
+	send(sessions, data) {
+		try {
+			if (typeof data !== 'string') {
+				throw new TypeError(`data must be a string, got ${describe(data)}`);
+			}
+			if (sessions == null) return this.#link.call(wire.BROADCAST, [data], 'Could not broadcast');
+			if (!Array.isArray(sessions)) {
+				throw new TypeError(`sessions must be an array of session ids or undefined, got ${describe(sessions)}`);
+			}
+			for (const id of sessions) checkId('each session id', id);
+			if (sessions.length === 0) return Promise.resolve();
+			return this.#link.call(wire.PUBLISH, [data, ...sessions], 'Could not send to sessions');
+		} catch (error) {
+			return Promise.reject(error);
 		}
-		if (sessions == null) {
-			await this.#link.call(wire.BROADCAST, [data], 'Could not broadcast');
-			return;
-		}
-		if (!Array.isArray(sessions)) {
-			throw new TypeError(`sessions must be an array of session ids or undefined, got ${describe(sessions)}`);
-		}
-		for (const id of sessions) checkId('each session id', id);
-		if (sessions.length === 0) return;
-		await this.#link.call(wire.PUBLISH, [data, ...sessions], 'Could not send to sessions');
 	}
 
 	/** Closes every local stream, removes their liveness keys and the connections. */

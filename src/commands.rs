@@ -95,7 +95,7 @@ pub fn decode_replies(shape: &Shape, values: Vec<Value>) -> Outcome {
         (Shape::Members | Shape::Exists, other) => {
             Err(format!("unexpected reply from Redis: {other:?}"))
         }
-        _ => Ok(Reply::Nil),
+        _ => Ok(Reply::Done),
     }
 }
 
@@ -236,7 +236,7 @@ async fn run_scan(mut connection: ConnectionManager, keys: &Keys, job: ScanJob) 
                 .map_err(|e| describe_redis_error(&e))?;
         }
         if next == 0 {
-            return Ok(Reply::Nil);
+            return Ok(Reply::Done);
         }
         cursor = next;
     }

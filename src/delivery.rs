@@ -5,7 +5,7 @@
 //! callback never throws: it catches and reports to `onError`, because a throw from a
 //! threadsafe callback would be fatal to the process.
 
-use napi::bindgen_prelude::{FnArgs, Function, Null, ToNapiValue, TypeName, ValueType};
+use napi::bindgen_prelude::{FnArgs, Function, Null, ToNapiValue, TypeName, Undefined, ValueType};
 use napi::check_status;
 use napi::sys;
 use napi::threadsafe_function::{ThreadsafeFunction, ThreadsafeFunctionCallMode};
@@ -14,6 +14,8 @@ use napi::Status;
 /// The successful result of one call, as JavaScript sees it.
 #[derive(Clone, Debug, PartialEq)]
 pub enum Reply {
+    /// A write's success: `undefined`, what the managers' write methods resolve to.
+    Done,
     Nil,
     Text(String),
     Int(i64),
@@ -49,6 +51,7 @@ impl ToNapiValue for Field {
 impl ToNapiValue for Reply {
     unsafe fn to_napi_value(env: sys::napi_env, val: Self) -> napi::Result<sys::napi_value> {
         match val {
+            Reply::Done => Undefined::to_napi_value(env, ()),
             Reply::Nil => Null::to_napi_value(env, Null),
             Reply::Text(s) => String::to_napi_value(env, s),
             Reply::Int(i) => f64::to_napi_value(env, i as f64),

@@ -225,7 +225,7 @@ fn finish(
 ) {
     match expect {
         Expect::Handshake => {
-            let outcome = first_error(&values).map(|()| Reply::Nil).map_err(|e| {
+            let outcome = first_error(&values).map(|()| Reply::Done).map_err(|e| {
                 let reason = e.trim_start_matches("Redis error: ");
                 format!("Redis refused the connection ({reason})")
             });
