@@ -74,14 +74,18 @@ class RedisStreamSessionManager {
 	 * @param {string} id
 	 * @param {ReadableStreamDefaultController} controller
 	 */
-	async create(id, controller) {
-		checkId('session id', id);
-		if (!controller || typeof (/** @type {any} */ (controller).enqueue) !== 'function') {
-			throw new TypeError(
-				`controller must be a ReadableStreamDefaultController (an object with enqueue()), got ${describe(controller)}`,
-			);
+	create(id, controller) {
+		try {
+			checkId('session id', id);
+			if (!controller || typeof (/** @type {any} */ (controller).enqueue) !== 'function') {
+				throw new TypeError(
+					`controller must be a ReadableStreamDefaultController (an object with enqueue()), got ${describe(controller)}`,
+				);
+			}
+			this.#assertOpen('create');
+		} catch (error) {
+			return Promise.reject(error);
 		}
-		this.#assertOpen('create');
 		const session = { id, token: this.#nextToken, controller };
 		this.#nextToken = (this.#nextToken + 1) >>> 0 || 1;
 		const previous = this.#byId.get(id);
@@ -95,15 +99,21 @@ class RedisStreamSessionManager {
 			this.#byToken.delete(previous.token);
 			closeQuietly(previous.controller);
 		}
-		try {
-			await tick.promise;
-		} catch (error) {
-			if (this.#byToken.has(session.token)) {
-				this.#forget(session);
-				this.#change(DROP, 1, session.token, id);
-			}
-			throw new Error(`Could not create stream session ${id}: ${/** @type {Error} */ (error).message}`);
+		return tick.promise.then(undefined, (error) => this.#notCreated(session, error));
+	}
+
+	/**
+	 * The tick that created `session` failed to subscribe it or to mark it live.
+	 * @param {LocalSession} session
+	 * @param {Error} error
+	 * @returns {never}
+	 */
+	#notCreated(session, error) {
+		if (this.#byToken.has(session.token)) {
+			this.#forget(session);
+			this.#change(DROP, 1, session.token, session.id);
 		}
+		throw new Error(`Could not create stream session ${session.id}: ${error.message}`);
 	}
 
 	/**
