@@ -125,10 +125,9 @@ pub enum ScanJob {
 /// [`crate::requests`] instead.
 pub struct Commands {
     connection: ConnectionManager,
-    // Shared with every task and call: cloning the Arc, not the strings (TLS PEMs included).
-    keys: Arc<Keys>,
-    options: Arc<NativeOptions>,
-    completions: Arc<Completions>,
+    keys: Keys,
+    options: NativeOptions,
+    completions: Completions,
 }
 
 impl Commands {
@@ -142,37 +141,36 @@ impl Commands {
         let connection = connection_manager(client, &options)?;
         Ok(Arc::new(Commands {
             connection,
-            keys: Arc::new(Keys::new(&options.key_prefix)),
-            options: Arc::new(options),
-            completions: Arc::new(completions),
+            keys: Keys::new(&options.key_prefix),
+            options,
+            completions,
         }))
     }
 
-    /// Runs a call's SCAN follow-up on the tokio side; it answers `id` when done.
-    pub fn spawn_scan(&self, id: u32, job: ScanJob) {
-        let connection = self.connection.clone();
-        let keys = self.keys.clone();
-        let completions = self.completions.clone();
-        let timeout = self.options.command_timeout() * 4;
+    /// Runs a call's SCAN follow-up on the tokio side; it answers `id` when done. The
+    /// task shares `self` (one Arc clone, not the keys and options with their TLS PEMs).
+    pub fn spawn_scan(self: &Arc<Self>, id: u32, job: ScanJob) {
+        let commands = Arc::clone(self);
         napi::bindgen_prelude::spawn(async move {
-            let outcome =
-                match tokio::time::timeout(timeout, run_scan(connection, &keys, job)).await {
-                    Ok(result) => result,
-                    Err(_) => Err("Redis did not finish the scan in time".to_string()),
-                };
-            completions.one(id, outcome);
+            let timeout = commands.options.command_timeout() * 4;
+            let scan = run_scan(commands.connection.clone(), &commands.keys, job);
+            let outcome = match tokio::time::timeout(timeout, scan).await {
+                Ok(result) => result,
+                Err(_) => Err("Redis did not finish the scan in time".to_string()),
+            };
+            commands.completions.one(id, outcome);
         });
     }
 
-    pub fn completions(&self) -> &Arc<Completions> {
+    pub fn completions(&self) -> &Completions {
         &self.completions
     }
 
-    pub fn keys(&self) -> &Arc<Keys> {
+    pub fn keys(&self) -> &Keys {
         &self.keys
     }
 
-    pub fn options(&self) -> &Arc<NativeOptions> {
+    pub fn options(&self) -> &NativeOptions {
         &self.options
     }
 }

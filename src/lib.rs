@@ -2,8 +2,8 @@
 //! Native core of `@tmcp-rs/session-manager-redis`, a drop-in for
 //! `@tmcp/session-manager-redis`.
 //!
-//! The JavaScript facade (`index.js`) keeps the public classes, input validation and
-//! the stream controllers; this crate does all Redis work:
+//! The JavaScript side (`lib/`) keeps the public classes, input validation, the stream
+//! controllers and both sockets; this crate does the Redis protocol work:
 //!
 //! * [`config`]: URL validation and options;
 //! * [`keys`]: every key and channel name (upstream's by default);
@@ -183,8 +183,9 @@ pub struct NativeClient {
 
 #[napi]
 impl NativeClient {
-    /// `on_complete(answers)` answers calls finished on the tokio side (stream creation,
-    /// close, scans), in the format of `decode`.
+    /// `on_complete(answers)` answers calls finished on the tokio side (the SCAN
+    /// follow-ups of upstream-compatible mode, and calls refused while encoding), in the
+    /// format of `decode`.
     #[napi(
         constructor,
         ts_args_type = "url: string, options: NativeOptions, onComplete: (answers: unknown[]) => void"
@@ -300,7 +301,7 @@ impl NativeStreams {
         NativeStreams {
             sessions: StreamSessions::new(
                 client.client.get_connection_info(),
-                client.commands.keys().as_ref().clone(),
+                client.commands.keys().clone(),
             ),
         }
     }

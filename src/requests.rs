@@ -217,7 +217,7 @@ impl RequestProtocol {
 }
 
 fn finish(
-    commands: &Commands,
+    commands: &Arc<Commands>,
     id: u32,
     expect: Expect,
     values: Vec<Value>,
