@@ -72,9 +72,8 @@ pub fn encode(
             Encoded::done(2)
         }
         (MARK_LIVE | REFRESH, [_, ..]) => {
-            let ttl = itoa::Buffer::new()
-                .format(options.session_ttl_seconds)
-                .to_string();
+            let mut ttl = itoa::Buffer::new();
+            let ttl = ttl.format(options.session_ttl_seconds);
             for id in args {
                 let key = keys.alive(id);
                 let words: [&[u8]; 6] = [
@@ -210,11 +209,7 @@ impl StreamSessions {
         }
         self.unsubscribe_later.append(&mut ended);
         if !created.is_empty() {
-            let mut channels: Vec<String> = Vec::with_capacity(created.len() * 2 + 1);
-            for id in &created {
-                channels.push(self.keys.session_channel(id));
-                channels.push(self.keys.delete_channel(id));
-            }
+            let mut channels = self.channels_of(created);
             if !self.broadcast_subscribed {
                 self.broadcast_subscribed = true;
                 channels.push(self.keys.broadcast_channel());
@@ -241,10 +236,7 @@ impl StreamSessions {
         if ended.is_empty() {
             return;
         }
-        let channels: Vec<String> = ended
-            .iter()
-            .flat_map(|id| [self.keys.session_channel(id), self.keys.delete_channel(id)])
-            .collect();
+        let channels = self.channels_of(&ended);
         self.write(b"UNSUBSCRIBE", &channels, UNWATCHED);
     }
 
@@ -254,11 +246,7 @@ impl StreamSessions {
         self.out.0.clear();
         // A new connection holds no subscription yet: nothing to end.
         self.unsubscribe_later.clear();
-        let mut channels: Vec<String> = Vec::with_capacity(self.local.len() * 2 + 1);
-        for id in self.local.keys() {
-            channels.push(self.keys.session_channel(id));
-            channels.push(self.keys.delete_channel(id));
-        }
+        let mut channels = self.channels_of(self.local.keys());
         // Local sessions need broadcasts: their first SUBSCRIBE may not have been written.
         if self.broadcast_subscribed || !self.local.is_empty() {
             self.broadcast_subscribed = true;
@@ -276,6 +264,17 @@ impl StreamSessions {
         self.out.command(&[b"PING"]);
         self.expect(op, 1);
         &self.out.0
+    }
+
+    /// The two channels of each session (its messages, its end), with room for one more.
+    fn channels_of<S: AsRef<str>>(&self, ids: impl IntoIterator<Item = S>) -> Vec<String> {
+        let ids = ids.into_iter();
+        let mut channels = Vec::with_capacity(ids.size_hint().0 * 2 + 1);
+        for id in ids {
+            channels.push(self.keys.session_channel(id.as_ref()));
+            channels.push(self.keys.delete_channel(id.as_ref()));
+        }
+        channels
     }
 
     fn write(&mut self, command: &[u8], channels: &[String], op: u32) {
