@@ -309,20 +309,13 @@ fn parse(buf: &[u8], pos: usize, depth: usize) -> Result<Option<(Value, usize)>,
         b'_' => Value::Nil,
         b'#' => Value::Boolean(text == b"t"),
         b'$' => {
-            let Ok(len) = usize::try_from(number(text)?) else {
-                return Ok(Some((Value::Nil, next)));
-            };
-            let stop = next + len;
-            if buf.len() < stop + 2 {
-                return Ok(None);
-            }
-            if &buf[stop..stop + 2] != b"\r\n" {
-                return Err(protocol_error());
-            }
-            return Ok(Some((
-                Value::BulkString(buf[next..stop].to_vec()),
-                stop + 2,
-            )));
+            return Ok(match read_bulk(buf, text, next)? {
+                Bulk::Nil => Some((Value::Nil, next)),
+                Bulk::Body((start, end), after) => {
+                    Some((Value::BulkString(buf[start..end].to_vec()), after))
+                }
+                Bulk::Short(_) => None,
+            });
         }
         b'*' | b'~' | b'%' => {
             let Ok(mut len) = usize::try_from(number(text)?) else {
@@ -380,6 +373,31 @@ pub fn read_line(buf: &[u8], pos: usize) -> Result<Option<Line>, String> {
         return Err(protocol_error());
     }
     Ok(Some((kind, (pos + 1, end - 1), end + 1)))
+}
+
+/// What follows a bulk string's `$` line.
+pub enum Bulk {
+    /// `$-1`: no body.
+    Nil,
+    /// The body's range, and where the next line starts.
+    Body(Span, usize),
+    /// Cut short: the buffer must reach this end.
+    Short(usize),
+}
+
+/// The body of the bulk string whose `$` line has length text `len` and ends at `next`.
+pub fn read_bulk(buf: &[u8], len: &[u8], next: usize) -> Result<Bulk, String> {
+    let Ok(len) = usize::try_from(number(len)?) else {
+        return Ok(Bulk::Nil);
+    };
+    let stop = next + len;
+    if buf.len() < stop + 2 {
+        return Ok(Bulk::Short(stop + 2));
+    }
+    if &buf[stop..stop + 2] != b"\r\n" {
+        return Err(protocol_error());
+    }
+    Ok(Bulk::Body((next, stop), stop + 2))
 }
 
 pub fn number(text: &[u8]) -> Result<i64, String> {

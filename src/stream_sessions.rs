@@ -15,7 +15,9 @@ use redis::ConnectionInfo;
 use crate::commands::{Encoded, ScanJob, Shape};
 use crate::config::NativeOptions;
 use crate::keys::{Channel, Keys};
-use crate::requests::{handshake_commands, number, protocol_error, read_line, Resp, Span};
+use crate::requests::{
+    handshake_commands, number, protocol_error, read_bulk, read_line, Bulk, Resp, Span,
+};
 
 /// Call codes (see `lib/wire.js`).
 const HAS: u32 = 20;
@@ -413,19 +415,11 @@ fn read_frame(buf: &[u8], pos: usize) -> Result<Parsed, String> {
                     return Ok(Parsed::Incomplete(0));
                 };
                 let (span, after) = match kind {
-                    b'$' => match usize::try_from(number(&buf[head.0..head.1])?) {
+                    b'$' => match read_bulk(buf, &buf[head.0..head.1], next)? {
                         // `$-1`: nil, no body line.
-                        Err(_) => ((next, next), next),
-                        Ok(len) => {
-                            let stop = next + len;
-                            if buf.len() < stop + 2 {
-                                return Ok(Parsed::Incomplete(stop + 2 - pos));
-                            }
-                            if &buf[stop..stop + 2] != b"\r\n" {
-                                return Err(protocol_error());
-                            }
-                            ((next, stop), stop + 2)
-                        }
+                        Bulk::Nil => ((next, next), next),
+                        Bulk::Body(span, after) => (span, after),
+                        Bulk::Short(end) => return Ok(Parsed::Incomplete(end - pos)),
                     },
                     b'+' | b':' => (head, next),
                     _ => return Err(protocol_error()),
