@@ -15,8 +15,9 @@ export declare const __napiBindingTarget: 'native' | 'wasm32-wasi' | 'wasm32-was
  */
 export declare class NativeClient {
   /**
-   * `on_complete(answers)` answers calls finished on the tokio side (stream creation,
-   * close, scans), in the format of `decode`.
+   * `on_complete(answers)` answers calls finished on the tokio side (the SCAN
+   * follow-ups of upstream-compatible mode, and calls refused while encoding), in the
+   * format of `decode`.
    */
   constructor(url: string, options: NativeOptions, onComplete: (answers: unknown[]) => void)
   /** Where to connect the command socket. */
