@@ -1,9 +1,7 @@
 'use strict';
 
 const { openSocket, Outbox, Backoff } = require('./socket.js');
-
-/** Added to the id of a failed call in the answers of `decode` (src/delivery.rs `CompletionBatch`). */
-const FAILED = 2 ** 32;
+const { FAILED_ANSWER } = require('./wire.js');
 
 /**
  * The command socket. Node reads and writes it on the JavaScript thread, as it does for
@@ -122,7 +120,7 @@ class Connection {
 		}
 		if (!this.#ready) {
 			// Before ready only the handshake (call 0) is in flight.
-			if (answered.length > 0 && answered[0] >= FAILED) this.#refused(socket, String(answered[1]));
+			if (answered.length > 0 && answered[0] >= FAILED_ANSWER) this.#refused(socket, String(answered[1]));
 			else if (this.#native.idle) this.#becomeReady();
 			if (this.#closing) this.#endIfDone();
 			return;

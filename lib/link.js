@@ -4,9 +4,9 @@ const { NativeClient } = require('./native.cjs');
 const { Connection } = require('./connection.js');
 const { nativeOptions } = require('./options.js');
 
+const { FAILED_ANSWER } = require('./wire.js');
+
 const WARN_EVERY_MS = 10_000;
-/** Offset of a failed call's id in answers (src/delivery.rs `CompletionBatch`). */
-const FAILED = 2 ** 32;
 const noop = () => {};
 
 /**
@@ -62,12 +62,6 @@ const busy = new Set();
  */
 
 /**
- * One Redis endpoint shared by the managers built on it. Calls made in one tick go to
- * Redis as one pipeline on the command socket and settle when their replies arrive.
- * Like an open socket, it keeps the process alive while calls are pending or a stream
- * manager holds live sessions, and only then.
- */
-/**
  * A tick's batch is written early, once, when it reaches this many calls: Redis then
  * works on the first part while this thread prepares the rest, instead of the two
  * taking turns. Measured (bench/worker.mjs, 64 in flight): churn +17–25 %, set+get
@@ -75,6 +69,12 @@ const busy = new Set();
  */
 const EARLY_WRITE_CALLS = 32;
 
+/**
+ * One Redis endpoint shared by the managers built on it. Calls made in one tick go to
+ * Redis as one pipeline on the command socket and settle when their replies arrive.
+ * Like an open socket, it keeps the process alive while calls are pending or a stream
+ * manager holds live sessions, and only then.
+ */
 class Link {
 	#native;
 	#connection;
@@ -225,7 +225,7 @@ class Link {
 		try {
 			for (let i = 0; i < answers.length; i += 2) {
 				const id = /** @type {number} */ (answers[i]);
-				if (id >= FAILED) this.#settle(id - FAILED, answers[i + 1], true);
+				if (id >= FAILED_ANSWER) this.#settle(id - FAILED_ANSWER, answers[i + 1], true);
 				else this.#settle(id, answers[i + 1], false);
 			}
 		} catch (error) {

@@ -128,9 +128,14 @@ class Subscriber {
 		this.#outbox.send(socket, size, (buffer) => this.#native.copyWritten(buffer));
 	}
 
+	/** Whether a connection is worth having: operations wait for one, or sessions want it. */
+	#needed() {
+		return this.#afterResubscribe.length > 0 || this.#handlers.wanted();
+	}
+
 	#connect() {
 		if (this.#socket || this.#retry.pending || this.#closed) return;
-		if (this.#afterResubscribe.length === 0 && !this.#handlers.wanted()) return;
+		if (!this.#needed()) return;
 		this.#socket = openSocket(this.#link.native.endpoint(), this.#link.options, {
 			connected: (socket) => this.#onConnect(socket),
 			data: (socket, chunk) => this.#onData(socket, chunk),
@@ -228,8 +233,7 @@ class Subscriber {
 				new Error(`lost the Redis pub/sub connection (${reason}); reconnecting and resubscribing`),
 			);
 		}
-		if (this.#afterResubscribe.length === 0 && !this.#handlers.wanted()) return;
-		this.#retry.schedule(() => this.#connect());
+		if (this.#needed()) this.#retry.schedule(() => this.#connect());
 	}
 
 	/**

@@ -22,4 +22,6 @@ module.exports = Object.freeze({
 	DELIVER_CLOSE: 2,
 	OP_DONE: 3,
 	OP_FAILED: 4,
+	// Added to the id of a failed call in the answers (src/delivery.rs CompletionBatch).
+	FAILED_ANSWER: 2 ** 32,
 });
