@@ -38,6 +38,19 @@ describe('client info and capabilities', () => {
 		expect(JSON.parse(await redis.get('tmcp:client_capabilities:s1'))).toEqual(capabilities);
 	});
 
+	it('large values read back whole when their replies span many socket reads', async () => {
+		// Replies of several MB arrive over many reads into one reused buffer: whatever the
+		// decoder keeps of a cut reply must be its own copy, or the next read overwrites it.
+		const values = Array.from({ length: 6 }, (_, i) => ({
+			i,
+			text: `${'é✓'.repeat(150_000 + i * 7919)}${'x'.repeat(i)}`,
+			list: Array.from({ length: 2000 }, (_, k) => `${i}:${k}`),
+		}));
+		await Promise.all(values.map((value, i) => info.setClientInfo(`big${i}`, value)));
+		const read = await Promise.all(values.map((_, i) => info.getClientInfo(`big${i}`)));
+		expect(read).toEqual(values);
+	});
+
 	it('every write resolves to undefined, as upstream\'s do', async () => {
 		const writes = [
 			info.setClientInfo('w', clientInfo),

@@ -77,13 +77,19 @@ class Connection {
 
 	#connect() {
 		if (this.#socket || this.#retry.pending || this.#closing) return;
-		this.#socket = openSocket(this.#endpoint, this.#options, {
-			connected: (socket) => this.#onConnect(socket),
-			data: (socket, chunk) => this.#onData(socket, chunk),
-			error: (message) => (this.lastError = message),
-			refused: (socket, message) => this.#refused(socket, message),
-			closed: (socket) => this.#onClose(socket),
-		});
+		this.#socket = openSocket(
+			this.#endpoint,
+			this.#options,
+			{
+				connected: (socket) => this.#onConnect(socket),
+				data: (socket, chunk) => this.#onData(socket, chunk),
+				error: (message) => (this.lastError = message),
+				refused: (socket, message) => this.#refused(socket, message),
+				closed: (socket) => this.#onClose(socket),
+			},
+			// The native decoder copies the partial reply it keeps.
+			true,
+		);
 	}
 
 	/** @param {import('node:net').Socket} socket */

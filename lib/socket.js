@@ -21,21 +21,40 @@ const NETWORK_ERRORS = /ECONNREFUSED|ECONNRESET|ENOTFOUND|EAI_AGAIN|EHOSTUNREACH
  * }} SocketEvents
  */
 
+/** Size of the buffer that plain sockets read into when their reader keeps nothing. */
+const READ_BUFFER_BYTES = 64 * 1024;
+
 /**
  * Opens a socket to Redis (TCP, TLS or unix). It never keeps the process alive by itself;
  * the managers do while they have work. `error` reports a failure that retrying may cure;
  * `refused` one that it will not (TLS refused the server's certificate).
+ *
+ * With `reuseReads`, a plain socket reads every chunk into one buffer of its own and hands
+ * it to `data` directly, without a new Buffer and a stream event per read: about 10 % less
+ * CPU per call at one call in flight (bench/worker.mjs). Only for a reader that keeps
+ * nothing of a chunk after `data` returns.
  * @param {Endpoint} endpoint
  * @param {SocketOptions} options
  * @param {SocketEvents} on
+ * @param {boolean} [reuseReads]
  */
-function openSocket(endpoint, options, on) {
+function openSocket(endpoint, options, on, reuseReads = false) {
 	const { host, port, path, tls: secure, verifyHost } = endpoint;
 	const tlsOptions = options.tls ?? {};
 	/** @type {import('node:net').Socket} */
 	let socket;
+	const onread =
+		reuseReads && !secure
+			? {
+					buffer: Buffer.allocUnsafeSlow(READ_BUFFER_BYTES),
+					/** @param {number} size @param {Buffer} buffer */
+					callback: (size, buffer) => {
+						on.data(socket, buffer.subarray(0, size));
+					},
+				}
+			: undefined;
 	if (path) {
-		socket = net.connect({ path });
+		socket = net.connect({ path, onread });
 	} else if (secure) {
 		socket = tls.connect({
 			host: host ?? undefined,
@@ -48,7 +67,7 @@ function openSocket(endpoint, options, on) {
 			rejectUnauthorized: verifyHost,
 		});
 	} else {
-		socket = net.connect({ host: host ?? undefined, port: port ?? undefined });
+		socket = net.connect({ host: host ?? undefined, port: port ?? undefined, onread });
 	}
 	socket.unref();
 	socket.setNoDelay(true);
@@ -62,7 +81,7 @@ function openSocket(endpoint, options, on) {
 		clearTimeout(timer);
 		on.connected(socket);
 	});
-	socket.on('data', (chunk) => on.data(socket, chunk));
+	if (!onread) socket.on('data', (chunk) => on.data(socket, chunk));
 	socket.on('error', (error) => {
 		if (secure && !connected && !NETWORK_ERRORS.test(error.message)) {
 			on.refused(socket, `TLS handshake with Redis failed (${error.message})`);
