@@ -99,6 +99,37 @@ describe('pub/sub connection dropped by Redis', () => {
 	});
 });
 
+describe('command connection closed by Redis', () => {
+	it('is noticed, and the next calls reconnect and are answered', async () => {
+		const server = await startRedis();
+		cleanups.push(() => server.stop());
+		const redis = await observer(server.url);
+		cleanups.push(() => redis.quit());
+		const info = new RedisInfoSessionManager(server.url);
+		cleanups.push(() => info.close());
+		await info.setClientInfo('c1', { name: 'a' });
+
+		// A clean close from the server's side (end of stream), not an error.
+		expect(await redis.sendCommand(['CLIENT', 'KILL', 'TYPE', 'normal', 'SKIPME', 'yes'])).toBe(1);
+		// A call that reached the closing socket fails as lost (never replayed); later ones
+		// go over a new connection.
+		const outcomes = [];
+		await eventually(async () => {
+			try {
+				outcomes.push((await info.getClientInfo('c1')).name);
+				return true;
+			} catch (error) {
+				outcomes.push(error.message);
+				return false;
+			}
+		}, 5000, 'a call answered after the close');
+		expect(outcomes.at(-1)).toBe('a');
+		for (const failure of outcomes.slice(0, -1)) expect(failure).toMatch(/connection to Redis lost/);
+		await info.setClientInfo('c1', { name: 'b' });
+		expect(await info.getClientInfo('c1')).toEqual({ name: 'b' });
+	});
+});
+
 describe('redis unreachable', () => {
 	it('every method rejects with a clear error within the timeout, and works once Redis is up', async () => {
 		const port = await freePort();
