@@ -18,6 +18,15 @@ afterAll(() => {
 	expect(unhandled).toEqual([]);
 });
 
+/** A redis-server of this test and a plain client on it, both ended after the test. */
+async function serverWithObserver() {
+	const server = await startRedis();
+	cleanups.push(() => server.stop());
+	const redis = await observer(server.url);
+	cleanups.push(() => redis.quit());
+	return { server, redis };
+}
+
 /** Fails if `promise` has not settled within `ms` (a bound on hanging, not a measurement). */
 function within(promise, ms, what) {
 	let timer;
@@ -75,10 +84,7 @@ describe('redis-server killed and restarted on the same port', () => {
 
 describe('pub/sub connection dropped by Redis', () => {
 	it('is reported, restored by itself, and deliveries go on', async () => {
-		const server = await startRedis();
-		cleanups.push(() => server.stop());
-		const redis = await observer(server.url);
-		cleanups.push(() => redis.quit());
+		const { server, redis } = await serverWithObserver();
 		const errors = [];
 		const streams = new RedisStreamSessionManager(server.url, { onError: (e) => errors.push(e.message) });
 		cleanups.push(() => streams.close());
@@ -101,10 +107,7 @@ describe('pub/sub connection dropped by Redis', () => {
 
 describe('command connection closed by Redis', () => {
 	it('is noticed, and the next calls reconnect and are answered', async () => {
-		const server = await startRedis();
-		cleanups.push(() => server.stop());
-		const redis = await observer(server.url);
-		cleanups.push(() => redis.quit());
+		const { server, redis } = await serverWithObserver();
 		const info = new RedisInfoSessionManager(server.url);
 		cleanups.push(() => info.close());
 		await info.setClientInfo('c1', { name: 'a' });
@@ -216,10 +219,7 @@ describe('redis frozen (SIGSTOP)', () => {
 
 describe('redis refusing writes (maxmemory reached)', () => {
 	it('writes reject with Redis’s error, the failed liveness refresh is reported, reads go on', async () => {
-		const server = await startRedis();
-		cleanups.push(() => server.stop());
-		const redis = await observer(server.url);
-		cleanups.push(() => redis.quit());
+		const { server, redis } = await serverWithObserver();
 		const errors = [];
 		const options = { sessionTtlSeconds: 3, onError: (e) => errors.push(e.message) };
 		const info = new RedisInfoSessionManager(server.url, options);
