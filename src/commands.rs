@@ -65,11 +65,9 @@ pub fn encode_call(
     options: &NativeOptions,
     out: &mut Resp,
 ) -> Option<Encoded> {
-    if code < 20 {
-        crate::info_sessions::encode(code, args, keys, options.upstream_compatible, out)
-    } else {
-        crate::stream_sessions::encode(code, args, keys, options, out)
-    }
+    // Each module knows its own codes and writes nothing for another's.
+    crate::info_sessions::encode(code, args, keys, options.upstream_compatible, out)
+        .or_else(|| crate::stream_sessions::encode(code, args, keys, options, out))
 }
 
 /// Turns a call's replies into its outcome.
