@@ -68,8 +68,8 @@ export declare class NativeStreams {
   handshake(op: number, scratch: Buffer): number
   /**
    * Applies the session changes of one tick, in order: `changes` holds
-   * `[kind, _, token]` triples (kind 0 creates: the id's messages go to controller
-   * `token`; kind 1 drops: they stop unless a newer token owns the id) and `ids` their
+   * `[kind, _, token]` triples (`CHANGE_CREATE`: the id's messages go to controller
+   * `token`; `CHANGE_DROP`: they stop unless a newer token owns the id) and `ids` their
    * session ids. When `connected`, writes the SUBSCRIBE (confirmed as `op`) and
    * UNSUBSCRIBE they need (ends alone wait for `flushEnds`); otherwise the next
    * `resubscribe` covers them.
@@ -97,6 +97,20 @@ export declare class NativeStreams {
   receive(bytes: Buffer, out: Uint32Array): number
 }
 
+export declare const ADD_SUBSCRIPTION: number
+
+export declare const BROADCAST: number
+
+export declare const CHANGE_CREATE: number
+
+export declare const CHANGE_DROP: number
+
+export declare const DELIVER_BROADCAST: number
+
+export declare const DELIVER_CLOSE: number
+
+export declare const DELIVER_MESSAGE: number
+
 /** Where JavaScript opens the command socket. */
 export interface Endpoint {
   host?: string
@@ -108,9 +122,29 @@ export interface Endpoint {
   verifyHost: boolean
 }
 
+/** Added to the id of a failed call in a [`CompletionBatch`]; exported to `lib/wire.js`. */
+export declare const FAILED_ANSWER: number
+
 export interface FieldError {
   error: string
 }
+
+export declare const GET_SESSION: number
+
+export declare const GET_SUBSCRIPTIONS: number
+
+export declare const HAS: number
+
+export declare const INFO_DELETE: number
+
+/** `DEL` of the liveness keys of sessions that ended here. */
+export declare const MARK_GONE: number
+
+/**
+ * `SET available:session:{id} active EX ttl` for each id: a session became live, or
+ * Redis may have lost its key (after a reconnect).
+ */
+export declare const MARK_LIVE: number
 
 /** Options the JavaScript facade has already validated and filled with defaults. */
 export interface NativeOptions {
@@ -140,3 +174,28 @@ export interface NativeTls {
   /** Client private key for mutual TLS (with `cert`). */
   key?: string
 }
+
+export declare const OP_DONE: number
+
+export declare const OP_FAILED: number
+
+export declare const PUBLISH: number
+
+/** Words per entry: `[kind, token, offset, length]`, offset and length into the bytes read. */
+export declare const RECEIVE_ENTRY_WORDS: number
+
+/** Words in front of the entries: bytes consumed, bytes the next frame needs (0: unknown). */
+export declare const RECEIVE_HEADER_WORDS: number
+
+/** The same with `XX`: a refresh must not resurrect a key that a delete just removed. */
+export declare const REFRESH: number
+
+export declare const REMOVE_SUBSCRIPTION: number
+
+export declare const SET_CLIENT_CAPABILITIES: number
+
+export declare const SET_CLIENT_INFO: number
+
+export declare const SET_LOG_LEVEL: number
+
+export declare const STREAM_DELETE: number

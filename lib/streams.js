@@ -5,11 +5,10 @@ const { NativeStreams } = require('./native.cjs');
 const { Link } = require('./link.js');
 const { Subscriber } = require('./subscriber.js');
 
-// Change kinds of NativeStreams.apply (src/lib.rs).
-const CREATE = 0;
-const DROP = 1;
 const { normalizeOptions, checkId, checkUrl, describe } = require('./options.js');
 const wire = require('./wire.js');
+
+const { CHANGE_CREATE: CREATE, CHANGE_DROP: DROP } = wire;
 
 const LINK = Symbol.for('tmcp-rs.session-manager-redis.link');
 /** Stream managers with live sessions: kept reachable, like their open streams. */

@@ -3,9 +3,7 @@
 const { openSocket, Outbox, Backoff } = require('./socket.js');
 const wire = require('./wire.js');
 
-/** Words of `NativeStreams.receive`'s header and of each entry (src/stream_sessions.rs). */
-const HEADER = 2;
-const ENTRY = 4;
+const { RECEIVE_HEADER_WORDS: HEADER, RECEIVE_ENTRY_WORDS: ENTRY } = wire;
 const decoder = new TextDecoder();
 /**
  * How long ends alone wait for creations to share a write with (in churn the next

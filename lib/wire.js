@@ -1,27 +1,35 @@
 'use strict';
-// Call codes shared with the native side (src/info_sessions.rs, src/stream_sessions.rs).
+// The codes JavaScript and the native side share, defined once in Rust: call codes
+// (src/info_sessions.rs, src/stream_sessions.rs), the change kinds of NativeStreams.apply
+// and the entry layout of NativeStreams.receive (src/stream_sessions.rs), and the offset
+// of a failed call's id in the answers (src/delivery.rs). Copied into one frozen object so hot paths read plain
+// properties.
+const native = require('./native.cjs');
+
 module.exports = Object.freeze({
-	GET_SESSION: 9,
-	SET_CLIENT_INFO: 11,
-	SET_CLIENT_CAPABILITIES: 13,
-	SET_LOG_LEVEL: 15,
-	GET_SUBSCRIPTIONS: 16,
-	ADD_SUBSCRIPTION: 17,
-	REMOVE_SUBSCRIPTION: 18,
-	INFO_DELETE: 19,
-	HAS: 20,
-	PUBLISH: 21,
-	BROADCAST: 22,
-	STREAM_DELETE: 23,
-	MARK_LIVE: 24,
-	REFRESH: 25,
-	MARK_GONE: 26,
-	// Entry kinds of NativeStreams.receive (src/stream_sessions.rs EntryKind).
-	DELIVER_MESSAGE: 0,
-	DELIVER_BROADCAST: 1,
-	DELIVER_CLOSE: 2,
-	OP_DONE: 3,
-	OP_FAILED: 4,
-	// Added to the id of a failed call in the answers (src/delivery.rs CompletionBatch).
-	FAILED_ANSWER: 2 ** 32,
+	GET_SESSION: native.GET_SESSION,
+	SET_CLIENT_INFO: native.SET_CLIENT_INFO,
+	SET_CLIENT_CAPABILITIES: native.SET_CLIENT_CAPABILITIES,
+	SET_LOG_LEVEL: native.SET_LOG_LEVEL,
+	GET_SUBSCRIPTIONS: native.GET_SUBSCRIPTIONS,
+	ADD_SUBSCRIPTION: native.ADD_SUBSCRIPTION,
+	REMOVE_SUBSCRIPTION: native.REMOVE_SUBSCRIPTION,
+	INFO_DELETE: native.INFO_DELETE,
+	HAS: native.HAS,
+	PUBLISH: native.PUBLISH,
+	BROADCAST: native.BROADCAST,
+	STREAM_DELETE: native.STREAM_DELETE,
+	MARK_LIVE: native.MARK_LIVE,
+	REFRESH: native.REFRESH,
+	MARK_GONE: native.MARK_GONE,
+	CHANGE_CREATE: native.CHANGE_CREATE,
+	CHANGE_DROP: native.CHANGE_DROP,
+	RECEIVE_HEADER_WORDS: native.RECEIVE_HEADER_WORDS,
+	RECEIVE_ENTRY_WORDS: native.RECEIVE_ENTRY_WORDS,
+	DELIVER_MESSAGE: native.DELIVER_MESSAGE,
+	DELIVER_BROADCAST: native.DELIVER_BROADCAST,
+	DELIVER_CLOSE: native.DELIVER_CLOSE,
+	OP_DONE: native.OP_DONE,
+	OP_FAILED: native.OP_FAILED,
+	FAILED_ANSWER: native.FAILED_ANSWER,
 });

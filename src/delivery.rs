@@ -10,6 +10,7 @@ use napi::check_status;
 use napi::sys;
 use napi::threadsafe_function::{ThreadsafeFunction, ThreadsafeFunctionCallMode};
 use napi::Status;
+use napi_derive::napi;
 
 /// The successful result of one call, as JavaScript sees it.
 #[derive(Clone, Debug, PartialEq)]
@@ -74,8 +75,9 @@ pub type Outcome = Result<Reply, String>;
 #[derive(Default)]
 pub struct CompletionBatch(Vec<(u32, Outcome)>);
 
-/// Added to the id of a failed call in a [`CompletionBatch`].
-const FAILED: f64 = 4_294_967_296.0;
+/// Added to the id of a failed call in a [`CompletionBatch`]; exported to `lib/wire.js`.
+#[napi]
+pub const FAILED_ANSWER: f64 = 4_294_967_296.0;
 
 impl CompletionBatch {
     pub fn push(&mut self, id: u32, outcome: Outcome) {
@@ -108,7 +110,7 @@ impl ToNapiValue for CompletionBatch {
         for (i, (id, outcome)) in val.0.into_iter().enumerate() {
             let (id, reply) = match outcome {
                 Ok(reply) => (f64::from(id), reply),
-                Err(message) => (f64::from(id) + FAILED, Reply::Text(message)),
+                Err(message) => (f64::from(id) + FAILED_ANSWER, Reply::Text(message)),
             };
             let id = f64::to_napi_value(env, id)?;
             check_status!(sys::napi_set_element(env, array, (i * 2) as u32, id))?;

@@ -3,19 +3,29 @@
 //! The JavaScript facade validates and serialises (JSON, log levels); here each call
 //! becomes commands on the command socket.
 
+use napi_derive::napi;
+
 use crate::commands::{Encoded, ScanJob, Shape};
 use crate::keys::Keys;
 use crate::requests::Resp;
 
-/// Call codes (see `lib/wire.js`).
-const GET_SESSION: u32 = 9;
-const SET_CLIENT_INFO: u32 = 11;
-const SET_CLIENT_CAPABILITIES: u32 = 13;
-const SET_LOG_LEVEL: u32 = 15;
-const GET_SUBSCRIPTIONS: u32 = 16;
-const ADD_SUBSCRIPTION: u32 = 17;
-const REMOVE_SUBSCRIPTION: u32 = 18;
-const DELETE: u32 = 19;
+// Call codes, exported to `lib/wire.js`.
+#[napi]
+pub const GET_SESSION: u32 = 9;
+#[napi]
+pub const SET_CLIENT_INFO: u32 = 11;
+#[napi]
+pub const SET_CLIENT_CAPABILITIES: u32 = 13;
+#[napi]
+pub const SET_LOG_LEVEL: u32 = 15;
+#[napi]
+pub const GET_SUBSCRIPTIONS: u32 = 16;
+#[napi]
+pub const ADD_SUBSCRIPTION: u32 = 17;
+#[napi]
+pub const REMOVE_SUBSCRIPTION: u32 = 18;
+#[napi]
+pub const INFO_DELETE: u32 = 19;
 
 /// Removes a session's metadata and its id from every subscription set it joined,
 /// in one round trip, using the reverse index instead of scanning the keyspace.
@@ -74,7 +84,7 @@ pub fn encode(
             out.command(&[verb, index.as_bytes(), uri.as_bytes()]);
             Encoded::done(2)
         }
-        (DELETE, [id]) => {
+        (INFO_DELETE, [id]) => {
             out.command(&[
                 b"EVAL",
                 DELETE_SCRIPT.as_bytes(),
@@ -139,12 +149,12 @@ mod tests {
 
     #[test]
     fn upstream_mode_adds_a_scan_to_delete_only() {
-        let compat = written(DELETE, &["a"], true).0.unwrap();
+        let compat = written(INFO_DELETE, &["a"], true).0.unwrap();
         assert_eq!(
             compat.scan,
             Some(ScanJob::RemoveFromSubscriptionSets("a".into()))
         );
-        assert_eq!(written(DELETE, &["a"], false).0.unwrap().scan, None);
+        assert_eq!(written(INFO_DELETE, &["a"], false).0.unwrap().scan, None);
         assert_eq!(
             written(SET_LOG_LEVEL, &["a", "info"], true).0.unwrap().scan,
             None

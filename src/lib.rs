@@ -314,8 +314,8 @@ impl NativeStreams {
     }
 
     /// Applies the session changes of one tick, in order: `changes` holds
-    /// `[kind, _, token]` triples (kind 0 creates: the id's messages go to controller
-    /// `token`; kind 1 drops: they stop unless a newer token owns the id) and `ids` their
+    /// `[kind, _, token]` triples (`CHANGE_CREATE`: the id's messages go to controller
+    /// `token`; `CHANGE_DROP`: they stop unless a newer token owns the id) and `ids` their
     /// session ids. When `connected`, writes the SUBSCRIBE (confirmed as `op`) and
     /// UNSUBSCRIBE they need (ends alone wait for `flushEnds`); otherwise the next
     /// `resubscribe` covers them.

@@ -10,6 +10,7 @@
 
 use std::collections::{HashMap, VecDeque};
 
+use napi_derive::napi;
 use redis::ConnectionInfo;
 
 use crate::commands::{Encoded, ScanJob, Shape};
@@ -19,18 +20,25 @@ use crate::requests::{
     handshake_commands, number, protocol_error, read_bulk, read_line, Bulk, Resp, Span,
 };
 
-/// Call codes (see `lib/wire.js`).
-const HAS: u32 = 20;
-const PUBLISH: u32 = 21;
-const BROADCAST: u32 = 22;
-const DELETE: u32 = 23;
+// Call codes, exported to `lib/wire.js`.
+#[napi]
+pub const HAS: u32 = 20;
+#[napi]
+pub const PUBLISH: u32 = 21;
+#[napi]
+pub const BROADCAST: u32 = 22;
+#[napi]
+pub const STREAM_DELETE: u32 = 23;
 /// `SET available:session:{id} active EX ttl` for each id: a session became live, or
 /// Redis may have lost its key (after a reconnect).
-const MARK_LIVE: u32 = 24;
+#[napi]
+pub const MARK_LIVE: u32 = 24;
 /// The same with `XX`: a refresh must not resurrect a key that a delete just removed.
-const REFRESH: u32 = 25;
+#[napi]
+pub const REFRESH: u32 = 25;
 /// `DEL` of the liveness keys of sessions that ended here.
-const MARK_GONE: u32 = 26;
+#[napi]
+pub const MARK_GONE: u32 = 26;
 
 /// Writes one stream-manager call that is plain commands; `None` for an unknown code or
 /// a wrong argument count.
@@ -68,7 +76,7 @@ pub fn encode(
             Encoded::done(1)
         }
         // End the session everywhere: tell its owner, drop its liveness key.
-        (DELETE, [id]) => {
+        (STREAM_DELETE, [id]) => {
             out.command(&[b"PUBLISH", keys.delete_channel(id).as_bytes(), b""]);
             out.command(&[b"DEL", keys.alive(id).as_bytes()]);
             Encoded::done(2)
@@ -119,10 +127,32 @@ pub enum EntryKind {
     Failed = 4,
 }
 
+// Entry kinds, exported to `lib/wire.js`.
+#[napi]
+pub const DELIVER_MESSAGE: u32 = EntryKind::Message as u32;
+#[napi]
+pub const DELIVER_BROADCAST: u32 = EntryKind::Broadcast as u32;
+#[napi]
+pub const DELIVER_CLOSE: u32 = EntryKind::Close as u32;
+#[napi]
+pub const OP_DONE: u32 = EntryKind::Done as u32;
+#[napi]
+pub const OP_FAILED: u32 = EntryKind::Failed as u32;
+
 /// Words per entry: `[kind, token, offset, length]`, offset and length into the bytes read.
-pub const ENTRY_WORDS: usize = 4;
+#[napi]
+pub const RECEIVE_ENTRY_WORDS: u32 = 4;
 /// Words in front of the entries: bytes consumed, bytes the next frame needs (0: unknown).
-pub const HEADER_WORDS: usize = 2;
+#[napi]
+pub const RECEIVE_HEADER_WORDS: u32 = 2;
+const ENTRY_WORDS: usize = RECEIVE_ENTRY_WORDS as usize;
+const HEADER_WORDS: usize = RECEIVE_HEADER_WORDS as usize;
+
+// Change kinds of `StreamSessions::apply`, exported to `lib/wire.js`.
+#[napi]
+pub const CHANGE_CREATE: u32 = 0;
+#[napi]
+pub const CHANGE_DROP: u32 = 1;
 /// Operation id nobody waits for (UNSUBSCRIBE).
 const UNWATCHED: u32 = 0;
 
@@ -184,8 +214,8 @@ impl StreamSessions {
     }
 
     /// Applies the session changes of one JavaScript tick, in order: `changes` holds
-    /// `[kind, _, token]` triples (kind 0 creates: the id goes to controller `token`;
-    /// kind 1 drops: the id stops receiving unless a newer token owns it). When
+    /// `[kind, _, token]` triples (`CHANGE_CREATE`: the id goes to controller `token`;
+    /// `CHANGE_DROP`: the id stops receiving unless a newer token owns it). When
     /// `connected` and there are creations, writes one SUBSCRIBE for them (confirmed as
     /// `op`) and then one UNSUBSCRIBE for the ends so far; ends alone wait for
     /// [`Self::flush_ends`] (their messages are dropped meanwhile). When not connected the
@@ -196,7 +226,7 @@ impl StreamSessions {
         let mut ended: Vec<String> = Vec::new();
         for (change, id) in changes.chunks_exact(3).zip(&ids) {
             let token = change[2];
-            if change[0] == 0 {
+            if change[0] == CHANGE_CREATE {
                 // Replaces an older token for the same id.
                 self.local.insert(id.clone(), token);
                 created.push(id);
@@ -493,7 +523,7 @@ mod tests {
 
     #[test]
     fn delete_tells_the_owner_and_drops_the_key() {
-        let (encoded, packed) = written(DELETE, &["x"], false);
+        let (encoded, packed) = written(STREAM_DELETE, &["x"], false);
         assert_eq!(encoded, Some(Encoded::done(2)));
         assert!(packed.contains("delete:session:x") && packed.contains("available:session:x"));
     }
