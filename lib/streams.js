@@ -39,13 +39,12 @@ class RedisStreamSessionManager {
 	#changeIds = [];
 	/** Settles the creations of this tick. @type {{ promise: Promise<void>, resolve: () => void, reject: (e: Error) => void } | null} */
 	#tick = null;
-	/** @type {NodeJS.Timeout | null} */
+	/** Runs while this manager holds live sessions (see #syncHold). @type {NodeJS.Timeout | null} */
 	#refreshTimer = null;
 	/** Liveness keys must be written unconditionally next time (Redis may have lost them). */
 	#reassertKeys = false;
 	/** @type {Promise<void> | undefined} */
 	#closing;
-	#holding = false;
 
 	/**
 	 * @param {string} redisUrl
@@ -227,8 +226,7 @@ class RedisStreamSessionManager {
 	 */
 	#syncHold() {
 		const holding = this.#byId.size > 0;
-		if (holding === this.#holding) return;
-		this.#holding = holding;
+		if (holding === (this.#refreshTimer !== null)) return;
 		this.#link.hold(holding);
 		if (holding) {
 			live.add(this);
