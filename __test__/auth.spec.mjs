@@ -59,7 +59,11 @@ describe('an ACL user restricted to what the managers need', () => {
 		await streams.close();
 		await info.close();
 		expect(errors).toEqual([]);
-		expect(await admin.keys('*')).toEqual([]);
+		// Only the data epoch remains (see README, "Wire format"), and it expires by itself.
+		expect(await admin.keys('*')).toEqual(['tmcp:epoch']);
+		const ttl = await admin.ttl('tmcp:epoch');
+		expect(ttl).toBeGreaterThan(0);
+		expect(ttl).toBeLessThanOrEqual(30);
 	});
 });
 

@@ -176,11 +176,11 @@ class RedisInfoSessionManager {
 		}
 		const raw = values[field];
 		if (raw === null) throw new Error(`${FIELD_TITLES[field]} not found for session ${id}`);
-		if (typeof raw === 'object') {
-			// This key could not be read (e.g. wrong type); the other two could.
-			throw new Error(`Could not read ${FIELD_NAMES[field]} for session ${id}: ${raw.error}`);
-		}
-		return field === LOG_LEVEL ? parseLevel(raw, id) : parseStored(raw, FIELD_NAMES[field], id);
+		// This key could not be read (e.g. wrong type, an unknown log level); the other two
+		// could. The native side words the whole message.
+		if (typeof raw === 'object') throw new Error(raw.error);
+		// The native side already read the log level in either stored form and checked it.
+		return field === LOG_LEVEL ? raw : parseStored(raw, FIELD_NAMES[field], id);
 	}
 
 	/**
@@ -251,26 +251,6 @@ class RedisInfoSessionManager {
 function checkLevel(level) {
 	if (typeof level !== 'string' || !LOG_LEVELS.includes(level)) {
 		throw new TypeError(`Invalid log level ${describe(level)}: expected one of ${LOG_LEVELS.join(', ')}`);
-	}
-	return level;
-}
-
-/**
- * Upstream writes the level JSON-quoted; we write it plain. Accept both.
- * @param {string} raw
- * @param {string} id
- */
-function parseLevel(raw, id) {
-	let level = raw;
-	if (raw.startsWith('"')) {
-		try {
-			level = JSON.parse(raw);
-		} catch {
-			// Falls through to the check below with the raw text.
-		}
-	}
-	if (!LOG_LEVELS.includes(level)) {
-		throw new Error(`Invalid log level ${JSON.stringify(raw)} stored for session ${id}`);
 	}
 	return level;
 }

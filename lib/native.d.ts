@@ -9,117 +9,57 @@
  */
 export declare const __napiBindingTarget: 'native' | 'wasm32-wasi' | 'wasm32-wasip1'
 
-/**
- * One Redis endpoint for both managers: the protocol of the command socket that
- * JavaScript drives, and the tokio side (SCAN follow-ups).
- */
+/** A command connection with its dispatcher. Both managers may share one. */
 export declare class NativeClient {
-  /**
-   * `on_complete(answers)` answers calls finished on the tokio side (the SCAN
-   * follow-ups of upstream-compatible mode, and calls refused while encoding), in the
-   * format of `decode`.
-   */
+  /** `on_complete(answers)` answers every submitted call (see `CompletionBatch`). */
   constructor(url: string, options: NativeOptions, onComplete: (answers: unknown[]) => void)
-  /** Where to connect the command socket. */
-  endpoint(): Endpoint
   /**
-   * The socket broke: forgets what was in flight and returns those call ids (they
-   * will never be answered).
+   * Queues calls: `calls` holds `[id, code, argCount]` triples whose arguments
+   * follow one another in `args`.
    */
-  abandon(): Array<number>
-  /**
-   * A new socket is connected: the handshake to write first (call id 0 answers it),
-   * or null when none is needed.
-   */
-  handshake(): Buffer | null
-  /**
-   * Encodes calls as one pipeline: `calls` holds `[id, code, argCount]` triples whose
-   * arguments follow one another in `args`. Writes the bytes into `scratch` when they
-   * fit and returns their length either way (if it exceeds `scratch`, call
-   * `copyEncoded` with a larger buffer). Malformed calls are answered through the
-   * completion callback.
-   */
-  encode(calls: Uint32Array, args: string[], scratch: Buffer): number
-  /** Copies the last encoded batch into `scratch` (large enough, see `encode`). */
-  copyEncoded(scratch: Buffer): number
-  /**
-   * Feeds bytes read from the socket; returns the answers of the calls they complete,
-   * `[id, reply, …]` with a failed call's id offset by 2^32 (see [`CompletionBatch`]).
-   * Throws if Redis breaks the protocol (drop the socket then).
-   */
-  decode(chunk: Uint8Array): unknown[]
-  /** Whether every written call has been answered. */
-  get idle(): boolean
+  submit(calls: Uint32Array, args: string[]): void
   /** The URL with its password masked. */
   get url(): string
+  /** Stops taking calls; queued ones still complete. */
+  close(): void
 }
 
-/**
- * A stream manager's local sessions and the protocol of its pub/sub socket, which
- * JavaScript drives like the command socket. Every writing method returns the length
- * of what to write next (see `into_scratch`); `op` ids are the Link's call ids.
- */
+/** The pub/sub side of a stream manager, built on a [`NativeClient`]. */
 export declare class NativeStreams {
-  constructor(client: NativeClient)
   /**
-   * A new socket is connected: the AUTH to write first, confirmed as `op`; 0 when
-   * none is needed.
+   * `on_deliver([bytes, entries])` receives batched messages, closes and problems:
+   * `entries` holds `[kind, token, offset, length]` quadruples into `bytes`.
    */
-  handshake(op: number, scratch: Buffer): number
+  constructor(client: NativeClient, onDeliver: (batch: [Uint8Array, Uint32Array]) => void)
   /**
-   * Applies the session changes of one tick, in order: `changes` holds
-   * `[kind, _, token]` triples (`CHANGE_CREATE`: the id's messages go to controller
-   * `token`; `CHANGE_DROP`: they stop unless a newer token owns the id) and `ids` their
-   * session ids. When `connected`, writes the SUBSCRIBE (confirmed as `op`) and
-   * UNSUBSCRIBE they need (ends alone wait for `flushEnds`); otherwise the next
-   * `resubscribe` covers them.
+   * One tick of local session changes: `[kind, token, word]` triples (see
+   * `CHANGE_CREATE`, `CHANGE_DROP`) with their session ids.
    */
-  apply(changes: Uint32Array, ids: string[], op: number, connected: boolean, scratch: Buffer): number
-  /** Writes the UNSUBSCRIBE of sessions ended in ticks without creations; 0 when none. */
-  flushEnds(scratch: Buffer): number
-  /**
-   * After a (re)connect: subscribes every local session again, confirmed as `op`; 0
-   * when there is nothing to subscribe.
-   */
-  resubscribe(op: number, scratch: Buffer): number
-  /** A PING confirmed as `op`. */
-  ping(op: number, scratch: Buffer): number
-  /** Copies the last write into `scratch` (large enough, see `into_scratch`). */
-  copyWritten(scratch: Buffer): number
-  /** The socket broke: returns the ids of the operations that will not be confirmed. */
-  abandon(): Array<number>
-  /**
-   * Reads what the socket read into `out`: `[consumed, need]`, then
-   * `[kind, token, offset, length]` entries into `bytes` (see `EntryKind`). Returns
-   * the number of entries; call again on the rest when `out` was full. Throws if
-   * Redis breaks the protocol (drop the socket then).
-   */
-  receive(bytes: Buffer, out: Uint32Array): number
+  apply(changes: Uint32Array, ids: string[]): void
+  /** Ends every local session and the background tasks; answers `call` when done. */
+  close(call: number): boolean
 }
 
 export declare const ADD_SUBSCRIPTION: number
 
 export declare const BROADCAST: number
 
+/** A new local session; the third word is the call id answered once it is live. */
 export declare const CHANGE_CREATE: number
 
+/** A local session ended here; the third word is 1 to also drop its liveness key. */
 export declare const CHANGE_DROP: number
 
-export declare const DELIVER_BROADCAST: number
-
-export declare const DELIVER_CLOSE: number
-
-export declare const DELIVER_MESSAGE: number
-
-/** Where JavaScript opens the command socket. */
-export interface Endpoint {
-  host?: string
-  port?: number
-  /** Unix socket path. */
-  path?: string
-  tls: boolean
-  /** `false` only for `rediss://…#insecure` URLs. */
-  verifyHost: boolean
+/** What one delivery entry asks JavaScript to do. */
+export declare const enum DeliveryKind {
+  /** Enqueue the payload into the controller of `token`. */
+  Message = 0,
+  /** Enqueue the payload into every local controller. */
+  Broadcast = 1,
+  /** The session was ended elsewhere: close the controller of `token`. */
+  Close = 2,
+  /** A background problem; the payload is the message for `onError`. */
+  Problem = 3,
 }
 
 /** Added to the id of a failed call in a [`CompletionBatch`]; exported to `lib/wire.js`. */
@@ -136,15 +76,6 @@ export declare const GET_SUBSCRIPTIONS: number
 export declare const HAS: number
 
 export declare const INFO_DELETE: number
-
-/** `DEL` of the liveness keys of sessions that ended here. */
-export declare const MARK_GONE: number
-
-/**
- * `SET available:session:{id} active EX ttl` for each id: a session became live, or
- * Redis may have lost its key (after a reconnect).
- */
-export declare const MARK_LIVE: number
 
 /** Options the JavaScript facade has already validated and filled with defaults. */
 export interface NativeOptions {
@@ -175,20 +106,7 @@ export interface NativeTls {
   key?: string
 }
 
-export declare const OP_DONE: number
-
-export declare const OP_FAILED: number
-
 export declare const PUBLISH: number
-
-/** Words per entry: `[kind, token, offset, length]`, offset and length into the bytes read. */
-export declare const RECEIVE_ENTRY_WORDS: number
-
-/** Words in front of the entries: bytes consumed, bytes the next frame needs (0: unknown). */
-export declare const RECEIVE_HEADER_WORDS: number
-
-/** The same with `XX`: a refresh must not resurrect a key that a delete just removed. */
-export declare const REFRESH: number
 
 export declare const REMOVE_SUBSCRIPTION: number
 

@@ -3,8 +3,6 @@
 const { inspect } = require('node:util');
 const { NativeStreams } = require('./native.cjs');
 const { Link } = require('./link.js');
-const { Subscriber } = require('./subscriber.js');
-
 const { normalizeOptions, checkId, checkUrl, describe } = require('./options.js');
 const wire = require('./wire.js');
 
@@ -13,8 +11,8 @@ const { CHANGE_CREATE: CREATE, CHANGE_DROP: DROP } = wire;
 const LINK = Symbol.for('tmcp-rs.session-manager-redis.link');
 /** Stream managers with live sessions: kept reachable, like their open streams. */
 const live = new Set();
-/** A manager dropped without close() still ends its pub/sub socket. */
-const dropped = new FinalizationRegistry((/** @type {Subscriber} */ subscriber) => subscriber.close());
+const decoder = new TextDecoder();
+const slice = Uint8Array.prototype.slice;
 
 /**
  * @typedef {{ id: string, token: number, controller: ReadableStreamDefaultController }} LocalSession
@@ -22,27 +20,23 @@ const dropped = new FinalizationRegistry((/** @type {Subscriber} */ subscriber) 
 
 /**
  * Owns the SSE streams of this process and routes notifications to them through Redis
- * pub/sub, so the process holding a stream receives what any process sends.
+ * pub/sub, so the process holding a stream receives what any process sends. The session
+ * table, subscriptions and liveness keys live on the native side (tokio); this class
+ * keeps the controllers and feeds them the batches the native side delivers.
  */
 class RedisStreamSessionManager {
 	#link;
 	#native;
-	#subscriber;
 	/** @type {Map<string, LocalSession>} */
 	#byId = new Map();
 	/** @type {Map<number, LocalSession>} */
 	#byToken = new Map();
 	#nextToken = 1;
-	/** Session changes of this tick, as `[kind, call or forget, token]` triples. @type {number[]} */
+	/** Session changes of this tick, as `[kind, token, call or forget]` triples. @type {number[]} */
 	#changes = [];
 	/** @type {string[]} */
 	#changeIds = [];
-	/** Settles the creations of this tick. @type {{ promise: Promise<void>, resolve: () => void, reject: (e: Error) => void } | null} */
-	#tick = null;
-	/** Runs while this manager holds live sessions (see #syncHold). @type {NodeJS.Timeout | null} */
-	#refreshTimer = null;
-	/** Liveness keys must be written unconditionally next time (Redis may have lost them). */
-	#reassertKeys = false;
+	#holding = false;
 	/** @type {Promise<void> | undefined} */
 	#closing;
 
@@ -54,21 +48,15 @@ class RedisStreamSessionManager {
 		checkUrl(redisUrl);
 		const shared = options && /** @type {any} */ (options)[LINK];
 		this.#link = shared ? shared.retain() : new Link(redisUrl, normalizeOptions(options)).retain();
-		// Reached weakly from the socket, strongly from `live` while it holds sessions: an
-		// idle, dropped manager can be garbage-collected.
+		// Reached weakly from the native callback, strongly from `live` while it holds
+		// sessions: an idle, dropped manager can be garbage-collected.
 		const self = new WeakRef(this);
-		this.#native = new NativeStreams(this.#link.native);
-		this.#subscriber = new Subscriber(this.#native, this.#link, {
-			deliver: (kind, token, bytes, offset, length) => self.deref()?.#deliver(kind, token, bytes, offset, length),
-			wanted: () => (self.deref()?.#byId.size ?? 0) > 0,
-			resubscribed: () => self.deref()?.#markAllLive(),
-		});
-		dropped.register(this, this.#subscriber, this);
+		this.#native = new NativeStreams(this.#link.native, (batch) => self.deref()?.#deliver(batch));
 	}
 
 	/**
 	 * Registers the controller of a new SSE stream; resolves once Redis confirmed the
-	 * subscription, so anything sent afterwards reaches it.
+	 * subscription and the liveness key, so anything sent afterwards reaches it.
 	 * @param {string} id
 	 * @param {ReadableStreamDefaultController} controller
 	 */
@@ -86,32 +74,21 @@ class RedisStreamSessionManager {
 		}
 		const session = { id, token: this.#nextToken, controller };
 		this.#nextToken = (this.#nextToken + 1) >>> 0 || 1;
+		const { id: call, promise } = this.#link.track(`Could not create stream session ${id}`);
 		const previous = this.#byId.get(id);
 		this.#byId.set(id, session);
 		this.#byToken.set(session.token, session);
 		this.#syncHold();
-		this.#change(CREATE, 0, session.token, id);
-		const tick = (this.#tick ??= deferred());
+		this.#change(CREATE, session.token, call, id);
 		if (previous) {
 			// One stream per id and instance: the newer one replaces the older.
 			this.#byToken.delete(previous.token);
 			closeQuietly(previous.controller);
 		}
-		return tick.promise.then(undefined, (error) => this.#notCreated(session, error));
-	}
-
-	/**
-	 * The tick that created `session` failed to subscribe it or to mark it live.
-	 * @param {LocalSession} session
-	 * @param {Error} error
-	 * @returns {never}
-	 */
-	#notCreated(session, error) {
-		if (this.#byToken.has(session.token)) {
-			this.#forget(session);
-			this.#change(DROP, 1, session.token, session.id);
-		}
-		throw new Error(`Could not create stream session ${session.id}: ${error.message}`);
+		return promise.then(undefined, (error) => {
+			if (this.#byToken.get(session.token) === session) this.#forget(session);
+			throw error;
+		});
 	}
 
 	/**
@@ -128,7 +105,7 @@ class RedisStreamSessionManager {
 		const session = this.#byId.get(id);
 		if (session) {
 			this.#forget(session);
-			this.#change(DROP, 0, session.token, id);
+			this.#change(DROP, session.token, 0, id);
 			closeQuietly(session.controller);
 		}
 		return this.#link.call(wire.STREAM_DELETE, [id], `Could not delete stream session ${id}`);
@@ -178,21 +155,15 @@ class RedisStreamSessionManager {
 	async #close() {
 		// Changes of this tick go first, so close() sees every session created before it.
 		this.#applyChanges();
+		const { id: call, promise } = this.#link.track('Could not close the stream session manager');
 		const sessions = [...this.#byId.values()];
 		this.#byId.clear();
 		this.#byToken.clear();
 		this.#syncHold();
 		for (const session of sessions) closeQuietly(session.controller);
-		this.#subscriber.close();
-		dropped.unregister(this);
 		try {
 			// Shutdown must not fail because Redis is unreachable; keys then expire by TTL.
-			if (sessions.length > 0) {
-				const ids = sessions.map((session) => session.id);
-				await this.#link
-					.call(wire.MARK_GONE, ids, 'Could not close the stream session manager')
-					.catch((error) => this.#link.reporter.report(error));
-			}
+			if (this.#native.close(call)) await promise.catch((error) => this.#link.reporter.report(error));
 		} finally {
 			this.#link.release();
 		}
@@ -220,69 +191,28 @@ class RedisStreamSessionManager {
 		this.#syncHold();
 	}
 
-	/**
-	 * Live sessions keep the process alive, as upstream's open sockets do, and the one
-	 * liveness timer runs while there are any.
-	 */
+	/** Live sessions keep the process alive, as upstream's open sockets do. */
 	#syncHold() {
 		const holding = this.#byId.size > 0;
-		if (holding === (this.#refreshTimer !== null)) return;
+		if (holding === this.#holding) return;
+		this.#holding = holding;
 		this.#link.hold(holding);
-		if (holding) {
-			live.add(this);
-			this.#refreshTimer = setInterval(this.#refresh, (this.#link.options.sessionTtlSeconds * 1000) / 3);
-			this.#refreshTimer.unref();
-		} else {
-			live.delete(this);
-			clearInterval(/** @type {NodeJS.Timeout} */ (this.#refreshTimer));
-			this.#refreshTimer = null;
-		}
-	}
-
-	/** Refreshes every local session's liveness key and checks the pub/sub connection. */
-	#refresh = () => {
-		this.#subscriber.check();
-		this.#writeKeys();
-	};
-
-	/**
-	 * After the pub/sub connection came back (it has just answered, so no PING): Redis
-	 * may have lost the keys too.
-	 */
-	#markAllLive() {
-		this.#reassertKeys = true;
-		this.#writeKeys();
-	}
-
-	/** One write for every local session's liveness key. */
-	#writeKeys() {
-		const ids = [...this.#byId.keys()];
-		if (ids.length === 0) return;
-		// After a failure or a reconnect, write unconditionally: Redis may have lost them.
-		const code = this.#reassertKeys ? wire.MARK_LIVE : wire.REFRESH;
-		this.#reassertKeys = false;
-		this.#link.call(code, ids, '').catch((error) => {
-			this.#reassertKeys = true;
-			this.#link.reporter.report(
-				new Error(`could not refresh ${ids.length} session liveness key(s): ${error.message}`),
-			);
-		});
+		if (holding) live.add(this);
+		else live.delete(this);
 	}
 
 	/**
-	 * Queues a session change; the changes of one tick reach Redis together (one
-	 * SUBSCRIBE and one liveness pipeline for every creation, one UNSUBSCRIBE for every
+	 * Queues a session change; the changes of one tick cross to the native side together
+	 * (one SUBSCRIBE and one liveness write for every creation, one UNSUBSCRIBE for every
 	 * end).
 	 * @param {number} kind CREATE or DROP
-	 * @param {number} forget DROP: 1 also deletes the liveness key
 	 * @param {number} token
+	 * @param {number} word CREATE: the call id to answer; DROP: 1 also drops the liveness key
 	 * @param {string} id
 	 */
-	#change(kind, forget, token, id) {
-		// At the end of this tick, like the Link's calls (a setImmediate measured ~5 %
-		// fewer sessions/s in churn, and a lone create waits one loop turn longer).
+	#change(kind, token, word, id) {
 		if (this.#changes.length === 0) queueMicrotask(this.#applyChanges);
-		this.#changes.push(kind, forget, token);
+		this.#changes.push(kind, token, word);
 		this.#changeIds.push(id);
 	}
 
@@ -290,35 +220,14 @@ class RedisStreamSessionManager {
 		if (this.#changes.length === 0) return;
 		const changes = Uint32Array.from(this.#changes);
 		const ids = this.#changeIds;
-		const tick = this.#tick;
 		this.#changes = [];
 		this.#changeIds = [];
-		this.#tick = null;
-		// Liveness keys, as this tick left the sessions: a creation already ended or
-		// replaced marks nothing, an ended session re-created keeps its key.
-		const markLive = [];
-		const markGone = [];
-		for (let i = 0, n = 0; i < changes.length; i += 3, n++) {
-			const current = this.#byId.get(ids[n]);
-			if (changes[i] === CREATE) {
-				if (current?.token === changes[i + 2]) markLive.push(ids[n]);
-			} else if (changes[i + 1] === 1 && !current) markGone.push(ids[n]);
-		}
-		const subscribed = tick ? this.#link.track() : null;
 		try {
-			this.#subscriber.apply(changes, ids, subscribed ? subscribed.id : 0);
+			this.#native.apply(changes, ids);
 		} catch (error) {
-			if (subscribed) this.#link.fail(subscribed.id, error);
-		}
-		if (tick && subscribed) {
-			const steps = [subscribed.promise];
-			if (markLive.length > 0) steps.push(this.#link.call(wire.MARK_LIVE, markLive, ''));
-			Promise.all(steps).then(() => tick.resolve(), tick.reject);
-		}
-		if (markGone.length > 0) {
-			this.#link.call(wire.MARK_GONE, markGone, '').catch((error) =>
-				this.#link.reporter.report(new Error(`could not end ${markGone.length} session(s) in Redis: ${error.message}`)),
-			);
+			for (let i = 0; i < changes.length; i += 3) {
+				if (changes[i] === CREATE) this.#link.fail(changes[i + 2], error);
+			}
 		}
 	};
 
@@ -329,7 +238,7 @@ class RedisStreamSessionManager {
 	 */
 	#endLocally(session, error) {
 		this.#forget(session);
-		this.#change(DROP, 1, session.token, session.id);
+		this.#change(DROP, session.token, 1, session.id);
 		const reason = error instanceof Error ? error.message : String(error);
 		this.#link.reporter.report(
 			new Error(`Stream of session ${session.id} no longer accepts data (${reason}); ended it locally`),
@@ -349,45 +258,40 @@ class RedisStreamSessionManager {
 	}
 
 	/**
-	 * One entry read from the pub/sub socket (src/stream_sessions.rs `EntryKind`); the
-	 * payload is `length` bytes at `offset` of `bytes`. Never throws.
-	 * @param {number} kind
-	 * @param {number} token
-	 * @param {Buffer} bytes
-	 * @param {number} offset
-	 * @param {number} length
+	 * A batch from the native side: `entries` holds `[kind, token, offset, length]`
+	 * quadruples into `bytes`. Each message is copied into its own Uint8Array (nothing
+	 * shared between sessions, nothing pinning the batch). Runs from a threadsafe
+	 * function: it never throws.
+	 * @param {[Uint8Array, Uint32Array]} batch
 	 */
-	#deliver(kind, token, bytes, offset, length) {
-		try {
-			if (kind === wire.DELIVER_MESSAGE) {
-				const session = this.#byToken.get(token);
-				if (session) this.#enqueue(session, new Uint8Array(bytes.buffer, bytes.byteOffset + offset, length));
-			} else if (kind === wire.DELIVER_BROADCAST) {
-				for (const session of [...this.#byToken.values()]) {
-					this.#enqueue(session, new Uint8Array(bytes.buffer, bytes.byteOffset + offset, length));
+	#deliver([bytes, entries]) {
+		for (let i = 0; i < entries.length; i += 4) {
+			try {
+				const kind = entries[i];
+				const start = entries[i + 2];
+				const end = start + entries[i + 3];
+				if (kind === wire.DELIVER_MESSAGE) {
+					const session = this.#byToken.get(entries[i + 1]);
+					if (session) this.#enqueue(session, slice.call(bytes, start, end));
+				} else if (kind === wire.DELIVER_BROADCAST) {
+					for (const session of [...this.#byToken.values()]) {
+						this.#enqueue(session, slice.call(bytes, start, end));
+					}
+				} else if (kind === wire.DELIVER_CLOSE) {
+					// Ended elsewhere: the native side already forgot it and drops its key.
+					const session = this.#byToken.get(entries[i + 1]);
+					if (session) {
+						this.#forget(session);
+						closeQuietly(session.controller);
+					}
+				} else if (kind === wire.DELIVER_PROBLEM) {
+					this.#link.reporter.report(new Error(decoder.decode(bytes.subarray(start, end))));
 				}
-			} else if (kind === wire.DELIVER_CLOSE) {
-				const session = this.#byToken.get(token);
-				if (session) {
-					// Deleted (maybe elsewhere): unsubscribe, and drop the key in case a
-					// refresh raced the delete.
-					this.#forget(session);
-					this.#change(DROP, 1, session.token, session.id);
-					closeQuietly(session.controller);
-				}
+			} catch (error) {
+				this.#link.reporter.report(error);
 			}
-		} catch (error) {
-			this.#link.reporter.report(error);
 		}
 	}
-}
-
-/** @returns {{ promise: Promise<void>, resolve: () => void, reject: (e: Error) => void }} */
-function deferred() {
-	/** @type {any} */
-	let settle;
-	const promise = new Promise((resolve, reject) => (settle = { resolve, reject }));
-	return { promise, ...settle };
 }
 
 /** @param {ReadableStreamDefaultController} controller */

@@ -1,9 +1,9 @@
 'use strict';
 // The codes JavaScript and the native side share, defined once in Rust: call codes
 // (src/info_sessions.rs, src/stream_sessions.rs), the change kinds of NativeStreams.apply
-// and the entry layout of NativeStreams.receive (src/stream_sessions.rs), and the offset
-// of a failed call's id in the answers (src/delivery.rs). Copied into one frozen object so hot paths read plain
-// properties.
+// (src/stream_sessions.rs), the delivery kinds (src/delivery.rs DeliveryKind) and the
+// offset of a failed call's id in the answers (src/delivery.rs). Copied into one frozen
+// object so hot paths read plain properties.
 const native = require('./native.cjs');
 
 module.exports = Object.freeze({
@@ -19,17 +19,11 @@ module.exports = Object.freeze({
 	PUBLISH: native.PUBLISH,
 	BROADCAST: native.BROADCAST,
 	STREAM_DELETE: native.STREAM_DELETE,
-	MARK_LIVE: native.MARK_LIVE,
-	REFRESH: native.REFRESH,
-	MARK_GONE: native.MARK_GONE,
 	CHANGE_CREATE: native.CHANGE_CREATE,
 	CHANGE_DROP: native.CHANGE_DROP,
-	RECEIVE_HEADER_WORDS: native.RECEIVE_HEADER_WORDS,
-	RECEIVE_ENTRY_WORDS: native.RECEIVE_ENTRY_WORDS,
-	DELIVER_MESSAGE: native.DELIVER_MESSAGE,
-	DELIVER_BROADCAST: native.DELIVER_BROADCAST,
-	DELIVER_CLOSE: native.DELIVER_CLOSE,
-	OP_DONE: native.OP_DONE,
-	OP_FAILED: native.OP_FAILED,
+	DELIVER_MESSAGE: native.DeliveryKind.Message,
+	DELIVER_BROADCAST: native.DeliveryKind.Broadcast,
+	DELIVER_CLOSE: native.DeliveryKind.Close,
+	DELIVER_PROBLEM: native.DeliveryKind.Problem,
 	FAILED_ANSWER: native.FAILED_ANSWER,
 });

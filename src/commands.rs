@@ -1,111 +1,93 @@
-//! Calls and their commands: what each call JavaScript makes writes and how its replies
-//! are read, the SCAN follow-ups of upstream-compatible mode, and the tokio side's own
-//! command connection.
+//! The request path: every call of the managers built on one native client goes through
+//! one ordered dispatcher on one command connection.
+//!
+//! JavaScript submits the calls of one tick as one batch (one crossing). The dispatcher
+//! task takes everything queued, sends it as pipelines on the connection, and answers
+//! each pipeline with one crossing back. Pipelines are queued on the connection in the
+//! order they were submitted, which keeps per-sender order (a `send` then a `delete`
+//! reach Redis in that order); under load batches simply grow.
+//!
+//! Bounds, so a Redis that stops reading cannot grow memory without limit: at most
+//! [`MAX_IN_FLIGHT`] pipelines are handed to the connection at once, and calls hold at
+//! most [`MAX_QUEUED_BYTES`] of arguments between submission and answer; beyond that a
+//! call is rejected at once and never sent. A call whose deadline passes before it was
+//! handed over is rejected as "not sent" and dropped, never written later.
 
-use std::sync::Arc;
-use std::time::Duration;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 
-use redis::aio::{ConnectionManager, ConnectionManagerConfig};
-use redis::{Client, Pipeline, Value};
+use futures_util::stream::{FuturesOrdered, StreamExt};
+use redis::aio::ConnectionLike;
+use redis::{Pipeline, Value};
+use tokio::sync::{mpsc, oneshot};
+use tokio::time::Instant;
 
 use crate::config::NativeOptions;
-use crate::delivery::{Completions, Field, Outcome, Reply};
-use crate::error::describe_redis_error;
+use crate::connection::{until_connected, Connection};
+use crate::delivery::{CompletionBatch, Completions, Outcome, Reply};
+use crate::error::{describe_redis_error, not_sent, timed_out_after_sending};
+use crate::info_sessions::InfoOp;
 use crate::keys::Keys;
-use crate::requests::Resp;
+use crate::stream_sessions::StreamOp;
 
+/// Most calls sent in one pipeline; a larger batch becomes several pipelines, so
+/// JavaScript resumes on early answers while Redis computes later ones.
+const PIPELINE_CALLS: usize = 32;
+/// Most pipelines handed to the connection and awaiting replies at once.
+const MAX_IN_FLIGHT: usize = 64;
+/// Most argument bytes of calls submitted and not yet answered.
+pub const MAX_QUEUED_BYTES: usize = 64 << 20;
+/// Bytes counted per call besides its arguments (command names, bookkeeping).
+const CALL_OVERHEAD: usize = 64;
 /// Keys fetched per SCAN step in upstream-compatible mode.
 const SCAN_COUNT: usize = 1000;
 
-/// How a call's replies become its answer, decided when the call is written.
-#[derive(Debug, PartialEq)]
-pub enum Shape {
-    /// A write: only an error matters.
-    Done,
-    /// Client info, capabilities and log level, each read on its own.
-    Session,
-    /// The members of a set.
-    Members,
-    /// The count of EXISTS.
-    Exists,
+/// One call of either manager.
+#[derive(Debug)]
+pub enum Op {
+    Info(InfoOp),
+    Stream(StreamOp),
 }
 
-/// What writing one call produced.
-#[derive(Debug, PartialEq)]
-pub struct Encoded {
-    /// Commands written, so replies to wait for.
-    pub count: usize,
-    pub shape: Shape,
-    /// Follow-up after the replies (upstream-compatible mode only).
-    pub scan: Option<ScanJob>,
-}
-
-impl Encoded {
-    /// A write of `count` commands.
-    pub fn done(count: usize) -> Self {
-        Self::read(count, Shape::Done)
-    }
-
-    /// `count` commands whose replies are read as `shape`.
-    pub fn read(count: usize, shape: Shape) -> Self {
-        Encoded {
-            count,
-            shape,
-            scan: None,
+impl Op {
+    /// Builds a call from its wire code (see `lib/wire.js`) and string arguments: each
+    /// manager's module recognises its own codes.
+    pub fn from_code(code: u32, args: Vec<String>, upstream_compatible: bool) -> Option<Op> {
+        if InfoOp::handles(code) {
+            InfoOp::from_code(code, args, upstream_compatible).map(Op::Info)
+        } else {
+            StreamOp::from_code(code, args, upstream_compatible).map(Op::Stream)
         }
     }
-}
 
-/// Writes the commands of call `code` (see `lib/wire.js`) with its string arguments;
-/// `None` when the call is malformed.
-pub fn encode_call(
-    code: u32,
-    args: &[&str],
-    keys: &Keys,
-    options: &NativeOptions,
-    out: &mut Resp,
-) -> Option<Encoded> {
-    // Each module knows its own codes and writes nothing for another's.
-    crate::info_sessions::encode(code, args, keys, options.upstream_compatible, out)
-        .or_else(|| crate::stream_sessions::encode(code, args, keys, options, out))
-}
-
-/// Turns a call's replies into its outcome.
-pub fn decode_replies(shape: &Shape, values: Vec<Value>) -> Outcome {
-    if *shape == Shape::Session {
-        return Ok(Reply::Fields(
-            values.into_iter().map(decode_field).collect(),
-        ));
-    }
-    first_error(&values)?;
-    let first = values.into_iter().next().unwrap_or(Value::Nil);
-    match (shape, first) {
-        (Shape::Members, Value::Set(items) | Value::Array(items)) => items
-            .into_iter()
-            .map(|item| match decode_text(item)? {
-                Reply::Text(s) => Ok(s),
-                _ => Err("unexpected reply from Redis".to_string()),
-            })
-            .collect::<Result<Vec<_>, _>>()
-            .map(Reply::List),
-        (Shape::Members, Value::Nil) => Ok(Reply::List(Vec::new())),
-        (Shape::Exists, Value::Int(n)) => Ok(Reply::Int(n)),
-        (Shape::Members | Shape::Exists, other) => {
-            Err(format!("unexpected reply from Redis: {other:?}"))
+    fn encode(&self, keys: &Keys, pipe: &mut Pipeline) -> usize {
+        match self {
+            Op::Info(op) => op.encode(keys, pipe),
+            Op::Stream(op) => op.encode(keys, pipe),
         }
-        _ => Ok(Reply::Done),
     }
-}
 
-/// One value of a multi-value read: its own error does not fail the others.
-fn decode_field(value: Value) -> Field {
-    if let Err(message) = first_error(std::slice::from_ref(&value)) {
-        return Field::Failed(message);
+    fn decode(&self, values: Vec<Value>) -> Outcome {
+        match self {
+            Op::Info(op) => op.decode(values),
+            Op::Stream(op) => op.decode(values),
+        }
     }
-    match decode_text(value) {
-        Ok(Reply::Text(text)) => Field::Text(text),
-        Ok(_) => Field::Missing,
-        Err(message) => Field::Failed(message),
+
+    fn scan_job(&self) -> Option<ScanJob> {
+        match self {
+            Op::Info(op) => op.scan_job(),
+            Op::Stream(op) => op.scan_job(),
+        }
+    }
+
+    /// Bytes this call keeps queued: its arguments plus a fixed overhead.
+    fn weight(&self) -> usize {
+        CALL_OVERHEAD
+            + match self {
+                Op::Info(op) => op.weight(),
+                Op::Stream(op) => op.weight(),
+            }
     }
 }
 
@@ -118,83 +100,298 @@ pub enum ScanJob {
     PublishToAliveSessions(String),
 }
 
-/// The tokio side's command connection, for the SCAN follow-ups of upstream-compatible
-/// mode (many round trips each). Requests from JavaScript go through
-/// [`crate::requests`] instead.
+/// Who is waiting for a call's outcome.
+pub enum ReplyTo {
+    /// A JavaScript promise, by call id (answered in batches).
+    Js(u32),
+    /// A task of ours (a stream session being created, a liveness key dropped).
+    Task(oneshot::Sender<Outcome>),
+}
+
+struct Submission {
+    reply_to: ReplyTo,
+    op: Op,
+    weight: usize,
+    deadline: Instant,
+}
+
+/// A Redis connection for commands, shared by the managers built on it.
 pub struct Commands {
-    connection: ConnectionManager,
-    keys: Keys,
-    options: NativeOptions,
-    completions: Completions,
+    connection: Arc<Connection>,
+    // Shared with every task and call: cloning the Arc, not the strings (TLS PEMs included).
+    keys: Arc<Keys>,
+    options: Arc<NativeOptions>,
+    completions: Arc<Completions>,
+    queued_bytes: Arc<AtomicUsize>,
+    queue: Mutex<Option<mpsc::UnboundedSender<Vec<Submission>>>>,
 }
 
 impl Commands {
-    /// Creates the connection lazily: it connects on its first use only, so a manager
-    /// without scans never opens it. Must run inside the tokio runtime.
+    /// Starts the dispatcher on a lazily connecting connection. Must run inside tokio.
     pub fn start(
-        client: Client,
+        client: redis::Client,
         options: NativeOptions,
         completions: Completions,
     ) -> Result<Arc<Self>, String> {
-        let connection = connection_manager(client, &options)?;
-        Ok(Arc::new(Commands {
+        let connection = Connection::new(client, &options, None)?;
+        let (tx, rx) = mpsc::unbounded_channel();
+        let commands = Arc::new(Commands {
             connection,
-            keys: Keys::new(&options.key_prefix),
-            options,
-            completions,
-        }))
-    }
-
-    /// Runs a call's SCAN follow-up on the tokio side; it answers `id` when done. The
-    /// task shares `self` (one Arc clone, not the keys and options with their TLS PEMs).
-    pub fn spawn_scan(self: &Arc<Self>, id: u32, job: ScanJob) {
-        let commands = Arc::clone(self);
-        napi::bindgen_prelude::spawn(async move {
-            let timeout = commands.options.command_timeout() * 4;
-            let scan = run_scan(commands.connection.clone(), &commands.keys, job);
-            let outcome = match tokio::time::timeout(timeout, scan).await {
-                Ok(result) => result,
-                Err(_) => Err("Redis did not finish the scan in time".to_string()),
-            };
-            commands.completions.one(id, outcome);
+            keys: Arc::new(Keys::new(&options.key_prefix)),
+            options: Arc::new(options),
+            completions: Arc::new(completions),
+            queued_bytes: Arc::new(AtomicUsize::new(0)),
+            queue: Mutex::new(Some(tx)),
         });
+        tokio::spawn(dispatch(Dispatcher::of(&commands), rx));
+        Ok(commands)
     }
 
-    pub fn completions(&self) -> &Completions {
+    /// Queues calls; each is answered through its [`ReplyTo`]. Safe to call from any
+    /// thread (an unbounded channel send: no runtime context needed on this hot path).
+    pub fn submit(&self, calls: Vec<(ReplyTo, Op)>) {
+        let deadline = Instant::now() + self.options.command_timeout();
+        let mut batch = Vec::with_capacity(calls.len());
+        let mut refused = CompletionBatch::default();
+        for (reply_to, op) in calls {
+            let weight = op.weight();
+            let before = self.queued_bytes.fetch_add(weight, Ordering::Relaxed);
+            if before + weight > MAX_QUEUED_BYTES {
+                self.queued_bytes.fetch_sub(weight, Ordering::Relaxed);
+                let message = not_sent(&format!(
+                    "more than {} MiB of calls are waiting for Redis",
+                    MAX_QUEUED_BYTES >> 20
+                ));
+                answer(reply_to, Err(message), &mut refused);
+                continue;
+            }
+            batch.push(Submission {
+                reply_to,
+                op,
+                weight,
+                deadline,
+            });
+        }
+        self.completions.send(refused);
+        if batch.is_empty() {
+            return;
+        }
+        let rejected = match &*self.queue.lock().unwrap() {
+            Some(queue) => queue.send(batch).err().map(|e| e.0),
+            None => Some(batch),
+        };
+        if let Some(batch) = rejected {
+            let mut answers = CompletionBatch::default();
+            for call in batch {
+                self.queued_bytes.fetch_sub(call.weight, Ordering::Relaxed);
+                answer(
+                    call.reply_to,
+                    Err("the session manager is closed".into()),
+                    &mut answers,
+                );
+            }
+            self.completions.send(answers);
+        }
+    }
+
+    /// Runs one op and returns its outcome to the calling task.
+    pub async fn run(&self, op: Op) -> Outcome {
+        let (tx, rx) = oneshot::channel();
+        self.submit(vec![(ReplyTo::Task(tx), op)]);
+        rx.await
+            .unwrap_or_else(|_| Err("the session manager is closed".into()))
+    }
+
+    /// Answers calls that never reached Redis.
+    pub fn fail_all(&self, ids: impl Iterator<Item = u32>, message: &str) {
+        let mut answers = CompletionBatch::default();
+        for id in ids {
+            answers.push(id, Err(message.to_string()));
+        }
+        self.completions.send(answers);
+    }
+
+    pub fn completions(&self) -> &Arc<Completions> {
         &self.completions
     }
 
-    pub fn keys(&self) -> &Keys {
+    pub fn connection(&self) -> &Arc<Connection> {
+        &self.connection
+    }
+
+    pub fn keys(&self) -> &Arc<Keys> {
         &self.keys
     }
 
-    pub fn options(&self) -> &NativeOptions {
+    pub fn options(&self) -> &Arc<NativeOptions> {
         &self.options
+    }
+
+    /// Stops taking calls; those already queued still run.
+    pub fn close(&self) {
+        self.queue.lock().unwrap().take();
     }
 }
 
-/// A self-reconnecting multiplexed connection with our timeouts.
-fn connection_manager(
-    client: Client,
-    options: &NativeOptions,
-) -> Result<ConnectionManager, String> {
-    let config = ConnectionManagerConfig::new()
-        .set_connection_timeout(Some(options.connect_timeout()))
-        .set_response_timeout(Some(options.command_timeout()))
-        // Few quick retries per attempt: a blip is absorbed, while a permanent failure
-        // (wrong password, refused connection) surfaces with its own message well within
-        // the scan's deadline.
-        .set_number_of_retries(2)
-        .set_max_delay(Duration::from_millis(500))
-        .set_pipeline_buffer_size(1024);
-    ConnectionManager::new_lazy_with_config(client, config).map_err(|e| describe_redis_error(&e))
+fn answer(reply_to: ReplyTo, outcome: Outcome, batch: &mut CompletionBatch) {
+    match reply_to {
+        ReplyTo::Js(id) => batch.push(id, outcome),
+        ReplyTo::Task(tx) => {
+            let _ = tx.send(outcome);
+        }
+    }
 }
 
-async fn run_scan(mut connection: ConnectionManager, keys: &Keys, job: ScanJob) -> Outcome {
-    let (pattern, kind) = match &job {
-        ScanJob::RemoveFromSubscriptionSets(_) => {
-            (format!("{}*", keys.subscriptions_prefix()), "set")
+/// What the dispatcher and each pipeline need, shared by `Arc`.
+#[derive(Clone)]
+struct Dispatcher {
+    connection: Arc<Connection>,
+    keys: Arc<Keys>,
+    options: Arc<NativeOptions>,
+    completions: Arc<Completions>,
+    queued_bytes: Arc<AtomicUsize>,
+}
+
+impl Dispatcher {
+    fn of(commands: &Commands) -> Self {
+        Dispatcher {
+            connection: commands.connection.clone(),
+            keys: commands.keys.clone(),
+            options: commands.options.clone(),
+            completions: commands.completions.clone(),
+            queued_bytes: commands.queued_bytes.clone(),
         }
+    }
+}
+
+async fn dispatch(shared: Dispatcher, mut queue: mpsc::UnboundedReceiver<Vec<Submission>>) {
+    // Several pipelines may be in flight, so JavaScript can prepare the next batch while
+    // Redis answers the last. Order holds because FuturesOrdered polls new futures in
+    // push order, and a pipeline is queued on the connection at its first poll.
+    let mut in_flight = FuturesOrdered::new();
+    loop {
+        tokio::select! {
+            biased;
+            Some(answers) = in_flight.next(), if !in_flight.is_empty() => shared.completions.send(answers),
+            batch = queue.recv(), if in_flight.len() < MAX_IN_FLIGHT => {
+                let Some(mut batch) = batch else { break };
+                while let Ok(more) = queue.try_recv() {
+                    batch.extend(more);
+                }
+                let mut rest = batch;
+                while !rest.is_empty() {
+                    let tail = rest.split_off(rest.len().min(PIPELINE_CALLS));
+                    let head = std::mem::replace(&mut rest, tail);
+                    in_flight.push_back(run_pipeline(shared.clone(), head));
+                }
+            }
+        }
+    }
+    while let Some(answers) = in_flight.next().await {
+        shared.completions.send(answers);
+    }
+}
+
+async fn run_pipeline(shared: Dispatcher, batch: Vec<Submission>) -> CompletionBatch {
+    let options = &*shared.options;
+    let mut answers = CompletionBatch::default();
+    let now = Instant::now();
+    let mut pipe = Pipeline::new();
+    let mut live = Vec::with_capacity(batch.len());
+    let mut deadline = now + options.command_timeout();
+    let mut weight = 0;
+    for call in batch {
+        if call.deadline <= now {
+            // Waited in our queue past its deadline: never handed to the connection.
+            shared
+                .queued_bytes
+                .fetch_sub(call.weight, Ordering::Relaxed);
+            let message = not_sent(&format!(
+                "Redis did not answer within {} ms (commandTimeout)",
+                options.command_timeout_ms
+            ));
+            answer(call.reply_to, Err(message), &mut answers);
+            continue;
+        }
+        deadline = deadline.min(call.deadline);
+        weight += call.weight;
+        let count = call.op.encode(&shared.keys, &mut pipe);
+        live.push((call, count));
+    }
+    if live.is_empty() {
+        return answers;
+    }
+    let total: usize = live.iter().map(|(_, n)| n).sum();
+    let (manager, ticket) = shared.connection.get();
+    let result = if total == 0 {
+        // Only scan jobs: nothing to pipeline.
+        Ok(Ok(Vec::new()))
+    } else {
+        until_connected(deadline, || {
+            let mut manager = manager.clone();
+            let pipe = &pipe;
+            async move { manager.req_packed_commands(pipe, 0, total).await }
+        })
+        .await
+    };
+    shared.queued_bytes.fetch_sub(weight, Ordering::Relaxed);
+    let values = match result {
+        Ok(Ok(values)) => {
+            shared.connection.answered();
+            values
+        }
+        Ok(Err(e)) => {
+            let message = describe_redis_error(&e);
+            for (call, _) in live {
+                answer(call.reply_to, Err(message.clone()), &mut answers);
+            }
+            return answers;
+        }
+        Err(_) => {
+            shared.connection.stalled(ticket);
+            let message = timed_out_after_sending(options.command_timeout_ms);
+            for (call, _) in live {
+                answer(call.reply_to, Err(message.clone()), &mut answers);
+            }
+            return answers;
+        }
+    };
+    let mut values = values.into_iter();
+    for (call, count) in live {
+        let replies: Vec<Value> = values.by_ref().take(count).collect();
+        let outcome = call.op.decode(replies);
+        match (outcome, call.op.scan_job()) {
+            (Ok(_), Some(job)) => {
+                // Scans take many round trips: run them beside the pipeline.
+                let shared = shared.clone();
+                tokio::spawn(async move {
+                    let timeout = shared.options.command_timeout() * 4;
+                    let (manager, _) = shared.connection.get();
+                    let outcome =
+                        match tokio::time::timeout(timeout, run_scan(manager, &shared.keys, job))
+                            .await
+                        {
+                            Ok(result) => result,
+                            Err(_) => Err("Redis did not finish the scan in time".to_string()),
+                        };
+                    let mut answers = CompletionBatch::default();
+                    answer(call.reply_to, outcome, &mut answers);
+                    shared.completions.send(answers);
+                });
+            }
+            (outcome, _) => answer(call.reply_to, outcome, &mut answers),
+        }
+    }
+    answers
+}
+
+async fn run_scan(
+    mut connection: redis::aio::ConnectionManager,
+    keys: &Keys,
+    job: ScanJob,
+) -> Outcome {
+    let (pattern, kind) = match &job {
+        ScanJob::RemoveFromSubscriptionSets(_) => (keys.subscriptions_pattern(), "set"),
         ScanJob::PublishToAliveSessions(_) => (keys.alive_pattern(), "string"),
     };
     let mut cursor: u64 = 0;
@@ -270,37 +467,6 @@ mod tests {
     use super::*;
 
     #[test]
-    fn session_read_fails_only_the_broken_value() {
-        let wrong = redis::parse_redis_value(b"-WRONGTYPE Operation against a key\r\n").unwrap();
-        let values = vec![Value::BulkString(b"{}".to_vec()), wrong, Value::Nil];
-        assert_eq!(
-            decode_replies(&Shape::Session, values),
-            Ok(Reply::Fields(vec![
-                Field::Text("{}".into()),
-                Field::Failed("Redis error: WRONGTYPE Operation against a key".into()),
-                Field::Missing,
-            ]))
-        );
-    }
-
-    #[test]
-    fn missing_set_is_an_empty_list_and_exists_is_a_count() {
-        assert_eq!(
-            decode_replies(&Shape::Members, vec![Value::Nil]),
-            Ok(Reply::List(vec![]))
-        );
-        let set = Value::Set(vec![Value::BulkString(b"x".to_vec())]);
-        assert_eq!(
-            decode_replies(&Shape::Members, vec![set]),
-            Ok(Reply::List(vec!["x".into()]))
-        );
-        assert_eq!(
-            decode_replies(&Shape::Exists, vec![Value::Int(1)]),
-            Ok(Reply::Int(1))
-        );
-    }
-
-    #[test]
     fn server_errors_read_like_redis_prints_them() {
         let values = vec![
             Value::Okay,
@@ -311,5 +477,18 @@ mod tests {
             Err("Redis error: WRONGTYPE Operation against a key".into())
         );
         assert_eq!(first_error(&[Value::Nil]), Ok(()));
+    }
+
+    #[test]
+    fn codes_reach_their_manager() {
+        assert!(matches!(
+            Op::from_code(20, vec!["a".into()], false),
+            Some(Op::Stream(_))
+        ));
+        assert!(matches!(
+            Op::from_code(16, vec!["u".into()], false),
+            Some(Op::Info(_))
+        ));
+        assert!(Op::from_code(99, vec!["a".into()], false).is_none());
     }
 }

@@ -91,6 +91,13 @@ pub fn client_for(url: &str, tls: Option<&NativeTls>) -> Result<Client, String> 
         }
         check_tls(tls)?;
     }
+    if parsed.fragment().is_some() {
+        // redis-rs reads `#insecure` as "skip certificate checks": never silently.
+        return Err(
+            "Invalid Redis URL: a #fragment is not allowed (certificate verification cannot be turned off)"
+                .into(),
+        );
+    }
     if !scheme.contains("unix") && parsed.host_str().is_none_or(str::is_empty) {
         return Err("Invalid Redis URL: missing host".into());
     }
@@ -108,7 +115,9 @@ pub fn client_for(url: &str, tls: Option<&NativeTls>) -> Result<Client, String> 
         .clone()
         .set_protocol(ProtocolVersion::RESP3)
         .set_skip_set_lib_name();
-    let info = info.set_redis_settings(redis);
+    // Nagle's algorithm is on by default in redis 1.x: it delays small pipelined writes.
+    let tcp = info.tcp_settings().clone().set_nodelay(true);
+    let info = info.set_redis_settings(redis).set_tcp_settings(tcp);
     let built = match tls {
         Some(tls) if secure => Client::build_with_tls(
             info,
@@ -151,16 +160,36 @@ fn check_tls(tls: &NativeTls) -> Result<(), String> {
     }
 }
 
-/// The URL with any password replaced, for `util.inspect` and messages.
+/// Query parameters that carry a password (redis-rs reads `pass` for unix sockets).
+const SECRET_PARAMS: &[&str] = &["pass", "password"];
+
+/// The URL with any password replaced (user-info or query), for `util.inspect`.
 pub fn redact_url(url: &str) -> String {
-    match url::Url::parse(url) {
-        Ok(mut parsed) if parsed.password().is_some() => {
-            let _ = parsed.set_password(Some("***"));
-            parsed.to_string()
-        }
-        Ok(parsed) => parsed.to_string(),
-        Err(_) => "<invalid url>".to_string(),
+    let Ok(mut parsed) = url::Url::parse(url) else {
+        return "<invalid url>".to_string();
+    };
+    if parsed.password().is_some() {
+        let _ = parsed.set_password(Some("***"));
     }
+    if parsed
+        .query_pairs()
+        .any(|(k, _)| SECRET_PARAMS.contains(&k.as_ref()))
+    {
+        let pairs: Vec<(String, String)> = parsed
+            .query_pairs()
+            .map(|(k, v)| {
+                let v = if SECRET_PARAMS.contains(&k.as_ref()) {
+                    "***".to_string()
+                } else {
+                    v.into_owned()
+                };
+                (k.into_owned(), v)
+            })
+            .collect();
+        parsed.query_pairs_mut().clear().extend_pairs(pairs);
+    }
+    parsed.set_fragment(None);
+    parsed.to_string()
 }
 
 #[cfg(test)]
@@ -226,5 +255,21 @@ mod tests {
         assert!(!shown.contains("hunter2"));
         assert!(shown.contains("user:***@h:6380"));
         assert_eq!(redact_url("redis://h:1"), "redis://h:1");
+        let unix = redact_url("redis+unix:///tmp/x.sock?db=1&pass=hunter2");
+        assert!(!unix.contains("hunter2"), "{unix}");
+        assert!(unix.contains("db=1"), "{unix}");
+    }
+
+    #[test]
+    fn refuses_to_skip_certificate_checks() {
+        let err = client_for("rediss://h:6380/#insecure", None).unwrap_err();
+        assert!(err.contains("certificate verification"), "{err}");
+    }
+
+    #[test]
+    fn turns_nagle_off() {
+        let client = client_for("redis://127.0.0.1:6380", None).unwrap();
+        let shown = format!("{:?}", client.get_connection_info().tcp_settings());
+        assert!(shown.contains("nodelay: true"), "{shown}");
     }
 }

@@ -1,8 +1,11 @@
-//! Answers for JavaScript: call outcomes as one flat array per batch, read on the
-//! JavaScript thread from the command socket or sent from the tokio side (SCAN
-//! follow-ups) through one long-lived, weak (unref'd) threadsafe function. Weak: it never
-//! keeps the process alive on its own (pending calls do, from JS). Its JavaScript
-//! callback never throws: it catches and reports to `onError`, because a throw from a
+//! Crossing from tokio back to JavaScript.
+//!
+//! Two long-lived, weak (unref'd) threadsafe functions carry whole batches: call
+//! completions (one per command connection) and stream deliveries (one per stream
+//! manager). One crossing per batch keeps the per-message cost on the JavaScript thread
+//! low; Node also drains several queued calls of one function in one turn. Weak: they
+//! never keep the process alive on their own (pending calls do, from JS). The JavaScript
+//! callbacks never throw: they catch and report to `onError`, because a throw from a
 //! threadsafe callback would be fatal to the process.
 
 use napi::bindgen_prelude::{FnArgs, Function, Null, ToNapiValue, TypeName, Undefined, ValueType};
@@ -34,7 +37,7 @@ pub enum Field {
     Failed(String),
 }
 
-#[napi_derive::napi(object)]
+#[napi(object)]
 pub struct FieldError {
     pub error: String,
 }
@@ -68,10 +71,9 @@ pub type Outcome = Result<Reply, String>;
 /// Completions of several calls, delivered in one crossing.
 ///
 /// JavaScript sees one flat array `[id, reply, id, reply, …]`; a failed call's id is
-/// offset by 2^32 and its reply is the message. Both paths use it: replies read from the
-/// command socket, and calls finished on the tokio side. One array per batch: typed
-/// arrays (external buffers with finalizers) cost more than the whole answer when a
-/// batch holds one call.
+/// offset by 2^32 and its reply is the message. One plain array per batch: typed arrays
+/// (external buffers with finalizers) cost more than the whole answer when a batch
+/// holds one call.
 #[derive(Default)]
 pub struct CompletionBatch(Vec<(u32, Outcome)>);
 
@@ -86,6 +88,10 @@ impl CompletionBatch {
 
     pub fn is_empty(&self) -> bool {
         self.0.is_empty()
+    }
+
+    pub fn len(&self) -> usize {
+        self.0.len()
     }
 }
 
@@ -137,6 +143,8 @@ impl Completions {
         Ok(Completions(tsfn))
     }
 
+    /// Queues the batch for the JavaScript thread. After the environment started to
+    /// close (`Status::Closing`) the batch is dropped: nobody is left to answer.
     pub fn send(&self, batch: CompletionBatch) {
         if !batch.is_empty() {
             self.0.call(batch, ThreadsafeFunctionCallMode::NonBlocking);
@@ -150,9 +158,155 @@ impl Completions {
     }
 }
 
+/// What one delivery entry asks JavaScript to do.
+#[napi]
+#[derive(Debug, PartialEq)]
+pub enum DeliveryKind {
+    /// Enqueue the payload into the controller of `token`.
+    Message = 0,
+    /// Enqueue the payload into every local controller.
+    Broadcast = 1,
+    /// The session was ended elsewhere: close the controller of `token`.
+    Close = 2,
+    /// A background problem; the payload is the message for `onError`.
+    Problem = 3,
+}
+
+/// Several deliveries as one byte run plus `[kind, token, offset, length]` quadruples.
+/// JavaScript copies each payload out into its own `Uint8Array` (no view shared between
+/// sessions, none pinning the batch).
+#[derive(Default)]
+pub struct DeliveryBatch {
+    bytes: Vec<u8>,
+    entries: Vec<u32>,
+}
+
+impl DeliveryBatch {
+    pub fn push(&mut self, kind: DeliveryKind, token: u32, payload: &[u8]) {
+        let offset = self.bytes.len() as u32;
+        self.bytes.extend_from_slice(payload);
+        self.entries
+            .extend_from_slice(&[kind as u32, token, offset, payload.len() as u32]);
+    }
+
+    #[cfg(test)]
+    pub fn len(&self) -> usize {
+        self.entries.len() / 4
+    }
+
+    pub fn byte_len(&self) -> usize {
+        self.bytes.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+}
+
+/// `Uint8Array` and `Uint32Array` in V8-owned memory, filled by one copy each: no
+/// external buffer (and so no finalizer) per batch.
+pub struct DeliveryArrays(DeliveryBatch);
+
+impl TypeName for DeliveryArrays {
+    fn type_name() -> &'static str {
+        "[Uint8Array, Uint32Array]"
+    }
+
+    fn value_type() -> ValueType {
+        ValueType::Object
+    }
+}
+
+unsafe fn typed_array(
+    env: sys::napi_env,
+    kind: sys::napi_typedarray_type,
+    bytes: &[u8],
+    len: usize,
+) -> napi::Result<sys::napi_value> {
+    let mut data = std::ptr::null_mut();
+    let mut buffer = std::ptr::null_mut();
+    check_status!(sys::napi_create_arraybuffer(
+        env,
+        bytes.len(),
+        &mut data,
+        &mut buffer
+    ))?;
+    if !bytes.is_empty() {
+        std::ptr::copy_nonoverlapping(bytes.as_ptr(), data.cast::<u8>(), bytes.len());
+    }
+    let mut array = std::ptr::null_mut();
+    check_status!(sys::napi_create_typedarray(
+        env, kind, len, buffer, 0, &mut array
+    ))?;
+    Ok(array)
+}
+
+impl ToNapiValue for DeliveryArrays {
+    unsafe fn to_napi_value(env: sys::napi_env, val: Self) -> napi::Result<sys::napi_value> {
+        let DeliveryBatch { bytes, entries } = val.0;
+        let bytes_js = typed_array(env, sys::TypedarrayType::uint8_array, &bytes, bytes.len())?;
+        let entry_bytes =
+            std::slice::from_raw_parts(entries.as_ptr().cast::<u8>(), entries.len() * 4);
+        let entries_js = typed_array(
+            env,
+            sys::TypedarrayType::uint32_array,
+            entry_bytes,
+            entries.len(),
+        )?;
+        let mut pair = std::ptr::null_mut();
+        check_status!(sys::napi_create_array_with_length(env, 2, &mut pair))?;
+        check_status!(sys::napi_set_element(env, pair, 0, bytes_js))?;
+        check_status!(sys::napi_set_element(env, pair, 1, entries_js))?;
+        Ok(pair)
+    }
+}
+
+pub type DeliveryArgs = FnArgs<(DeliveryArrays,)>;
+type DeliveryFn = ThreadsafeFunction<DeliveryBatch, (), DeliveryArgs, Status, false, true>;
+
+/// Feeds stream controllers: `([bytes, entries]) => void`.
+pub struct Deliveries(DeliveryFn);
+
+impl Deliveries {
+    pub fn new(callback: &Function<'_, DeliveryArgs, ()>) -> napi::Result<Self> {
+        let tsfn = callback
+            .build_threadsafe_function::<DeliveryBatch>()
+            .callee_handled::<false>()
+            .weak::<true>()
+            .build_callback(|ctx| Ok(FnArgs::from((DeliveryArrays(ctx.value),))))?;
+        Ok(Deliveries(tsfn))
+    }
+
+    pub fn send(&self, batch: DeliveryBatch) {
+        if !batch.is_empty() {
+            self.0.call(batch, ThreadsafeFunctionCallMode::NonBlocking);
+        }
+    }
+
+    /// Reports a background problem to `onError`.
+    pub fn problem(&self, message: &str) {
+        let mut batch = DeliveryBatch::default();
+        batch.push(DeliveryKind::Problem, 0, message.as_bytes());
+        self.send(batch);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn delivery_entries_point_at_their_payloads() {
+        let mut b = DeliveryBatch::default();
+        b.push(DeliveryKind::Message, 7, "héllo".as_bytes());
+        b.push(DeliveryKind::Close, 8, b"");
+        b.push(DeliveryKind::Broadcast, 0, b"xyz");
+        assert_eq!(b.len(), 3);
+        assert_eq!(&b.entries[0..4], &[0, 7, 0, 6]);
+        assert_eq!(&b.entries[4..8], &[2, 8, 6, 0]);
+        assert_eq!(&b.entries[8..12], &[1, 0, 6, 3]);
+        assert_eq!(&b.bytes[6..9], b"xyz");
+    }
 
     #[test]
     fn completions_keep_their_order_and_outcome() {

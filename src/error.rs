@@ -24,6 +24,18 @@ pub fn describe_redis_error(err: &RedisError) -> String {
     text
 }
 
+/// A call rejected before it was handed to the connection: Redis never saw it, so a
+/// retry cannot duplicate it.
+pub fn not_sent(reason: &str) -> String {
+    format!("{reason}; the command was not sent")
+}
+
+/// A call handed to the connection that got no answer in time. It may have been
+/// written, so it may still run: a caller that retries may duplicate it.
+pub fn timed_out_after_sending(timeout_ms: u32) -> String {
+    format!("Redis did not answer within {timeout_ms} ms (commandTimeout); the command may still have run")
+}
+
 /// Turns a message into a JavaScript `Error` for napi returns.
 pub fn js_error(message: impl Into<String>) -> napi::Error {
     napi::Error::new(napi::Status::GenericFailure, message.into())

@@ -1,13 +1,14 @@
 //! What each `RedisInfoSessionManager` call does in Redis.
 //!
 //! The JavaScript facade validates and serialises (JSON, log levels); here each call
-//! becomes commands on the command socket.
+//! becomes commands in the shared pipeline and its replies become one outcome.
 
 use napi_derive::napi;
+use redis::{Pipeline, Value};
 
-use crate::commands::{Encoded, ScanJob, Shape};
+use crate::commands::{decode_text, first_error, ScanJob};
+use crate::delivery::{Field, Outcome, Reply};
 use crate::keys::Keys;
-use crate::requests::Resp;
 
 // Call codes, exported to `lib/wire.js`.
 #[napi]
@@ -27,6 +28,60 @@ pub const REMOVE_SUBSCRIPTION: u32 = 18;
 #[napi]
 pub const INFO_DELETE: u32 = 19;
 
+/// The eight MCP log levels, the only values `setLogLevel` stores and `getLogLevel` returns.
+pub const LOG_LEVELS: [&str; 8] = [
+    "debug",
+    "info",
+    "notice",
+    "warning",
+    "error",
+    "critical",
+    "alert",
+    "emergency",
+];
+
+/// Names of the three values of a session read, for error messages.
+const FIELD_NAMES: [&str; 3] = ["client info", "client capabilities", "log level"];
+
+/// One value of a multi-value read: its own error does not fail the others. Failures
+/// carry the whole message JavaScript throws.
+fn decode_field(value: Value, field: usize, id: &str) -> Field {
+    let failed = |message: String| {
+        Field::Failed(format!(
+            "Could not read {} for session {id}: {message}",
+            FIELD_NAMES[field]
+        ))
+    };
+    if let Err(message) = first_error(std::slice::from_ref(&value)) {
+        return failed(message);
+    }
+    match decode_text(value) {
+        Ok(Reply::Text(text)) if field == LOG_LEVEL => read_log_level(&text)
+            .map(|level| Field::Text(level.to_string()))
+            .unwrap_or_else(|| {
+                let shown = serde_json::to_string(&text).unwrap_or_default();
+                Field::Failed(format!("Invalid log level {shown} stored for session {id}"))
+            }),
+        Ok(Reply::Text(text)) => Field::Text(text),
+        Ok(_) => Field::Missing,
+        Err(message) => failed(message),
+    }
+}
+
+/// Position of the log level in a session read.
+const LOG_LEVEL: usize = 2;
+
+/// A stored log level in either form: ours (plain `info`) or upstream's JSON-quoted
+/// `"info"`. `None` when it is neither a known level nor a JSON string holding one.
+pub fn read_log_level(stored: &str) -> Option<&'static str> {
+    let known = |level: &str| LOG_LEVELS.iter().copied().find(|l| *l == level);
+    if stored.starts_with('"') {
+        let level: String = serde_json::from_str(stored).ok()?;
+        return known(&level);
+    }
+    known(stored)
+}
+
 /// Removes a session's metadata and its id from every subscription set it joined,
 /// in one round trip, using the reverse index instead of scanning the keyspace.
 const DELETE_SCRIPT: &str = r"
@@ -37,127 +92,246 @@ end
 return redis.call('DEL', KEYS[1], KEYS[2], KEYS[3], KEYS[4])
 ";
 
-/// Writes one info-manager call; `None` for an unknown code or a wrong argument count.
-pub fn encode(
-    code: u32,
-    args: &[&str],
-    keys: &Keys,
-    upstream_compatible: bool,
-    out: &mut Resp,
-) -> Option<Encoded> {
-    Some(match (code, args) {
-        // Client info, capabilities and log level in one round trip: the three reads
-        // every POST makes. Three GETs rather than one MGET: a key of the wrong type then
-        // fails its own read only (MGET would report it as missing).
-        (GET_SESSION, [id]) => {
-            out.command(&[b"GET", keys.client_info(id).as_bytes()]);
-            out.command(&[b"GET", keys.client_capabilities(id).as_bytes()]);
-            out.command(&[b"GET", keys.log_level(id).as_bytes()]);
-            Encoded::read(3, Shape::Session)
-        }
-        (SET_CLIENT_INFO, [id, json]) => {
-            out.command(&[b"SET", keys.client_info(id).as_bytes(), json.as_bytes()]);
-            Encoded::done(1)
-        }
-        (SET_CLIENT_CAPABILITIES, [id, json]) => {
-            let key = keys.client_capabilities(id);
-            out.command(&[b"SET", key.as_bytes(), json.as_bytes()]);
-            Encoded::done(1)
-        }
-        (SET_LOG_LEVEL, [id, level]) => {
-            out.command(&[b"SET", keys.log_level(id).as_bytes(), level.as_bytes()]);
-            Encoded::done(1)
-        }
-        (GET_SUBSCRIPTIONS, [uri]) => {
-            out.command(&[b"SMEMBERS", keys.subscriptions(uri).as_bytes()]);
-            Encoded::read(1, Shape::Members)
-        }
-        // Both directions: the set upstream reads, and our reverse index for delete.
-        (ADD_SUBSCRIPTION | REMOVE_SUBSCRIPTION, [id, uri]) => {
-            let verb: &[u8] = if code == ADD_SUBSCRIPTION {
-                b"SADD"
-            } else {
-                b"SREM"
-            };
-            out.command(&[verb, keys.subscriptions(uri).as_bytes(), id.as_bytes()]);
-            let index = keys.session_subscriptions(id);
-            out.command(&[verb, index.as_bytes(), uri.as_bytes()]);
-            Encoded::done(2)
-        }
-        (INFO_DELETE, [id]) => {
-            out.command(&[
-                b"EVAL",
-                DELETE_SCRIPT.as_bytes(),
-                b"4",
-                keys.client_info(id).as_bytes(),
-                keys.client_capabilities(id).as_bytes(),
-                keys.log_level(id).as_bytes(),
-                keys.session_subscriptions(id).as_bytes(),
-                id.as_bytes(),
-                keys.subscriptions_prefix().as_bytes(),
-            ]);
-            // Upstream processes keep no reverse index: in compatible mode also SCAN
-            // every subscription set, as upstream does.
-            Encoded {
-                count: 1,
-                shape: Shape::Done,
-                scan: upstream_compatible
-                    .then(|| ScanJob::RemoveFromSubscriptionSets(id.to_string())),
+/// One info-manager call.
+#[derive(Debug, PartialEq)]
+pub enum InfoOp {
+    /// Client info, capabilities and log level in one round trip: the three reads every
+    /// POST makes.
+    GetSession(String),
+    SetClientInfo(String, String),
+    SetClientCapabilities(String, String),
+    SetLogLevel(String, String),
+    GetSubscriptions(String),
+    AddSubscription {
+        id: String,
+        uri: String,
+    },
+    RemoveSubscription {
+        id: String,
+        uri: String,
+    },
+    /// With `scan` (upstream-compatible mode) also SCAN every subscription set, since
+    /// upstream processes keep no reverse index.
+    Delete {
+        id: String,
+        scan: bool,
+    },
+}
+
+impl InfoOp {
+    /// Whether `code` is one of this manager's calls.
+    pub fn handles(code: u32) -> bool {
+        (GET_SESSION..=INFO_DELETE).contains(&code)
+    }
+
+    /// Bytes of arguments this call holds while queued.
+    pub fn weight(&self) -> usize {
+        match self {
+            InfoOp::GetSession(id) | InfoOp::GetSubscriptions(id) | InfoOp::Delete { id, .. } => {
+                id.len()
             }
+            InfoOp::SetClientInfo(a, b)
+            | InfoOp::SetClientCapabilities(a, b)
+            | InfoOp::SetLogLevel(a, b)
+            | InfoOp::AddSubscription { id: a, uri: b }
+            | InfoOp::RemoveSubscription { id: a, uri: b } => a.len() + b.len(),
         }
-        _ => return None,
-    })
+    }
+
+    /// Builds a call from its wire code (see `lib/wire.js`) and string arguments.
+    pub fn from_code(
+        code: u32,
+        mut args: Vec<String>,
+        upstream_compatible: bool,
+    ) -> Option<InfoOp> {
+        let mut next = || (!args.is_empty()).then(|| args.remove(0));
+        Some(match code {
+            GET_SESSION => InfoOp::GetSession(next()?),
+            SET_CLIENT_INFO => InfoOp::SetClientInfo(next()?, next()?),
+            SET_CLIENT_CAPABILITIES => InfoOp::SetClientCapabilities(next()?, next()?),
+            SET_LOG_LEVEL => InfoOp::SetLogLevel(next()?, next()?),
+            GET_SUBSCRIPTIONS => InfoOp::GetSubscriptions(next()?),
+            ADD_SUBSCRIPTION => InfoOp::AddSubscription {
+                id: next()?,
+                uri: next()?,
+            },
+            REMOVE_SUBSCRIPTION => InfoOp::RemoveSubscription {
+                id: next()?,
+                uri: next()?,
+            },
+            INFO_DELETE => InfoOp::Delete {
+                id: next()?,
+                scan: upstream_compatible,
+            },
+            _ => return None,
+        })
+    }
+
+    /// Adds this call's commands to `pipe` and returns how many it added.
+    pub fn encode(&self, keys: &Keys, pipe: &mut Pipeline) -> usize {
+        match self {
+            InfoOp::GetSession(id) => {
+                // Three GETs rather than one MGET: a key of the wrong type then fails its
+                // own read only (MGET would report it as missing).
+                pipe.cmd("GET").arg(keys.client_info(id));
+                pipe.cmd("GET").arg(keys.client_capabilities(id));
+                pipe.cmd("GET").arg(keys.log_level(id));
+                return 3;
+            }
+            InfoOp::SetClientInfo(id, json) => pipe.cmd("SET").arg(keys.client_info(id)).arg(json),
+            InfoOp::SetClientCapabilities(id, json) => {
+                pipe.cmd("SET").arg(keys.client_capabilities(id)).arg(json)
+            }
+            InfoOp::SetLogLevel(id, level) => pipe.cmd("SET").arg(keys.log_level(id)).arg(level),
+            InfoOp::GetSubscriptions(uri) => pipe.cmd("SMEMBERS").arg(keys.subscriptions(uri)),
+            InfoOp::AddSubscription { id, uri } => {
+                pipe.cmd("SADD").arg(keys.subscriptions(uri)).arg(id);
+                pipe.cmd("SADD")
+                    .arg(keys.session_subscriptions(id))
+                    .arg(uri);
+                return 2;
+            }
+            InfoOp::RemoveSubscription { id, uri } => {
+                pipe.cmd("SREM").arg(keys.subscriptions(uri)).arg(id);
+                pipe.cmd("SREM")
+                    .arg(keys.session_subscriptions(id))
+                    .arg(uri);
+                return 2;
+            }
+            InfoOp::Delete { id, .. } => pipe
+                .cmd("EVAL")
+                .arg(DELETE_SCRIPT)
+                .arg(4)
+                .arg(keys.client_info(id))
+                .arg(keys.client_capabilities(id))
+                .arg(keys.log_level(id))
+                .arg(keys.session_subscriptions(id))
+                .arg(id)
+                .arg(keys.subscriptions_prefix()),
+        };
+        1
+    }
+
+    /// Turns this call's replies into its outcome.
+    pub fn decode(&self, values: Vec<Value>) -> Outcome {
+        if let InfoOp::GetSession(id) = self {
+            return Ok(Reply::Fields(
+                values
+                    .into_iter()
+                    .enumerate()
+                    .map(|(field, value)| decode_field(value, field, id))
+                    .collect(),
+            ));
+        }
+        first_error(&values)?;
+        let first = values.into_iter().next().unwrap_or(Value::Nil);
+        match self {
+            InfoOp::GetSubscriptions(_) => match first {
+                Value::Set(items) | Value::Array(items) => items
+                    .into_iter()
+                    .map(|item| match decode_text(item)? {
+                        Reply::Text(s) => Ok(s),
+                        _ => Err("unexpected reply from Redis".to_string()),
+                    })
+                    .collect::<Result<Vec<_>, _>>()
+                    .map(Reply::List),
+                Value::Nil => Ok(Reply::List(Vec::new())),
+                other => Err(format!("unexpected reply from Redis: {other:?}")),
+            },
+            _ => Ok(Reply::Done),
+        }
+    }
+
+    /// Work that follows the pipeline in upstream-compatible mode.
+    pub fn scan_job(&self) -> Option<ScanJob> {
+        match self {
+            InfoOp::Delete { id, scan: true } => {
+                Some(ScanJob::RemoveFromSubscriptionSets(id.clone()))
+            }
+            _ => None,
+        }
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn written(code: u32, args: &[&str], compat: bool) -> (Option<Encoded>, String) {
-        let mut out = Resp::default();
-        let encoded = encode(code, args, &Keys::default(), compat, &mut out);
-        (encoded, String::from_utf8(out.into_bytes()).unwrap())
+    fn s(v: &str) -> String {
+        v.to_string()
     }
 
     #[test]
-    fn codes_check_their_arity() {
+    fn codes_map_to_calls_and_check_arity() {
         assert_eq!(
-            written(SET_CLIENT_INFO, &["a", "{}"], false).0,
-            Some(Encoded::done(1))
+            InfoOp::from_code(11, vec![s("a"), s("{}")], false),
+            Some(InfoOp::SetClientInfo(s("a"), s("{}")))
         );
-        assert_eq!(written(SET_CLIENT_INFO, &["a"], false).0, None);
-        assert_eq!(written(99, &["a"], false).0, None);
+        assert_eq!(InfoOp::from_code(11, vec![s("a")], false), None);
+        assert_eq!(InfoOp::from_code(99, vec![s("a")], false), None);
     }
 
     #[test]
     fn subscription_changes_keep_the_reverse_index() {
-        let (encoded, packed) = written(ADD_SUBSCRIPTION, &["a", "u"], false);
-        assert_eq!(encoded, Some(Encoded::done(2)));
+        let mut pipe = Pipeline::new();
+        let op = InfoOp::AddSubscription {
+            id: s("a"),
+            uri: s("u"),
+        };
+        assert_eq!(op.encode(&Keys::default(), &mut pipe), 2);
+        let packed = String::from_utf8_lossy(&pipe.get_packed_pipeline()).to_string();
         assert!(packed.contains("tmcp:subscriptions:u"));
         assert!(packed.contains("tmcp:session_subscriptions:a"));
     }
 
     #[test]
-    fn session_read_is_three_gets() {
-        let (encoded, packed) = written(GET_SESSION, &["a"], false);
+    fn session_read_fails_only_the_broken_value() {
+        let op = InfoOp::from_code(9, vec![s("a")], false).unwrap();
+        let wrong = redis::parse_redis_value(b"-WRONGTYPE Operation against a key\r\n").unwrap();
+        let values = vec![Value::BulkString(b"{}".to_vec()), wrong, Value::Nil];
         assert_eq!(
-            encoded.map(|e| (e.count, e.shape)),
-            Some((3, Shape::Session))
+            op.decode(values),
+            Ok(Reply::Fields(vec![
+                Field::Text(s("{}")),
+                Field::Failed(s("Could not read client capabilities for session a: Redis error: WRONGTYPE Operation against a key")),
+                Field::Missing,
+            ]))
         );
-        assert_eq!(packed.matches("GET").count(), 3);
+    }
+
+    #[test]
+    fn log_levels_read_in_both_forms() {
+        assert_eq!(read_log_level("info"), Some("info"));
+        assert_eq!(read_log_level("\"warning\""), Some("warning"));
+        assert_eq!(read_log_level("loud"), None);
+        assert_eq!(read_log_level("\"loud\""), None);
+        assert_eq!(read_log_level("\"info"), None);
+        let op = InfoOp::GetSession(s("x"));
+        let values = vec![Value::Nil, Value::Nil, Value::BulkString(b"loud".to_vec())];
+        assert_eq!(
+            op.decode(values),
+            Ok(Reply::Fields(vec![
+                Field::Missing,
+                Field::Missing,
+                Field::Failed(s("Invalid log level \"loud\" stored for session x")),
+            ]))
+        );
+    }
+
+    #[test]
+    fn missing_subscriptions_are_an_empty_list() {
+        let op = InfoOp::GetSubscriptions(s("u"));
+        assert_eq!(op.decode(vec![Value::Nil]), Ok(Reply::List(vec![])));
+        let set = Value::Set(vec![Value::BulkString(b"x".to_vec())]);
+        assert_eq!(op.decode(vec![set]), Ok(Reply::List(vec![s("x")])));
     }
 
     #[test]
     fn upstream_mode_adds_a_scan_to_delete_only() {
-        let compat = written(INFO_DELETE, &["a"], true).0.unwrap();
-        assert_eq!(
-            compat.scan,
-            Some(ScanJob::RemoveFromSubscriptionSets("a".into()))
-        );
-        assert_eq!(written(INFO_DELETE, &["a"], false).0.unwrap().scan, None);
-        assert_eq!(
-            written(SET_LOG_LEVEL, &["a", "info"], true).0.unwrap().scan,
-            None
-        );
+        let compat = InfoOp::from_code(19, vec![s("a")], true).unwrap();
+        assert!(InfoOp::from_code(10, vec![s("a")], false).is_none());
+        assert!(compat.scan_job().is_some());
+        let fast = InfoOp::from_code(19, vec![s("a")], false).unwrap();
+        assert!(fast.scan_job().is_none());
     }
 }

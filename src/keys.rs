@@ -34,7 +34,19 @@ impl Keys {
 
     /// SCAN pattern matching every liveness key (upstream-compatible broadcast).
     pub fn alive_pattern(&self) -> String {
-        format!("{}available:session:*", self.prefix)
+        format!("{}available:session:*", escape_glob(&self.prefix))
+    }
+
+    /// SCAN pattern matching every subscription set (upstream-compatible delete).
+    pub fn subscriptions_pattern(&self) -> String {
+        format!("{}{SUBSCRIPTIONS}*", escape_glob(&self.prefix))
+    }
+
+    /// A value that lives as long as the server's data: if it changes or vanishes,
+    /// Redis lost its keys (restart without persistence, FLUSHALL), so the liveness
+    /// keys of local sessions are re-asserted instead of read as "deleted elsewhere".
+    pub fn epoch(&self) -> String {
+        format!("{}tmcp:epoch", self.prefix)
     }
 
     /// Session id from a liveness key found by SCAN.
@@ -101,6 +113,19 @@ impl Keys {
 
 const SUBSCRIPTIONS: &str = "tmcp:subscriptions:";
 
+/// Escapes the glob characters of a literal for a SCAN MATCH pattern, so a prefix such
+/// as `app[1]:` matches only itself.
+pub fn escape_glob(literal: &str) -> String {
+    let mut escaped = String::with_capacity(literal.len());
+    for c in literal.chars() {
+        if matches!(c, '*' | '?' | '[' | ']' | '\\' | '^' | '-') {
+            escaped.push('\\');
+        }
+        escaped.push(c);
+    }
+    escaped
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -133,6 +158,16 @@ mod tests {
         assert_eq!(k.broadcast_channel(), "app1:tmcp:broadcast");
         assert_eq!(k.subscriptions("u"), "app1:tmcp:subscriptions:u");
         assert_eq!(k.alive_pattern(), "app1:available:session:*");
+    }
+
+    #[test]
+    fn scan_patterns_escape_glob_characters_of_the_prefix() {
+        let k = Keys::new("a*[b]?\\:");
+        assert_eq!(k.alive_pattern(), "a\\*\\[b\\]\\?\\\\:available:session:*");
+        assert_eq!(
+            k.subscriptions_pattern(),
+            "a\\*\\[b\\]\\?\\\\:tmcp:subscriptions:*"
+        );
     }
 
     #[test]
