@@ -105,7 +105,7 @@ class RedisInfoSessionManager {
 	 */
 	async getSubscriptions(uri) {
 		checkId('resource uri', uri);
-		return this.#link.call(wire.GET_SUBSCRIPTIONS, [uri], `Could not read subscriptions of ${uri}`);
+		return this.#call(wire.GET_SUBSCRIPTIONS, [uri], `Could not read subscriptions of ${uri}`);
 	}
 
 	/** @param {string} id @param {string} uri */
@@ -126,10 +126,22 @@ class RedisInfoSessionManager {
 		this.#snapshots.delete(id);
 		try {
 			checkId('session id', id);
-			return this.#written(this.#link.call(wire.INFO_DELETE, [id], `Could not delete session info ${id}`));
+			return this.#written(this.#call(wire.INFO_DELETE, [id], `Could not delete session info ${id}`));
 		} catch (error) {
 			return this.#refused(error, `Could not delete session info ${String(id)}`);
 		}
+	}
+
+	/**
+	 * Queues one call on the shared link; after this manager's close() it rejects at
+	 * once, even while a sibling keeps the link open.
+	 * @param {number} code
+	 * @param {string[]} args
+	 * @param {string} what
+	 */
+	#call(code, args, what) {
+		if (this.#closed) return Promise.reject(new Error(`${what}: the session manager is closed`));
+		return this.#link.call(code, args, what);
 	}
 
 	/** Releases the connection; calls already made still complete. */
@@ -161,7 +173,7 @@ class RedisInfoSessionManager {
 			entry.used |= bit;
 			values = await entry.read;
 		} else {
-			const read = this.#link.call(wire.GET_SESSION, [id], `Could not read session info for session ${id}`);
+			const read = this.#call(wire.GET_SESSION, [id], `Could not read session info for session ${id}`);
 			const fresh = { read, used: bit };
 			this.#snapshots.set(id, fresh);
 			try {
@@ -194,7 +206,7 @@ class RedisInfoSessionManager {
 		try {
 			checkId('session id', id);
 			const text = field === LOG_LEVEL ? checkLevel(value) : serialise(value, FIELD_NAMES[field], id);
-			return this.#written(this.#link.call(STORE_CODES[field], [id, text], `${STORE_FAILED[field]} ${id}`));
+			return this.#written(this.#call(STORE_CODES[field], [id, text], `${STORE_FAILED[field]} ${id}`));
 		} catch (error) {
 			return this.#refused(error, `${STORE_FAILED[field]} ${String(id)}`);
 		}
@@ -211,7 +223,7 @@ class RedisInfoSessionManager {
 		try {
 			checkId('session id', id);
 			checkId('resource uri', uri);
-			return this.#written(this.#link.call(code, [id, uri], `Could not ${verb} session ${id} ${preposition} ${uri}`));
+			return this.#written(this.#call(code, [id, uri], `Could not ${verb} session ${id} ${preposition} ${uri}`));
 		} catch (error) {
 			return this.#refused(error, `Could not ${verb} session ${String(id)} ${preposition} ${String(uri)}`);
 		}

@@ -108,7 +108,7 @@ class RedisStreamSessionManager {
 			this.#change(DROP, session.token, 0, id);
 			closeQuietly(session.controller);
 		}
-		return this.#link.call(wire.STREAM_DELETE, [id], `Could not delete stream session ${id}`);
+		return this.#call(wire.STREAM_DELETE, [id], `Could not delete stream session ${id}`);
 	}
 
 	/**
@@ -119,7 +119,7 @@ class RedisStreamSessionManager {
 		checkId('session id', id);
 		// Always asks Redis: a delete from another process must read as false at once,
 		// even before this process has heard of it.
-		const count = await this.#link.call(wire.HAS, [id], `Could not check stream session ${id}`);
+		const count = await this.#call(wire.HAS, [id], `Could not check stream session ${id}`);
 		return count > 0;
 	}
 
@@ -134,13 +134,13 @@ class RedisStreamSessionManager {
 			if (typeof data !== 'string') {
 				throw new TypeError(`data must be a string, got ${describe(data)}`);
 			}
-			if (sessions == null) return this.#link.call(wire.BROADCAST, [data], 'Could not broadcast');
+			if (sessions == null) return this.#call(wire.BROADCAST, [data], 'Could not broadcast');
 			if (!Array.isArray(sessions)) {
 				throw new TypeError(`sessions must be an array of session ids or undefined, got ${describe(sessions)}`);
 			}
 			for (const id of sessions) checkId('each session id', id);
 			if (sessions.length === 0) return Promise.resolve();
-			return this.#link.call(wire.PUBLISH, [data, ...sessions], 'Could not send to sessions');
+			return this.#call(wire.PUBLISH, [data, ...sessions], 'Could not send to sessions');
 		} catch (error) {
 			return Promise.reject(error);
 		}
@@ -175,6 +175,18 @@ class RedisStreamSessionManager {
 
 	[inspect.custom]() {
 		return `RedisStreamSessionManager { url: '${this.#link.url}', localSessions: ${this.#byId.size} }`;
+	}
+
+	/**
+	 * Queues one call on the shared link; after this manager's close() it rejects at
+	 * once, even while a sibling keeps the link open.
+	 * @param {number} code
+	 * @param {string[]} args
+	 * @param {string} what
+	 */
+	#call(code, args, what) {
+		if (this.#closing) return Promise.reject(new Error(`${what}: the session manager is closed`));
+		return this.#link.call(code, args, what);
 	}
 
 	/** @param {string} method */
