@@ -78,8 +78,15 @@ const scenarios = [
 		run: async (impl) => ({ v: (await spawnWorker(impl, 'infoSetGet', { concurrency: 1, ms: MS }).result).value }),
 	},
 	{
-		name: 'info set+get, 64 in flight (pairs/s)',
-		run: async (impl) => ({ v: (await spawnWorker(impl, 'infoSetGet', { concurrency: 64, ms: MS }).result).value }),
+		name: 'info set+get, 64 in flight',
+		rows: [
+			['(pairs/s)', 'v', 'higher'],
+			['main-thread CPU per pair (µs)', 'cpu', 'lower'],
+		],
+		run: async (impl) => {
+			const r = await spawnWorker(impl, 'infoSetGet', { concurrency: 64, ms: MS }).result;
+			return { v: r.value, cpu: r.cpuUs };
+		},
 	},
 	{
 		name: 'three getters of a POST, 64 in flight (hydrations/s)',
@@ -115,7 +122,12 @@ const scenarios = [
 		},
 	},
 	{
-		name: 'delivered messages/s, 100 sessions in another process',
+		name: 'delivery to 100 sessions in another process, 256 sends in flight',
+		rows: [
+			['(delivered messages/s)', 'v', 'higher'],
+			['receiver main-thread CPU per message (µs)', 'rcpu', 'lower'],
+			['sender main-thread CPU per send (µs)', 'scpu', 'lower'],
+		],
 		run: async (impl) => {
 			const messages = quick ? 30_000 : 100_000;
 			const receiver = spawnWorker(impl, 'receiver', { sessions: 100, prefix: 'd', expect: messages });
@@ -124,7 +136,7 @@ const scenarios = [
 			const r = await receiver.settle(messages);
 			sender.finish();
 			check(r.received === messages, `${impl} delivery: received ${r.received}/${messages}`);
-			return { v: r.received / r.seconds };
+			return { v: r.received / r.seconds, rcpu: r.cpuUs, scpu: sender.result.cpuUs };
 		},
 	},
 	...[0, 200_000].map((unrelated) => ({
@@ -241,7 +253,7 @@ for (const line of [...csv, ...publishCsv]) {
 }
 const setGet = (ceiling.SET + ceiling.GET) / 2;
 const share = (commands) => `${fmt(commands)} = ${((commands / setGet) * 100).toFixed(0)}%`;
-const ours64 = Number(table[1][2].replace(/,/g, '')) * 2;
+const ours64 = Number(table.find((r) => r[0] === 'info set+get, 64 in flight (pairs/s)')[2].replace(/,/g, '')) * 2;
 // The floor: set+get's loop with a Map in place of Redis, in a process of its own.
 const floors = [];
 for (let round = 0; round < ROUNDS; round++) {

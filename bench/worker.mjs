@@ -1,6 +1,7 @@
 // One measurement in its own process: `node bench/worker.mjs <impl> <scenario> <json params>`.
 // impl: "upstream" (@tmcp/session-manager-redis) or "ours". Prints one JSON line with the
 // figures and the counts that prove the work was done; exits non-zero when a check fails.
+import { readFileSync } from 'node:fs';
 import { performance } from 'node:perf_hooks';
 
 const [impl, scenario, paramsJson] = process.argv.slice(2);
@@ -36,6 +37,18 @@ process.on('message', (m) => {
 });
 const progress = { received: 0 };
 const until = (ms) => performance.now() + ms;
+
+/**
+ * CPU time (user + system, ms) of the main thread alone: the event loop our users'
+ * servers run out of first. Native threads (tokio, libuv's pool) are not counted.
+ * Read from /proc/self/task/<pid>/stat in clock ticks (10 ms each on Linux).
+ */
+const statPath = `/proc/self/task/${process.pid}/stat`;
+function mainThreadCpuMs() {
+	const fields = readFileSync(statPath, 'utf8').split(') ')[1].split(' ');
+	// After "pid (comm) ", field 3 is the state: utime and stime are fields 14 and 15.
+	return (Number(fields[11]) + Number(fields[12])) * 10;
+}
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 
 const clientInfo = {
@@ -79,18 +92,25 @@ function counter(onChunk) {
 	return { enqueue: (chunk) => onChunk(decoder.decode(chunk)), close() {}, error() {} };
 }
 
-/** infoSetGet's loop: each lane writes a fresh value and reads it back; pairs per second. */
+/**
+ * infoSetGet's loop: each lane writes a fresh value and reads it back. Returns pairs per
+ * second and the main thread's CPU per pair (µs).
+ */
 async function setGetPairs(info) {
 	let bad = 0;
+	let pairs = 0;
+	const cpuBefore = mainThreadCpuMs();
 	const perSecond = await loops(p.concurrency, p.ms, async (lane, i) => {
 		const id = `s${lane}`;
 		const value = { ...clientInfo, version: String(i) };
 		await info.setClientInfo(id, value);
 		const read = await info.getClientInfo(id);
 		if (read.version !== value.version) bad++;
+		pairs++;
 	});
+	const cpuUs = ((mainThreadCpuMs() - cpuBefore) * 1000) / pairs;
 	if (bad) fail(`${bad} reads did not return the value just written`);
-	return perSecond;
+	return { perSecond, cpuUs };
 }
 
 const scenarios = {
@@ -98,7 +118,8 @@ const scenarios = {
 		const info = newInfo();
 		await info.setClientInfo('warm', clientInfo);
 		await info.getClientInfo('warm');
-		done({ value: await setGetPairs(info), unit: 'pairs/s' });
+		const { perSecond, cpuUs } = await setGetPairs(info);
+		done({ value: perSecond, cpuUs, unit: 'pairs/s' });
 	},
 
 	async jsonFloor() {
@@ -110,7 +131,7 @@ const scenarios = {
 			setClientInfo: async (id, value) => void stored.set(id, JSON.stringify(value)),
 			getClientInfo: async (id) => JSON.parse(stored.get(id)),
 		};
-		done({ value: await setGetPairs(info), unit: 'pairs/s' });
+		done({ value: (await setGetPairs(info)).perSecond, unit: 'pairs/s' });
 	},
 
 	async threeGetters() {
@@ -135,9 +156,13 @@ const scenarios = {
 		let received = 0;
 		let first = 0;
 		let last = 0;
+		let cpuAtFirst = 0;
 		const onChunk = (text) => {
 			const now = performance.timeOrigin + performance.now();
-			if (!first) first = now;
+			if (!first) {
+				first = now;
+				cpuAtFirst = mainThreadCpuMs();
+			}
 			last = now;
 			received++;
 			progress.received = received;
@@ -153,6 +178,7 @@ const scenarios = {
 			done({
 				received,
 				seconds: (last - first) / 1000,
+				cpuUs: ((mainThreadCpuMs() - cpuAtFirst) * 1000) / received,
 				...(p.latency ? { p50: q(0.5), p90: q(0.9), p99: q(0.99) } : {}),
 			});
 		}
@@ -176,7 +202,11 @@ const scenarios = {
 				await streams.send([`${p.prefix}0`], frame(i));
 			}
 		} else {
+			const cpuBefore = mainThreadCpuMs();
 			await inLanes(p.messages, p.concurrency, (i) => streams.send([`${p.prefix}${i % p.sessions}`], frame(i)));
+			const cpuUs = ((mainThreadCpuMs() - cpuBefore) * 1000) / p.messages;
+			done({ seconds: (performance.now() - start) / 1000, cpuUs }, { stay: true });
+			return;
 		}
 		done({ seconds: (performance.now() - start) / 1000 }, { stay: true });
 	},
