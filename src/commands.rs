@@ -13,6 +13,7 @@
 //! call is rejected at once and never sent. A call whose deadline passes before it was
 //! handed over is rejected as "not sent" and dropped, never written later.
 
+use std::collections::VecDeque;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
@@ -20,6 +21,7 @@ use futures_util::stream::{FuturesOrdered, StreamExt};
 use redis::aio::ConnectionLike;
 use redis::{Pipeline, Value};
 use tokio::sync::{mpsc, oneshot};
+use tokio::task::unconstrained;
 use tokio::time::Instant;
 
 use crate::config::NativeOptions;
@@ -32,7 +34,7 @@ use crate::stream_sessions::StreamOp;
 
 /// Most calls sent in one pipeline; a larger batch becomes several pipelines, so
 /// JavaScript resumes on early answers while Redis computes later ones.
-const PIPELINE_CALLS: usize = 32;
+const PIPELINE_CALLS: usize = 16;
 /// Most pipelines handed to the connection and awaiting replies at once.
 const MAX_IN_FLIGHT: usize = 64;
 /// Most argument bytes of calls submitted and not yet answered.
@@ -265,30 +267,35 @@ impl Dispatcher {
 }
 
 async fn dispatch(shared: Dispatcher, mut queue: mpsc::UnboundedReceiver<Vec<Submission>>) {
-    // Several pipelines may be in flight, so JavaScript can prepare the next batch while
-    // Redis answers the last. Order holds because FuturesOrdered polls new futures in
-    // push order, and a pipeline is queued on the connection at its first poll.
+    // Several pipelines are in flight, so JavaScript prepares the next batch while Redis
+    // answers the last. Order holds because a pipeline is queued on the connection at its
+    // first poll, FuturesOrdered first-polls in push order, and that first poll always
+    // gets through: `unconstrained` (tokio's cooperative budget could otherwise make it
+    // yield) and at most MAX_IN_FLIGHT pipelines, far below the connection's channel
+    // capacity. Calls beyond that wait in `backlog`, where their deadline still applies.
     let mut in_flight = FuturesOrdered::new();
-    loop {
+    let mut backlog: VecDeque<Submission> = VecDeque::new();
+    let mut open = true;
+    while open || !backlog.is_empty() || !in_flight.is_empty() {
+        while in_flight.len() < MAX_IN_FLIGHT && !backlog.is_empty() {
+            let calls: Vec<Submission> =
+                backlog.drain(..backlog.len().min(PIPELINE_CALLS)).collect();
+            in_flight.push_back(unconstrained(run_pipeline(shared.clone(), calls)));
+        }
         tokio::select! {
             biased;
             Some(answers) = in_flight.next(), if !in_flight.is_empty() => shared.completions.send(answers),
-            batch = queue.recv(), if in_flight.len() < MAX_IN_FLIGHT => {
-                let Some(mut batch) = batch else { break };
-                while let Ok(more) = queue.try_recv() {
-                    batch.extend(more);
+            batch = queue.recv(), if open => match batch {
+                Some(batch) => {
+                    backlog.extend(batch);
+                    while let Ok(more) = queue.try_recv() {
+                        backlog.extend(more);
+                    }
                 }
-                let mut rest = batch;
-                while !rest.is_empty() {
-                    let tail = rest.split_off(rest.len().min(PIPELINE_CALLS));
-                    let head = std::mem::replace(&mut rest, tail);
-                    in_flight.push_back(run_pipeline(shared.clone(), head));
-                }
-            }
+                None => open = false,
+            },
+            else => break,
         }
-    }
-    while let Some(answers) = in_flight.next().await {
-        shared.completions.send(answers);
     }
 }
 

@@ -32,7 +32,11 @@ mod stream_sessions;
 
 use std::sync::{Arc, Mutex};
 
-use napi::bindgen_prelude::{within_runtime_if_available, Function, Uint32ArraySlice};
+use napi::bindgen_prelude::{
+    within_runtime_if_available, FromNapiValue, Function, TypeName, Uint32ArraySlice,
+    ValidateNapiValue, ValueType,
+};
+use napi::{check_status, sys};
 use napi_derive::napi;
 
 use commands::{Commands, Op, ReplyTo};
@@ -64,6 +68,57 @@ fn init() {
 }
 
 const RUNTIME_WORKERS: usize = 1;
+
+/// A JavaScript array of strings, each read from V8 in one UTF-8 pass: napi-rs's
+/// `String` measures the UTF-8 length first, a second pass over every 1 KB JSON value.
+pub struct JsStrings(Vec<String>);
+
+impl TypeName for JsStrings {
+    fn type_name() -> &'static str {
+        "Array<string>"
+    }
+
+    fn value_type() -> ValueType {
+        ValueType::Object
+    }
+}
+
+impl ValidateNapiValue for JsStrings {}
+
+impl FromNapiValue for JsStrings {
+    unsafe fn from_napi_value(env: sys::napi_env, array: sys::napi_value) -> napi::Result<Self> {
+        let mut len = 0u32;
+        check_status!(sys::napi_get_array_length(env, array, &mut len))?;
+        let mut strings = Vec::with_capacity(len as usize);
+        for i in 0..len {
+            let mut item = std::ptr::null_mut();
+            check_status!(sys::napi_get_element(env, array, i, &mut item))?;
+            // Without a buffer this is the length in UTF-16 units, O(1); each unit takes
+            // at most 3 UTF-8 bytes, and napi writes a NUL after the text.
+            let mut units = 0usize;
+            check_status!(sys::napi_get_value_string_utf16(
+                env,
+                item,
+                std::ptr::null_mut(),
+                0,
+                &mut units
+            ))?;
+            let mut bytes: Vec<u8> = Vec::with_capacity(units * 3 + 1);
+            let mut written = 0usize;
+            check_status!(sys::napi_get_value_string_utf8(
+                env,
+                item,
+                bytes.as_mut_ptr().cast(),
+                bytes.capacity(),
+                &mut written
+            ))?;
+            bytes.set_len(written);
+            // V8 writes well-formed UTF-8 (lone surrogates become U+FFFD).
+            strings.push(String::from_utf8_unchecked(bytes));
+        }
+        Ok(JsStrings(strings))
+    }
+}
 
 /// A command connection with its dispatcher. Both managers may share one.
 #[napi]
@@ -101,9 +156,9 @@ impl NativeClient {
     /// Queues calls: `calls` holds `[id, code, argCount]` triples whose arguments
     /// follow one another in `args`.
     #[napi(ts_args_type = "calls: Uint32Array, args: string[]")]
-    pub fn submit(&self, calls: Uint32ArraySlice<'_>, args: Vec<String>) -> napi::Result<()> {
+    pub fn submit(&self, calls: Uint32ArraySlice<'_>, args: JsStrings) -> napi::Result<()> {
         let upstream_compatible = self.commands.options().upstream_compatible;
-        let mut args = args.into_iter();
+        let mut args = args.0.into_iter();
         let mut ops = Vec::with_capacity(calls.len() / 3);
         let mut bad = Vec::new();
         for call in calls.chunks_exact(3) {
@@ -169,12 +224,12 @@ impl NativeStreams {
     /// One tick of local session changes: `[kind, token, word]` triples (see
     /// `CHANGE_CREATE`, `CHANGE_DROP`) with their session ids.
     #[napi(ts_args_type = "changes: Uint32Array, ids: string[]")]
-    pub fn apply(&self, changes: Uint32ArraySlice<'_>, ids: Vec<String>) -> napi::Result<()> {
+    pub fn apply(&self, changes: Uint32ArraySlice<'_>, ids: JsStrings) -> napi::Result<()> {
         let guard = self.sessions.lock().unwrap();
         let sessions = guard
             .as_ref()
             .ok_or_else(|| js_error("the session manager is closed"))?;
-        within_runtime_if_available(|| sessions.apply(&changes, ids));
+        within_runtime_if_available(|| sessions.apply(&changes, ids.0));
         Ok(())
     }
 
