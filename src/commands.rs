@@ -18,6 +18,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 use futures_util::stream::{FuturesOrdered, StreamExt};
+use futures_util::FutureExt;
 use redis::aio::ConnectionLike;
 use redis::{Pipeline, Value};
 use tokio::sync::{mpsc, oneshot};
@@ -284,7 +285,14 @@ async fn dispatch(shared: Dispatcher, mut queue: mpsc::UnboundedReceiver<Vec<Sub
         }
         tokio::select! {
             biased;
-            Some(answers) = in_flight.next(), if !in_flight.is_empty() => shared.completions.send(answers),
+            Some(mut answers) = in_flight.next(), if !in_flight.is_empty() => {
+                // Pipelines answered together cross together: one wake of the JavaScript
+                // thread instead of one per pipeline.
+                while let Some(Some(more)) = in_flight.next().now_or_never() {
+                    answers.extend(more);
+                }
+                shared.completions.send(answers);
+            }
             batch = queue.recv(), if open => match batch {
                 Some(batch) => {
                     backlog.extend(batch);

@@ -93,6 +93,10 @@ impl CompletionBatch {
     pub fn len(&self) -> usize {
         self.0.len()
     }
+
+    pub fn extend(&mut self, other: CompletionBatch) {
+        self.0.extend(other.0);
+    }
 }
 
 impl TypeName for CompletionBatch {
