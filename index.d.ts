@@ -66,8 +66,34 @@ export declare class RedisInfoSessionManager {
 	[Symbol.asyncDispose](): Promise<void>;
 }
 
-/** Both managers on one shared command connection. */
+type Subscription = import('@tmcp/session-manager').Subscription;
+type SubscriptionCallbacks = import('@tmcp/session-manager').SubscriptionCallbacks;
+type SubscriptionNotification = Parameters<import('@tmcp/session-manager').SubscriptionManager['send']>[0];
+
+/**
+ * MCP `subscriptions/listen` streams shared between server processes (for HttpTransport's
+ * `subscriptionManager` option). Notifications travel on `tmcp:subscriptions`, as upstream's;
+ * matching runs natively, so a process without a matching subscription does no JS work.
+ */
+export declare class RedisSubscriptionManager {
+	constructor(redisUrl: string, options?: RedisSessionManagerOptions);
+	/** False for a duplicate `(origin, id)`; rejects within `commandTimeout` when Redis is unreachable. */
+	create(subscription: Subscription, callbacks: SubscriptionCallbacks): Promise<boolean>;
+	/** Publishes to every matching subscription of every process; resolves once Redis accepted it. */
+	send(notification: SubscriptionNotification): Promise<void>;
+	/** Closes one subscription after draining it; idempotent (same promise). */
+	close(id: string | number, origin: string, reason: 'closed' | 'cancelled'): Promise<boolean>;
+	/** Closes every subscription of this process, or of one origin. */
+	closeAll(origin?: string, reason?: 'closed' | 'cancelled'): Promise<void>;
+	/** Closes every subscription and releases the connections (the manager's own lifecycle). */
+	dispose(): Promise<void>;
+	[Symbol.asyncDispose](): Promise<void>;
+	/** Messages on the channel dropped as malformed or foreign, and notifications no local subscription wanted. */
+	readonly stats: { ignored: number; unwanted: number };
+}
+
+/** The three managers on one shared command connection. */
 export declare function createSessionManagers(
 	redisUrl: string,
 	options?: RedisSessionManagerOptions,
-): { streams: RedisStreamSessionManager; info: RedisInfoSessionManager };
+): { streams: RedisStreamSessionManager; info: RedisInfoSessionManager; subscriptions: RedisSubscriptionManager };

@@ -2,11 +2,13 @@
 
 const { RedisStreamSessionManager, LINK } = require('./lib/streams.js');
 const { RedisInfoSessionManager } = require('./lib/info.js');
+const { RedisSubscriptionManager } = require('./lib/subscriptions.js');
 const { Link } = require('./lib/link.js');
 const { normalizeOptions, checkUrl } = require('./lib/options.js');
 
 /**
- * Builds both managers on one shared command connection.
+ * Builds the three managers on one shared command connection (the stream and
+ * subscription managers add a pub/sub connection each).
  * @param {string} redisUrl
  * @param {import('./index').RedisSessionManagerOptions} [options]
  */
@@ -17,7 +19,13 @@ function createSessionManagers(redisUrl, options) {
 	return {
 		streams: new RedisStreamSessionManager(redisUrl, shared),
 		info: new RedisInfoSessionManager(redisUrl, shared),
+		subscriptions: new RedisSubscriptionManager(redisUrl, shared),
 	};
 }
 
-module.exports = { RedisStreamSessionManager, RedisInfoSessionManager, createSessionManagers };
+module.exports = {
+	RedisStreamSessionManager,
+	RedisInfoSessionManager,
+	RedisSubscriptionManager,
+	createSessionManagers,
+};

@@ -2,7 +2,7 @@
 // reject clearly; passwords never show up in errors, warnings or util.inspect.
 import { inspect } from 'node:util';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { RedisInfoSessionManager, RedisStreamSessionManager } from '../index.mjs';
+import { RedisInfoSessionManager, RedisStreamSessionManager, RedisSubscriptionManager } from '../index.mjs';
 import { eventually, observer, recorder, startRedis } from './helpers/redis.mjs';
 
 const PASSWORD = 'Sup3r-s3cret-pw';
@@ -10,7 +10,7 @@ const PASSWORD = 'Sup3r-s3cret-pw';
 const MINIMAL_RULE =
 	'on >' +
 	PASSWORD +
-	' resetchannels ~available:session:* ~tmcp:* &session:* &delete:session:* &tmcp:broadcast' +
+	' resetchannels ~available:session:* ~tmcp:* &session:* &delete:session:* &tmcp:broadcast &tmcp:subscriptions' +
 	' -@all +hello +ping +select +get +set +del +exists +sadd +srem +smembers' +
 	' +publish +subscribe +unsubscribe +eval';
 
@@ -56,6 +56,13 @@ describe('an ACL user restricted to what the managers need', () => {
 		expect(await info.getSubscriptions('file:///acl')).toEqual([]);
 		await streams.delete('acl');
 		expect(await streams.has('acl')).toBe(false);
+		const subscriptions = new RedisSubscriptionManager(url, { onError: (e) => errors.push(e) });
+		const received = [];
+		const callbacks = { acknowledge() {}, send: (n) => void received.push(n), close() {} };
+		expect(await subscriptions.create({ id: 1, origin: 'acl', filters: { toolsListChanged: true } }, callbacks)).toBe(true);
+		await subscriptions.send({ jsonrpc: '2.0', method: 'notifications/tools/list_changed' });
+		await eventually(() => received.length === 1, 5000, 'subscription delivery');
+		await subscriptions.dispose();
 		await streams.close();
 		await info.close();
 		expect(errors).toEqual([]);

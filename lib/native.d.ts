@@ -40,6 +40,31 @@ export declare class NativeStreams {
   close(call: number): boolean
 }
 
+/** The pub/sub side of a subscription manager, built on a [`NativeClient`]. */
+export declare class NativeSubscriptions {
+  /**
+   * `on_notify(batch)` receives the notifications local subscriptions want:
+   * `[bytes, words]` with `[offset, length, count, token…]` per message, or
+   * `[message]` for a background problem.
+   */
+  constructor(client: NativeClient, onNotify: (batch: [Uint8Array, Uint32Array] | [string]) => void)
+  /** Answers `call` once the notification channel is subscribed. */
+  ready(call: number): void
+  /**
+   * Registers what local subscription `token` wants: `flags` (see `WANTS_*`) and
+   * resource uris.
+   */
+  watch(token: number, flags: number, uris: Array<string>): void
+  unwatch(token: number): void
+  /**
+   * `[ignored, unwanted]`: messages dropped as malformed or foreign, and
+   * notifications no local subscription wanted.
+   */
+  counts(): Array<number>
+  /** Stops receiving; returns false if already closed. */
+  close(): boolean
+}
+
 export declare const ADD_SUBSCRIPTION: number
 
 export declare const BROADCAST: number
@@ -106,6 +131,9 @@ export interface NativeTls {
   key?: string
 }
 
+/** Call code: PUBLISH a notification on the subscriptions channel. */
+export declare const NOTIFY: number
+
 export declare const PUBLISH: number
 
 export declare const REMOVE_SUBSCRIPTION: number
@@ -117,3 +145,10 @@ export declare const SET_CLIENT_INFO: number
 export declare const SET_LOG_LEVEL: number
 
 export declare const STREAM_DELETE: number
+
+export declare const WANTS_PROMPTS_LIST_CHANGED: number
+
+export declare const WANTS_RESOURCES_LIST_CHANGED: number
+
+/** Interest flags of `NativeSubscriptions.watch` (bits of its `flags` argument). */
+export declare const WANTS_TOOLS_LIST_CHANGED: number

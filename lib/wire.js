@@ -1,7 +1,8 @@
 'use strict';
 // The codes JavaScript and the native side share, defined once in Rust: call codes
 // (src/info_sessions.rs, src/stream_sessions.rs), the change kinds of NativeStreams.apply
-// (src/stream_sessions.rs), the delivery kinds (src/delivery.rs DeliveryKind) and the
+// (src/stream_sessions.rs), the interest flags of NativeSubscriptions.watch
+// (src/subscriptions.rs), the delivery kinds (src/delivery.rs DeliveryKind) and the
 // offset of a failed call's id in the answers (src/delivery.rs). Copied into one frozen
 // object so hot paths read plain properties.
 const native = require('./native.cjs');
@@ -25,5 +26,9 @@ module.exports = Object.freeze({
 	DELIVER_BROADCAST: native.DeliveryKind.Broadcast,
 	DELIVER_CLOSE: native.DeliveryKind.Close,
 	DELIVER_PROBLEM: native.DeliveryKind.Problem,
+	NOTIFY: native.NOTIFY,
+	WANTS_TOOLS_LIST_CHANGED: native.WANTS_TOOLS_LIST_CHANGED,
+	WANTS_PROMPTS_LIST_CHANGED: native.WANTS_PROMPTS_LIST_CHANGED,
+	WANTS_RESOURCES_LIST_CHANGED: native.WANTS_RESOURCES_LIST_CHANGED,
 	FAILED_ANSWER: native.FAILED_ANSWER,
 });

@@ -32,6 +32,7 @@ use crate::error::{describe_redis_error, not_sent, timed_out_after_sending};
 use crate::info_sessions::InfoOp;
 use crate::keys::Keys;
 use crate::stream_sessions::StreamOp;
+use crate::subscriptions::NOTIFY;
 
 /// Most calls sent in one pipeline; a larger batch becomes several pipelines, so
 /// JavaScript resumes on early answers while Redis computes later ones.
@@ -50,12 +51,18 @@ const SCAN_COUNT: usize = 1000;
 pub enum Op {
     Info(InfoOp),
     Stream(StreamOp),
+    /// PUBLISH a change notification (JSON) for `RedisSubscriptionManager`s.
+    Notify(String),
 }
 
 impl Op {
     /// Builds a call from its wire code (see `lib/wire.js`) and string arguments: each
     /// manager's module recognises its own codes.
     pub fn from_code(code: u32, args: Vec<String>, upstream_compatible: bool) -> Option<Op> {
+        if code == NOTIFY {
+            let mut args = args;
+            return (args.len() == 1).then(|| Op::Notify(args.remove(0)));
+        }
         if InfoOp::handles(code) {
             InfoOp::from_code(code, args, upstream_compatible).map(Op::Info)
         } else {
@@ -67,6 +74,12 @@ impl Op {
         match self {
             Op::Info(op) => op.encode(keys, pipe),
             Op::Stream(op) => op.encode(keys, pipe),
+            Op::Notify(json) => {
+                pipe.cmd("PUBLISH")
+                    .arg(keys.subscriptions_channel())
+                    .arg(json);
+                1
+            }
         }
     }
 
@@ -74,6 +87,7 @@ impl Op {
         match self {
             Op::Info(op) => op.decode(values),
             Op::Stream(op) => op.decode(values),
+            Op::Notify(_) => first_error(&values).map(|()| Reply::Done),
         }
     }
 
@@ -81,6 +95,7 @@ impl Op {
         match self {
             Op::Info(op) => op.scan_job(),
             Op::Stream(op) => op.scan_job(),
+            Op::Notify(_) => None,
         }
     }
 
@@ -90,6 +105,7 @@ impl Op {
             + match self {
                 Op::Info(op) => op.weight(),
                 Op::Stream(op) => op.weight(),
+                Op::Notify(json) => json.len(),
             }
     }
 }

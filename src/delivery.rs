@@ -221,7 +221,7 @@ impl TypeName for DeliveryArrays {
     }
 }
 
-unsafe fn typed_array(
+pub(crate) unsafe fn typed_array(
     env: sys::napi_env,
     kind: sys::napi_typedarray_type,
     bytes: &[u8],

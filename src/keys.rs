@@ -63,6 +63,11 @@ impl Keys {
         format!("{}delete:session:{id}", self.prefix)
     }
 
+    /// The channel of `RedisSubscriptionManager`: every change notification, as JSON.
+    pub fn subscriptions_channel(&self) -> String {
+        format!("{}tmcp:subscriptions", self.prefix)
+    }
+
     pub fn broadcast_channel(&self) -> String {
         format!("{}tmcp:broadcast", self.prefix)
     }
@@ -139,6 +144,7 @@ mod tests {
         assert_eq!(k.client_info("a"), "tmcp:client_info:a");
         assert_eq!(k.client_capabilities("a"), "tmcp:client_capabilities:a");
         assert_eq!(k.log_level("a"), "tmcp:log_level:a");
+        assert_eq!(k.subscriptions_channel(), "tmcp:subscriptions");
         assert_eq!(k.subscriptions("file:///x"), "tmcp:subscriptions:file:///x");
     }
 

@@ -13,6 +13,7 @@
 //! * [`commands`]: the request path, one ordered dispatcher per command connection;
 //! * [`info_sessions`] / [`stream_sessions`]: what each manager call means in Redis,
 //!   the session table, pub/sub receiving and the liveness timer;
+//! * [`subscriptions`]: `subscriptions/listen` notifications, matched in Rust;
 //! * [`delivery`]: batched crossings back to JavaScript;
 //! * [`error`]: error text (never with credentials).
 
@@ -29,6 +30,7 @@ mod error;
 mod info_sessions;
 mod keys;
 mod stream_sessions;
+mod subscriptions;
 
 use std::sync::{Arc, Mutex};
 
@@ -44,6 +46,7 @@ use config::{client_for, redact_url, NativeOptions};
 use delivery::{CompletionArgs, Completions, Deliveries};
 use error::{js_error, js_type_error};
 use stream_sessions::StreamSessions;
+use subscriptions::{NotificationArgs, Notifications, Subscriptions};
 
 /// Installs the TLS crypto provider once per process, before any connection.
 #[napi_derive::module_init]
@@ -243,5 +246,86 @@ impl NativeStreams {
             }
             None => false,
         }
+    }
+}
+
+/// The pub/sub side of a subscription manager, built on a [`NativeClient`].
+#[napi]
+pub struct NativeSubscriptions {
+    subscriptions: Mutex<Option<Subscriptions>>,
+}
+
+#[napi]
+impl NativeSubscriptions {
+    /// `on_notify(batch)` receives the notifications local subscriptions want:
+    /// `[bytes, words]` with `[offset, length, count, token…]` per message, or
+    /// `[message]` for a background problem.
+    #[napi(
+        constructor,
+        ts_args_type = "client: NativeClient, onNotify: (batch: [Uint8Array, Uint32Array] | [string]) => void"
+    )]
+    pub fn new(
+        client: &NativeClient,
+        on_notify: Function<'_, NotificationArgs, ()>,
+    ) -> napi::Result<Self> {
+        let redis_client = client.client.clone();
+        let notifications = Notifications::new(&on_notify)?;
+        let commands = client.commands.clone();
+        let subscriptions = within_runtime_if_available(|| {
+            Subscriptions::start(redis_client, commands, notifications)
+        })
+        .map_err(js_error)?;
+        Ok(NativeSubscriptions {
+            subscriptions: Mutex::new(Some(subscriptions)),
+        })
+    }
+
+    /// Answers `call` once the notification channel is subscribed.
+    #[napi]
+    pub fn ready(&self, call: u32) -> napi::Result<()> {
+        self.with(|s| within_runtime_if_available(|| s.ready(call)))
+    }
+
+    /// Registers what local subscription `token` wants: `flags` (see `WANTS_*`) and
+    /// resource uris.
+    #[napi]
+    pub fn watch(&self, token: u32, flags: u32, uris: Vec<String>) -> napi::Result<()> {
+        self.with(|s| s.watch(token, flags, uris))
+    }
+
+    #[napi]
+    pub fn unwatch(&self, token: u32) {
+        let _ = self.with(|s| s.unwatch(token));
+    }
+
+    /// `[ignored, unwanted]`: messages dropped as malformed or foreign, and
+    /// notifications no local subscription wanted.
+    #[napi]
+    pub fn counts(&self) -> Vec<f64> {
+        self.with(|s| {
+            let (ignored, unwanted) = s.counts();
+            vec![ignored as f64, unwanted as f64]
+        })
+        .unwrap_or_default()
+    }
+
+    /// Stops receiving; returns false if already closed.
+    #[napi]
+    pub fn close(&self) -> bool {
+        match self.subscriptions.lock().unwrap().take() {
+            Some(mut subscriptions) => {
+                within_runtime_if_available(|| subscriptions.close());
+                true
+            }
+            None => false,
+        }
+    }
+
+    fn with<T>(&self, f: impl FnOnce(&Subscriptions) -> T) -> napi::Result<T> {
+        let guard = self.subscriptions.lock().unwrap();
+        let subscriptions = guard
+            .as_ref()
+            .ok_or_else(|| js_error("the subscription manager is closed"))?;
+        Ok(f(subscriptions))
     }
 }

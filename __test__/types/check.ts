@@ -1,6 +1,6 @@
 // Compiled with `tsc --noEmit` by package.spec.mjs: our classes must be accepted wherever
 // upstream's are (@tmcp/session-manager's types, HttpTransport and SseTransport).
-import type { InfoSessionManager, StreamSessionManager } from '@tmcp/session-manager';
+import type { InfoSessionManager, StreamSessionManager, SubscriptionManager } from '@tmcp/session-manager';
 import { HttpTransport } from '@tmcp/transport-http';
 import { SseTransport } from '@tmcp/transport-sse';
 import { McpServer } from 'tmcp';
@@ -8,6 +8,7 @@ import {
 	createSessionManagers,
 	RedisInfoSessionManager,
 	RedisStreamSessionManager,
+	RedisSubscriptionManager,
 } from '@tmcp-rs/session-manager-redis';
 
 const server = new McpServer({ name: 'types', version: '1.0.0', description: 'types' }, { adapter: undefined, capabilities: {} });
@@ -25,6 +26,21 @@ new HttpTransport(server, {
 });
 new HttpTransport(server, { path: '/mcp', sessionManager: createSessionManagers('redis://localhost') });
 new SseTransport(server, { sessionManager: { streams, info } });
+
+const subscriptions: SubscriptionManager = new RedisSubscriptionManager('redis://localhost', { keyPrefix: 'a:' });
+new HttpTransport(server, { path: '/mcp', sessionManager: { streams, info }, subscriptionManager: subscriptions });
+const trio = createSessionManagers('redis://localhost');
+new HttpTransport(server, {
+	path: '/mcp',
+	sessionManager: { streams: trio.streams, info: trio.info },
+	subscriptionManager: trio.subscriptions,
+});
+async function lifecycle() {
+	await using managed = new RedisSubscriptionManager('redis://localhost');
+	await managed.close('id', 'origin', 'cancelled');
+	await managed.dispose();
+}
+void lifecycle;
 new SseTransport(server, { sessionManager: createSessionManagers('redis://localhost') });
 
 async function usage(m: RedisInfoSessionManager, s: RedisStreamSessionManager) {

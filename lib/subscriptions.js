@@ -1,0 +1,314 @@
+'use strict';
+
+const { inspect } = require('node:util');
+const { NativeSubscriptions } = require('./native.cjs');
+const { Link } = require('./link.js');
+const { LINK } = require('./streams.js');
+const { normalizeOptions, checkUrl, describe } = require('./options.js');
+const wire = require('./wire.js');
+
+const decoder = new TextDecoder();
+const noop = () => {};
+const REASONS = ['closed', 'cancelled'];
+
+/**
+ * @typedef {{ toolsListChanged?: boolean, promptsListChanged?: boolean, resourcesListChanged?: boolean, resourceSubscriptions?: string[] }} Filters
+ * @typedef {{ id: string | number, origin: string, filters: Filters }} Subscription
+ * @typedef {{ acknowledge: () => void | Promise<void>, send: (notification: any) => void | Promise<void>, close: (reason: 'closed' | 'cancelled') => void | Promise<void> }} Callbacks
+ * @typedef {{ token: number, subscription: Subscription, callbacks: Callbacks, queue: Promise<'active' | 'failed'>, closing?: Promise<boolean> }} Registration
+ */
+
+/**
+ * MCP `subscriptions/listen` streams shared between server processes, for
+ * `HttpTransport`'s `subscriptionManager` option. Notifications travel on one Redis
+ * channel (`tmcp:subscriptions`, upstream's); the native side reads each one's `method`
+ * and `params.uri` and hands JavaScript only those a local subscription wants.
+ *
+ * The contract is `@tmcp/session-manager`'s `InMemorySubscriptionManager`'s, across
+ * processes: matching notifications wait until `acknowledge()` resolved, then arrive in
+ * order; `close` is idempotent and drains first. Its own lifecycle is `dispose()` (and
+ * `Symbol.asyncDispose`), so it does not collide with `close(id, origin, reason)`.
+ */
+class RedisSubscriptionManager {
+	#link;
+	#native;
+	/** origin → id → registration. @type {Map<string, Map<string | number, Registration>>} */
+	#byOrigin = new Map();
+	/** @type {Map<number, Registration>} */
+	#byToken = new Map();
+	#nextToken = 1;
+	/** @type {Promise<void> | undefined} */
+	#disposing;
+
+	/**
+	 * @param {string} redisUrl
+	 * @param {import('../index').RedisSessionManagerOptions} [options]
+	 */
+	constructor(redisUrl, options) {
+		checkUrl(redisUrl);
+		const shared = options && /** @type {any} */ (options)[LINK];
+		this.#link = shared ? shared.retain() : new Link(redisUrl, normalizeOptions(options)).retain();
+		// Reached weakly from the native callback: an idle, dropped manager can be collected.
+		const self = new WeakRef(this);
+		this.#native = new NativeSubscriptions(this.#link.native, (batch) => self.deref()?.#deliver(batch));
+	}
+
+	/**
+	 * Registers a subscription; false if `(origin, id)` is already registered. Resolves
+	 * once Redis carries notifications to this process and `acknowledge()` resolved.
+	 * @param {Subscription} subscription
+	 * @param {Callbacks} callbacks
+	 * @returns {Promise<boolean>}
+	 */
+	async create(subscription, callbacks) {
+		const { id, origin, filters } = checkSubscription(subscription);
+		checkCallbacks(callbacks);
+		if (this.#disposing) throw new Error('Cannot create: the subscription manager is disposed');
+		const existing = this.#byOrigin.get(origin);
+		if (existing?.has(id)) return false;
+		// Redis first: with Redis unreachable this rejects within commandTimeout.
+		const { id: call, promise } = this.#link.track('Could not create subscription');
+		this.#native.ready(call);
+		await promise;
+		if (this.#disposing) throw new Error('Cannot create: the subscription manager is disposed');
+		let byId = this.#byOrigin.get(origin);
+		if (byId?.has(id)) return false;
+		if (!byId) this.#byOrigin.set(origin, (byId = new Map()));
+
+		/** @type {(value?: unknown) => void} */
+		let acknowledged = noop;
+		/** @type {(reason?: unknown) => void} */
+		let refused = noop;
+		const acknowledgement = new Promise((resolve, reject) => {
+			acknowledged = resolve;
+			refused = reject;
+		});
+		const token = this.#nextToken;
+		this.#nextToken = (this.#nextToken + 1) >>> 0 || 1;
+		/** @type {Registration} */
+		const registration = {
+			token,
+			subscription: { id, origin, filters },
+			callbacks,
+			// Notifications queue behind the acknowledgement.
+			queue: acknowledgement.then(
+				() => /** @type {const} */ ('active'),
+				() => /** @type {const} */ ('failed'),
+			),
+		};
+		byId.set(id, registration);
+		this.#byToken.set(token, registration);
+		this.#native.watch(token, interestFlags(filters), filters.resourceSubscriptions ?? []);
+		try {
+			Promise.resolve(callbacks.acknowledge()).then(acknowledged, refused);
+		} catch (error) {
+			refused(error);
+		}
+		try {
+			await acknowledgement;
+			if (registration.closing) return true;
+			await registration.queue;
+			return true;
+		} catch (error) {
+			if (!registration.closing) this.#forget(registration);
+			throw error;
+		}
+	}
+
+	/**
+	 * Publishes a change notification to every matching subscription of every process
+	 * (this one included, through Redis). Resolves once Redis accepted it.
+	 * @param {{ method: string, params?: unknown }} notification
+	 */
+	send(notification) {
+		let json;
+		try {
+			if (typeof notification !== 'object' || notification === null || typeof notification.method !== 'string') {
+				throw new TypeError(`notification must be a JSON-RPC notification object with a string method, got ${describe(notification)}`);
+			}
+			json = JSON.stringify(notification);
+		} catch (error) {
+			return Promise.reject(error);
+		}
+		if (this.#disposing) return Promise.reject(new Error('Could not send notification: the subscription manager is disposed'));
+		return this.#link.call(wire.NOTIFY, [json], 'Could not send notification');
+	}
+
+	/**
+	 * Closes one subscription after what is queued for it was delivered; the same
+	 * promise for repeated calls; false if it is not registered.
+	 * @param {string | number} id
+	 * @param {string} origin
+	 * @param {'closed' | 'cancelled'} reason
+	 * @returns {Promise<boolean>}
+	 */
+	close(id, origin, reason) {
+		const registration = this.#byOrigin.get(origin)?.get(id);
+		if (!registration) return Promise.resolve(false);
+		if (registration.closing) return registration.closing;
+		const closeReason = REASONS.includes(reason) ? reason : 'closed';
+		registration.closing = (async () => {
+			try {
+				await registration.queue;
+				await registration.callbacks.close(closeReason);
+				return true;
+			} finally {
+				this.#forget(registration);
+			}
+		})();
+		return registration.closing;
+	}
+
+	/**
+	 * Closes every subscription of this process, or of one transport origin.
+	 * @param {string} [origin]
+	 * @param {'closed' | 'cancelled'} [reason]
+	 */
+	async closeAll(origin, reason = 'cancelled') {
+		/** @type {Promise<boolean>[]} */
+		const closing = [];
+		for (const [storedOrigin, byId] of this.#byOrigin) {
+			if (origin !== undefined && storedOrigin !== origin) continue;
+			for (const id of byId.keys()) closing.push(this.close(id, storedOrigin, reason));
+		}
+		await Promise.all(closing.map((p) => p.catch((error) => this.#link.reporter.report(error))));
+	}
+
+	/** Closes every subscription ('closed'), then releases the connections. */
+	dispose() {
+		this.#disposing ??= (async () => {
+			try {
+				await this.closeAll(undefined, 'closed');
+			} finally {
+				this.#native.close();
+				this.#link.release();
+			}
+		})();
+		return this.#disposing;
+	}
+
+	[Symbol.asyncDispose]() {
+		return this.dispose();
+	}
+
+	/** Messages on the channel dropped as malformed or foreign, and notifications no local subscription wanted. */
+	get stats() {
+		const [ignored, unwanted] = this.#disposing ? [0, 0] : this.#native.counts();
+		return { ignored, unwanted };
+	}
+
+	[inspect.custom]() {
+		return `RedisSubscriptionManager { url: '${this.#link.url}', subscriptions: ${this.#byToken.size} }`;
+	}
+
+	/** @param {Registration} registration */
+	#forget(registration) {
+		const { id, origin } = registration.subscription;
+		const byId = this.#byOrigin.get(origin);
+		if (byId?.get(id) === registration) byId.delete(id);
+		if (byId?.size === 0) this.#byOrigin.delete(origin);
+		if (this.#byToken.get(registration.token) === registration) {
+			this.#byToken.delete(registration.token);
+			this.#native.unwatch(registration.token);
+		}
+	}
+
+	/**
+	 * Queues one notification behind everything before it for this subscription. A
+	 * failed `send` rejects nothing else.
+	 * @param {Registration} registration
+	 * @param {unknown} notification
+	 */
+	#enqueue(registration, notification) {
+		const delivery = registration.queue.then(async (state) => {
+			if (state === 'failed' || registration.closing) return state;
+			await registration.callbacks.send(/** @type {any} */ (notification));
+			return /** @type {const} */ ('active');
+		});
+		registration.queue = delivery.catch((error) => {
+			this.#link.reporter.report(
+				new Error(`A subscription stream did not take a notification: ${error instanceof Error ? error.message : String(error)}`),
+			);
+			return /** @type {const} */ ('active');
+		});
+	}
+
+	/**
+	 * Notifications from the native side: `[bytes, words]` with `[offset, length, count,
+	 * token…]` per message (each parsed once, the same object for every match), or
+	 * `[message]` for a background problem. Runs from a threadsafe function: never throws.
+	 * @param {[Uint8Array, Uint32Array] | [string]} batch
+	 */
+	#deliver(batch) {
+		try {
+			if (batch.length === 1) {
+				this.#link.reporter.report(new Error(/** @type {string} */ (batch[0])));
+				return;
+			}
+			const [bytes, words] = /** @type {[Uint8Array, Uint32Array]} */ (batch);
+			for (let i = 0; i < words.length; ) {
+				const offset = words[i];
+				const length = words[i + 1];
+				const count = words[i + 2];
+				i += 3;
+				let notification;
+				try {
+					notification = JSON.parse(decoder.decode(bytes.subarray(offset, offset + length)));
+				} catch {
+					i += count;
+					continue;
+				}
+				for (const end = i + count; i < end; i++) {
+					const registration = this.#byToken.get(words[i]);
+					if (registration && !registration.closing) this.#enqueue(registration, notification);
+				}
+			}
+		} catch (error) {
+			this.#link.reporter.report(error);
+		}
+	}
+}
+
+/** @param {Filters} filters */
+function interestFlags(filters) {
+	return (
+		(filters.toolsListChanged === true ? wire.WANTS_TOOLS_LIST_CHANGED : 0) |
+		(filters.promptsListChanged === true ? wire.WANTS_PROMPTS_LIST_CHANGED : 0) |
+		(filters.resourcesListChanged === true ? wire.WANTS_RESOURCES_LIST_CHANGED : 0)
+	);
+}
+
+/**
+ * @param {unknown} subscription
+ * @returns {Subscription}
+ */
+function checkSubscription(subscription) {
+	if (typeof subscription !== 'object' || subscription === null) {
+		throw new TypeError(`subscription must be an object { id, origin, filters }, got ${describe(subscription)}`);
+	}
+	const { id, origin, filters } = /** @type {any} */ (subscription);
+	if (!(typeof id === 'string' || (typeof id === 'number' && Number.isFinite(id)))) {
+		throw new TypeError(`subscription.id must be a string or a number, got ${describe(id)}`);
+	}
+	if (typeof origin !== 'string') {
+		throw new TypeError(`subscription.origin must be a string, got ${describe(origin)}`);
+	}
+	if (typeof filters !== 'object' || filters === null) {
+		throw new TypeError(`subscription.filters must be an object, got ${describe(filters)}`);
+	}
+	const uris = filters.resourceSubscriptions;
+	if (uris !== undefined && !(Array.isArray(uris) && uris.every((u) => typeof u === 'string'))) {
+		throw new TypeError(`subscription.filters.resourceSubscriptions must be an array of strings, got ${describe(uris)}`);
+	}
+	return { id, origin, filters };
+}
+
+/** @param {unknown} callbacks */
+function checkCallbacks(callbacks) {
+	const c = /** @type {any} */ (callbacks);
+	if (!c || typeof c.acknowledge !== 'function' || typeof c.send !== 'function' || typeof c.close !== 'function') {
+		throw new TypeError('callbacks must be an object with acknowledge(), send() and close() functions');
+	}
+}
+
+module.exports = { RedisSubscriptionManager };

@@ -1,0 +1,583 @@
+//! MCP `subscriptions/listen` streams across processes (`RedisSubscriptionManager`).
+//!
+//! Every process publishes change notifications on one channel,
+//! `{prefix}tmcp:subscriptions`, as the notification's JSON (upstream's wire format).
+//! Each process reads every message here, on tokio: `serde_json` reads only `method`
+//! and `params.uri` (borrowed, no copy of the rest) and an index of this process's
+//! interests names the local subscriptions that want it. A message nobody here wants
+//! never reaches JavaScript; malformed or foreign messages are counted and dropped.
+
+use std::borrow::Cow;
+use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use napi::bindgen_prelude::{FnArgs, Function, ToNapiValue, TypeName, ValueType};
+use napi::check_status;
+use napi::sys;
+use napi::threadsafe_function::{ThreadsafeFunction, ThreadsafeFunctionCallMode};
+use napi::Status;
+use napi_derive::napi;
+use redis::{PushInfo, PushKind, Value};
+use serde::Deserialize;
+use tokio::sync::{mpsc, Notify};
+use tokio::task::JoinHandle;
+use tokio::time::Instant;
+
+use crate::commands::Commands;
+use crate::connection::{jittered, until_connected, Connection};
+use crate::delivery::{typed_array, CompletionBatch, Reply};
+use crate::error::describe_redis_error;
+
+/// Call code: PUBLISH a notification on the subscriptions channel.
+#[napi]
+pub const NOTIFY: u32 = 30;
+
+/// Interest flags of `NativeSubscriptions.watch` (bits of its `flags` argument).
+#[napi]
+pub const WANTS_TOOLS_LIST_CHANGED: u32 = 1;
+#[napi]
+pub const WANTS_PROMPTS_LIST_CHANGED: u32 = 2;
+#[napi]
+pub const WANTS_RESOURCES_LIST_CHANGED: u32 = 4;
+
+/// First pause before subscribing again after a failure; doubles up to the maximum.
+const RETRY_PAUSE: Duration = Duration::from_millis(100);
+const MAX_RETRY_PAUSE: Duration = Duration::from_secs(5);
+/// Bytes gathered into one delivery before it is handed to JavaScript.
+const MAX_DELIVERY_BYTES: usize = 4 << 20;
+
+/// The two fields matching needs, borrowed from the message where it has no escapes.
+#[derive(Deserialize)]
+struct Probe<'a> {
+    #[serde(borrow)]
+    method: Cow<'a, str>,
+    #[serde(default, borrow)]
+    params: Option<ProbeParams<'a>>,
+}
+
+#[derive(Deserialize)]
+struct ProbeParams<'a> {
+    #[serde(default, borrow)]
+    uri: Option<Cow<'a, str>>,
+}
+
+/// Which local subscriptions (by token) want which notifications.
+#[derive(Default)]
+pub struct Interests {
+    tools: HashSet<u32>,
+    prompts: HashSet<u32>,
+    resources: HashSet<u32>,
+    by_uri: HashMap<String, HashSet<u32>>,
+    /// token → its uris, to remove them again.
+    uris_of: HashMap<u32, Vec<String>>,
+}
+
+/// What a message on the channel turned out to be.
+#[derive(Debug, PartialEq)]
+pub enum Matched {
+    /// Local subscriptions that want it, in token order.
+    Tokens(Vec<u32>),
+    /// A notification no local subscription wants.
+    Unwanted,
+    /// Not a JSON object with a string `method`.
+    Malformed,
+}
+
+impl Interests {
+    pub fn watch(&mut self, token: u32, flags: u32, uris: Vec<String>) {
+        if flags & WANTS_TOOLS_LIST_CHANGED != 0 {
+            self.tools.insert(token);
+        }
+        if flags & WANTS_PROMPTS_LIST_CHANGED != 0 {
+            self.prompts.insert(token);
+        }
+        if flags & WANTS_RESOURCES_LIST_CHANGED != 0 {
+            self.resources.insert(token);
+        }
+        for uri in &uris {
+            self.by_uri.entry(uri.clone()).or_default().insert(token);
+        }
+        self.uris_of.insert(token, uris);
+    }
+
+    pub fn unwatch(&mut self, token: u32) {
+        self.tools.remove(&token);
+        self.prompts.remove(&token);
+        self.resources.remove(&token);
+        for uri in self.uris_of.remove(&token).unwrap_or_default() {
+            if let Some(tokens) = self.by_uri.get_mut(&uri) {
+                tokens.remove(&token);
+                if tokens.is_empty() {
+                    self.by_uri.remove(&uri);
+                }
+            }
+        }
+    }
+
+    #[cfg(test)]
+    pub fn is_empty(&self) -> bool {
+        self.uris_of.is_empty()
+    }
+
+    /// The local subscriptions a message is for, by `@tmcp/session-manager`'s
+    /// `matchesSubscription` rules.
+    pub fn match_message(&self, payload: &[u8]) -> Matched {
+        let Ok(probe) = serde_json::from_slice::<Probe>(payload) else {
+            return Matched::Malformed;
+        };
+        let set = match probe.method.as_ref() {
+            "notifications/tools/list_changed" => Some(&self.tools),
+            "notifications/prompts/list_changed" => Some(&self.prompts),
+            "notifications/resources/list_changed" => Some(&self.resources),
+            "notifications/resources/updated" => probe
+                .params
+                .and_then(|p| p.uri)
+                .and_then(|uri| self.by_uri.get(uri.as_ref())),
+            _ => None,
+        };
+        match set {
+            Some(tokens) if !tokens.is_empty() => {
+                let mut tokens: Vec<u32> = tokens.iter().copied().collect();
+                tokens.sort_unstable();
+                Matched::Tokens(tokens)
+            }
+            _ => Matched::Unwanted,
+        }
+    }
+}
+
+/// Matched notifications for JavaScript: the payloads in one byte run, and per message
+/// `[offset, length, count, token…]`.
+#[derive(Default)]
+pub struct NotificationBatch {
+    bytes: Vec<u8>,
+    words: Vec<u32>,
+    /// A background problem for `onError`, sent alone.
+    problem: Option<String>,
+}
+
+impl NotificationBatch {
+    fn push(&mut self, payload: &[u8], tokens: &[u32]) {
+        self.words.push(self.bytes.len() as u32);
+        self.words.push(payload.len() as u32);
+        self.words.push(tokens.len() as u32);
+        self.words.extend_from_slice(tokens);
+        self.bytes.extend_from_slice(payload);
+    }
+
+    fn is_empty(&self) -> bool {
+        self.words.is_empty() && self.problem.is_none()
+    }
+}
+
+/// `[bytes, words]`, or `[message]` for a problem.
+pub struct NotificationArrays(NotificationBatch);
+
+impl TypeName for NotificationArrays {
+    fn type_name() -> &'static str {
+        "[Uint8Array, Uint32Array] | [string]"
+    }
+
+    fn value_type() -> ValueType {
+        ValueType::Object
+    }
+}
+
+impl ToNapiValue for NotificationArrays {
+    unsafe fn to_napi_value(env: sys::napi_env, val: Self) -> napi::Result<sys::napi_value> {
+        let NotificationBatch {
+            bytes,
+            words,
+            problem,
+        } = val.0;
+        let mut pair = std::ptr::null_mut();
+        if let Some(problem) = problem {
+            check_status!(sys::napi_create_array_with_length(env, 1, &mut pair))?;
+            let message = String::to_napi_value(env, problem)?;
+            check_status!(sys::napi_set_element(env, pair, 0, message))?;
+            return Ok(pair);
+        }
+        let bytes_js = typed_array(env, sys::TypedarrayType::uint8_array, &bytes, bytes.len())?;
+        let word_bytes = std::slice::from_raw_parts(words.as_ptr().cast::<u8>(), words.len() * 4);
+        let words_js = typed_array(
+            env,
+            sys::TypedarrayType::uint32_array,
+            word_bytes,
+            words.len(),
+        )?;
+        check_status!(sys::napi_create_array_with_length(env, 2, &mut pair))?;
+        check_status!(sys::napi_set_element(env, pair, 0, bytes_js))?;
+        check_status!(sys::napi_set_element(env, pair, 1, words_js))?;
+        Ok(pair)
+    }
+}
+
+pub type NotificationArgs = FnArgs<(NotificationArrays,)>;
+type NotificationFn =
+    ThreadsafeFunction<NotificationBatch, (), NotificationArgs, Status, false, true>;
+
+/// Feeds local subscriptions: `(batch) => void`, through one weak threadsafe function.
+pub struct Notifications(NotificationFn);
+
+impl Notifications {
+    pub fn new(callback: &Function<'_, NotificationArgs, ()>) -> napi::Result<Self> {
+        let tsfn = callback
+            .build_threadsafe_function::<NotificationBatch>()
+            .callee_handled::<false>()
+            .weak::<true>()
+            .build_callback(|ctx| Ok(FnArgs::from((NotificationArrays(ctx.value),))))?;
+        Ok(Notifications(tsfn))
+    }
+
+    fn send(&self, batch: NotificationBatch) {
+        if !batch.is_empty() {
+            self.0.call(batch, ThreadsafeFunctionCallMode::NonBlocking);
+        }
+    }
+
+    fn problem(&self, message: String) {
+        self.send(NotificationBatch {
+            problem: Some(message),
+            ..Default::default()
+        });
+    }
+}
+
+/// State shared by the calls and the background tasks.
+struct Shared {
+    interests: Mutex<Interests>,
+    commands: Arc<Commands>,
+    subscriber: Arc<Connection>,
+    notifications: Notifications,
+    channel: String,
+    /// Whether the channel is subscribed now.
+    subscribed: AtomicBool,
+    /// Whether a subscription was ever asked for (the connection opens only then).
+    wanted: AtomicBool,
+    /// Calls waiting for the channel to be subscribed: answered once it is, or failed at
+    /// their deadline.
+    waiting: Mutex<Vec<(u32, Instant)>>,
+    /// Wakes the subscriber task.
+    wake: Notify,
+    ignored: AtomicU64,
+    unwanted: AtomicU64,
+}
+
+/// The subscriber side of a subscription manager.
+pub struct Subscriptions {
+    shared: Arc<Shared>,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+impl Subscriptions {
+    /// Opens the pub/sub connection (lazily) and starts the tasks. Must run inside tokio.
+    pub fn start(
+        client: redis::Client,
+        commands: Arc<Commands>,
+        notifications: Notifications,
+    ) -> Result<Self, String> {
+        let (push_tx, push_rx) = mpsc::unbounded_channel();
+        let subscriber = Connection::new(client, commands.options(), Some(push_tx))?;
+        let channel = commands.keys().subscriptions_channel();
+        let shared = Arc::new(Shared {
+            interests: Mutex::new(Interests::default()),
+            commands,
+            subscriber,
+            notifications,
+            channel,
+            subscribed: AtomicBool::new(false),
+            wanted: AtomicBool::new(false),
+            waiting: Mutex::new(Vec::new()),
+            wake: Notify::new(),
+            ignored: AtomicU64::new(0),
+            unwanted: AtomicU64::new(0),
+        });
+        let tasks = vec![
+            tokio::spawn(keep_subscribed(shared.clone())),
+            tokio::spawn(receive(push_rx, shared.clone())),
+        ];
+        Ok(Subscriptions { shared, tasks })
+    }
+
+    /// Answers `call` once the channel is subscribed (at once if it is), or fails it after
+    /// the command timeout.
+    pub fn ready(&self, call: u32) {
+        self.shared.wanted.store(true, Ordering::Release);
+        if self.shared.subscribed.load(Ordering::Acquire) {
+            self.shared
+                .commands
+                .completions()
+                .one(call, Ok(Reply::Done));
+            return;
+        }
+        let deadline = Instant::now() + self.shared.commands.options().command_timeout();
+        self.shared.waiting.lock().unwrap().push((call, deadline));
+        self.shared.wake.notify_one();
+    }
+
+    pub fn watch(&self, token: u32, flags: u32, uris: Vec<String>) {
+        self.shared
+            .interests
+            .lock()
+            .unwrap()
+            .watch(token, flags, uris);
+    }
+
+    pub fn unwatch(&self, token: u32) {
+        self.shared.interests.lock().unwrap().unwatch(token);
+    }
+
+    /// Messages dropped as malformed or foreign, and notifications no local subscription
+    /// wanted.
+    pub fn counts(&self) -> (u64, u64) {
+        (
+            self.shared.ignored.load(Ordering::Relaxed),
+            self.shared.unwanted.load(Ordering::Relaxed),
+        )
+    }
+
+    pub fn close(&mut self) {
+        for task in self.tasks.drain(..) {
+            task.abort();
+        }
+        let waiting = std::mem::take(&mut *self.shared.waiting.lock().unwrap());
+        let mut answers = CompletionBatch::default();
+        for (call, _) in waiting {
+            answers.push(call, Err("the subscription manager is closed".into()));
+        }
+        self.shared.commands.completions().send(answers);
+    }
+}
+
+impl Drop for Subscriptions {
+    fn drop(&mut self) {
+        for task in &self.tasks {
+            task.abort();
+        }
+    }
+}
+
+/// Subscribes the channel when first needed and again after every lost connection;
+/// answers and times out the calls waiting for it.
+async fn keep_subscribed(shared: Arc<Shared>) {
+    let timeout = shared.commands.options().command_timeout();
+    let mut pause = RETRY_PAUSE;
+    let every = shared.commands.options().refresh_every();
+    let mut check = tokio::time::interval_at(Instant::now() + every, every);
+    check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = shared.wake.notified() => {}
+            _ = check.tick() => check_connection(&shared).await,
+        }
+        // Connected lazily: only once a subscription was asked for.
+        if !shared.wanted.load(Ordering::Acquire) {
+            continue;
+        }
+        while !shared.subscribed.load(Ordering::Acquire) {
+            let (manager, ticket) = shared.subscriber.get();
+            let deadline = Instant::now() + timeout;
+            let result = until_connected(deadline, || {
+                let mut manager = manager.clone();
+                let channel = &shared.channel;
+                async move { manager.subscribe(channel).await }
+            })
+            .await;
+            let failure = match result {
+                Ok(Ok(())) => {
+                    shared.subscriber.answered();
+                    shared.subscribed.store(true, Ordering::Release);
+                    pause = RETRY_PAUSE;
+                    None
+                }
+                Ok(Err(e)) => Some(describe_redis_error(&e)),
+                Err(_) => {
+                    shared.subscriber.stalled(ticket);
+                    Some(format!(
+                        "Redis did not confirm the subscription within {} ms (commandTimeout)",
+                        timeout.as_millis()
+                    ))
+                }
+            };
+            answer_waiting(&shared, failure.as_deref());
+            if failure.is_some() {
+                tokio::time::sleep(jittered(pause)).await;
+                pause = (pause * 2).min(MAX_RETRY_PAUSE);
+            }
+        }
+        answer_waiting(&shared, None);
+    }
+}
+
+/// PINGs a subscribed connection; a silent one is replaced (and so subscribed again).
+async fn check_connection(shared: &Shared) {
+    if !shared.subscribed.load(Ordering::Acquire) {
+        return;
+    }
+    let timeout = shared.commands.options().command_timeout();
+    let (mut manager, ticket) = shared.subscriber.get();
+    let ping = redis::cmd("PING");
+    match tokio::time::timeout(timeout, ping.query_async::<()>(&mut manager)).await {
+        Ok(Ok(())) => shared.subscriber.answered(),
+        Ok(Err(_)) => {}
+        Err(_) => {
+            if shared.subscriber.stalled(ticket) {
+                shared.subscribed.store(false, Ordering::Release);
+                shared.notifications.problem(
+                    "the Redis pub/sub connection of the subscription manager stopped answering; replaced it and resubscribing"
+                        .into(),
+                );
+            }
+        }
+    }
+}
+
+/// Answers the waiting calls: all of them once subscribed; after a failure only those
+/// whose deadline passed.
+fn answer_waiting(shared: &Shared, failure: Option<&str>) {
+    let mut answers = CompletionBatch::default();
+    {
+        let now = Instant::now();
+        let mut waiting = shared.waiting.lock().unwrap();
+        waiting.retain(|(call, deadline)| match failure {
+            None => {
+                answers.push(*call, Ok(Reply::Done));
+                false
+            }
+            Some(reason) if *deadline <= now + RETRY_PAUSE => {
+                answers.push(*call, Err(reason.to_string()));
+                false
+            }
+            Some(_) => true,
+        });
+    }
+    shared.commands.completions().send(answers);
+}
+
+/// Matches each message against the local interests; only matches cross to JavaScript.
+async fn receive(mut pushes: mpsc::UnboundedReceiver<PushInfo>, shared: Arc<Shared>) {
+    while let Some(first) = pushes.recv().await {
+        let mut batch = NotificationBatch::default();
+        let mut next = Some(first);
+        while let Some(push) = next.take() {
+            match push.kind {
+                PushKind::Message => route(push.data, &shared, &mut batch),
+                PushKind::Disconnection => {
+                    shared.subscribed.store(false, Ordering::Release);
+                    shared.wake.notify_one();
+                    shared.notifications.problem(
+                        "lost the Redis pub/sub connection of the subscription manager; reconnecting and resubscribing"
+                            .into(),
+                    );
+                }
+                _ => {}
+            }
+            if batch.bytes.len() < MAX_DELIVERY_BYTES {
+                next = pushes.try_recv().ok();
+            }
+        }
+        shared.notifications.send(batch);
+    }
+}
+
+fn route(data: Vec<Value>, shared: &Shared, batch: &mut NotificationBatch) {
+    let mut data = data.into_iter();
+    let (Some(Value::BulkString(channel)), Some(Value::BulkString(payload))) =
+        (data.next(), data.next())
+    else {
+        return;
+    };
+    if channel != shared.channel.as_bytes() {
+        return;
+    }
+    match shared.interests.lock().unwrap().match_message(&payload) {
+        Matched::Tokens(tokens) => batch.push(&payload, &tokens),
+        Matched::Unwanted => {
+            shared.unwanted.fetch_add(1, Ordering::Relaxed);
+        }
+        Matched::Malformed => {
+            shared.ignored.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn interests() -> Interests {
+        let mut i = Interests::default();
+        i.watch(1, WANTS_TOOLS_LIST_CHANGED, vec!["file:///a".into()]);
+        i.watch(
+            2,
+            WANTS_PROMPTS_LIST_CHANGED | WANTS_RESOURCES_LIST_CHANGED,
+            vec![],
+        );
+        i.watch(3, 0, vec!["file:///a".into(), "file:///b".into()]);
+        i
+    }
+
+    #[test]
+    fn matches_like_matches_subscription() {
+        let i = interests();
+        let m = |json: &str| i.match_message(json.as_bytes());
+        assert_eq!(
+            m(r#"{"jsonrpc":"2.0","method":"notifications/tools/list_changed"}"#),
+            Matched::Tokens(vec![1])
+        );
+        assert_eq!(
+            m(r#"{"method":"notifications/prompts/list_changed","params":{}}"#),
+            Matched::Tokens(vec![2])
+        );
+        assert_eq!(
+            m(r#"{"method":"notifications/resources/updated","params":{"uri":"file:///a"}}"#),
+            Matched::Tokens(vec![1, 3])
+        );
+        assert_eq!(
+            m(r#"{"method":"notifications/resources/updated","params":{"uri":"file:///c"}}"#),
+            Matched::Unwanted
+        );
+        assert_eq!(
+            m(r#"{"method":"notifications/resources/updated","params":{"uri":7}}"#),
+            Matched::Malformed
+        );
+        assert_eq!(
+            m(r#"{"method":"notifications/message","params":{}}"#),
+            Matched::Unwanted
+        );
+        assert_eq!(m("not json"), Matched::Malformed);
+        assert_eq!(m(r#"{"id":1}"#), Matched::Malformed);
+        assert_eq!(m(r#"[1,2]"#), Matched::Malformed);
+    }
+
+    #[test]
+    fn escaped_uris_match_too() {
+        let mut i = Interests::default();
+        i.watch(9, 0, vec!["file:///a b\"c".into()]);
+        let json =
+            r#"{"method":"notifications/resources/updated","params":{"uri":"file:///a b\"c"}}"#;
+        assert_eq!(i.match_message(json.as_bytes()), Matched::Tokens(vec![9]));
+    }
+
+    #[test]
+    fn unwatch_forgets_every_interest() {
+        let mut i = interests();
+        i.unwatch(1);
+        i.unwatch(3);
+        assert!(i.by_uri.is_empty());
+        assert!(i.tools.is_empty());
+        i.unwatch(2);
+        assert!(i.is_empty());
+    }
+
+    #[test]
+    fn batches_list_tokens_after_each_payload() {
+        let mut b = NotificationBatch::default();
+        b.push(b"{}", &[4, 5]);
+        b.push(b"[]", &[6]);
+        assert_eq!(b.words, vec![0, 2, 2, 4, 5, 2, 2, 1, 6]);
+        assert_eq!(b.bytes, b"{}[]");
+    }
+}
