@@ -58,7 +58,12 @@ export async function startServer({ name, port = 0, redisUrl, log = () => {} }) 
 	const managers = createSessionManagers(redisUrl, {
 		onError: (error) => log(`[${name}] session manager: ${error.message}`),
 	});
-	const transport = new HttpTransport(server, { path: '/mcp', sessionManager: managers });
+	const transport = new HttpTransport(server, {
+		path: '/mcp',
+		sessionManager: { streams: managers.streams, info: managers.info },
+		// subscriptions/listen streams (MCP 2026-07-28) shared between processes too.
+		subscriptionManager: managers.subscriptions,
+	});
 
 	const http = createServer(async (req, res) => {
 		const abort = new AbortController();
@@ -106,11 +111,13 @@ export async function startServer({ name, port = 0, redisUrl, log = () => {} }) 
 	return {
 		url: `http://127.0.0.1:${address.port}/mcp`,
 		port: address.port,
+		managers,
 		async close() {
 			http.closeAllConnections();
 			await new Promise((resolve) => http.close(() => resolve(undefined)));
 			await managers.streams.close();
 			await managers.info.close();
+			await managers.subscriptions.dispose();
 		},
 	};
 }
