@@ -42,6 +42,8 @@ function spawnWorker(impl, scenario, params, nodeArgs = []) {
 		result,
 		/** Tells a process that stays after its result (a sender) to exit. */
 		finish: () => child.connected && child.send('exit'),
+		/** Asks a receiver to report what it has now. */
+		report: () => child.connected && child.send('report'),
 		/** The receiver's result, or a loud abort when it stalls short of its count. */
 		async settle(expected, ms = 30_000) {
 			let timer;
@@ -60,8 +62,8 @@ function spawnWorker(impl, scenario, params, nodeArgs = []) {
 }
 
 /** Runs a sender to completion (its result), then lets it exit. */
-async function runSender(impl, params) {
-	const sender = spawnWorker(impl, 'sender', params);
+async function runSender(impl, { scenario = 'sender', ...params }) {
+	const sender = spawnWorker(impl, scenario, params);
 	const result = await sender.result;
 	return { result, finish: sender.finish };
 }
@@ -139,6 +141,40 @@ const scenarios = [
 			return { v: r.received / r.seconds, rcpu: r.cpuUs, scpu: sender.result.cpuUs };
 		},
 	},
+	...[
+		['no matching subscription (1,000 local ones for other resources)', 'x'],
+		['1,000 local subscriptions, each message matching one', 'r'],
+	].map(([label, target]) => ({
+		name: `subscriptions/listen notifications, ${label}`,
+		rows:
+			target === 'r'
+				? [
+						['(delivered notifications/s)', 'v', 'higher'],
+						['receiver main-thread CPU per notification (µs)', 'cpu', 'lower'],
+					]
+				: [['receiver main-thread CPU per notification (µs)', 'cpu', 'lower']],
+		run: async (impl) => {
+			const messages = quick ? 20_000 : 60_000;
+			const matching = target === 'r';
+			const params = { subs: 1000, target, published: messages, expect: matching ? messages : -1 };
+			const receiver = spawnWorker(impl, 'subReceiver', params);
+			await receiver.ready;
+			const sender = await runSender(impl, { scenario: 'subSender', subs: 1000, target, messages, concurrency: 64, payload: 100 });
+			let r;
+			if (matching) {
+				r = await receiver.settle(messages);
+				check(r.received === messages, `${impl} subscriptions: received ${r.received}/${messages}`);
+			} else {
+				// Nothing arrives to count: give the receiver time to read what was sent.
+				await new Promise((resolve) => setTimeout(resolve, 500));
+				receiver.report();
+				r = await receiver.result;
+				check(r.received === 0, `${impl} subscriptions: ${r.received} unexpected deliveries`);
+			}
+			sender.finish();
+			return { v: matching ? r.received / r.seconds : 0, cpu: r.cpuUs };
+		},
+	})),
 	...[0, 200_000].map((unrelated) => ({
 		name: `broadcast to 1,000 sessions in 2 processes, ${unrelated.toLocaleString('en')} unrelated keys (broadcasts/s)`,
 		setup: async () => {

@@ -16,7 +16,7 @@ const mod =
 		: impl === 'ours'
 			? await import('../index.mjs')
 			: {};
-const { RedisInfoSessionManager, RedisStreamSessionManager } = mod;
+const { RedisInfoSessionManager, RedisStreamSessionManager, RedisSubscriptionManager } = mod;
 const newInfo = () => new RedisInfoSessionManager(p.url);
 const newStreams = () => new RedisStreamSessionManager(p.url);
 
@@ -208,6 +208,56 @@ const scenarios = {
 			done({ seconds: (performance.now() - start) / 1000, cpuUs }, { stay: true });
 			return;
 		}
+		done({ seconds: (performance.now() - start) / 1000 }, { stay: true });
+	},
+
+	async subReceiver() {
+		// p.subs local subscriptions, each to its own resource uri (file:///r<i>). The
+		// sender publishes resources/updated for uri file:///<p.target><i % p.subs>: "r"
+		// matches one subscription per message, anything else matches none. Reports the
+		// main thread's CPU per published notification from its first arrival (matching)
+		// or from ready until told to report (none matching), and deliveries per second.
+		const subs = new RedisSubscriptionManager(p.url);
+		let received = 0;
+		let first = 0;
+		let last = 0;
+		let cpuAtStart = 0;
+		const callbacks = {
+			acknowledge() {},
+			send(notification) {
+				if (!first) first = performance.now();
+				last = performance.now();
+				if (typeof notification.params.uri !== 'string') fail('notification without uri');
+				received++;
+				progress.received = received;
+				if (received === p.expect) finish();
+			},
+			close() {},
+		};
+		for (let i = 0; i < p.subs; i++) {
+			await subs.create({ id: i, origin: 'bench', filters: { resourceSubscriptions: [`file:///r${i}`] } }, callbacks);
+		}
+		// Upstream's create returns before its subscription is confirmed.
+		if (impl === 'upstream') await sleep(300);
+		function finish() {
+			// At least one clock tick: below that the counter cannot tell.
+			const cpuMs = Math.max(10, mainThreadCpuMs() - cpuAtStart);
+			done({ received, seconds: (last - first) / 1000, cpuUs: (cpuMs * 1000) / p.published });
+		}
+		process.on('message', (m) => m === 'report' && finish());
+		cpuAtStart = mainThreadCpuMs();
+		send({ type: 'ready' });
+	},
+
+	async subSender() {
+		const subs = new RedisSubscriptionManager(p.url);
+		const note = (i) => ({
+			jsonrpc: '2.0',
+			method: 'notifications/resources/updated',
+			params: { uri: `file:///${p.target}${i % p.subs}`, title: 'y'.repeat(p.payload) },
+		});
+		const start = performance.now();
+		await inLanes(p.messages, p.concurrency, (i) => subs.send(note(i)));
 		done({ seconds: (performance.now() - start) / 1000 }, { stay: true });
 	},
 
