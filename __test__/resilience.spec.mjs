@@ -4,6 +4,7 @@ import net from 'node:net';
 import { inspect } from 'node:util';
 import { afterAll, afterEach, describe, expect, it } from 'vitest';
 import { createSessionManagers, RedisInfoSessionManager, RedisStreamSessionManager } from '../index.mjs';
+import { failOnUnhandledRejections } from './helpers/unhandled.mjs';
 import { eventually, freePort, observer, recorder, startRedis } from './helpers/redis.mjs';
 
 const cleanups = [];
@@ -11,13 +12,7 @@ afterEach(async () => {
 	while (cleanups.length) await cleanups.pop()();
 });
 
-const unhandled = [];
-const onUnhandled = (reason) => unhandled.push(reason);
-process.on('unhandledRejection', onUnhandled);
-afterAll(() => {
-	process.off('unhandledRejection', onUnhandled);
-	expect(unhandled).toEqual([]);
-});
+failOnUnhandledRejections();
 
 /** A redis-server of this test and a plain client on it, both ended after the test. */
 async function serverWithObserver(options) {

@@ -4,6 +4,7 @@
 import { RedisSubscriptionManager as UpstreamSubscriptionManager } from '@tmcp/session-manager-redis';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { createSessionManagers, RedisSubscriptionManager } from '../index.mjs';
+import { failOnUnhandledRejections } from './helpers/unhandled.mjs';
 import { eventually, freePort, observer, testRedis } from './helpers/redis.mjs';
 
 let server;
@@ -21,13 +22,7 @@ afterEach(async () => {
 	while (cleanups.length) await cleanups.pop()();
 });
 
-const unhandled = [];
-const onUnhandled = (reason) => unhandled.push(reason);
-process.on('unhandledRejection', onUnhandled);
-afterAll(() => {
-	process.off('unhandledRejection', onUnhandled);
-	expect(unhandled).toEqual([]);
-});
+failOnUnhandledRejections();
 
 function manager(options) {
 	const m = new RedisSubscriptionManager(server.url, options);

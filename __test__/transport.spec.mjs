@@ -8,6 +8,7 @@ import {
 	ResourceUpdatedNotificationSchema,
 	ToolListChangedNotificationSchema,
 } from '@modelcontextprotocol/sdk/types.js';
+import { callTool, openListen } from '../demo/listen.mjs';
 import { startServer, RESOURCE_URI } from '../demo/server.mjs';
 import { eventually, observer, testRedis } from './helpers/redis.mjs';
 
@@ -89,67 +90,15 @@ describe('HttpTransport with our managers and the MCP SDK client', () => {
 });
 
 describe('subscriptions/listen (MCP 2026-07-28) across two servers', () => {
-	const VERSION = '2026-07-28';
-	const meta = {
-		'io.modelcontextprotocol/protocolVersion': VERSION,
-		'io.modelcontextprotocol/clientCapabilities': {},
-		'io.modelcontextprotocol/clientInfo': { name: 'listen-client', version: '1.0.0' },
-	};
-	/** A per-request POST (no session), with the headers 2026-07-28 requires. */
-	function post(url, body, signal) {
-		const headers = {
-			'content-type': 'application/json',
-			accept: 'application/json, text/event-stream',
-			'mcp-protocol-version': VERSION,
-			'mcp-method': body.method,
-		};
-		if (body.method === 'tools/call') headers['mcp-name'] = body.params.name;
-		return fetch(url, { method: 'POST', headers, body: JSON.stringify(body), signal });
-	}
-
 	it('a stream opened on A receives what a tool call on B changes; closing it releases the subscription', async () => {
-		const abort = new AbortController();
-		const response = await post(
-			a.url,
-			{
-				jsonrpc: '2.0',
-				id: 'listen-1',
-				method: 'subscriptions/listen',
-				params: { notifications: { toolsListChanged: true, resourceSubscriptions: [RESOURCE_URI] }, _meta: meta },
-			},
-			abort.signal,
-		);
-		expect(response.status).toBe(200);
-		expect(response.headers.get('content-type')).toMatch(/text\/event-stream/);
-		const messages = [];
-		const reading = (async () => {
-			const decoder = new TextDecoder();
-			let buffer = '';
-			try {
-				for await (const chunk of response.body) {
-					buffer += decoder.decode(chunk, { stream: true });
-					let end;
-					while ((end = buffer.indexOf('\n\n')) >= 0) {
-						const event = buffer.slice(0, end);
-						buffer = buffer.slice(end + 2);
-						const data = event.split('\n').filter((l) => l.startsWith('data:')).map((l) => l.slice(5).trim()).join('');
-						if (data) messages.push(JSON.parse(data));
-					}
-				}
-			} catch {
-				// Aborted by the test.
-			}
-		})();
+		const notifications = { toolsListChanged: true, resourceSubscriptions: [RESOURCE_URI] };
+		const stream = await openListen(a.url, { id: 'listen-1', notifications, clientName: 'vitest-listener' });
+		expect(stream.status).toBe(200);
+		expect(stream.contentType).toMatch(/text\/event-stream/);
+		const { messages } = stream;
 		await eventually(() => messages.some((m) => m.method === 'notifications/subscriptions/acknowledged'), 5000, 'acknowledged');
 
-		const called = await post(b.url, {
-			jsonrpc: '2.0',
-			id: 2,
-			method: 'tools/call',
-			params: { name: 'touch', arguments: {}, _meta: meta },
-		});
-		expect(called.status).toBe(200);
-		await called.text();
+		expect((await callTool(b.url, 2, 'touch', 'vitest-listener')).status).toBe(200);
 		await eventually(
 			() =>
 				messages.some((m) => m.method === 'notifications/tools/list_changed') &&
@@ -159,13 +108,11 @@ describe('subscriptions/listen (MCP 2026-07-28) across two servers', () => {
 		);
 		for (const m of messages) expect(m.params._meta['io.modelcontextprotocol/subscriptionId']).toBe('listen-1');
 
-		abort.abort();
-		await reading;
+		await stream.close();
 		// Released on A: B's next change is wanted by nobody there.
 		const before = a.managers.subscriptions.stats.unwanted;
 		await eventually(async () => {
-			const again = await post(b.url, { jsonrpc: '2.0', id: 3, method: 'tools/call', params: { name: 'touch', arguments: {}, _meta: meta } });
-			await again.text();
+			await callTool(b.url, 3, 'touch', 'vitest-listener');
 			return a.managers.subscriptions.stats.unwanted > before;
 		}, 5000, 'subscription released on A');
 	});

@@ -10,6 +10,7 @@ import {
 	ToolListChangedNotificationSchema,
 } from '@modelcontextprotocol/sdk/types.js';
 import { startRedis } from '../__test__/helpers/redis.mjs';
+import { callTool, openListen } from './listen.mjs';
 import { RESOURCE_URI } from './server.mjs';
 
 const say = (line) => console.log(line);
@@ -36,6 +37,24 @@ function startProcess(name, redisUrl) {
 		});
 		child.once('exit', (code) => reject(new Error(`server ${name} exited early (${code})`)));
 	});
+}
+
+/**
+ * Opens a subscriptions/listen stream on A, calls `touch` on B, and returns what the
+ * stream received (method and uri), then closes the stream.
+ */
+async function listenOnAWhileBTouches(aUrl, bUrl) {
+	const notifications = { toolsListChanged: true, resourceSubscriptions: [RESOURCE_URI] };
+	const stream = await openListen(aUrl, { id: 'listen-1', notifications, clientName: 'demo-listener' });
+	const waitFor = async (check, what) => {
+		for (let i = 0; i < 500 && !check(); i++) await new Promise((r) => setTimeout(r, 20));
+		if (!check()) throw new Error(`${what} did not arrive`);
+	};
+	await waitFor(() => stream.messages.length >= 1, 'the acknowledgement');
+	await callTool(bUrl, 2, 'touch', 'demo-listener');
+	await waitFor(() => stream.messages.length >= 3, 'notifications on the listen stream');
+	await stream.close();
+	return stream.messages.map((m) => `${m.method}${m.params?.uri ? ` ${m.params.uri}` : ''}`);
 }
 
 async function stopAll() {
@@ -116,6 +135,12 @@ try {
 	const left = await redis.keys(`*${id}*`);
 	say(`   Redis keys left for the session: ${JSON.stringify(left)}`);
 	if (left.length) throw new Error('session keys left behind');
+
+	say('\n6. subscriptions/listen (MCP 2026-07-28, no session) → A; tools/call touch → B');
+	const got = await listenOnAWhileBTouches(a.url, b.url);
+	for (const line of got) say(`   ← listen stream (held by A): ${line}`);
+	if (!got.some((l) => l.startsWith('notifications/tools/list_changed'))) throw new Error('listen stream got no list_changed');
+	say(`   Redis: PUBSUB NUMSUB tmcp:subscriptions = ${(await redis.pubSubNumSub(['tmcp:subscriptions']))['tmcp:subscriptions']} (only A: a process subscribes once it holds a listen stream)`);
 	await redis.quit();
 	say('\n✓ demo complete: stream on A, requests on B, notifications from B delivered through A');
 } catch (error) {

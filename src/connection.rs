@@ -133,6 +133,64 @@ impl Connection {
     }
 }
 
+/// Why a pub/sub command did not go through.
+pub enum Failure {
+    /// Redis answered with an error, or the connection failed.
+    Refused(String),
+    /// No answer within the timeout; `replaced` if the connection was replaced for it.
+    TimedOut { replaced: bool },
+}
+
+impl Connection {
+    /// A pub/sub connection: RESP3, its pushes (messages, disconnections) to the
+    /// returned receiver.
+    pub fn pubsub(
+        client: Client,
+        options: &NativeOptions,
+    ) -> Result<(Arc<Self>, mpsc::UnboundedReceiver<PushInfo>), String> {
+        let (push_tx, push_rx) = mpsc::unbounded_channel();
+        Ok((Connection::new(client, options, Some(push_tx))?, push_rx))
+    }
+
+    /// SUBSCRIBEs `channels` in one command (refused connections are retried within the
+    /// timeout); redis-rs waits for every confirmation.
+    pub async fn subscribe(&self, channels: &[String], timeout: Duration) -> Result<(), Failure> {
+        let (manager, ticket) = self.get();
+        let deadline = Instant::now() + timeout;
+        let result = until_connected(deadline, || {
+            let mut manager = manager.clone();
+            async move { manager.subscribe(channels).await }
+        })
+        .await;
+        self.outcome(result, ticket)
+    }
+
+    /// PINGs; a connection silent for too long is replaced (see [`Connection::stalled`]).
+    pub async fn ping(&self, timeout: Duration) -> Result<(), Failure> {
+        let (mut manager, ticket) = self.get();
+        let ping = redis::cmd("PING");
+        let result = tokio::time::timeout(timeout, ping.query_async::<()>(&mut manager)).await;
+        self.outcome(result, ticket)
+    }
+
+    fn outcome(
+        &self,
+        result: Result<RedisResult<()>, tokio::time::error::Elapsed>,
+        ticket: Ticket,
+    ) -> Result<(), Failure> {
+        match result {
+            Ok(Ok(())) => {
+                self.answered();
+                Ok(())
+            }
+            Ok(Err(e)) => Err(Failure::Refused(describe_redis_error(&e))),
+            Err(_) => Err(Failure::TimedOut {
+                replaced: self.stalled(ticket),
+            }),
+        }
+    }
+}
+
 /// Runs `attempt` until it succeeds, fails for a reason other than "could not connect",
 /// or `deadline` passes. Retrying a refused connection is safe: nothing was sent. It
 /// also covers the first call after a long outage, which redis-rs fails while it starts

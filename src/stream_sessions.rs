@@ -23,10 +23,9 @@ use napi_derive::napi;
 use redis::{Pipeline, PushInfo, PushKind, Value};
 use tokio::sync::{mpsc, oneshot, Notify};
 use tokio::task::JoinHandle;
-use tokio::time::Instant;
 
 use crate::commands::{decode_text, first_error, Commands, Op, ReplyTo, ScanJob};
-use crate::connection::{jittered, until_connected, Connection};
+use crate::connection::{jittered, Connection, Failure};
 use crate::delivery::{CompletionBatch, Deliveries, DeliveryBatch, DeliveryKind, Outcome, Reply};
 use crate::error::describe_redis_error;
 use crate::keys::{Channel, Keys};
@@ -75,6 +74,20 @@ fn read_epoch(pipe: &mut Pipeline, keys: &Keys, ttl: u32) {
         .arg(1)
         .arg(keys.epoch())
         .arg(epoch_ttl(ttl));
+}
+
+/// Adds `SET available:session:{id} active EX ttl`, with `XX` only refreshing a key that
+/// still exists (a refresh must never bring back a key a delete removed).
+fn mark_alive(pipe: &mut Pipeline, keys: &Keys, id: &str, ttl: u32, only_if_present: bool) {
+    let set = pipe
+        .cmd("SET")
+        .arg(keys.alive(id))
+        .arg("active")
+        .arg("EX")
+        .arg(ttl);
+    if only_if_present {
+        set.arg("XX");
+    }
 }
 
 /// The epoch outlives the liveness keys (refreshed with them), and expires a while
@@ -170,11 +183,7 @@ impl StreamOp {
             StreamOp::MarkLive { ids, ttl } => {
                 learn_epoch(pipe, keys, *ttl);
                 for id in ids {
-                    pipe.cmd("SET")
-                        .arg(keys.alive(id))
-                        .arg("active")
-                        .arg("EX")
-                        .arg(*ttl);
+                    mark_alive(pipe, keys, id, *ttl, false);
                 }
                 ids.len() + 2
             }
@@ -278,8 +287,7 @@ impl StreamSessions {
         commands: Arc<Commands>,
         deliveries: Deliveries,
     ) -> Result<Self, String> {
-        let (push_tx, push_rx) = mpsc::unbounded_channel();
-        let subscriber = Connection::new(client, commands.options(), Some(push_tx))?;
+        let (subscriber, push_rx) = Connection::pubsub(client, commands.options())?;
         let shared = Arc::new(Shared {
             table: Mutex::new(Table::default()),
             commands,
@@ -507,22 +515,11 @@ async fn keep_subscribed(shared: Arc<Shared>) {
                 .collect();
             let mut failure = None;
             if !to_add.is_empty() {
-                let (manager, ticket) = shared.subscriber.get();
-                let deadline = Instant::now() + timeout;
-                let result = until_connected(deadline, || {
-                    let mut manager = manager.clone();
-                    let channels = &to_add;
-                    async move { manager.subscribe(channels).await }
-                })
-                .await;
-                match result {
-                    Ok(Ok(())) => {
-                        shared.subscriber.answered();
-                        subscribed.extend(to_add.iter().cloned());
-                    }
-                    Ok(Err(e)) => failure = Some(describe_redis_error(&e)),
-                    Err(_) => {
-                        if shared.subscriber.stalled(ticket) {
+                match shared.subscriber.subscribe(&to_add, timeout).await {
+                    Ok(()) => subscribed.extend(to_add.iter().cloned()),
+                    Err(Failure::Refused(reason)) => failure = Some(reason),
+                    Err(Failure::TimedOut { replaced }) => {
+                        if replaced {
                             subscribed.clear();
                             uncertain.clear();
                         } else {
@@ -681,22 +678,17 @@ async fn check_subscriber(shared: &Shared) {
         return;
     }
     let timeout = shared.commands.options().command_timeout();
-    let (mut manager, ticket) = shared.subscriber.get();
-    let ping = redis::cmd("PING");
-    match tokio::time::timeout(timeout, ping.query_async::<()>(&mut manager)).await {
-        Ok(Ok(())) => shared.subscriber.answered(),
-        Ok(Err(e)) => shared.deliveries.problem(&format!(
-            "Redis pub/sub connection check failed: {}",
-            describe_redis_error(&e)
-        )),
-        Err(_) => {
-            if shared.subscriber.stalled(ticket) {
-                shared.resubscribe.store(true, Ordering::Release);
-                shared.wake_subscriber.notify_one();
-                shared.deliveries.problem(
-                    "the Redis pub/sub connection stopped answering; replaced it and resubscribing",
-                );
-            }
+    match shared.subscriber.ping(timeout).await {
+        Ok(()) | Err(Failure::TimedOut { replaced: false }) => {}
+        Err(Failure::Refused(reason)) => shared
+            .deliveries
+            .problem(&format!("Redis pub/sub connection check failed: {reason}")),
+        Err(Failure::TimedOut { replaced: true }) => {
+            shared.resubscribe.store(true, Ordering::Release);
+            shared.wake_subscriber.notify_one();
+            shared.deliveries.problem(
+                "the Redis pub/sub connection stopped answering; replaced it and resubscribing",
+            );
         }
     }
 }
@@ -731,12 +723,7 @@ async fn refresh(shared: &Shared) -> Result<(), String> {
     let mut pipe = Pipeline::new();
     read_epoch(&mut pipe, keys, ttl);
     for (id, _) in &ids {
-        pipe.cmd("SET")
-            .arg(keys.alive(id))
-            .arg("active")
-            .arg("EX")
-            .arg(options.session_ttl_seconds)
-            .arg("XX");
+        mark_alive(&mut pipe, keys, id, ttl, true);
     }
     let values = query(shared, &pipe).await.map_err(failed)?;
     let mut values = values.into_iter();
@@ -770,12 +757,8 @@ async fn refresh(shared: &Shared) -> Result<(), String> {
     let mut pipe = Pipeline::new();
     learn_epoch(&mut pipe, keys, ttl);
     for (id, _) in &ids {
-        pipe.cmd("SET")
-            .arg(keys.alive(id))
-            .arg("active")
-            .arg("EX")
-            .arg(options.session_ttl_seconds)
-            .ignore();
+        mark_alive(&mut pipe, keys, id, ttl, false);
+        pipe.ignore();
     }
     let values = query(shared, &pipe).await.map_err(failed)?;
     first_error(&values).map_err(failed)?;

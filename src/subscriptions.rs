@@ -26,9 +26,8 @@ use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
 use crate::commands::Commands;
-use crate::connection::{jittered, until_connected, Connection};
+use crate::connection::{jittered, Connection, Failure};
 use crate::delivery::{typed_array, CompletionBatch, Reply};
-use crate::error::describe_redis_error;
 
 /// Call code: PUBLISH a notification on the subscriptions channel.
 #[napi]
@@ -278,8 +277,7 @@ impl Subscriptions {
         commands: Arc<Commands>,
         notifications: Notifications,
     ) -> Result<Self, String> {
-        let (push_tx, push_rx) = mpsc::unbounded_channel();
-        let subscriber = Connection::new(client, commands.options(), Some(push_tx))?;
+        let (subscriber, push_rx) = Connection::pubsub(client, commands.options())?;
         let channel = commands.keys().subscriptions_channel();
         let shared = Arc::new(Shared {
             interests: Mutex::new(Interests::default()),
@@ -377,29 +375,18 @@ async fn keep_subscribed(shared: Arc<Shared>) {
             continue;
         }
         while !shared.subscribed.load(Ordering::Acquire) {
-            let (manager, ticket) = shared.subscriber.get();
-            let deadline = Instant::now() + timeout;
-            let result = until_connected(deadline, || {
-                let mut manager = manager.clone();
-                let channel = &shared.channel;
-                async move { manager.subscribe(channel).await }
-            })
-            .await;
-            let failure = match result {
-                Ok(Ok(())) => {
-                    shared.subscriber.answered();
+            let channel = std::slice::from_ref(&shared.channel);
+            let failure = match shared.subscriber.subscribe(channel, timeout).await {
+                Ok(()) => {
                     shared.subscribed.store(true, Ordering::Release);
                     pause = RETRY_PAUSE;
                     None
                 }
-                Ok(Err(e)) => Some(describe_redis_error(&e)),
-                Err(_) => {
-                    shared.subscriber.stalled(ticket);
-                    Some(format!(
-                        "Redis did not confirm the subscription within {} ms (commandTimeout)",
-                        timeout.as_millis()
-                    ))
-                }
+                Err(Failure::Refused(reason)) => Some(reason),
+                Err(Failure::TimedOut { .. }) => Some(format!(
+                    "Redis did not confirm the subscription within {} ms (commandTimeout)",
+                    timeout.as_millis()
+                )),
             };
             answer_waiting(&shared, failure.as_deref());
             if failure.is_some() {
@@ -417,20 +404,12 @@ async fn check_connection(shared: &Shared) {
         return;
     }
     let timeout = shared.commands.options().command_timeout();
-    let (mut manager, ticket) = shared.subscriber.get();
-    let ping = redis::cmd("PING");
-    match tokio::time::timeout(timeout, ping.query_async::<()>(&mut manager)).await {
-        Ok(Ok(())) => shared.subscriber.answered(),
-        Ok(Err(_)) => {}
-        Err(_) => {
-            if shared.subscriber.stalled(ticket) {
-                shared.subscribed.store(false, Ordering::Release);
-                shared.notifications.problem(
-                    "the Redis pub/sub connection of the subscription manager stopped answering; replaced it and resubscribing"
-                        .into(),
-                );
-            }
-        }
+    if let Err(Failure::TimedOut { replaced: true }) = shared.subscriber.ping(timeout).await {
+        shared.subscribed.store(false, Ordering::Release);
+        shared.notifications.problem(
+            "the Redis pub/sub connection of the subscription manager stopped answering; replaced it and resubscribing"
+                .into(),
+        );
     }
 }
 
