@@ -165,6 +165,13 @@ impl Connection {
         self.outcome(result, ticket)
     }
 
+    /// UNSUBSCRIBEs `channels` in one command.
+    pub async fn unsubscribe(&self, channels: &[String], timeout: Duration) -> Result<(), Failure> {
+        let (mut manager, ticket) = self.get();
+        let result = tokio::time::timeout(timeout, manager.unsubscribe(channels)).await;
+        self.outcome(result, ticket)
+    }
+
     /// PINGs; a connection silent for too long is replaced (see [`Connection::stalled`]).
     pub async fn ping(&self, timeout: Duration) -> Result<(), Failure> {
         let (mut manager, ticket) = self.get();

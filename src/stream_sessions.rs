@@ -15,6 +15,8 @@
 //!   not reach us: the session is closed here too, never brought back.
 
 use std::collections::{HashMap, HashSet};
+
+use futures_util::stream::{FuturesOrdered, StreamExt};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -22,7 +24,8 @@ use std::time::Duration;
 use napi_derive::napi;
 use redis::{Pipeline, PushInfo, PushKind, Value};
 use tokio::sync::{mpsc, oneshot, Notify};
-use tokio::task::JoinHandle;
+use tokio::task::{unconstrained, JoinHandle};
+use tokio::time::Instant;
 
 use crate::commands::{decode_text, first_error, Commands, Op, ReplyTo, ScanJob};
 use crate::connection::{jittered, Connection, Failure};
@@ -479,107 +482,267 @@ async fn mark_gone(shared: &Shared, ids: Vec<String>) {
 }
 
 /// Keeps Redis's subscriptions equal to what the session table wants.
+///
+/// Each round is one SUBSCRIBE of what became wanted and one UNSUBSCRIBE of what no
+/// longer is, sent together. Rounds are pipelined: a new round goes out while earlier
+/// ones still wait for their confirmations (the connection keeps their order), so a
+/// burst of creations and ends never waits for a round trip per round. A creation is
+/// answered when the round carrying (or following) its channels is confirmed.
 async fn keep_subscribed(shared: Arc<Shared>) {
-    let keys = shared.keys().clone();
-    let timeout = shared.commands.options().command_timeout();
-    let mut subscribed: HashSet<String> = HashSet::new();
-    // Channels of a SUBSCRIBE that timed out: Redis may still run it later. Subscribed
-    // again if wanted, unsubscribed if not.
-    let mut uncertain: HashSet<String> = HashSet::new();
-    let mut pause = RETRY_PAUSE;
+    let mut state = Subscriptions::default();
+    let mut rounds = FuturesOrdered::new();
+    let mut retry_at: Option<Instant> = None;
     loop {
-        shared.wake_subscriber.notified().await;
-        loop {
-            let restoring = shared.resubscribe.swap(false, Ordering::AcqRel);
-            if restoring {
-                subscribed.clear();
+        let retry = async {
+            match retry_at {
+                Some(at) => tokio::time::sleep_until(at).await,
+                None => std::future::pending().await,
             }
-            let (wanted, waiters) = {
-                let mut table = shared.table.lock().unwrap();
-                let mut wanted: HashSet<String> =
-                    HashSet::with_capacity(table.sessions.len() * 2 + 1);
-                for id in table.sessions.keys() {
-                    wanted.insert(keys.session_channel(id));
-                    wanted.insert(keys.delete_channel(id));
-                }
-                if !table.sessions.is_empty() {
-                    wanted.insert(keys.broadcast_channel());
-                }
-                (wanted, std::mem::take(&mut table.waiters))
-            };
-            let to_add: Vec<String> = wanted.difference(&subscribed).cloned().collect();
-            let to_remove: Vec<String> = subscribed
-                .union(&uncertain)
-                .filter(|channel| !wanted.contains(*channel))
-                .cloned()
-                .collect();
-            let mut failure = None;
-            if !to_add.is_empty() {
-                match shared.subscriber.subscribe(&to_add, timeout).await {
-                    Ok(()) => subscribed.extend(to_add.iter().cloned()),
-                    Err(Failure::Refused(reason)) => failure = Some(reason),
-                    Err(Failure::TimedOut { replaced }) => {
-                        if replaced {
-                            subscribed.clear();
-                            uncertain.clear();
-                        } else {
-                            uncertain.extend(to_add.iter().cloned());
-                        }
-                        failure = Some(format!(
-                            "Redis did not confirm the subscription within {} ms (commandTimeout)",
-                            timeout.as_millis()
-                        ));
-                    }
+        };
+        tokio::select! {
+            biased;
+            Some(done) = rounds.next(), if !rounds.is_empty() => {
+                if let Some(pause) = state.finish(&shared, done) {
+                    retry_at = Some(Instant::now() + pause);
                 }
             }
-            if failure.is_none() && !to_remove.is_empty() {
-                let (mut manager, _) = shared.subscriber.get();
-                // On failure they stay listed: retried with the next change, and a lost
-                // connection drops them anyway.
-                if let Ok(Ok(())) =
-                    tokio::time::timeout(timeout, manager.unsubscribe(&to_remove)).await
-                {
-                    for channel in &to_remove {
-                        subscribed.remove(channel);
-                        uncertain.remove(channel);
-                    }
-                }
+            _ = shared.wake_subscriber.notified() => {}
+            _ = retry => retry_at = None,
+        }
+        if retry_at.is_none() {
+            if let Some(round) = state.next_round(&shared) {
+                rounds.push_back(unconstrained(round.run(shared.clone())));
             }
+        }
+    }
+}
+
+/// The subscriber task's view of Redis's subscriptions.
+#[derive(Default)]
+struct Subscriptions {
+    /// Channels asked for by rounds sent so far (confirmed or still in flight).
+    requested: HashSet<String>,
+    /// Channels Redis confirmed.
+    confirmed: HashSet<String>,
+    /// Channels of a SUBSCRIBE that timed out: Redis may still run it later. Subscribed
+    /// again if wanted, unsubscribed if not.
+    uncertain: HashSet<String>,
+    /// Creations waiting, with the round whose completion answers them.
+    parked: Vec<(u64, Waiter)>,
+    /// Number of the last round sent.
+    sent: u64,
+    /// Bumped when Redis dropped every subscription: older rounds no longer count.
+    generation: u64,
+    /// The rounds since the last loss restore subscriptions (report and check after).
+    restoring: bool,
+    pause: Option<Duration>,
+}
+
+/// One SUBSCRIBE + UNSUBSCRIBE.
+struct Round {
+    number: u64,
+    generation: u64,
+    restoring: bool,
+    add: Vec<String>,
+    remove: Vec<String>,
+}
+
+/// A round as Redis answered it.
+struct RoundDone {
+    round: Round,
+    added: Result<(), Failure>,
+    removed: Result<(), Failure>,
+}
+
+impl Round {
+    async fn run(self, shared: Arc<Shared>) -> RoundDone {
+        let timeout = shared.commands.options().command_timeout();
+        let subscriber = &shared.subscriber;
+        let add = async {
+            if self.add.is_empty() {
+                Ok(())
+            } else {
+                subscriber.subscribe(&self.add, timeout).await
+            }
+        };
+        let remove = async {
+            if self.remove.is_empty() {
+                Ok(())
+            } else {
+                subscriber.unsubscribe(&self.remove, timeout).await
+            }
+        };
+        let (added, removed) = tokio::join!(add, remove);
+        RoundDone {
+            round: self,
+            added,
+            removed,
+        }
+    }
+}
+
+impl Subscriptions {
+    /// The next round, if the table wants something Redis was not asked for. Takes the
+    /// new waiters either way.
+    fn next_round(&mut self, shared: &Shared) -> Option<Round> {
+        if shared.resubscribe.swap(false, Ordering::AcqRel) {
+            // Redis dropped them all (lost or replaced connection).
+            self.generation += 1;
+            self.requested.clear();
+            self.confirmed.clear();
+            self.uncertain.clear();
+            self.restoring = true;
+        }
+        let keys = shared.keys();
+        let (wanted, waiters) = {
+            let mut table = shared.table.lock().unwrap();
+            let mut wanted: HashSet<String> = HashSet::with_capacity(table.sessions.len() * 2 + 1);
+            for id in table.sessions.keys() {
+                wanted.insert(keys.session_channel(id));
+                wanted.insert(keys.delete_channel(id));
+            }
+            if !table.sessions.is_empty() {
+                wanted.insert(keys.broadcast_channel());
+            }
+            (wanted, std::mem::take(&mut table.waiters))
+        };
+        let add: Vec<String> = wanted
+            .iter()
+            .filter(|c| !self.requested.contains(*c) || self.uncertain.contains(*c))
+            .cloned()
+            .collect();
+        let remove: Vec<String> = self
+            .requested
+            .union(&self.uncertain)
+            .filter(|c| !wanted.contains(*c))
+            .cloned()
+            .collect();
+        if add.is_empty() && remove.is_empty() {
+            // Nothing new to send: already confirmed, or carried by a round in flight.
             for waiter in waiters {
-                let channel = keys.session_channel(&waiter.id);
-                let outcome = match &failure {
-                    Some(reason) if !subscribed.contains(&channel) => Err(reason.clone()),
-                    _ => Ok(()),
-                };
-                let _ = waiter.done.send(outcome);
+                if self.confirmed.contains(&keys.session_channel(&waiter.id)) {
+                    let _ = waiter.done.send(Ok(()));
+                } else {
+                    self.parked.push((self.sent, waiter));
+                }
             }
-            match failure {
-                None => {
-                    pause = RETRY_PAUSE;
-                    if restoring {
-                        // Deletes published while we were not subscribed were missed: the
-                        // liveness check finds those sessions by their missing keys.
-                        shared.check_now.notify_one();
+            return None;
+        }
+        self.sent += 1;
+        for waiter in waiters {
+            self.parked.push((self.sent, waiter));
+        }
+        for channel in &add {
+            self.requested.insert(channel.clone());
+            self.uncertain.remove(channel);
+        }
+        for channel in &remove {
+            self.requested.remove(channel);
+            self.uncertain.remove(channel);
+        }
+        Some(Round {
+            number: self.sent,
+            generation: self.generation,
+            restoring: self.restoring,
+            add,
+            remove,
+        })
+    }
+
+    /// Takes a round's answer; returns a pause before the next round after a failure.
+    fn finish(&mut self, shared: &Shared, done: RoundDone) -> Option<Duration> {
+        let RoundDone {
+            round,
+            added,
+            removed,
+        } = done;
+        let keys = shared.keys();
+        let current = round.generation == self.generation;
+        let mut failure = None;
+        if current {
+            match added {
+                Ok(()) => self.confirmed.extend(round.add.iter().cloned()),
+                Err(Failure::Refused(reason)) => {
+                    for channel in &round.add {
+                        self.requested.remove(channel);
                     }
-                    if !shared.resubscribe.load(Ordering::Acquire) {
-                        break;
-                    }
+                    failure = Some(reason);
                 }
-                Some(reason) => {
-                    if restoring {
+                Err(Failure::TimedOut { replaced }) => {
+                    if replaced {
                         shared.resubscribe.store(true, Ordering::Release);
-                        shared.deliveries.problem(&format!(
-                            "could not restore the pub/sub subscriptions: {reason}; retrying"
-                        ));
+                    } else {
+                        for channel in &round.add {
+                            self.requested.remove(channel);
+                            self.uncertain.insert(channel.clone());
+                        }
                     }
-                    // Sessions still wanted are retried, with a jittered, growing pause.
-                    let still_wanted = !shared.table.lock().unwrap().sessions.is_empty();
-                    if !still_wanted {
-                        break;
-                    }
-                    tokio::time::sleep(jittered(pause)).await;
-                    pause = (pause * 2).min(MAX_RETRY_PAUSE);
+                    failure = Some(format!(
+                        "Redis did not confirm the subscription within {} ms (commandTimeout)",
+                        shared.commands.options().command_timeout_ms
+                    ));
                 }
+            }
+            match removed {
+                Ok(()) => {
+                    for channel in &round.remove {
+                        self.confirmed.remove(channel);
+                    }
+                }
+                // Left to the next round: unsubscribed again if still unwanted.
+                Err(_) => self.uncertain.extend(round.remove.iter().cloned()),
+            }
+        }
+        // Answer the creations this round (and those before it) carried.
+        let parked = std::mem::take(&mut self.parked);
+        for (number, waiter) in parked {
+            if number > round.number {
+                self.parked.push((number, waiter));
+                continue;
+            }
+            let channel = keys.session_channel(&waiter.id);
+            let still_wanted = shared
+                .table
+                .lock()
+                .unwrap()
+                .sessions
+                .contains_key(&waiter.id);
+            if self.confirmed.contains(&channel) || !still_wanted {
+                let _ = waiter.done.send(Ok(()));
+            } else if let (Some(reason), true) = (&failure, current) {
+                let _ = waiter.done.send(Err(reason.clone()));
+            } else {
+                // Carried by a round of an older connection: answered by the next one.
+                self.parked.push((self.sent + 1, waiter));
+            }
+        }
+        if !current {
+            shared.wake_subscriber.notify_one();
+            return None;
+        }
+        match failure {
+            None => {
+                self.pause = None;
+                if round.restoring {
+                    self.restoring = false;
+                    // Deletes published while we were not subscribed were missed: the
+                    // liveness check finds those sessions by their missing keys.
+                    shared.check_now.notify_one();
+                }
+                None
+            }
+            Some(reason) => {
+                if round.restoring {
+                    shared.deliveries.problem(&format!(
+                        "could not restore the pub/sub subscriptions: {reason}; retrying"
+                    ));
+                }
+                shared.wake_subscriber.notify_one();
+                let pause = self
+                    .pause
+                    .map_or(RETRY_PAUSE, |p| (p * 2).min(MAX_RETRY_PAUSE));
+                self.pause = Some(pause);
+                Some(jittered(pause))
             }
         }
     }
