@@ -88,8 +88,8 @@ export declare class RedisSubscriptionManager {
 	/** Closes every subscription and releases the connections (the manager's own lifecycle). */
 	dispose(): Promise<void>;
 	[Symbol.asyncDispose](): Promise<void>;
-	/** Messages on the channel dropped as malformed or foreign, and notifications no local subscription wanted. */
-	readonly stats: { ignored: number; unwanted: number };
+	/** Local subscriptions; messages on the channel dropped as malformed or foreign; notifications no local subscription wanted. */
+	readonly stats: { active: number; ignored: number; unwanted: number };
 }
 
 /** The three managers on one shared command connection. */

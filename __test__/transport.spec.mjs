@@ -9,6 +9,7 @@ import {
 	ToolListChangedNotificationSchema,
 } from '@modelcontextprotocol/sdk/types.js';
 import { callTool, openListen } from '../demo/listen.mjs';
+import { startProcess, stopProcesses } from '../demo/processes.mjs';
 import { startServer, RESOURCE_URI } from '../demo/server.mjs';
 import { eventually, observer, testRedis } from './helpers/redis.mjs';
 
@@ -89,16 +90,29 @@ describe('HttpTransport with our managers and the MCP SDK client', () => {
 	});
 });
 
-describe('subscriptions/listen (MCP 2026-07-28) across two servers', () => {
+describe('subscriptions/listen (MCP 2026-07-28) across two server processes', () => {
+	const started = [];
+	let pa;
+	let pb;
+	beforeAll(async () => {
+		[pa, pb] = await Promise.all([
+			startProcess('A', redisServer.url, started),
+			startProcess('B', redisServer.url, started),
+		]);
+	});
+	afterAll(() => stopProcesses(started));
+	const stats = async (p) => (await fetch(p.stats)).json();
+
 	it('a stream opened on A receives what a tool call on B changes; closing it releases the subscription', async () => {
 		const notifications = { toolsListChanged: true, resourceSubscriptions: [RESOURCE_URI] };
-		const stream = await openListen(a.url, { id: 'listen-1', notifications, clientName: 'vitest-listener' });
+		const stream = await openListen(pa.url, { id: 'listen-1', notifications, clientName: 'vitest-listener' });
 		expect(stream.status).toBe(200);
 		expect(stream.contentType).toMatch(/text\/event-stream/);
 		const { messages } = stream;
 		await eventually(() => messages.some((m) => m.method === 'notifications/subscriptions/acknowledged'), 5000, 'acknowledged');
+		expect((await stats(pa)).active).toBe(1);
 
-		expect((await callTool(b.url, 2, 'touch', 'vitest-listener')).status).toBe(200);
+		expect((await callTool(pb.url, 2, 'touch', 'vitest-listener')).status).toBe(200);
 		await eventually(
 			() =>
 				messages.some((m) => m.method === 'notifications/tools/list_changed') &&
@@ -109,11 +123,10 @@ describe('subscriptions/listen (MCP 2026-07-28) across two servers', () => {
 		for (const m of messages) expect(m.params._meta['io.modelcontextprotocol/subscriptionId']).toBe('listen-1');
 
 		await stream.close();
-		// Released on A: B's next change is wanted by nobody there.
-		const before = a.managers.subscriptions.stats.unwanted;
-		await eventually(async () => {
-			await callTool(b.url, 3, 'touch', 'vitest-listener');
-			return a.managers.subscriptions.stats.unwanted > before;
-		}, 5000, 'subscription released on A');
+		// Released on A; B's next change is wanted by nobody there.
+		await eventually(async () => (await stats(pa)).active === 0, 5000, 'subscription released on A');
+		const before = (await stats(pa)).unwanted;
+		await callTool(pb.url, 3, 'touch', 'vitest-listener');
+		await eventually(async () => (await stats(pa)).unwanted >= before + 2, 5000, 'B\'s notifications unwanted on A');
 	});
 });

@@ -1,7 +1,5 @@
 // The main job, end to end: two TMCP server processes share one Redis; an MCP SDK
 // client opens its SSE stream on process A and sends every request to process B.
-import { spawn } from 'node:child_process';
-import { fileURLToPath } from 'node:url';
 import { createClient } from 'redis';
 import { Client } from '@modelcontextprotocol/sdk/client/index.js';
 import { StreamableHTTPClientTransport } from '@modelcontextprotocol/sdk/client/streamableHttp.js';
@@ -11,33 +9,13 @@ import {
 } from '@modelcontextprotocol/sdk/types.js';
 import { startRedis } from '../__test__/helpers/redis.mjs';
 import { callTool, openListen } from './listen.mjs';
+import { startProcess, stopProcesses } from './processes.mjs';
 import { RESOURCE_URI } from './server.mjs';
 
 const say = (line) => console.log(line);
 const started = [];
 let redisServer;
 let exitCode = 0;
-
-function startProcess(name, redisUrl) {
-	const script = fileURLToPath(new URL('./server.mjs', import.meta.url));
-	const child = spawn(process.execPath, [script, name, '0', redisUrl], { stdio: ['ignore', 'pipe', 'inherit'] });
-	started.push(child);
-	return new Promise((resolve, reject) => {
-		let buffered = '';
-		child.stdout.on('data', (chunk) => {
-			buffered += chunk;
-			let nl;
-			while ((nl = buffered.indexOf('\n')) >= 0) {
-				const line = buffered.slice(0, nl);
-				buffered = buffered.slice(nl + 1);
-				const ready = /^READY (\d+)$/.exec(line);
-				if (ready) resolve({ name, pid: child.pid, url: `http://127.0.0.1:${ready[1]}/mcp` });
-				else say(`      ${line}`);
-			}
-		});
-		child.once('exit', (code) => reject(new Error(`server ${name} exited early (${code})`)));
-	});
-}
 
 /**
  * Opens a subscriptions/listen stream on A, calls `touch` on B, and returns what the
@@ -58,13 +36,7 @@ async function listenOnAWhileBTouches(aUrl, bUrl) {
 }
 
 async function stopAll() {
-	for (const child of started) {
-		if (child.exitCode === null && child.signalCode === null) {
-			const exited = new Promise((r) => child.once('exit', r));
-			process.kill(child.pid, 'SIGTERM');
-			await exited;
-		}
-	}
+	await stopProcesses(started);
 	if (redisServer) await redisServer.stop();
 }
 
@@ -81,7 +53,7 @@ try {
 	redis.on('error', () => {});
 	await redis.connect();
 
-	const [a, b] = await Promise.all([startProcess('A', redisUrl), startProcess('B', redisUrl)]);
+	const [a, b] = await Promise.all([startProcess('A', redisUrl, started, say), startProcess('B', redisUrl, started, say)]);
 	say(`• server process A: pid ${a.pid} at ${a.url}`);
 	say(`• server process B: pid ${b.pid} at ${b.url}`);
 

@@ -66,6 +66,13 @@ export async function startServer({ name, port = 0, redisUrl, log = () => {} }) 
 	});
 
 	const http = createServer(async (req, res) => {
+		if (req.method === 'GET' && req.url === '/stats') {
+			// What this process's subscription manager holds and has dropped (for the demo
+			// and the tests).
+			res.writeHead(200, { 'content-type': 'application/json' });
+			res.end(JSON.stringify(managers.subscriptions.stats));
+			return;
+		}
 		const abort = new AbortController();
 		res.on('close', () => abort.abort());
 		try {

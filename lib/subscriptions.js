@@ -191,10 +191,13 @@ class RedisSubscriptionManager {
 		return this.dispose();
 	}
 
-	/** Messages on the channel dropped as malformed or foreign, and notifications no local subscription wanted. */
+	/**
+	 * `active`: local subscriptions; `ignored`: messages on the channel dropped as
+	 * malformed or foreign; `unwanted`: notifications no local subscription wanted.
+	 */
 	get stats() {
 		const [ignored, unwanted] = this.#disposing ? [0, 0] : this.#native.counts();
-		return { ignored, unwanted };
+		return { active: this.#byToken.size, ignored, unwanted };
 	}
 
 	[inspect.custom]() {
