@@ -1,8 +1,10 @@
-import { defineConfig } from 'vitest/config';
+import { configDefaults, defineConfig } from 'vitest/config';
 
 export default defineConfig({
 	test: {
 		include: ['__test__/**/*.spec.mjs'],
+		// The prebuilt binaries of every platform: `npm run test:platforms`.
+		exclude: [...configDefaults.exclude, '__test__/platforms/**'],
 		testTimeout: 60_000,
 		hookTimeout: 60_000,
 		pool: 'forks',

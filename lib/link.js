@@ -1,6 +1,6 @@
 'use strict';
 
-const { NativeClient } = require('./native.cjs');
+const { NativeClient } = require('./binding.js');
 const { nativeOptions } = require('./options.js');
 const { FAILED_ANSWER } = require('./wire.js');
 

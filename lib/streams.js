@@ -1,7 +1,7 @@
 'use strict';
 
 const { inspect } = require('node:util');
-const { NativeStreams } = require('./native.cjs');
+const { NativeStreams } = require('./binding.js');
 const { Link } = require('./link.js');
 const { normalizeOptions, checkId, checkUrl, describe } = require('./options.js');
 const wire = require('./wire.js');

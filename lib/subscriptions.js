@@ -1,7 +1,7 @@
 'use strict';
 
 const { inspect } = require('node:util');
-const { NativeSubscriptions } = require('./native.cjs');
+const { NativeSubscriptions } = require('./binding.js');
 const { Link } = require('./link.js');
 const { LINK } = require('./streams.js');
 const { normalizeOptions, checkUrl, describe } = require('./options.js');

@@ -5,7 +5,7 @@
 // (src/subscriptions.rs), the delivery kinds (src/delivery.rs DeliveryKind) and the
 // offset of a failed call's id in the answers (src/delivery.rs). Copied into one frozen
 // object so hot paths read plain properties.
-const native = require('./native.cjs');
+const native = require('./binding.js');
 
 module.exports = Object.freeze({
 	GET_SESSION: native.GET_SESSION,
