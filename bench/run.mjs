@@ -296,9 +296,16 @@ for (let round = 0; round < ROUNDS; round++) {
 	floors.push((await spawnWorker('none', 'jsonFloor', { concurrency: 64, ms: MS }).result).value);
 }
 const floor64 = median(floors) * 2;
+// The sender's floor: its loop with a no-op in place of send() (frames, lanes, awaits).
+const senderFloors = [];
+for (let round = 0; round < ROUNDS; round++) {
+	const params = { prefix: 'd', sessions: 100, messages: quick ? 30_000 : 100_000, concurrency: 256, payload: 300 };
+	senderFloors.push((await spawnWorker('none', 'senderFloor', params).result).cpuUs);
+}
 table.push(['redis-benchmark -c 64 -P 16 ceiling: SET / GET / PUBLISH (commands/s)', '', `${fmt(ceiling.SET)} / ${fmt(ceiling.GET)} / ${fmt(ceiling.PUBLISH)}`, '']);
 table.push(['ours info set+get at 64 as a share of the SET/GET ceiling (commands/s)', '', share(ours64), '']);
 table.push(['no client: set+get\'s loop with a Map for Redis (JSON and promises only), 64 in flight, as a share of the ceiling (commands/s)', '', share(floor64), '']);
+table.push(['no client: the delivery sender\'s loop with a no-op send, main-thread CPU per send (µs)', '', fmt(median(senderFloors)), '']);
 
 const redisVersion = (await admin.info('server')).match(/redis_version:(\S+)/)[1];
 const machine = `${os.cpus().length} cores (${os.cpus()[0].model.trim()}), Node ${process.version}, Redis ${redisVersion}, ${quick ? 'quick' : 'full'} mode, ${ROUNDS} rounds, ${new Date().toISOString().slice(0, 10)}`;

@@ -261,6 +261,18 @@ const scenarios = {
 		done({ seconds: (performance.now() - start) / 1000 }, { stay: true });
 	},
 
+	async senderFloor() {
+		// The sender's own loop with a no-op in place of send(): what building the frames,
+		// the lanes and one awaited call per message cost this thread without any client.
+		const frame = (i) =>
+			`data: ${performance.timeOrigin + performance.now()}\n` + `event: message\ndata: ${'y'.repeat(p.payload)}\n\n`;
+		const sink = [];
+		const send = async (ids, data) => void (sink[0] = data);
+		const cpuBefore = mainThreadCpuMs();
+		await inLanes(p.messages, p.concurrency, (i) => send([`${p.prefix}${i % p.sessions}`], frame(i)));
+		done({ cpuUs: ((mainThreadCpuMs() - cpuBefore) * 1000) / p.messages });
+	},
+
 	async infoDelete() {
 		// Each session has two subscriptions, made through this implementation's API.
 		const info = newInfo();
