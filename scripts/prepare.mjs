@@ -2,9 +2,10 @@
 // the OS packages when missing) and an up-to-date release build of the addon.
 // Usage: node scripts/prepare.mjs [--no-redis]
 import { spawnSync } from 'node:child_process';
-import { existsSync, readdirSync, statSync } from 'node:fs';
+import { existsSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { sourcesChangedAt } from './sources.mjs';
 
 const root = fileURLToPath(new URL('..', import.meta.url));
 const run = (cmd, args, opts = {}) => {
@@ -33,24 +34,8 @@ if (!process.argv.includes('--no-redis') && !process.env.REDIS_URL && !has('redi
 	apt(['install', '-y', '-q', 'redis-server']);
 }
 
-/** Newest modification time under the given paths. */
-function newest(paths) {
-	let latest = 0;
-	for (const p of paths) {
-		const full = join(root, p);
-		if (!existsSync(full)) continue;
-		const st = statSync(full);
-		if (st.isDirectory()) {
-			latest = Math.max(latest, newest(readdirSync(full).map((f) => join(p, f))));
-		} else {
-			latest = Math.max(latest, st.mtimeMs);
-		}
-	}
-	return latest;
-}
-
 const binary = join(root, 'lib', 'session-manager-redis.linux-x64-gnu.node');
-const sources = newest(['src', 'Cargo.toml', 'Cargo.lock', 'build.rs']);
+const sources = sourcesChangedAt();
 if (!existsSync(binary) || statSync(binary).mtimeMs < sources) {
 	console.log('prepare: building the native addon (release)');
 	run('npm', ['run', 'build']);

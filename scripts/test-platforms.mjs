@@ -7,6 +7,7 @@ import { existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, 
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { sourcesChangedAt } from './sources.mjs';
 
 const root = fileURLToPath(new URL('..', import.meta.url));
 const PLATFORMS = ['linux-x64-gnu', 'linux-arm64-gnu', 'linux-x64-musl', 'linux-arm64-musl'];
@@ -28,19 +29,8 @@ function run(cmd, args, opts = {}) {
 const has = (cmd) => spawnSync('sh', ['-c', `command -v ${cmd}`], { stdio: 'ignore' }).status === 0;
 const apt = (args) => run('apt-get', args, { env: { ...process.env, DEBIAN_FRONTEND: 'noninteractive' } });
 
-function newest(paths) {
-	let latest = 0;
-	for (const p of paths) {
-		const full = join(root, p);
-		if (!existsSync(full)) continue;
-		const st = statSync(full);
-		latest = Math.max(latest, st.isDirectory() ? newest(readdirSync(full).map((f) => join(p, f))) : st.mtimeMs);
-	}
-	return latest;
-}
-
 // 1. Binaries and tarballs.
-const sources = newest(['src', 'Cargo.toml', 'Cargo.lock', 'build.rs']);
+const sources = sourcesChangedAt();
 const stale = PLATFORMS.filter((p) => {
 	const file = join(root, 'npm', p, `session-manager-redis.${p}.node`);
 	const tarball = join(root, 'dist', `tmcp-rs-session-manager-redis-${p}-0.1.0.tgz`);

@@ -1,8 +1,8 @@
 //! Crossing from tokio back to JavaScript.
 //!
-//! Two long-lived, weak (unref'd) threadsafe functions carry whole batches: call
-//! completions (one per command connection) and stream deliveries (one per stream
-//! manager). One crossing per batch keeps the per-message cost on the JavaScript thread
+//! Long-lived, weak (unref'd) threadsafe functions ([`Batches`]) carry whole batches:
+//! call completions (one per command connection), stream deliveries (one per stream
+//! manager) and subscription notifications (one per subscription manager). One crossing per batch keeps the per-message cost on the JavaScript thread
 //! low; Node also drains several queued calls of one function in one turn. Weak: they
 //! never keep the process alive on their own (pending calls do, from JS). The JavaScript
 //! callbacks never throw: they catch and report to `onError`, because a throw from a
@@ -131,27 +131,43 @@ impl ToNapiValue for CompletionBatch {
     }
 }
 
-pub type CompletionArgs = FnArgs<(CompletionBatch,)>;
-type CompletionFn = ThreadsafeFunction<CompletionBatch, (), CompletionArgs, Status, false, true>;
+/// One long-lived, weak threadsafe function that hands whole batches of `T` to a
+/// JavaScript callback, as its one argument `A` (built from the batch on the JavaScript
+/// thread). Every crossing back to JavaScript goes through one of these.
+pub struct Batches<T: Send + 'static, A: ToNapiValue + 'static>(
+    ThreadsafeFunction<T, (), FnArgs<(A,)>, Status, false, true>,
+);
 
-/// Resolves JavaScript promises: `(answers) => void` (see [`CompletionBatch`]).
-pub struct Completions(CompletionFn);
-
-impl Completions {
-    pub fn new(callback: &Function<'_, CompletionArgs, ()>) -> napi::Result<Self> {
+impl<T: Send + 'static, A: ToNapiValue + 'static> Batches<T, A> {
+    pub fn new(callback: &Function<'_, FnArgs<(A,)>, ()>, to_js: fn(T) -> A) -> napi::Result<Self> {
         let tsfn = callback
-            .build_threadsafe_function::<CompletionBatch>()
+            .build_threadsafe_function::<T>()
             .callee_handled::<false>()
             .weak::<true>()
-            .build_callback(|ctx| Ok(FnArgs::from((ctx.value,))))?;
-        Ok(Completions(tsfn))
+            .build_callback(move |ctx| Ok(FnArgs::from((to_js(ctx.value),))))?;
+        Ok(Batches(tsfn))
     }
 
     /// Queues the batch for the JavaScript thread. After the environment started to
-    /// close (`Status::Closing`) the batch is dropped: nobody is left to answer.
+    /// close (`Status::Closing`) the batch is dropped: nobody is left to take it.
+    pub fn send(&self, batch: T) {
+        self.0.call(batch, ThreadsafeFunctionCallMode::NonBlocking);
+    }
+}
+
+pub type CompletionArgs = FnArgs<(CompletionBatch,)>;
+
+/// Resolves JavaScript promises: `(answers) => void` (see [`CompletionBatch`]).
+pub struct Completions(Batches<CompletionBatch, CompletionBatch>);
+
+impl Completions {
+    pub fn new(callback: &Function<'_, CompletionArgs, ()>) -> napi::Result<Self> {
+        Ok(Completions(Batches::new(callback, |batch| batch)?))
+    }
+
     pub fn send(&self, batch: CompletionBatch) {
         if !batch.is_empty() {
-            self.0.call(batch, ThreadsafeFunctionCallMode::NonBlocking);
+            self.0.send(batch);
         }
     }
 
@@ -245,45 +261,46 @@ pub(crate) unsafe fn typed_array(
     Ok(array)
 }
 
+/// `[Uint8Array, Uint32Array]` of a batch's payload bytes and its `u32` index words.
+pub(crate) unsafe fn bytes_and_words(
+    env: sys::napi_env,
+    bytes: &[u8],
+    words: &[u32],
+) -> napi::Result<sys::napi_value> {
+    let bytes_js = typed_array(env, sys::TypedarrayType::uint8_array, bytes, bytes.len())?;
+    let word_bytes = std::slice::from_raw_parts(words.as_ptr().cast::<u8>(), words.len() * 4);
+    let words_js = typed_array(
+        env,
+        sys::TypedarrayType::uint32_array,
+        word_bytes,
+        words.len(),
+    )?;
+    let mut pair = std::ptr::null_mut();
+    check_status!(sys::napi_create_array_with_length(env, 2, &mut pair))?;
+    check_status!(sys::napi_set_element(env, pair, 0, bytes_js))?;
+    check_status!(sys::napi_set_element(env, pair, 1, words_js))?;
+    Ok(pair)
+}
+
 impl ToNapiValue for DeliveryArrays {
     unsafe fn to_napi_value(env: sys::napi_env, val: Self) -> napi::Result<sys::napi_value> {
-        let DeliveryBatch { bytes, entries } = val.0;
-        let bytes_js = typed_array(env, sys::TypedarrayType::uint8_array, &bytes, bytes.len())?;
-        let entry_bytes =
-            std::slice::from_raw_parts(entries.as_ptr().cast::<u8>(), entries.len() * 4);
-        let entries_js = typed_array(
-            env,
-            sys::TypedarrayType::uint32_array,
-            entry_bytes,
-            entries.len(),
-        )?;
-        let mut pair = std::ptr::null_mut();
-        check_status!(sys::napi_create_array_with_length(env, 2, &mut pair))?;
-        check_status!(sys::napi_set_element(env, pair, 0, bytes_js))?;
-        check_status!(sys::napi_set_element(env, pair, 1, entries_js))?;
-        Ok(pair)
+        bytes_and_words(env, &val.0.bytes, &val.0.entries)
     }
 }
 
 pub type DeliveryArgs = FnArgs<(DeliveryArrays,)>;
-type DeliveryFn = ThreadsafeFunction<DeliveryBatch, (), DeliveryArgs, Status, false, true>;
 
 /// Feeds stream controllers: `([bytes, entries]) => void`.
-pub struct Deliveries(DeliveryFn);
+pub struct Deliveries(Batches<DeliveryBatch, DeliveryArrays>);
 
 impl Deliveries {
     pub fn new(callback: &Function<'_, DeliveryArgs, ()>) -> napi::Result<Self> {
-        let tsfn = callback
-            .build_threadsafe_function::<DeliveryBatch>()
-            .callee_handled::<false>()
-            .weak::<true>()
-            .build_callback(|ctx| Ok(FnArgs::from((DeliveryArrays(ctx.value),))))?;
-        Ok(Deliveries(tsfn))
+        Ok(Deliveries(Batches::new(callback, DeliveryArrays)?))
     }
 
     pub fn send(&self, batch: DeliveryBatch) {
         if !batch.is_empty() {
-            self.0.call(batch, ThreadsafeFunctionCallMode::NonBlocking);
+            self.0.send(batch);
         }
     }
 

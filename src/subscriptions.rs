@@ -16,8 +16,6 @@ use std::time::Duration;
 use napi::bindgen_prelude::{FnArgs, Function, ToNapiValue, TypeName, ValueType};
 use napi::check_status;
 use napi::sys;
-use napi::threadsafe_function::{ThreadsafeFunction, ThreadsafeFunctionCallMode};
-use napi::Status;
 use napi_derive::napi;
 use redis::{PushInfo, PushKind, Value};
 use serde::Deserialize;
@@ -27,7 +25,7 @@ use tokio::time::Instant;
 
 use crate::commands::Commands;
 use crate::connection::{jittered, Connection, Failure};
-use crate::delivery::{typed_array, CompletionBatch, Reply};
+use crate::delivery::{bytes_and_words, Batches, CompletionBatch, Reply};
 
 /// Call code: PUBLISH a notification on the subscriptions channel.
 #[napi]
@@ -191,48 +189,30 @@ impl ToNapiValue for NotificationArrays {
             words,
             problem,
         } = val.0;
-        let mut pair = std::ptr::null_mut();
         if let Some(problem) = problem {
+            let mut pair = std::ptr::null_mut();
             check_status!(sys::napi_create_array_with_length(env, 1, &mut pair))?;
             let message = String::to_napi_value(env, problem)?;
             check_status!(sys::napi_set_element(env, pair, 0, message))?;
             return Ok(pair);
         }
-        let bytes_js = typed_array(env, sys::TypedarrayType::uint8_array, &bytes, bytes.len())?;
-        let word_bytes = std::slice::from_raw_parts(words.as_ptr().cast::<u8>(), words.len() * 4);
-        let words_js = typed_array(
-            env,
-            sys::TypedarrayType::uint32_array,
-            word_bytes,
-            words.len(),
-        )?;
-        check_status!(sys::napi_create_array_with_length(env, 2, &mut pair))?;
-        check_status!(sys::napi_set_element(env, pair, 0, bytes_js))?;
-        check_status!(sys::napi_set_element(env, pair, 1, words_js))?;
-        Ok(pair)
+        bytes_and_words(env, &bytes, &words)
     }
 }
 
 pub type NotificationArgs = FnArgs<(NotificationArrays,)>;
-type NotificationFn =
-    ThreadsafeFunction<NotificationBatch, (), NotificationArgs, Status, false, true>;
 
-/// Feeds local subscriptions: `(batch) => void`, through one weak threadsafe function.
-pub struct Notifications(NotificationFn);
+/// Feeds local subscriptions: `(batch) => void`.
+pub struct Notifications(Batches<NotificationBatch, NotificationArrays>);
 
 impl Notifications {
     pub fn new(callback: &Function<'_, NotificationArgs, ()>) -> napi::Result<Self> {
-        let tsfn = callback
-            .build_threadsafe_function::<NotificationBatch>()
-            .callee_handled::<false>()
-            .weak::<true>()
-            .build_callback(|ctx| Ok(FnArgs::from((NotificationArrays(ctx.value),))))?;
-        Ok(Notifications(tsfn))
+        Ok(Notifications(Batches::new(callback, NotificationArrays)?))
     }
 
     fn send(&self, batch: NotificationBatch) {
         if !batch.is_empty() {
-            self.0.call(batch, ThreadsafeFunctionCallMode::NonBlocking);
+            self.0.send(batch);
         }
     }
 
