@@ -119,6 +119,18 @@ export interface NativeOptions {
   upstreamCompatible: boolean
   /** TLS material for `rediss://`; without it the system's roots verify the server. */
   tls?: NativeTls
+  /** Find the master through these sentinels; the URL's host is the master group name. */
+  sentinel?: NativeSentinel
+}
+
+/** Sentinels to ask for the master (the URL's host names the master group). */
+export interface NativeSentinel {
+  /** `host:port` of each sentinel. */
+  nodes: Array<string>
+  /** ACL user on the sentinels, when they require one. */
+  username?: string
+  /** Password on the sentinels, when they require one. */
+  password?: string
 }
 
 /** PEM material for `rediss://` connections. */

@@ -8,6 +8,7 @@ const DEFAULTS = Object.freeze({
 	upstreamCompatible: false,
 	onError: undefined,
 	tls: undefined,
+	sentinel: undefined,
 });
 
 const TLS_KEYS = ['ca', 'cert', 'key'];
@@ -31,6 +32,39 @@ function normalizeTls(tls) {
 		else throw new TypeError(`Option "tls.${key}" must be a PEM string or Buffer, got ${describe(value)}`);
 	}
 	return result;
+}
+
+const SENTINEL_KEYS = ['nodes', 'username', 'password'];
+
+/**
+ * `{ nodes: ['host:port', …], username?, password? }`: the sentinels to ask for the master.
+ * @param {unknown} sentinel
+ */
+function normalizeSentinel(sentinel) {
+	if (typeof sentinel !== 'object' || sentinel === null || Array.isArray(sentinel)) {
+		throw new TypeError(`Option "sentinel" must be an object { nodes, username?, password? }, got ${describe(sentinel)}`);
+	}
+	const given = /** @type {Record<string, unknown>} */ (sentinel);
+	for (const key of Object.keys(given)) {
+		if (!SENTINEL_KEYS.includes(key)) {
+			throw new TypeError(`Unknown option "sentinel.${key}" (known: ${SENTINEL_KEYS.join(', ')})`);
+		}
+	}
+	const { nodes, username, password } = given;
+	if (!Array.isArray(nodes) || nodes.length === 0) {
+		throw new TypeError(`Option "sentinel.nodes" must be a non-empty array of "host:port" strings, got ${describe(nodes)}`);
+	}
+	for (const node of nodes) {
+		if (typeof node !== 'string' || !/^(\[[^\]]+\]|[^:\s]+):\d{1,5}$/.test(node)) {
+			throw new TypeError(`Option "sentinel.nodes" must hold "host:port" strings, got ${describe(node)}`);
+		}
+	}
+	for (const [name, value] of [['username', username], ['password', password]]) {
+		if (value !== undefined && typeof value !== 'string') {
+			throw new TypeError(`Option "sentinel.${name}" must be a string, got ${describe(value)}`);
+		}
+	}
+	return { nodes: [...nodes], username, password };
 }
 
 /** @param {string} name @param {unknown} value @param {number} min @param {number} max */
@@ -102,6 +136,9 @@ function normalizeOptions(options) {
 	if (given.tls !== undefined) {
 		result.tls = normalizeTls(given.tls);
 	}
+	if (given.sentinel !== undefined) {
+		result.sentinel = normalizeSentinel(given.sentinel);
+	}
 	return result;
 }
 
@@ -114,6 +151,7 @@ function nativeOptions(options) {
 		connectTimeoutMs: options.connectTimeout,
 		upstreamCompatible: options.upstreamCompatible,
 		tls: options.tls,
+		sentinel: options.sentinel,
 	};
 }
 

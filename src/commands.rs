@@ -26,7 +26,7 @@ use tokio::task::unconstrained;
 use tokio::time::Instant;
 
 use crate::config::NativeOptions;
-use crate::connection::{until_connected, Connection};
+use crate::connection::{until_connected, Connection, Source};
 use crate::delivery::{CompletionBatch, Completions, Outcome, Reply};
 use crate::error::{describe_redis_error, not_sent, timed_out_after_sending};
 use crate::info_sessions::InfoOp;
@@ -148,11 +148,11 @@ pub struct Commands {
 impl Commands {
     /// Starts the dispatcher on a lazily connecting connection. Must run inside tokio.
     pub fn start(
-        client: redis::Client,
+        source: Source,
         options: NativeOptions,
         completions: Completions,
     ) -> Result<Arc<Self>, String> {
-        let connection = Connection::new(client, &options, None)?;
+        let connection = Connection::new(source, &options, None)?;
         let (tx, rx) = mpsc::unbounded_channel();
         let commands = Arc::new(Commands {
             connection,
@@ -353,13 +353,35 @@ async fn run_pipeline(shared: Dispatcher, batch: Vec<Submission>) -> CompletionB
         return answers;
     }
     let total: usize = live.iter().map(|(_, n)| n).sum();
-    let (manager, ticket) = shared.connection.get();
+    // Ready at once unless a Sentinel master must be resolved first.
+    let (manager, ticket) = match tokio::time::timeout_at(deadline, shared.connection.get()).await {
+        Ok(Ok(got)) => got,
+        failed => {
+            shared.queued_bytes.fetch_sub(weight, Ordering::Relaxed);
+            let message = match failed {
+                Ok(Err(e)) => not_sent(&describe_redis_error(&e)),
+                _ => not_sent(&format!(
+                    "Redis did not answer within {} ms (commandTimeout)",
+                    options.command_timeout_ms
+                )),
+            };
+            for (call, _) in live {
+                answer(call.reply_to, Err(message.clone()), &mut answers);
+            }
+            return answers;
+        }
+    };
     let result = if total == 0 {
         // Only scan jobs: nothing to pipeline.
         Ok(Ok(Vec::new()))
     } else {
-        until_connected(deadline, || {
-            let mut manager = manager.clone();
+        until_connected(deadline, &shared.connection, || {
+            // A retry after a refusal goes to the connection in use now (it may have
+            // followed a new Sentinel master meanwhile).
+            let mut manager = shared
+                .connection
+                .current()
+                .unwrap_or_else(|| manager.clone());
             let pipe = &pipe;
             async move { manager.req_packed_commands(pipe, 0, total).await }
         })
@@ -369,9 +391,17 @@ async fn run_pipeline(shared: Dispatcher, batch: Vec<Submission>) -> CompletionB
     let values = match result {
         Ok(Ok(values)) => {
             shared.connection.answered();
+            if values
+                .iter()
+                .any(|v| matches!(v, Value::ServerError(e) if e.code() == "READONLY"))
+            {
+                // A replica answered: the master may have moved (Sentinel).
+                shared.connection.suspect_master();
+            }
             values
         }
         Ok(Err(e)) => {
+            shared.connection.suspect(&e);
             let message = describe_redis_error(&e);
             for (call, _) in live {
                 answer(call.reply_to, Err(message.clone()), &mut answers);
@@ -397,14 +427,18 @@ async fn run_pipeline(shared: Dispatcher, batch: Vec<Submission>) -> CompletionB
                 let shared = shared.clone();
                 tokio::spawn(async move {
                     let timeout = shared.options.command_timeout() * 4;
-                    let (manager, _) = shared.connection.get();
-                    let outcome =
-                        match tokio::time::timeout(timeout, run_scan(manager, &shared.keys, job))
+                    let scan = async {
+                        let (manager, _) = shared
+                            .connection
+                            .get()
                             .await
-                        {
-                            Ok(result) => result,
-                            Err(_) => Err("Redis did not finish the scan in time".to_string()),
-                        };
+                            .map_err(|e| describe_redis_error(&e))?;
+                        run_scan(manager, &shared.keys, job).await
+                    };
+                    let outcome = match tokio::time::timeout(timeout, scan).await {
+                        Ok(result) => result,
+                        Err(_) => Err("Redis did not finish the scan in time".to_string()),
+                    };
                     let mut answers = CompletionBatch::default();
                     answer(call.reply_to, outcome, &mut answers);
                     shared.completions.send(answers);

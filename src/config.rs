@@ -3,7 +3,13 @@
 use std::time::Duration;
 
 use napi_derive::napi;
-use redis::{Client, ClientTlsConfig, IntoConnectionInfo, ProtocolVersion, TlsCertificates};
+use redis::sentinel::{SentinelClientBuilder, SentinelServerType};
+use redis::{
+    Client, ClientTlsConfig, ConnectionAddr, IntoConnectionInfo, ProtocolVersion, TlsCertificates,
+    TlsMode,
+};
+
+use crate::connection::{SentinelSource, Source};
 
 /// PEM material for `rediss://` connections.
 #[napi(object)]
@@ -45,6 +51,31 @@ pub struct NativeOptions {
     pub upstream_compatible: bool,
     /// TLS material for `rediss://`; without it the system's roots verify the server.
     pub tls: Option<NativeTls>,
+    /// Find the master through these sentinels; the URL's host is the master group name.
+    pub sentinel: Option<NativeSentinel>,
+}
+
+/// Sentinels to ask for the master (the URL's host names the master group).
+#[napi(object)]
+#[derive(Clone)]
+pub struct NativeSentinel {
+    /// `host:port` of each sentinel.
+    pub nodes: Vec<String>,
+    /// ACL user on the sentinels, when they require one.
+    pub username: Option<String>,
+    /// Password on the sentinels, when they require one.
+    pub password: Option<String>,
+}
+
+impl std::fmt::Debug for NativeSentinel {
+    // Never print the password.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("NativeSentinel")
+            .field("nodes", &self.nodes)
+            .field("username", &self.username)
+            .field("password", &self.password.is_some())
+            .finish()
+    }
 }
 
 impl NativeOptions {
@@ -72,6 +103,84 @@ const SCHEMES: &[&str] = &[
     "redis+unix",
     "valkey+unix",
 ];
+
+/// Where the connections of these options go: the URL's server, or with `sentinel` the
+/// master of the group the URL's host names.
+pub fn source_for(url: &str, options: &NativeOptions) -> Result<Source, String> {
+    let client = client_for(url, options.tls.as_ref())?;
+    let Some(sentinel) = &options.sentinel else {
+        return Ok(Source::Fixed(Box::new(client)));
+    };
+    let info = client.get_connection_info();
+    let (master, secure) =
+        match info.addr() {
+            ConnectionAddr::Tcp(host, _) => (host.clone(), false),
+            ConnectionAddr::TcpTls { host, .. } => (host.clone(), true),
+            _ => return Err(
+                "With sentinel, the URL's host is the master group name: use redis:// or rediss://"
+                    .into(),
+            ),
+        };
+    let mut addrs = Vec::with_capacity(sentinel.nodes.len());
+    for node in &sentinel.nodes {
+        let (host, port) = node
+            .rsplit_once(':')
+            .and_then(|(h, p)| {
+                Some((
+                    h.trim_start_matches('[').trim_end_matches(']'),
+                    p.parse::<u16>().ok()?,
+                ))
+            })
+            .filter(|(h, _)| !h.is_empty())
+            .ok_or_else(|| {
+                format!("Option \"sentinel.nodes\" must hold host:port strings, got {node:?}")
+            })?;
+        addrs.push(ConnectionAddr::Tcp(host.to_string(), port));
+    }
+    let redis = info.redis_settings();
+    let mut builder = SentinelClientBuilder::new(addrs, master, SentinelServerType::Master)
+        .map_err(|e| format!("Invalid sentinel settings: {e}"))?
+        .set_client_to_redis_db(redis.db())
+        .set_client_to_redis_protocol(ProtocolVersion::RESP3)
+        .set_client_to_redis_tcp_settings(info.tcp_settings().clone())
+        .set_client_to_sentinel_tcp_settings(info.tcp_settings().clone());
+    if let Some(username) = redis.username() {
+        builder = builder.set_client_to_redis_username(username);
+    }
+    if let Some(password) = redis.password() {
+        builder = builder.set_client_to_redis_password(password);
+    }
+    if let Some(username) = &sentinel.username {
+        builder = builder.set_client_to_sentinel_username(username);
+    }
+    if let Some(password) = &sentinel.password {
+        builder = builder.set_client_to_sentinel_password(password);
+    }
+    if secure {
+        builder = builder.set_client_to_redis_tls_mode(TlsMode::Secure);
+        if let Some(tls) = &options.tls {
+            builder = builder.set_client_to_redis_certificates(certificates(tls));
+        }
+    }
+    let client = builder
+        .build()
+        .map_err(|e| format!("Invalid sentinel settings: {e}"))?;
+    Ok(Source::Sentinel(SentinelSource::new(client)))
+}
+
+/// The PEM material of `tls` as redis-rs takes it.
+fn certificates(tls: &NativeTls) -> TlsCertificates {
+    TlsCertificates {
+        client_tls: match (&tls.cert, &tls.key) {
+            (Some(cert), Some(key)) => Some(ClientTlsConfig {
+                client_cert: cert.as_bytes().to_vec(),
+                client_key: key.as_bytes().to_vec(),
+            }),
+            _ => None,
+        },
+        root_cert: tls.ca.as_ref().map(|ca| ca.as_bytes().to_vec()),
+    }
+}
 
 /// Validates a Redis URL and builds a RESP3 client for it.
 ///
@@ -119,19 +228,7 @@ pub fn client_for(url: &str, tls: Option<&NativeTls>) -> Result<Client, String> 
     let tcp = info.tcp_settings().clone().set_nodelay(true);
     let info = info.set_redis_settings(redis).set_tcp_settings(tcp);
     let built = match tls {
-        Some(tls) if secure => Client::build_with_tls(
-            info,
-            TlsCertificates {
-                client_tls: match (&tls.cert, &tls.key) {
-                    (Some(cert), Some(key)) => Some(ClientTlsConfig {
-                        client_cert: cert.as_bytes().to_vec(),
-                        client_key: key.as_bytes().to_vec(),
-                    }),
-                    _ => None,
-                },
-                root_cert: tls.ca.as_ref().map(|ca| ca.as_bytes().to_vec()),
-            },
-        ),
+        Some(tls) if secure => Client::build_with_tls(info, certificates(tls)),
         _ => Client::open(info),
     };
     built.map_err(|e| format!("Invalid Redis connection settings: {e}"))

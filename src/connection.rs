@@ -10,14 +10,21 @@
 //!   one built from the same client and settings. The margin keeps a short freeze (a
 //!   slow command, a paused server) from costing the subscriptions of a healthy
 //!   connection;
-//! * **retrying refused connections** within a call's deadline (nothing was sent).
+//! * **retrying refused connections** within a call's deadline (nothing was sent);
+//! * **following a Sentinel failover.** redis-rs's `SentinelClient` gives a client for
+//!   the master of the moment and does not follow a failover by itself. A [`Source`] of
+//!   kind Sentinel keeps the master it resolved; a lost or refused connection or a
+//!   `READONLY` reply makes it ask the sentinels again, and when the master moved every
+//!   connection of that source is rebuilt for the new one (pub/sub ones are told to
+//!   resubscribe).
 
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
-use redis::{Client, PushInfo, RedisResult};
+use redis::sentinel::SentinelClient;
+use redis::{Client, PushInfo, PushKind, RedisError, RedisResult};
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 
@@ -27,11 +34,98 @@ use crate::error::describe_redis_error;
 /// Pause between attempts while Redis refuses connections.
 const REFUSED_PAUSE: Duration = Duration::from_millis(100);
 
+/// Where a connection's server is.
+#[derive(Clone)]
+pub enum Source {
+    /// One address, from the URL.
+    Fixed(Box<Client>),
+    /// The master of a Sentinel group, as the sentinels say now.
+    Sentinel(Arc<SentinelSource>),
+}
+
+/// The master of a Sentinel group, resolved through the sentinels and re-resolved when a
+/// connection to it fails.
+pub struct SentinelSource {
+    sentinel: tokio::sync::Mutex<SentinelClient>,
+    /// The master as last resolved, and a number bumped each time it moved.
+    master: Mutex<Option<(Client, u64)>>,
+    /// A re-resolution is running (one at a time).
+    resolving: AtomicBool,
+    /// Connections built on this source, rebuilt when the master moves.
+    followers: Mutex<Vec<Weak<Connection>>>,
+}
+
+impl SentinelSource {
+    pub fn new(sentinel: SentinelClient) -> Arc<Self> {
+        Arc::new(SentinelSource {
+            sentinel: tokio::sync::Mutex::new(sentinel),
+            master: Mutex::new(None),
+            resolving: AtomicBool::new(false),
+            followers: Mutex::new(Vec::new()),
+        })
+    }
+
+    /// The master: the one already resolved (without waiting), else asks the sentinels.
+    async fn master(&self) -> RedisResult<(Client, u64)> {
+        if let Some(master) = self.master.lock().unwrap().clone() {
+            return Ok(master);
+        }
+        self.resolve().await
+    }
+
+    /// Asks the sentinels for the master; bumps the number when it moved.
+    async fn resolve(&self) -> RedisResult<(Client, u64)> {
+        let client = self.sentinel.lock().await.async_get_client().await?;
+        let mut master = self.master.lock().unwrap();
+        match &*master {
+            Some((known, number))
+                if known.get_connection_info().addr() == client.get_connection_info().addr() =>
+            {
+                Ok((known.clone(), *number))
+            }
+            known => {
+                let number = known.as_ref().map_or(1, |(_, n)| n + 1);
+                *master = Some((client.clone(), number));
+                Ok((client, number))
+            }
+        }
+    }
+
+    /// A connection to the master failed: ask the sentinels again (once at a time), and
+    /// if the master moved, rebuild every connection of this source.
+    fn suspect(self: &Arc<Self>) {
+        if self.resolving.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        let source = self.clone();
+        tokio::spawn(async move {
+            let before = source.master.lock().unwrap().as_ref().map(|(_, n)| *n);
+            let after = source.resolve().await.ok().map(|(_, n)| n);
+            source.resolving.store(false, Ordering::Release);
+            if after.is_some() && after != before {
+                let followers: Vec<Arc<Connection>> = {
+                    let mut list = source.followers.lock().unwrap();
+                    list.retain(|c| c.strong_count() > 0);
+                    list.iter().filter_map(Weak::upgrade).collect()
+                };
+                for connection in followers {
+                    // Rebuilds it now; a pub/sub one is then told to resubscribe.
+                    let _ = connection.get().await;
+                }
+            }
+        });
+    }
+}
+
 /// A self-reconnecting connection that is also replaced when its peer goes silent.
 pub struct Connection {
-    client: Client,
+    source: Source,
     config: ConnectionManagerConfig,
-    current: Mutex<ConnectionManager>,
+    /// The manager, and the master number it was built for (Sentinel); None until a
+    /// Sentinel master was resolved.
+    current: Mutex<Option<(ConnectionManager, u64)>>,
+    /// The pub/sub push channel, to report a rebuilt connection as a disconnection.
+    push: Option<mpsc::UnboundedSender<PushInfo>>,
     /// Milliseconds since `epoch` of the last answer Redis gave on this connection.
     last_answer_ms: AtomicU64,
     /// Bumped on every replacement, so one stall replaces the connection only once.
@@ -53,7 +147,7 @@ impl Connection {
     /// is up. With `push`, pub/sub messages and disconnections go to that channel.
     /// Must run inside the tokio runtime.
     pub fn new(
-        client: Client,
+        source: Source,
         options: &NativeOptions,
         push: Option<mpsc::UnboundedSender<PushInfo>>,
     ) -> Result<Arc<Self>, String> {
@@ -68,30 +162,115 @@ impl Connection {
             .set_min_delay(Duration::from_millis(50))
             .set_max_delay(Duration::from_millis(500))
             .set_pipeline_buffer_size(1024);
-        if let Some(push) = push {
-            config = config.set_push_sender(push);
+        if let Some(push) = &push {
+            config = config.set_push_sender(push.clone());
         }
-        let current = ConnectionManager::new_lazy_with_config(client.clone(), config.clone())
-            .map_err(|e| describe_redis_error(&e))?;
-        Ok(Arc::new(Connection {
-            client,
+        let current = match &source {
+            Source::Fixed(client) => Some((
+                ConnectionManager::new_lazy_with_config((**client).clone(), config.clone())
+                    .map_err(|e| describe_redis_error(&e))?,
+                0,
+            )),
+            Source::Sentinel(_) => None,
+        };
+        let connection = Arc::new(Connection {
+            source,
             config,
             current: Mutex::new(current),
+            push,
             last_answer_ms: AtomicU64::new(0),
             generation: AtomicU64::new(0),
             epoch: Instant::now(),
             replace_after_ms: 2 * u64::from(options.command_timeout_ms.max(500)),
-        }))
+        });
+        if let Source::Sentinel(sentinel) = &connection.source {
+            sentinel
+                .followers
+                .lock()
+                .unwrap()
+                .push(Arc::downgrade(&connection));
+        }
+        Ok(connection)
     }
 
-    /// The manager to send on now, and a ticket for [`Connection::stalled`].
-    pub fn get(&self) -> (ConnectionManager, Ticket) {
-        let manager = self.current.lock().unwrap().clone();
+    /// The manager to send on now, and a ticket for [`Connection::stalled`]. Ready at
+    /// once (no await) unless a Sentinel master must be resolved first, so callers that
+    /// send in order keep their order.
+    pub async fn get(&self) -> RedisResult<(ConnectionManager, Ticket)> {
+        if let Source::Sentinel(sentinel) = &self.source {
+            let (client, number) = sentinel.master().await?;
+            let rebuilt = {
+                let mut current = self.current.lock().unwrap();
+                if current.as_ref().map(|(_, n)| *n) == Some(number) {
+                    false
+                } else {
+                    let had = current.is_some();
+                    let manager =
+                        ConnectionManager::new_lazy_with_config(client, self.config.clone())?;
+                    *current = Some((manager, number));
+                    self.generation.fetch_add(1, Ordering::AcqRel);
+                    had
+                }
+            };
+            if let (true, Some(push)) = (rebuilt, &self.push) {
+                // The old master's subscriptions are gone with its connection.
+                let _ = push.send(PushInfo {
+                    kind: PushKind::Disconnection,
+                    data: Vec::new(),
+                });
+            }
+        }
+        let manager = match &*self.current.lock().unwrap() {
+            Some((manager, _)) => manager.clone(),
+            None => {
+                return Err(RedisError::from((
+                    redis::ErrorKind::Client,
+                    "no master resolved",
+                )))
+            }
+        };
         let ticket = Ticket {
             generation: self.generation.load(Ordering::Acquire),
             handed_at_ms: self.now_ms(),
         };
-        (manager, ticket)
+        Ok((manager, ticket))
+    }
+
+    /// Which master the connection is on: bumped by a Sentinel failover (0 without one).
+    pub fn master_number(&self) -> u64 {
+        self.current.lock().unwrap().as_ref().map_or(0, |(_, n)| *n)
+    }
+
+    /// The manager in use now (it changes when the connection is replaced or follows a
+    /// new master), for retries of a call that began on an older one.
+    pub fn current(&self) -> Option<ConnectionManager> {
+        self.current
+            .lock()
+            .unwrap()
+            .as_ref()
+            .map(|(m, _)| m.clone())
+    }
+
+    /// A call failed in a way that may mean the server is no longer the master (lost or
+    /// refused connection, `READONLY`): with a Sentinel source, ask the sentinels again.
+    pub fn suspect(&self, error: &RedisError) {
+        if let Source::Sentinel(sentinel) = &self.source {
+            if error.is_connection_refusal()
+                || error.is_io_error()
+                || error.is_connection_dropped()
+                || error.code() == Some("READONLY")
+            {
+                sentinel.suspect();
+            }
+        }
+    }
+
+    /// A reply said `READONLY`, or nothing answered in time: with a Sentinel source, ask
+    /// the sentinels again.
+    pub fn suspect_master(&self) {
+        if let Source::Sentinel(sentinel) = &self.source {
+            sentinel.suspect();
+        }
     }
 
     /// Records that Redis answered (anything, even an error reply).
@@ -118,10 +297,21 @@ impl Connection {
         {
             return false;
         }
-        match ConnectionManager::new_lazy_with_config(self.client.clone(), self.config.clone()) {
+        let mut current = self.current.lock().unwrap();
+        let Some((_, number)) = current.as_ref() else {
+            return false;
+        };
+        let client = match &self.source {
+            Source::Fixed(client) => (**client).clone(),
+            Source::Sentinel(sentinel) => match sentinel.master.lock().unwrap().as_ref() {
+                Some((client, _)) => client.clone(),
+                None => return false,
+            },
+        };
+        match ConnectionManager::new_lazy_with_config(client, self.config.clone()) {
             Ok(fresh) => {
                 // The old manager's socket closes when its last clone is dropped.
-                *self.current.lock().unwrap() = fresh;
+                *current = Some((fresh, *number));
                 true
             }
             Err(_) => false,
@@ -145,36 +335,45 @@ impl Connection {
     /// A pub/sub connection: RESP3, its pushes (messages, disconnections) to the
     /// returned receiver.
     pub fn pubsub(
-        client: Client,
+        source: Source,
         options: &NativeOptions,
     ) -> Result<(Arc<Self>, mpsc::UnboundedReceiver<PushInfo>), String> {
         let (push_tx, push_rx) = mpsc::unbounded_channel();
-        Ok((Connection::new(client, options, Some(push_tx))?, push_rx))
+        Ok((Connection::new(source, options, Some(push_tx))?, push_rx))
     }
 
     /// SUBSCRIBEs `channels` in one command (refused connections are retried within the
     /// timeout); redis-rs waits for every confirmation.
     pub async fn subscribe(&self, channels: &[String], timeout: Duration) -> Result<(), Failure> {
-        let (manager, ticket) = self.get();
         let deadline = Instant::now() + timeout;
-        let result = until_connected(deadline, || {
-            let mut manager = manager.clone();
+        let (manager, ticket) = self.get_until(deadline).await?;
+        let result = until_connected(deadline, self, || {
+            let mut manager = self.current().unwrap_or_else(|| manager.clone());
             async move { manager.subscribe(channels).await }
         })
         .await;
         self.outcome(result, ticket)
     }
 
+    /// [`Connection::get`] within a deadline, as a [`Failure`].
+    async fn get_until(&self, deadline: Instant) -> Result<(ConnectionManager, Ticket), Failure> {
+        match tokio::time::timeout_at(deadline, self.get()).await {
+            Ok(Ok(got)) => Ok(got),
+            Ok(Err(e)) => Err(Failure::Refused(describe_redis_error(&e))),
+            Err(_) => Err(Failure::TimedOut { replaced: false }),
+        }
+    }
+
     /// UNSUBSCRIBEs `channels` in one command.
     pub async fn unsubscribe(&self, channels: &[String], timeout: Duration) -> Result<(), Failure> {
-        let (mut manager, ticket) = self.get();
+        let (mut manager, ticket) = self.get_until(Instant::now() + timeout).await?;
         let result = tokio::time::timeout(timeout, manager.unsubscribe(channels)).await;
         self.outcome(result, ticket)
     }
 
     /// PINGs; a connection silent for too long is replaced (see [`Connection::stalled`]).
     pub async fn ping(&self, timeout: Duration) -> Result<(), Failure> {
-        let (mut manager, ticket) = self.get();
+        let (mut manager, ticket) = self.get_until(Instant::now() + timeout).await?;
         let ping = redis::cmd("PING");
         let result = tokio::time::timeout(timeout, ping.query_async::<()>(&mut manager)).await;
         self.outcome(result, ticket)
@@ -190,7 +389,10 @@ impl Connection {
                 self.answered();
                 Ok(())
             }
-            Ok(Err(e)) => Err(Failure::Refused(describe_redis_error(&e))),
+            Ok(Err(e)) => {
+                self.suspect(&e);
+                Err(Failure::Refused(describe_redis_error(&e)))
+            }
             Err(_) => Err(Failure::TimedOut {
                 replaced: self.stalled(ticket),
             }),
@@ -204,6 +406,7 @@ impl Connection {
 /// a fresh reconnect.
 pub async fn until_connected<T, F, Fut>(
     deadline: Instant,
+    connection: &Connection,
     mut attempt: F,
 ) -> Result<RedisResult<T>, tokio::time::error::Elapsed>
 where
@@ -216,7 +419,14 @@ where
             Ok(Err(e))
                 if e.is_connection_refusal() && Instant::now() + REFUSED_PAUSE < deadline =>
             {
+                // With Sentinel, the master may have moved: ask while we wait.
+                connection.suspect(e);
                 tokio::time::sleep(REFUSED_PAUSE).await;
+            }
+            Err(_) => {
+                // Nothing came back in time: with Sentinel, the master may be gone.
+                connection.suspect_master();
+                return result;
             }
             _ => return result,
         }

@@ -41,7 +41,8 @@ use napi::{check_status, sys};
 use napi_derive::napi;
 
 use commands::{Commands, Op, ReplyTo};
-use config::{client_for, redact_url, NativeOptions};
+use config::{redact_url, source_for, NativeOptions};
+use connection::Source;
 use delivery::{CompletionArgs, Completions, Deliveries};
 use error::{js_error, js_type_error};
 use stream_sessions::StreamSessions;
@@ -143,8 +144,9 @@ impl FromNapiValue for JsStrings {
 #[napi]
 pub struct NativeClient {
     commands: Arc<Commands>,
-    /// Kept to open the stream manager's pub/sub connection with the same settings.
-    client: redis::Client,
+    /// Kept to open the pub/sub connections with the same settings (and, with Sentinel,
+    /// the same view of the master).
+    source: Source,
     shown_url: String,
 }
 
@@ -160,13 +162,13 @@ impl NativeClient {
         options: NativeOptions,
         on_complete: Function<'_, CompletionArgs, ()>,
     ) -> napi::Result<Self> {
-        let client = client_for(&url, options.tls.as_ref()).map_err(js_type_error)?;
+        let source = source_for(&url, &options).map_err(js_type_error)?;
         let completions = Completions::new(&on_complete)?;
-        let commands = in_runtime(|| Commands::start(client.clone(), options, completions))?
+        let commands = in_runtime(|| Commands::start(source.clone(), options, completions))?
             .map_err(js_error)?;
         Ok(NativeClient {
             commands,
-            client,
+            source,
             shown_url: redact_url(&url),
         })
     }
@@ -227,10 +229,10 @@ impl NativeStreams {
         client: &NativeClient,
         on_deliver: Function<'_, delivery::DeliveryArgs, ()>,
     ) -> napi::Result<Self> {
-        let redis_client = client.client.clone();
+        let source = client.source.clone();
         let deliveries = Deliveries::new(&on_deliver)?;
         let commands = client.commands.clone();
-        let sessions = in_runtime(|| StreamSessions::start(redis_client, commands, deliveries))?
+        let sessions = in_runtime(|| StreamSessions::start(source, commands, deliveries))?
             .map_err(js_error)?;
         Ok(NativeStreams {
             sessions: Mutex::new(Some(sessions)),
@@ -280,12 +282,11 @@ impl NativeSubscriptions {
         client: &NativeClient,
         on_notify: Function<'_, NotificationArgs, ()>,
     ) -> napi::Result<Self> {
-        let redis_client = client.client.clone();
+        let source = client.source.clone();
         let notifications = Notifications::new(&on_notify)?;
         let commands = client.commands.clone();
-        let subscriptions =
-            in_runtime(|| Subscriptions::start(redis_client, commands, notifications))?
-                .map_err(js_error)?;
+        let subscriptions = in_runtime(|| Subscriptions::start(source, commands, notifications))?
+            .map_err(js_error)?;
         Ok(NativeSubscriptions {
             subscriptions: Mutex::new(Some(subscriptions)),
         })

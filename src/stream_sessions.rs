@@ -28,7 +28,7 @@ use tokio::task::{unconstrained, JoinHandle};
 use tokio::time::Instant;
 
 use crate::commands::{decode_text, first_error, Commands, Op, ReplyTo, ScanJob};
-use crate::connection::{jittered, Connection, Failure};
+use crate::connection::{jittered, Connection, Failure, Source};
 use crate::delivery::{CompletionBatch, Deliveries, DeliveryBatch, DeliveryKind, Outcome, Reply};
 use crate::error::describe_redis_error;
 use crate::keys::{Channel, Keys};
@@ -244,6 +244,9 @@ struct Table {
     waiters: Vec<Waiter>,
     /// The data epoch last seen (see [`Keys::epoch`]).
     epoch: Option<String>,
+    /// The master the keys were last written to (a Sentinel failover changes it, and
+    /// may lose the last writes: the keys are then written again).
+    master: u64,
 }
 
 /// State shared between the calls and the background tasks.
@@ -286,11 +289,11 @@ impl StreamSessions {
     /// Opens the pub/sub connection (lazily) and starts the three tasks. Must run inside
     /// tokio.
     pub fn start(
-        client: redis::Client,
+        source: Source,
         commands: Arc<Commands>,
         deliveries: Deliveries,
     ) -> Result<Self, String> {
-        let (subscriber, push_rx) = Connection::pubsub(client, commands.options())?;
+        let (subscriber, push_rx) = Connection::pubsub(source, commands.options())?;
         let shared = Arc::new(Shared {
             table: Mutex::new(Table::default()),
             commands,
@@ -861,7 +864,7 @@ async fn check_subscriber(shared: &Shared) {
 /// belong to sessions ended elsewhere: they are closed here. If the epoch changed,
 /// Redis lost its data: every key is written again.
 async fn refresh(shared: &Shared) -> Result<(), String> {
-    let (ids, known) = {
+    let (ids, known, written_to) = {
         let table = shared.table.lock().unwrap();
         let ids: Vec<(String, u32)> = table
             .sessions
@@ -869,7 +872,7 @@ async fn refresh(shared: &Shared) -> Result<(), String> {
             .filter(|(_, s)| s.confirmed)
             .map(|(id, s)| (id.clone(), s.token))
             .collect();
-        (ids, table.epoch.clone())
+        (ids, table.epoch.clone(), table.master)
     };
     if ids.is_empty() {
         return Ok(());
@@ -896,7 +899,10 @@ async fn refresh(shared: &Shared) -> Result<(), String> {
     });
     let replies: Vec<Value> = values.collect();
     first_error(&replies).map_err(failed)?;
-    if epoch.is_some() && epoch == known {
+    // Read after the query: if the connection followed a new master meanwhile, the
+    // replies came from it.
+    let master = shared.commands.connection().master_number();
+    if epoch.is_some() && epoch == known && master == written_to {
         let mut ended = Vec::new();
         {
             let mut table = shared.table.lock().unwrap();
@@ -916,7 +922,8 @@ async fn refresh(shared: &Shared) -> Result<(), String> {
         }
         return Ok(());
     }
-    // Redis lost its data (or this is the first look at the epoch): write everything.
+    // Redis lost its data, a new master took over (it may lack the last writes), or this
+    // is the first look at the epoch: write everything.
     let mut pipe = Pipeline::new();
     learn_epoch(&mut pipe, keys, ttl);
     for (id, _) in &ids {
@@ -925,9 +932,11 @@ async fn refresh(shared: &Shared) -> Result<(), String> {
     }
     let values = query(shared, &pipe).await.map_err(failed)?;
     first_error(&values).map_err(failed)?;
+    let mut table = shared.table.lock().unwrap();
     if let Some(Ok(Reply::Text(epoch))) = values.into_iter().nth(1).map(decode_text) {
-        shared.table.lock().unwrap().epoch = Some(epoch);
+        table.epoch = Some(epoch);
     }
+    table.master = master;
     Ok(())
 }
 
@@ -935,14 +944,22 @@ async fn refresh(shared: &Shared) -> Result<(), String> {
 /// command timeout (a silent connection is replaced as for any call).
 async fn query(shared: &Shared, pipe: &Pipeline) -> Result<Vec<Value>, String> {
     let connection = shared.commands.connection();
-    let (mut manager, ticket) = connection.get();
     let timeout = shared.commands.options().command_timeout();
-    match tokio::time::timeout(timeout, pipe.query_async::<Vec<Value>>(&mut manager)).await {
+    let deadline = Instant::now() + timeout;
+    let (mut manager, ticket) = match tokio::time::timeout_at(deadline, connection.get()).await {
+        Ok(Ok(got)) => got,
+        Ok(Err(e)) => return Err(describe_redis_error(&e)),
+        Err(_) => return Err("timed out".into()),
+    };
+    match tokio::time::timeout_at(deadline, pipe.query_async::<Vec<Value>>(&mut manager)).await {
         Ok(Ok(values)) => {
             connection.answered();
             Ok(values)
         }
-        Ok(Err(e)) => Err(describe_redis_error(&e)),
+        Ok(Err(e)) => {
+            connection.suspect(&e);
+            Err(describe_redis_error(&e))
+        }
         Err(_) => {
             connection.stalled(ticket);
             Err("timed out".into())

@@ -24,7 +24,7 @@ use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
 use crate::commands::Commands;
-use crate::connection::{jittered, Connection, Failure};
+use crate::connection::{jittered, Connection, Failure, Source};
 use crate::delivery::{bytes_and_words, Batches, CompletionBatch, Reply};
 
 /// Call code: PUBLISH a notification on the subscriptions channel.
@@ -253,11 +253,11 @@ pub struct Subscriptions {
 impl Subscriptions {
     /// Opens the pub/sub connection (lazily) and starts the tasks. Must run inside tokio.
     pub fn start(
-        client: redis::Client,
+        source: Source,
         commands: Arc<Commands>,
         notifications: Notifications,
     ) -> Result<Self, String> {
-        let (subscriber, push_rx) = Connection::pubsub(client, commands.options())?;
+        let (subscriber, push_rx) = Connection::pubsub(source, commands.options())?;
         let channel = commands.keys().subscriptions_channel();
         let shared = Arc::new(Shared {
             interests: Mutex::new(Interests::default()),

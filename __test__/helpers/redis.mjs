@@ -45,15 +45,16 @@ export function redisServerPath() {
 
 /**
  * Starts a private redis-server. `port` reuses a port (restart on the same address).
- * @param {{ port?: number, args?: string[] }} [options]
+ * `config` starts it from a config file, `sentinel` as a sentinel (with that file).
+ * @param {{ port?: number, args?: string[], config?: string, sentinel?: boolean }} [options]
  */
 export async function startRedis(options = {}) {
 	const port = options.port ?? (await freePort());
-	const child = spawn(
-		redisServerPath(),
-		['--port', String(port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no', ...(options.args ?? [])],
-		{ stdio: ['ignore', 'pipe', 'pipe'] },
-	);
+	const base = ['--port', String(port), '--bind', '127.0.0.1'];
+	const args = options.config
+		? [options.config, ...(options.sentinel ? ['--sentinel'] : []), ...base, ...(options.args ?? [])]
+		: [...base, '--save', '', '--appendonly', 'no', ...(options.args ?? [])];
+	const child = spawn(redisServerPath(), args, { stdio: ['ignore', 'pipe', 'pipe'] });
 	let output = '';
 	child.stdout.on('data', (d) => (output += d));
 	child.stderr.on('data', (d) => (output += d));

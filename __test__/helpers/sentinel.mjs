@@ -1,0 +1,84 @@
+// A private Sentinel set for tests: one master, one replica and three sentinels, each a
+// redis-server on a free loopback port, stopped by PID.
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { createClient } from 'redis';
+import { eventually, freePort, startRedis } from './redis.mjs';
+
+export const MASTER_NAME = 'tmcpmaster';
+
+/** A node-redis client on `port` that ignores errors (for looking and for SENTINEL commands). */
+async function client(port) {
+	const c = createClient({ url: `redis://127.0.0.1:${port}` });
+	c.on('error', () => {});
+	await c.connect();
+	return c;
+}
+
+/** The master's port as the sentinels see it now. */
+export async function currentMasterPort(sentinelPort) {
+	const c = await client(sentinelPort);
+	try {
+		const [, port] = await c.sendCommand(['SENTINEL', 'GET-MASTER-ADDR-BY-NAME', MASTER_NAME]);
+		return Number(port);
+	} finally {
+		c.destroy();
+	}
+}
+
+export async function startSentinelSet() {
+	const dir = mkdtempSync(join(tmpdir(), 'tmcp-sentinel-'));
+	const master = await startRedis();
+	const replica = await startRedis({ args: ['--replicaof', '127.0.0.1', String(master.port)] });
+	const sentinels = [];
+	for (let i = 0; i < 3; i++) {
+		const port = await freePort();
+		const conf = join(dir, `sentinel-${i}.conf`);
+		writeFileSync(
+			conf,
+			[
+				`port ${port}`,
+				'bind 127.0.0.1',
+				`sentinel monitor ${MASTER_NAME} 127.0.0.1 ${master.port} 2`,
+				`sentinel down-after-milliseconds ${MASTER_NAME} 1000`,
+				`sentinel failover-timeout ${MASTER_NAME} 3000`,
+				`sentinel parallel-syncs ${MASTER_NAME} 1`,
+				'',
+			].join('\n'),
+		);
+		sentinels.push(await startRedis({ port, config: conf, sentinel: true }));
+	}
+	// Ready when every sentinel knows the replica and the other sentinels.
+	await eventually(async () => {
+		for (const s of sentinels) {
+			const c = await client(s.port);
+			try {
+				const replicas = await c.sendCommand(['SENTINEL', 'REPLICAS', MASTER_NAME]);
+				const peers = await c.sendCommand(['SENTINEL', 'SENTINELS', MASTER_NAME]);
+				if (replicas.length < 1 || peers.length < 2) return false;
+			} finally {
+				c.destroy();
+			}
+		}
+		return true;
+	}, 30_000, 'sentinels to discover the replica and each other');
+	return {
+		master,
+		replica,
+		sentinels,
+		nodes: sentinels.map((s) => `127.0.0.1:${s.port}`),
+		async failover() {
+			const c = await client(sentinels[0].port);
+			try {
+				await c.sendCommand(['SENTINEL', 'FAILOVER', MASTER_NAME]);
+			} finally {
+				c.destroy();
+			}
+		},
+		async stop() {
+			for (const s of [...sentinels, replica, master]) await s.stop();
+			rmSync(dir, { recursive: true, force: true });
+		},
+	};
+}
