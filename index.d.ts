@@ -26,6 +26,11 @@ export interface RedisSessionManagerOptions {
 	 * mutual TLS.
 	 */
 	tls?: { ca?: string | Buffer; cert?: string | Buffer; key?: string | Buffer };
+	/**
+	 * Find the master through these sentinels (`host:port` each); the URL's host is then
+	 * the master group name. Failovers are followed by both connections.
+	 */
+	sentinel?: { nodes: string[]; username?: string; password?: string };
 	/** Receives background errors (lost connection, failed refresh, a controller that threw,
 	 * a dropped setter promise that failed). Default: a rate-limited process warning. */
 	onError?: (error: Error) => void;

@@ -53,6 +53,9 @@ async function usage(m: RedisInfoSessionManager, s: RedisStreamSessionManager) {
 }
 void usage;
 
+new RedisInfoSessionManager('redis://mymaster', { sentinel: { nodes: ['127.0.0.1:26379'], password: 'x' } });
+// @ts-expect-error sentinel nodes are strings
+new RedisInfoSessionManager('redis://mymaster', { sentinel: { nodes: [26379] } });
 // @ts-expect-error unknown options are rejected
 new RedisInfoSessionManager('redis://localhost', { ttl: 5 });
 // @ts-expect-error the URL is a string
