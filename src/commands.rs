@@ -26,9 +26,11 @@ use tokio::task::unconstrained;
 use tokio::time::Instant;
 
 use crate::config::NativeOptions;
-use crate::connection::{until_connected, Connection, Source};
+use crate::connection::{Connection, Source};
 use crate::delivery::{CompletionBatch, Completions, Outcome, Reply};
-use crate::error::{describe_redis_error, not_sent, timed_out_after_sending};
+use crate::error::{
+    describe_redis_error, not_sent, timed_out_after_sending, timed_out_before_sending,
+};
 use crate::info_sessions::InfoOp;
 use crate::keys::Keys;
 use crate::stream_sessions::StreamOp;
@@ -134,14 +136,21 @@ struct Submission {
     deadline: Instant,
 }
 
-/// A Redis connection for commands, shared by the managers built on it.
-pub struct Commands {
+/// What the calls, the dispatcher and every pipeline share: one `Arc` cloned per
+/// pipeline. The queue's sender is not in it, so the dispatcher (which holds this) does
+/// not keep its own queue open.
+struct Shared {
     connection: Arc<Connection>,
-    // Shared with every task and call: cloning the Arc, not the strings (TLS PEMs included).
     keys: Arc<Keys>,
     options: Arc<NativeOptions>,
     completions: Arc<Completions>,
-    queued_bytes: Arc<AtomicUsize>,
+    /// Argument bytes of calls submitted and not yet answered.
+    queued_bytes: AtomicUsize,
+}
+
+/// A Redis connection for commands, shared by the managers built on it.
+pub struct Commands {
+    shared: Arc<Shared>,
     queue: Mutex<Option<mpsc::UnboundedSender<Vec<Submission>>>>,
 }
 
@@ -154,29 +163,32 @@ impl Commands {
     ) -> Result<Arc<Self>, String> {
         let connection = Connection::new(source, &options, None)?;
         let (tx, rx) = mpsc::unbounded_channel();
-        let commands = Arc::new(Commands {
+        let shared = Arc::new(Shared {
             connection,
             keys: Arc::new(Keys::new(&options.key_prefix)),
             options: Arc::new(options),
             completions: Arc::new(completions),
-            queued_bytes: Arc::new(AtomicUsize::new(0)),
-            queue: Mutex::new(Some(tx)),
+            queued_bytes: AtomicUsize::new(0),
         });
-        tokio::spawn(dispatch(Dispatcher::of(&commands), rx));
-        Ok(commands)
+        tokio::spawn(dispatch(shared.clone(), rx));
+        Ok(Arc::new(Commands {
+            shared,
+            queue: Mutex::new(Some(tx)),
+        }))
     }
 
     /// Queues calls; each is answered through its [`ReplyTo`]. Safe to call from any
     /// thread (an unbounded channel send: no runtime context needed on this hot path).
     pub fn submit(&self, calls: Vec<(ReplyTo, Op)>) {
-        let deadline = Instant::now() + self.options.command_timeout();
+        let shared = &*self.shared;
+        let deadline = Instant::now() + shared.options.command_timeout();
         let mut batch = Vec::with_capacity(calls.len());
         let mut refused = CompletionBatch::default();
         for (reply_to, op) in calls {
             let weight = op.weight();
-            let before = self.queued_bytes.fetch_add(weight, Ordering::Relaxed);
+            let before = shared.queued_bytes.fetch_add(weight, Ordering::Relaxed);
             if before + weight > MAX_QUEUED_BYTES {
-                self.queued_bytes.fetch_sub(weight, Ordering::Relaxed);
+                shared.queued_bytes.fetch_sub(weight, Ordering::Relaxed);
                 let message = not_sent(&format!(
                     "more than {} MiB of calls are waiting for Redis",
                     MAX_QUEUED_BYTES >> 20
@@ -191,7 +203,7 @@ impl Commands {
                 deadline,
             });
         }
-        self.completions.send(refused);
+        shared.completions.send(refused);
         if batch.is_empty() {
             return;
         }
@@ -202,14 +214,16 @@ impl Commands {
         if let Some(batch) = rejected {
             let mut answers = CompletionBatch::default();
             for call in batch {
-                self.queued_bytes.fetch_sub(call.weight, Ordering::Relaxed);
+                shared
+                    .queued_bytes
+                    .fetch_sub(call.weight, Ordering::Relaxed);
                 answer(
                     call.reply_to,
                     Err("the session manager is closed".into()),
                     &mut answers,
                 );
             }
-            self.completions.send(answers);
+            shared.completions.send(answers);
         }
     }
 
@@ -227,23 +241,23 @@ impl Commands {
         for id in ids {
             answers.push(id, Err(message.to_string()));
         }
-        self.completions.send(answers);
+        self.shared.completions.send(answers);
     }
 
     pub fn completions(&self) -> &Arc<Completions> {
-        &self.completions
+        &self.shared.completions
     }
 
     pub fn connection(&self) -> &Arc<Connection> {
-        &self.connection
+        &self.shared.connection
     }
 
     pub fn keys(&self) -> &Arc<Keys> {
-        &self.keys
+        &self.shared.keys
     }
 
     pub fn options(&self) -> &Arc<NativeOptions> {
-        &self.options
+        &self.shared.options
     }
 
     /// Stops taking calls; those already queued still run.
@@ -261,29 +275,7 @@ fn answer(reply_to: ReplyTo, outcome: Outcome, batch: &mut CompletionBatch) {
     }
 }
 
-/// What the dispatcher and each pipeline need, shared by `Arc`.
-#[derive(Clone)]
-struct Dispatcher {
-    connection: Arc<Connection>,
-    keys: Arc<Keys>,
-    options: Arc<NativeOptions>,
-    completions: Arc<Completions>,
-    queued_bytes: Arc<AtomicUsize>,
-}
-
-impl Dispatcher {
-    fn of(commands: &Commands) -> Self {
-        Dispatcher {
-            connection: commands.connection.clone(),
-            keys: commands.keys.clone(),
-            options: commands.options.clone(),
-            completions: commands.completions.clone(),
-            queued_bytes: commands.queued_bytes.clone(),
-        }
-    }
-}
-
-async fn dispatch(shared: Dispatcher, mut queue: mpsc::UnboundedReceiver<Vec<Submission>>) {
+async fn dispatch(shared: Arc<Shared>, mut queue: mpsc::UnboundedReceiver<Vec<Submission>>) {
     // Several pipelines are in flight, so JavaScript prepares the next batch while Redis
     // answers the last. Order holds because a pipeline is queued on the connection at its
     // first poll, FuturesOrdered first-polls in push order, and that first poll always
@@ -323,29 +315,39 @@ async fn dispatch(shared: Dispatcher, mut queue: mpsc::UnboundedReceiver<Vec<Sub
     }
 }
 
-async fn run_pipeline(shared: Dispatcher, batch: Vec<Submission>) -> CompletionBatch {
+/// Gives back a pipeline's share of [`MAX_QUEUED_BYTES`] when the pipeline ends,
+/// however it ends.
+struct Release<'a>(&'a AtomicUsize, usize);
+
+impl Drop for Release<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(self.1, Ordering::Relaxed);
+    }
+}
+
+/// Answers every call of a pipeline with the same failure.
+fn fail_all(live: Vec<(Submission, usize)>, message: &str, answers: &mut CompletionBatch) {
+    for (call, _) in live {
+        answer(call.reply_to, Err(message.to_string()), answers);
+    }
+}
+
+async fn run_pipeline(shared: Arc<Shared>, batch: Vec<Submission>) -> CompletionBatch {
     let options = &*shared.options;
+    let _release = Release(&shared.queued_bytes, batch.iter().map(|c| c.weight).sum());
     let mut answers = CompletionBatch::default();
     let now = Instant::now();
     let mut pipe = Pipeline::new();
     let mut live = Vec::with_capacity(batch.len());
     let mut deadline = now + options.command_timeout();
-    let mut weight = 0;
     for call in batch {
         if call.deadline <= now {
             // Waited in our queue past its deadline: never handed to the connection.
-            shared
-                .queued_bytes
-                .fetch_sub(call.weight, Ordering::Relaxed);
-            let message = not_sent(&format!(
-                "Redis did not answer within {} ms (commandTimeout)",
-                options.command_timeout_ms
-            ));
+            let message = timed_out_before_sending(options.command_timeout_ms);
             answer(call.reply_to, Err(message), &mut answers);
             continue;
         }
         deadline = deadline.min(call.deadline);
-        weight += call.weight;
         let count = call.op.encode(&shared.keys, &mut pipe);
         live.push((call, count));
     }
@@ -356,18 +358,13 @@ async fn run_pipeline(shared: Dispatcher, batch: Vec<Submission>) -> CompletionB
     // Ready at once unless a Sentinel master must be resolved first.
     let (manager, ticket) = match tokio::time::timeout_at(deadline, shared.connection.get()).await {
         Ok(Ok(got)) => got,
-        failed => {
-            shared.queued_bytes.fetch_sub(weight, Ordering::Relaxed);
-            let message = match failed {
-                Ok(Err(e)) => not_sent(&describe_redis_error(&e)),
-                _ => not_sent(&format!(
-                    "Redis did not answer within {} ms (commandTimeout)",
-                    options.command_timeout_ms
-                )),
-            };
-            for (call, _) in live {
-                answer(call.reply_to, Err(message.clone()), &mut answers);
-            }
+        Ok(Err(e)) => {
+            fail_all(live, &not_sent(&describe_redis_error(&e)), &mut answers);
+            return answers;
+        }
+        Err(_) => {
+            let message = timed_out_before_sending(options.command_timeout_ms);
+            fail_all(live, &message, &mut answers);
             return answers;
         }
     };
@@ -375,45 +372,28 @@ async fn run_pipeline(shared: Dispatcher, batch: Vec<Submission>) -> CompletionB
         // Only scan jobs: nothing to pipeline.
         Ok(Ok(Vec::new()))
     } else {
-        until_connected(deadline, &shared.connection, || {
-            // A retry after a refusal goes to the connection in use now (it may have
-            // followed a new Sentinel master meanwhile).
-            let mut manager = shared
-                .connection
-                .current()
-                .unwrap_or_else(|| manager.clone());
-            let pipe = &pipe;
-            async move { manager.req_packed_commands(pipe, 0, total).await }
-        })
-        .await
+        let pipe = &pipe;
+        shared
+            .connection
+            .until_connected(deadline, manager, |mut manager| async move {
+                manager.req_packed_commands(pipe, 0, total).await
+            })
+            .await
     };
-    shared.queued_bytes.fetch_sub(weight, Ordering::Relaxed);
     let values = match result {
         Ok(Ok(values)) => {
-            shared.connection.answered();
-            if values
-                .iter()
-                .any(|v| matches!(v, Value::ServerError(e) if e.code() == "READONLY"))
-            {
-                // A replica answered: the master may have moved (Sentinel).
-                shared.connection.suspect_master();
-            }
+            shared.connection.answered_with(&values);
             values
         }
         Ok(Err(e)) => {
             shared.connection.suspect(&e);
-            let message = describe_redis_error(&e);
-            for (call, _) in live {
-                answer(call.reply_to, Err(message.clone()), &mut answers);
-            }
+            fail_all(live, &describe_redis_error(&e), &mut answers);
             return answers;
         }
         Err(_) => {
             shared.connection.stalled(ticket);
             let message = timed_out_after_sending(options.command_timeout_ms);
-            for (call, _) in live {
-                answer(call.reply_to, Err(message.clone()), &mut answers);
-            }
+            fail_all(live, &message, &mut answers);
             return answers;
         }
     };

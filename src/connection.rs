@@ -243,7 +243,7 @@ impl Connection {
 
     /// The manager in use now (it changes when the connection is replaced or follows a
     /// new master), for retries of a call that began on an older one.
-    pub fn current(&self) -> Option<ConnectionManager> {
+    fn current(&self) -> Option<ConnectionManager> {
         self.current
             .lock()
             .unwrap()
@@ -267,7 +267,7 @@ impl Connection {
 
     /// A reply said `READONLY`, or nothing answered in time: with a Sentinel source, ask
     /// the sentinels again.
-    pub fn suspect_master(&self) {
+    fn suspect_master(&self) {
         if let Source::Sentinel(sentinel) = &self.source {
             sentinel.suspect();
         }
@@ -277,6 +277,18 @@ impl Connection {
     pub fn answered(&self) {
         self.last_answer_ms
             .fetch_max(self.now_ms(), Ordering::Relaxed);
+    }
+
+    /// Records a pipeline's replies: Redis answered, and a `READONLY` among them means a
+    /// replica did (with Sentinel, the master may have moved).
+    pub fn answered_with(&self, replies: &[redis::Value]) {
+        self.answered();
+        if replies
+            .iter()
+            .any(|v| matches!(v, redis::Value::ServerError(e) if e.code() == "READONLY"))
+        {
+            self.suspect_master();
+        }
     }
 
     /// A call handed over with `ticket` got no answer in time. If nothing at all was
@@ -347,12 +359,49 @@ impl Connection {
     pub async fn subscribe(&self, channels: &[String], timeout: Duration) -> Result<(), Failure> {
         let deadline = Instant::now() + timeout;
         let (manager, ticket) = self.get_until(deadline).await?;
-        let result = until_connected(deadline, self, || {
-            let mut manager = self.current().unwrap_or_else(|| manager.clone());
-            async move { manager.subscribe(channels).await }
-        })
-        .await;
+        let result = self
+            .until_connected(deadline, manager, |mut manager| async move {
+                manager.subscribe(channels).await
+            })
+            .await;
         self.outcome(result, ticket)
+    }
+
+    /// Runs `attempt` on the manager in use until it succeeds, fails for a reason other
+    /// than "could not connect", or `deadline` passes. Retrying a refused connection is
+    /// safe: nothing was sent. Each retry takes the manager in use then (the connection
+    /// may have been replaced, or have followed a new Sentinel master, meanwhile); a
+    /// refusal or a timeout makes a Sentinel source ask for the master again.
+    pub async fn until_connected<T, Fut>(
+        &self,
+        deadline: Instant,
+        first: ConnectionManager,
+        mut attempt: impl FnMut(ConnectionManager) -> Fut,
+    ) -> Result<RedisResult<T>, tokio::time::error::Elapsed>
+    where
+        Fut: std::future::Future<Output = RedisResult<T>>,
+    {
+        let mut manager = first;
+        loop {
+            let result = tokio::time::timeout_at(deadline, attempt(manager)).await;
+            match &result {
+                Ok(Err(e))
+                    if e.is_connection_refusal() && Instant::now() + REFUSED_PAUSE < deadline =>
+                {
+                    self.suspect(e);
+                    tokio::time::sleep(REFUSED_PAUSE).await;
+                }
+                Err(_) => {
+                    self.suspect_master();
+                    return result;
+                }
+                _ => return result,
+            }
+            match self.current() {
+                Some(current) => manager = current,
+                None => return result,
+            }
+        }
     }
 
     /// [`Connection::get`] within a deadline, as a [`Failure`].
@@ -400,48 +449,21 @@ impl Connection {
     }
 }
 
-/// Runs `attempt` until it succeeds, fails for a reason other than "could not connect",
-/// or `deadline` passes. Retrying a refused connection is safe: nothing was sent. It
-/// also covers the first call after a long outage, which redis-rs fails while it starts
-/// a fresh reconnect.
-pub async fn until_connected<T, F, Fut>(
-    deadline: Instant,
-    connection: &Connection,
-    mut attempt: F,
-) -> Result<RedisResult<T>, tokio::time::error::Elapsed>
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = RedisResult<T>>,
-{
-    loop {
-        let result = tokio::time::timeout_at(deadline, attempt()).await;
-        match &result {
-            Ok(Err(e))
-                if e.is_connection_refusal() && Instant::now() + REFUSED_PAUSE < deadline =>
-            {
-                // With Sentinel, the master may have moved: ask while we wait.
-                connection.suspect(e);
-                tokio::time::sleep(REFUSED_PAUSE).await;
-            }
-            Err(_) => {
-                // Nothing came back in time: with Sentinel, the master may be gone.
-                connection.suspect_master();
-                return result;
-            }
-            _ => return result,
-        }
-    }
-}
-
 /// A pause of `base` scaled by a random factor in [0.5, 1.5), so a fleet of processes
 /// that lost Redis together does not retry in lockstep.
 pub fn jittered(base: Duration) -> Duration {
+    let unit = (random_u64() % 1000) as f64 / 1000.0;
+    base.mul_f64(0.5 + unit)
+}
+
+/// 64 random bits from the standard library's per-instance hash keys (no `rand` crate
+/// for jitter and the data epoch's value).
+pub fn random_u64() -> u64 {
     use std::collections::hash_map::RandomState;
     use std::hash::{BuildHasher, Hasher};
     let mut hasher = RandomState::new().build_hasher();
-    hasher.write_u64(Instant::now().elapsed().as_nanos() as u64);
-    let unit = (hasher.finish() % 1000) as f64 / 1000.0;
-    base.mul_f64(0.5 + unit)
+    hasher.write_u32(std::process::id());
+    hasher.finish()
 }
 
 #[cfg(test)]

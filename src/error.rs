@@ -30,6 +30,13 @@ pub fn not_sent(reason: &str) -> String {
     format!("{reason}; the command was not sent")
 }
 
+/// A call whose deadline passed before it was handed to the connection.
+pub fn timed_out_before_sending(timeout_ms: u32) -> String {
+    not_sent(&format!(
+        "Redis did not answer within {timeout_ms} ms (commandTimeout)"
+    ))
+}
+
 /// A call handed to the connection that got no answer in time. It may have been
 /// written, so it may still run: a caller that retries may duplicate it.
 pub fn timed_out_after_sending(timeout_ms: u32) -> String {

@@ -28,7 +28,7 @@ use tokio::task::{unconstrained, JoinHandle};
 use tokio::time::Instant;
 
 use crate::commands::{decode_text, first_error, Commands, Op, ReplyTo, ScanJob};
-use crate::connection::{jittered, Connection, Failure, Source};
+use crate::connection::{jittered, random_u64, Connection, Failure, Source};
 use crate::delivery::{CompletionBatch, Deliveries, DeliveryBatch, DeliveryKind, Outcome, Reply};
 use crate::error::describe_redis_error;
 use crate::keys::{Channel, Keys};
@@ -202,15 +202,14 @@ impl StreamOp {
 
     pub fn decode(&self, values: Vec<Value>) -> Outcome {
         first_error(&values)?;
-        match (
-            self,
-            values
-                .into_iter()
-                .nth(usize::from(matches!(self, StreamOp::MarkLive { .. }))),
-        ) {
-            (StreamOp::Has(_), Some(Value::Int(n))) => Ok(Reply::Int(n)),
-            (StreamOp::Has(_), other) => Err(format!("unexpected reply from Redis: {other:?}")),
-            (StreamOp::MarkLive { .. }, Some(epoch)) => decode_text(epoch),
+        let mut values = values.into_iter();
+        match self {
+            StreamOp::Has(_) => match values.next() {
+                Some(Value::Int(n)) => Ok(Reply::Int(n)),
+                other => Err(format!("unexpected reply from Redis: {other:?}")),
+            },
+            // Replies: SET NX of the epoch, then the epoch read back (see `learn_epoch`).
+            StreamOp::MarkLive { .. } => decode_text(values.nth(1).unwrap_or(Value::Nil)),
             _ => Ok(Reply::Done),
         }
     }
@@ -268,7 +267,8 @@ impl Shared {
         self.commands.keys()
     }
 
-    /// Closes sessions in JavaScript and forgets them here (their keys are gone).
+    /// Closes in JavaScript sessions already taken out of the table, and has their
+    /// channels unsubscribed.
     fn close_ended(&self, ended: &[(String, u32)], batch: &mut DeliveryBatch) {
         for (_, token) in ended {
             batch.push(DeliveryKind::Close, *token, b"");
@@ -463,11 +463,7 @@ impl Drop for StreamSessions {
 
 /// A fresh value for the data epoch key, different in every process and call.
 fn epoch_candidate() -> String {
-    use std::collections::hash_map::RandomState;
-    use std::hash::{BuildHasher, Hasher};
-    let mut hasher = RandomState::new().build_hasher();
-    hasher.write_u32(std::process::id());
-    format!("{:016x}", hasher.finish())
+    format!("{:016x}", random_u64())
 }
 
 /// Drops the liveness keys of sessions that ended here; failures go to `onError`.
@@ -492,7 +488,7 @@ async fn mark_gone(shared: &Shared, ids: Vec<String>) {
 /// burst of creations and ends never waits for a round trip per round. A creation is
 /// answered when the round carrying (or following) its channels is confirmed.
 async fn keep_subscribed(shared: Arc<Shared>) {
-    let mut state = Subscriptions::default();
+    let mut state = Subscribed::default();
     let mut rounds = FuturesOrdered::new();
     let mut retry_at: Option<Instant> = None;
     loop {
@@ -522,7 +518,7 @@ async fn keep_subscribed(shared: Arc<Shared>) {
 
 /// The subscriber task's view of Redis's subscriptions.
 #[derive(Default)]
-struct Subscriptions {
+struct Subscribed {
     /// Channels asked for by rounds sent so far (confirmed or still in flight).
     requested: HashSet<String>,
     /// Channels Redis confirmed.
@@ -584,7 +580,7 @@ impl Round {
     }
 }
 
-impl Subscriptions {
+impl Subscribed {
     /// The next round, if the table wants something Redis was not asked for. Takes the
     /// new waiters either way.
     fn next_round(&mut self, shared: &Shared) -> Option<Round> {
@@ -953,7 +949,7 @@ async fn query(shared: &Shared, pipe: &Pipeline) -> Result<Vec<Value>, String> {
     };
     match tokio::time::timeout_at(deadline, pipe.query_async::<Vec<Value>>(&mut manager)).await {
         Ok(Ok(values)) => {
-            connection.answered();
+            connection.answered_with(&values);
             Ok(values)
         }
         Ok(Err(e)) => {
