@@ -1,6 +1,6 @@
 'use strict';
 
-const { RedisStreamSessionManager, LINK } = require('./lib/streams.js');
+const { RedisStreamSessionManager } = require('./lib/streams.js');
 const { RedisInfoSessionManager } = require('./lib/info.js');
 const { RedisSubscriptionManager } = require('./lib/subscriptions.js');
 const { Link } = require('./lib/link.js');
@@ -14,8 +14,7 @@ const { normalizeOptions, checkUrl } = require('./lib/options.js');
  */
 function createSessionManagers(redisUrl, options) {
 	checkUrl(redisUrl);
-	const link = new Link(redisUrl, normalizeOptions(options));
-	const shared = { [LINK]: link };
+	const shared = new Link(redisUrl, normalizeOptions(options)).sharing();
 	return {
 		streams: new RedisStreamSessionManager(redisUrl, shared),
 		info: new RedisInfoSessionManager(redisUrl, shared),

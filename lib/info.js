@@ -2,8 +2,7 @@
 
 const { inspect } = require('node:util');
 const { Link } = require('./link.js');
-const { LINK } = require('./streams.js');
-const { normalizeOptions, checkId, checkUrl, describe } = require('./options.js');
+const { checkId, describe } = require('./options.js');
 const wire = require('./wire.js');
 
 // Positions in the GET_SESSION reply.
@@ -64,9 +63,7 @@ class RedisInfoSessionManager {
 	 * @param {import('../index').RedisSessionManagerOptions} [options]
 	 */
 	constructor(redisUrl, options) {
-		checkUrl(redisUrl);
-		const shared = options && /** @type {any} */ (options)[LINK];
-		this.#link = shared ? shared.retain() : new Link(redisUrl, normalizeOptions(options)).retain();
+		this.#link = Link.acquire(redisUrl, options);
 	}
 
 	/** @param {string} id */

@@ -1,9 +1,11 @@
 'use strict';
 
 const { NativeClient } = require('./binding.js');
-const { nativeOptions } = require('./options.js');
+const { checkUrl, nativeOptions, normalizeOptions } = require('./options.js');
 const { FAILED_ANSWER } = require('./wire.js');
 
+/** Key of the options object `createSessionManagers` passes: the Link to share. */
+const LINK = Symbol.for('tmcp-rs.session-manager-redis.link');
 const WARN_EVERY_MS = 10_000;
 const noop = () => {};
 
@@ -95,6 +97,23 @@ class Link {
 		this.#keepAlive = setInterval(noop, 2 ** 30);
 		this.#keepAlive.unref();
 		timers.register(this, this.#keepAlive);
+	}
+
+	/**
+	 * The link a manager's constructor uses: the one shared through `options[LINK]`
+	 * (createSessionManagers), else a new one; retained for that manager either way.
+	 * @param {string} redisUrl
+	 * @param {unknown} options the manager's options argument
+	 */
+	static acquire(redisUrl, options) {
+		checkUrl(redisUrl);
+		const shared = options && /** @type {any} */ (options)[LINK];
+		return (shared ?? new Link(redisUrl, normalizeOptions(options))).retain();
+	}
+
+	/** Options that make managers share this link (see `acquire`). */
+	sharing() {
+		return { [LINK]: this };
 	}
 
 	get native() {

@@ -3,12 +3,11 @@
 const { inspect } = require('node:util');
 const { NativeStreams } = require('./binding.js');
 const { Link } = require('./link.js');
-const { normalizeOptions, checkId, checkUrl, describe } = require('./options.js');
+const { checkId, describe } = require('./options.js');
 const wire = require('./wire.js');
 
 const { CHANGE_CREATE: CREATE, CHANGE_DROP: DROP } = wire;
 
-const LINK = Symbol.for('tmcp-rs.session-manager-redis.link');
 /** Stream managers with live sessions: kept reachable, like their open streams. */
 const live = new Set();
 const decoder = new TextDecoder();
@@ -45,9 +44,7 @@ class RedisStreamSessionManager {
 	 * @param {import('../index').RedisSessionManagerOptions} [options]
 	 */
 	constructor(redisUrl, options) {
-		checkUrl(redisUrl);
-		const shared = options && /** @type {any} */ (options)[LINK];
-		this.#link = shared ? shared.retain() : new Link(redisUrl, normalizeOptions(options)).retain();
+		this.#link = Link.acquire(redisUrl, options);
 		// Reached weakly from the native callback, strongly from `live` while it holds
 		// sessions: an idle, dropped manager can be garbage-collected.
 		const self = new WeakRef(this);
@@ -315,4 +312,4 @@ function closeQuietly(controller) {
 	}
 }
 
-module.exports = { RedisStreamSessionManager, LINK };
+module.exports = { RedisStreamSessionManager };

@@ -3,8 +3,7 @@
 const { inspect } = require('node:util');
 const { NativeSubscriptions } = require('./binding.js');
 const { Link } = require('./link.js');
-const { LINK } = require('./streams.js');
-const { normalizeOptions, checkUrl, describe } = require('./options.js');
+const { describe } = require('./options.js');
 const wire = require('./wire.js');
 
 const decoder = new TextDecoder();
@@ -45,9 +44,7 @@ class RedisSubscriptionManager {
 	 * @param {import('../index').RedisSessionManagerOptions} [options]
 	 */
 	constructor(redisUrl, options) {
-		checkUrl(redisUrl);
-		const shared = options && /** @type {any} */ (options)[LINK];
-		this.#link = shared ? shared.retain() : new Link(redisUrl, normalizeOptions(options)).retain();
+		this.#link = Link.acquire(redisUrl, options);
 		// Reached weakly from the native callback: an idle, dropped manager can be collected.
 		const self = new WeakRef(this);
 		this.#native = new NativeSubscriptions(this.#link.native, (batch) => self.deref()?.#deliver(batch));

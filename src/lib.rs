@@ -211,10 +211,37 @@ impl NativeClient {
     }
 }
 
+/// A native object's state until its `close()`; afterwards calls fail with `closed`.
+struct Open<T> {
+    state: Mutex<Option<T>>,
+    closed: &'static str,
+}
+
+impl<T> Open<T> {
+    fn new(state: T, closed: &'static str) -> Self {
+        Open {
+            state: Mutex::new(Some(state)),
+            closed,
+        }
+    }
+
+    fn with<R>(&self, f: impl FnOnce(&T) -> R) -> napi::Result<R> {
+        match self.state.lock().unwrap().as_ref() {
+            Some(state) => Ok(f(state)),
+            None => Err(js_error(self.closed)),
+        }
+    }
+
+    /// The state, once: None when already closed.
+    fn close(&self) -> Option<T> {
+        self.state.lock().unwrap().take()
+    }
+}
+
 /// The pub/sub side of a stream manager, built on a [`NativeClient`].
 #[napi]
 pub struct NativeStreams {
-    sessions: Mutex<Option<StreamSessions>>,
+    sessions: Open<StreamSessions>,
 }
 
 #[napi]
@@ -235,7 +262,7 @@ impl NativeStreams {
         let sessions = in_runtime(|| StreamSessions::start(source, commands, deliveries))?
             .map_err(js_error)?;
         Ok(NativeStreams {
-            sessions: Mutex::new(Some(sessions)),
+            sessions: Open::new(sessions, "the session manager is closed"),
         })
     }
 
@@ -243,17 +270,14 @@ impl NativeStreams {
     /// `CHANGE_CREATE`, `CHANGE_DROP`) with their session ids.
     #[napi(ts_args_type = "changes: Uint32Array, ids: string[]")]
     pub fn apply(&self, changes: Uint32ArraySlice<'_>, ids: JsStrings) -> napi::Result<()> {
-        let guard = self.sessions.lock().unwrap();
-        let sessions = guard
-            .as_ref()
-            .ok_or_else(|| js_error("the session manager is closed"))?;
-        in_runtime(|| sessions.apply(&changes, ids.0))
+        self.sessions
+            .with(|sessions| in_runtime(|| sessions.apply(&changes, ids.0)))?
     }
 
     /// Ends every local session and the background tasks; answers `call` when done.
     #[napi]
     pub fn close(&self, call: u32) -> bool {
-        match self.sessions.lock().unwrap().take() {
+        match self.sessions.close() {
             Some(mut sessions) => {
                 let _ = in_runtime(|| sessions.close(call));
                 true
@@ -266,7 +290,7 @@ impl NativeStreams {
 /// The pub/sub side of a subscription manager, built on a [`NativeClient`].
 #[napi]
 pub struct NativeSubscriptions {
-    subscriptions: Mutex<Option<Subscriptions>>,
+    subscriptions: Open<Subscriptions>,
 }
 
 #[napi]
@@ -288,56 +312,49 @@ impl NativeSubscriptions {
         let subscriptions = in_runtime(|| Subscriptions::start(source, commands, notifications))?
             .map_err(js_error)?;
         Ok(NativeSubscriptions {
-            subscriptions: Mutex::new(Some(subscriptions)),
+            subscriptions: Open::new(subscriptions, "the subscription manager is closed"),
         })
     }
 
     /// Answers `call` once the notification channel is subscribed.
     #[napi]
     pub fn ready(&self, call: u32) -> napi::Result<()> {
-        self.with(|s| in_runtime(|| s.ready(call)))?
+        self.subscriptions.with(|s| in_runtime(|| s.ready(call)))?
     }
 
     /// Registers what local subscription `token` wants: `flags` (see `WANTS_*`) and
     /// resource uris.
     #[napi]
     pub fn watch(&self, token: u32, flags: u32, uris: Vec<String>) -> napi::Result<()> {
-        self.with(|s| s.watch(token, flags, uris))
+        self.subscriptions.with(|s| s.watch(token, flags, uris))
     }
 
     #[napi]
     pub fn unwatch(&self, token: u32) {
-        let _ = self.with(|s| s.unwatch(token));
+        let _ = self.subscriptions.with(|s| s.unwatch(token));
     }
 
     /// `[ignored, unwanted]`: messages dropped as malformed or foreign, and
     /// notifications no local subscription wanted.
     #[napi]
     pub fn counts(&self) -> Vec<f64> {
-        self.with(|s| {
-            let (ignored, unwanted) = s.counts();
-            vec![ignored as f64, unwanted as f64]
-        })
-        .unwrap_or_default()
+        self.subscriptions
+            .with(|s| {
+                let (ignored, unwanted) = s.counts();
+                vec![ignored as f64, unwanted as f64]
+            })
+            .unwrap_or_default()
     }
 
     /// Stops receiving; returns false if already closed.
     #[napi]
     pub fn close(&self) -> bool {
-        match self.subscriptions.lock().unwrap().take() {
+        match self.subscriptions.close() {
             Some(mut subscriptions) => {
                 let _ = in_runtime(|| subscriptions.close());
                 true
             }
             None => false,
         }
-    }
-
-    fn with<T>(&self, f: impl FnOnce(&Subscriptions) -> T) -> napi::Result<T> {
-        let guard = self.subscriptions.lock().unwrap();
-        let subscriptions = guard
-            .as_ref()
-            .ok_or_else(|| js_error("the subscription manager is closed"))?;
-        Ok(f(subscriptions))
     }
 }
