@@ -240,12 +240,35 @@ struct Waiter {
 #[derive(Default)]
 struct Table {
     sessions: HashMap<String, Session>,
+    /// Ids added or removed since the subscriber's last round: it looks at these only,
+    /// not at every session.
+    dirty: HashSet<String>,
     waiters: Vec<Waiter>,
     /// The data epoch last seen (see [`Keys::epoch`]).
     epoch: Option<String>,
     /// The master the keys were last written to (a Sentinel failover changes it, and
     /// may lose the last writes: the keys are then written again).
     master: u64,
+}
+
+impl Table {
+    fn insert(&mut self, id: String, session: Session) {
+        self.dirty.insert(id.clone());
+        self.sessions.insert(id, session);
+    }
+
+    fn remove(&mut self, id: &str) -> Option<Session> {
+        let removed = self.sessions.remove(id);
+        if removed.is_some() {
+            self.dirty.insert(id.to_string());
+        }
+        removed
+    }
+
+    /// The session of `id` if `token` still owns it.
+    fn owned(&self, id: &str, token: u32) -> bool {
+        self.sessions.get(id).is_some_and(|s| s.token == token)
+    }
 }
 
 /// State shared between the calls and the background tasks.
@@ -322,7 +345,7 @@ impl StreamSessions {
             for (change, id) in changes.chunks_exact(3).zip(ids) {
                 let (kind, token, word) = (change[0], change[1], change[2]);
                 if kind == CHANGE_CREATE {
-                    table.sessions.insert(
+                    table.insert(
                         id.clone(),
                         Session {
                             token,
@@ -330,8 +353,8 @@ impl StreamSessions {
                         },
                     );
                     created.push((id, token, word));
-                } else if table.sessions.get(&id).is_some_and(|s| s.token == token) {
-                    table.sessions.remove(&id);
+                } else if table.owned(&id, token) {
+                    table.remove(&id);
                     if word == 1 {
                         gone.push(id);
                     }
@@ -340,7 +363,7 @@ impl StreamSessions {
             // A creation ended in the same tick subscribes and marks nothing; it still
             // answers as Redis does (reachable or not).
             created.retain(|(id, token, call)| {
-                let alive = table.sessions.get(id).is_some_and(|s| s.token == *token);
+                let alive = table.owned(id, *token);
                 if !alive {
                     cancelled.push(*call);
                 }
@@ -409,7 +432,7 @@ impl StreamSessions {
                 match (&outcome, ours) {
                     (Ok(_), Some(session)) => session.confirmed = true,
                     (Err(_), Some(_)) => {
-                        table.sessions.remove(&id);
+                        table.remove(&id);
                         failed.push(id);
                     }
                     // The key may have been written while the subscription failed.
@@ -584,7 +607,8 @@ impl Subscribed {
     /// The next round, if the table wants something Redis was not asked for. Takes the
     /// new waiters either way.
     fn next_round(&mut self, shared: &Shared) -> Option<Round> {
-        if shared.resubscribe.swap(false, Ordering::AcqRel) {
+        let restore = shared.resubscribe.swap(false, Ordering::AcqRel);
+        if restore {
             // Redis dropped them all (lost or replaced connection).
             self.generation += 1;
             self.requested.clear();
@@ -593,29 +617,49 @@ impl Subscribed {
             self.restoring = true;
         }
         let keys = shared.keys();
-        let (wanted, waiters) = {
+        // The channels that may have changed: those of ids added or removed since the
+        // last round (every id after a loss), the broadcast channel, and the uncertain.
+        let (candidates, waiters) = {
             let mut table = shared.table.lock().unwrap();
-            let mut wanted: HashSet<String> = HashSet::with_capacity(table.sessions.len() * 2 + 1);
-            for id in table.sessions.keys() {
-                wanted.insert(keys.session_channel(id));
-                wanted.insert(keys.delete_channel(id));
+            if restore {
+                let ids: Vec<String> = table.sessions.keys().cloned().collect();
+                table.dirty.extend(ids);
             }
-            if !table.sessions.is_empty() {
-                wanted.insert(keys.broadcast_channel());
+            let dirty = std::mem::take(&mut table.dirty);
+            let mut candidates = Vec::with_capacity(dirty.len() * 2 + 1 + self.uncertain.len());
+            for id in dirty {
+                let wanted = table.sessions.contains_key(&id);
+                candidates.push((keys.session_channel(&id), wanted));
+                candidates.push((keys.delete_channel(&id), wanted));
             }
-            (wanted, std::mem::take(&mut table.waiters))
+            candidates.push((keys.broadcast_channel(), !table.sessions.is_empty()));
+            for channel in &self.uncertain {
+                let wanted = match keys.parse_channel(channel) {
+                    Some(Channel::Session(id) | Channel::Delete(id)) => {
+                        table.sessions.contains_key(id)
+                    }
+                    Some(Channel::Broadcast) => !table.sessions.is_empty(),
+                    None => false,
+                };
+                candidates.push((channel.clone(), wanted));
+            }
+            (candidates, std::mem::take(&mut table.waiters))
         };
-        let add: Vec<String> = wanted
-            .iter()
-            .filter(|c| !self.requested.contains(*c) || self.uncertain.contains(*c))
-            .cloned()
-            .collect();
-        let remove: Vec<String> = self
-            .requested
-            .union(&self.uncertain)
-            .filter(|c| !wanted.contains(*c))
-            .cloned()
-            .collect();
+        let mut add = Vec::new();
+        let mut remove = Vec::new();
+        let mut seen = HashSet::with_capacity(candidates.len());
+        for (channel, wanted) in candidates {
+            if !seen.insert(channel.clone()) {
+                continue;
+            }
+            let asked = self.requested.contains(&channel);
+            let uncertain = self.uncertain.contains(&channel);
+            if wanted && (!asked || uncertain) {
+                add.push(channel);
+            } else if !wanted && (asked || uncertain) {
+                remove.push(channel);
+            }
+        }
         if add.is_empty() && remove.is_empty() {
             // Nothing new to send: already confirmed, or carried by a round in flight.
             for waiter in waiters {
@@ -662,8 +706,15 @@ impl Subscribed {
             match added {
                 Ok(()) => self.confirmed.extend(round.add.iter().cloned()),
                 Err(Failure::Refused(reason)) => {
+                    // Asked again in the next round if still wanted.
+                    let mut table = shared.table.lock().unwrap();
                     for channel in &round.add {
                         self.requested.remove(channel);
+                        if let Some(Channel::Session(id) | Channel::Delete(id)) =
+                            keys.parse_channel(channel)
+                        {
+                            table.dirty.insert(id.to_string());
+                        }
                     }
                     failure = Some(reason);
                 }
@@ -694,18 +745,14 @@ impl Subscribed {
         }
         // Answer the creations this round (and those before it) carried.
         let parked = std::mem::take(&mut self.parked);
+        let table = shared.table.lock().unwrap();
         for (number, waiter) in parked {
             if number > round.number {
                 self.parked.push((number, waiter));
                 continue;
             }
             let channel = keys.session_channel(&waiter.id);
-            let still_wanted = shared
-                .table
-                .lock()
-                .unwrap()
-                .sessions
-                .contains_key(&waiter.id);
+            let still_wanted = table.sessions.contains_key(&waiter.id);
             if self.confirmed.contains(&channel) || !still_wanted {
                 let _ = waiter.done.send(Ok(()));
             } else if let (Some(reason), true) = (&failure, current) {
@@ -715,6 +762,7 @@ impl Subscribed {
                 self.parked.push((self.sent + 1, waiter));
             }
         }
+        drop(table);
         if !current {
             shared.wake_subscriber.notify_one();
             return None;
@@ -795,7 +843,7 @@ fn route(
                     }
                 }
                 Some(Channel::Delete(id)) => {
-                    if let Some(session) = shared.table.lock().unwrap().sessions.remove(id) {
+                    if let Some(session) = shared.table.lock().unwrap().remove(id) {
                         ended.push((id.to_string(), session.token));
                     }
                 }
@@ -903,10 +951,8 @@ async fn refresh(shared: &Shared) -> Result<(), String> {
         {
             let mut table = shared.table.lock().unwrap();
             for ((id, token), reply) in ids.iter().zip(&replies) {
-                if matches!(reply, Value::Nil)
-                    && table.sessions.get(id).is_some_and(|s| s.token == *token)
-                {
-                    table.sessions.remove(id);
+                if matches!(reply, Value::Nil) && table.owned(id, *token) {
+                    table.remove(id);
                     ended.push((id.clone(), *token));
                 }
             }
