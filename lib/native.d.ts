@@ -102,6 +102,11 @@ export declare const HAS: number
 
 export declare const INFO_DELETE: number
 
+/** `cluster` option: seed nodes besides the URL's (URLs or `host:port`). */
+export interface NativeCluster {
+  nodes: Array<string>
+}
+
 /** Options the JavaScript facade has already validated and filled with defaults. */
 export interface NativeOptions {
   /** Prefix for every key and channel name; empty keeps upstream's names. */
@@ -121,6 +126,7 @@ export interface NativeOptions {
   tls?: NativeTls
   /** Find the master through these sentinels; the URL's host is the master group name. */
   sentinel?: NativeSentinel
+  cluster?: NativeCluster
 }
 
 /** Sentinels to ask for the master (the URL's host names the master group). */

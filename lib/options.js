@@ -9,6 +9,7 @@ const DEFAULTS = Object.freeze({
 	onError: undefined,
 	tls: undefined,
 	sentinel: undefined,
+	cluster: undefined,
 });
 
 const TLS_KEYS = ['ca', 'cert', 'key'];
@@ -65,6 +66,39 @@ function normalizeSentinel(sentinel) {
 		}
 	}
 	return { nodes: [...nodes], username, password };
+}
+
+const CLUSTER_KEYS = ['nodes'];
+
+/**
+ * `true`, or `{ nodes: [url | 'host:port', …] }`: more seed nodes besides the URL's.
+ * @param {unknown} cluster
+ * @returns {{ nodes: string[] } | undefined}
+ */
+function normalizeCluster(cluster) {
+	if (cluster === false) return undefined;
+	if (cluster === true) return { nodes: [] };
+	if (typeof cluster !== 'object' || cluster === null || Array.isArray(cluster)) {
+		throw new TypeError(`Option "cluster" must be true or an object { nodes }, got ${describe(cluster)}`);
+	}
+	const given = /** @type {Record<string, unknown>} */ (cluster);
+	for (const key of Object.keys(given)) {
+		if (!CLUSTER_KEYS.includes(key)) {
+			throw new TypeError(`Unknown option "cluster.${key}" (known: ${CLUSTER_KEYS.join(', ')})`);
+		}
+	}
+	const { nodes } = given;
+	if (!Array.isArray(nodes) || nodes.length === 0) {
+		throw new TypeError(
+			`Option "cluster.nodes" must be a non-empty array of Redis URLs or "host:port" strings, got ${describe(nodes)}`,
+		);
+	}
+	for (const node of nodes) {
+		if (typeof node !== 'string' || node.length === 0) {
+			throw new TypeError(`Option "cluster.nodes" must hold Redis URLs or "host:port" strings, got ${describe(node)}`);
+		}
+	}
+	return { nodes: [...nodes] };
 }
 
 /** @param {string} name @param {unknown} value @param {number} min @param {number} max */
@@ -139,6 +173,12 @@ function normalizeOptions(options) {
 	if (given.sentinel !== undefined) {
 		result.sentinel = normalizeSentinel(given.sentinel);
 	}
+	if (given.cluster !== undefined) {
+		result.cluster = normalizeCluster(given.cluster);
+	}
+	if (result.cluster && result.sentinel) {
+		throw new TypeError('Options "cluster" and "sentinel" exclude each other: a Redis Cluster does not run behind Sentinel');
+	}
 	return result;
 }
 
@@ -152,6 +192,7 @@ function nativeOptions(options) {
 		upstreamCompatible: options.upstreamCompatible,
 		tls: options.tls,
 		sentinel: options.sentinel,
+		cluster: options.cluster,
 	};
 }
 

@@ -26,7 +26,7 @@ use tokio::task::unconstrained;
 use tokio::time::Instant;
 
 use crate::config::NativeOptions;
-use crate::connection::{Connection, Source};
+use crate::connection::{Connection, Link, Source};
 use crate::delivery::{CompletionBatch, Completions, Outcome, Reply};
 use crate::error::{
     describe_redis_error, not_sent, timed_out_after_sending, timed_out_before_sending,
@@ -77,7 +77,7 @@ impl Op {
             Op::Info(op) => op.encode(keys, pipe),
             Op::Stream(op) => op.encode(keys, pipe),
             Op::Notify(json) => {
-                pipe.cmd("PUBLISH")
+                pipe.cmd(keys.publish())
                     .arg(keys.subscriptions_channel())
                     .arg(json);
                 1
@@ -93,10 +93,11 @@ impl Op {
         }
     }
 
-    fn scan_job(&self) -> Option<ScanJob> {
+    /// Work that must follow this call's replies before it is answered.
+    fn follow_up(&self, keys: &Keys, replies: &[Value]) -> Option<FollowUp> {
         match self {
-            Op::Info(op) => op.scan_job(),
-            Op::Stream(op) => op.scan_job(),
+            Op::Info(op) => op.follow_up(keys, replies),
+            Op::Stream(op) => op.follow_up(),
             Op::Notify(_) => None,
         }
     }
@@ -112,13 +113,16 @@ impl Op {
     }
 }
 
-/// Follow-up work that needs SCAN (upstream-compatible mode only).
+/// Work after a call's pipeline: SCANs (upstream-compatible mode), or commands that
+/// depend on its replies (on a cluster).
 #[derive(Debug, PartialEq)]
-pub enum ScanJob {
-    /// SREM the id from every `tmcp:subscriptions:*` set.
+pub enum FollowUp {
+    /// SREM the id from every `tmcp:subscriptions:*` set (SCAN of every master).
     RemoveFromSubscriptionSets(String),
-    /// PUBLISH to `session:{id}` for every `available:session:{id}` key.
+    /// PUBLISH to `session:{id}` for every `available:session:{id}` key (SCAN).
     PublishToAliveSessions(String),
+    /// SREM the id from these sets (an info delete on a cluster, from the reverse index).
+    RemoveFromSets { id: String, sets: Vec<String> },
 }
 
 /// Who is waiting for a call's outcome.
@@ -161,11 +165,14 @@ impl Commands {
         options: NativeOptions,
         completions: Completions,
     ) -> Result<Arc<Self>, String> {
-        let connection = Connection::new(source, &options, None)?;
+        let connection = Connection::new(source.clone(), &options, None)?;
         let (tx, rx) = mpsc::unbounded_channel();
         let shared = Arc::new(Shared {
             connection,
-            keys: Arc::new(Keys::new(&options.key_prefix)),
+            keys: Arc::new(match source {
+                Source::Cluster(_) => Keys::sharded(&options.key_prefix),
+                _ => Keys::new(&options.key_prefix),
+            }),
             options: Arc::new(options),
             completions: Arc::new(completions),
             queued_bytes: AtomicUsize::new(0),
@@ -400,8 +407,9 @@ async fn run_pipeline(shared: Arc<Shared>, batch: Vec<Submission>) -> Completion
     let mut values = values.into_iter();
     for (call, count) in live {
         let replies: Vec<Value> = values.by_ref().take(count).collect();
+        let follow_up = call.op.follow_up(&shared.keys, &replies);
         let outcome = call.op.decode(replies);
-        match (outcome, call.op.scan_job()) {
+        match (outcome, follow_up) {
             (Ok(_), Some(job)) => {
                 // Scans take many round trips: run them beside the pipeline.
                 let shared = shared.clone();
@@ -413,7 +421,7 @@ async fn run_pipeline(shared: Arc<Shared>, batch: Vec<Submission>) -> Completion
                             .get()
                             .await
                             .map_err(|e| describe_redis_error(&e))?;
-                        run_scan(manager, &shared.keys, job).await
+                        run_follow_up(manager, &shared.keys, job).await
                     };
                     let outcome = match tokio::time::timeout(timeout, scan).await {
                         Ok(result) => result,
@@ -430,54 +438,80 @@ async fn run_pipeline(shared: Arc<Shared>, batch: Vec<Submission>) -> Completion
     answers
 }
 
-async fn run_scan(
-    mut connection: redis::aio::ConnectionManager,
-    keys: &Keys,
-    job: ScanJob,
-) -> Outcome {
+async fn run_follow_up(mut connection: Link, keys: &Keys, job: FollowUp) -> Outcome {
     let (pattern, kind) = match &job {
-        ScanJob::RemoveFromSubscriptionSets(_) => (keys.subscriptions_pattern(), "set"),
-        ScanJob::PublishToAliveSessions(_) => (keys.alive_pattern(), "string"),
-    };
-    let mut cursor: u64 = 0;
-    loop {
-        let (next, found): (u64, Vec<String>) = redis::cmd("SCAN")
-            .arg(cursor)
-            .arg("MATCH")
-            .arg(&pattern)
-            .arg("COUNT")
-            .arg(SCAN_COUNT)
-            .arg("TYPE")
-            .arg(kind)
-            .query_async(&mut connection)
-            .await
-            .map_err(|e| describe_redis_error(&e))?;
-        if !found.is_empty() {
+        FollowUp::RemoveFromSubscriptionSets(_) => (keys.subscriptions_pattern(), "set"),
+        FollowUp::PublishToAliveSessions(_) => (keys.alive_pattern(), "string"),
+        FollowUp::RemoveFromSets { id, sets } => {
             let mut pipe = Pipeline::new();
-            for key in &found {
-                match &job {
-                    ScanJob::RemoveFromSubscriptionSets(id) => {
-                        pipe.cmd("SREM").arg(key).arg(id).ignore();
-                    }
-                    ScanJob::PublishToAliveSessions(data) => {
-                        if let Some(id) = keys.id_from_alive(key) {
-                            pipe.cmd("PUBLISH")
-                                .arg(keys.session_channel(id))
-                                .arg(data)
-                                .ignore();
-                        }
-                    }
-                }
+            for set in sets {
+                pipe.cmd("SREM").arg(set).arg(id).ignore();
             }
             pipe.query_async::<()>(&mut connection)
                 .await
                 .map_err(|e| describe_redis_error(&e))?;
-        }
-        if next == 0 {
             return Ok(Reply::Done);
         }
-        cursor = next;
+    };
+    // A cluster's keys are spread over its masters: each is scanned in turn.
+    let nodes = match &connection {
+        Link::Single(_) => vec![None],
+        Link::Cluster(cluster) => crate::cluster::masters(cluster)
+            .await
+            .map_err(|e| describe_redis_error(&e))?
+            .into_iter()
+            .map(Some)
+            .collect(),
+    };
+    for node in nodes {
+        let mut cursor: u64 = 0;
+        loop {
+            let mut scan = redis::cmd("SCAN");
+            scan.arg(cursor)
+                .arg("MATCH")
+                .arg(&pattern)
+                .arg("COUNT")
+                .arg(SCAN_COUNT)
+                .arg("TYPE")
+                .arg(kind);
+            let reply = match (&node, &connection) {
+                (Some(node), Link::Cluster(cluster)) => {
+                    crate::cluster::on_node(cluster, scan, node).await
+                }
+                _ => scan.query_async::<Value>(&mut connection).await,
+            };
+            let (next, found): (u64, Vec<String>) = reply
+                .and_then(|v| redis::from_redis_value(v).map_err(Into::into))
+                .map_err(|e| describe_redis_error(&e))?;
+            if !found.is_empty() {
+                let mut pipe = Pipeline::new();
+                for key in &found {
+                    match &job {
+                        FollowUp::RemoveFromSubscriptionSets(id) => {
+                            pipe.cmd("SREM").arg(key).arg(id).ignore();
+                        }
+                        FollowUp::PublishToAliveSessions(data) => {
+                            if let Some(id) = keys.id_from_alive(key) {
+                                pipe.cmd(keys.publish())
+                                    .arg(keys.session_channel(id))
+                                    .arg(data)
+                                    .ignore();
+                            }
+                        }
+                        FollowUp::RemoveFromSets { .. } => {}
+                    }
+                }
+                pipe.query_async::<()>(&mut connection)
+                    .await
+                    .map_err(|e| describe_redis_error(&e))?;
+            }
+            if next == 0 {
+                break;
+            }
+            cursor = next;
+        }
     }
+    Ok(Reply::Done)
 }
 
 /// The first server error among a call's replies, as its failure.

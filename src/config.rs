@@ -3,13 +3,14 @@
 use std::time::Duration;
 
 use napi_derive::napi;
+use redis::cluster::ClusterClientBuilder;
 use redis::sentinel::{SentinelClientBuilder, SentinelServerType};
 use redis::{
     Client, ClientTlsConfig, ConnectionAddr, IntoConnectionInfo, ProtocolVersion, TlsCertificates,
     TlsMode,
 };
 
-use crate::connection::{SentinelSource, Source};
+use crate::connection::{ClusterSource, SentinelSource, Source};
 
 /// PEM material for `rediss://` connections.
 #[napi(object)]
@@ -53,6 +54,14 @@ pub struct NativeOptions {
     pub tls: Option<NativeTls>,
     /// Find the master through these sentinels; the URL's host is the master group name.
     pub sentinel: Option<NativeSentinel>,
+    pub cluster: Option<NativeCluster>,
+}
+
+/// `cluster` option: seed nodes besides the URL's (URLs or `host:port`).
+#[napi(object)]
+#[derive(Clone, Debug)]
+pub struct NativeCluster {
+    pub nodes: Vec<String>,
 }
 
 /// Sentinels to ask for the master (the URL's host names the master group).
@@ -108,6 +117,12 @@ const SCHEMES: &[&str] = &[
 /// master of the group the URL's host names.
 pub fn source_for(url: &str, options: &NativeOptions) -> Result<Source, String> {
     let client = client_for(url, options.tls.as_ref())?;
+    if let Some(cluster) = &options.cluster {
+        if options.sentinel.is_some() {
+            return Err("Options \"cluster\" and \"sentinel\" exclude each other".into());
+        }
+        return cluster_source(&client, cluster, options);
+    }
     let Some(sentinel) = &options.sentinel else {
         return Ok(Source::Fixed(Box::new(client)));
     };
@@ -123,19 +138,10 @@ pub fn source_for(url: &str, options: &NativeOptions) -> Result<Source, String> 
         };
     let mut addrs = Vec::with_capacity(sentinel.nodes.len());
     for node in &sentinel.nodes {
-        let (host, port) = node
-            .rsplit_once(':')
-            .and_then(|(h, p)| {
-                Some((
-                    h.trim_start_matches('[').trim_end_matches(']'),
-                    p.parse::<u16>().ok()?,
-                ))
-            })
-            .filter(|(h, _)| !h.is_empty())
-            .ok_or_else(|| {
-                format!("Option \"sentinel.nodes\" must hold host:port strings, got {node:?}")
-            })?;
-        addrs.push(ConnectionAddr::Tcp(host.to_string(), port));
+        let (host, port) = host_port(node).ok_or_else(|| {
+            format!("Option \"sentinel.nodes\" must hold host:port strings, got {node:?}")
+        })?;
+        addrs.push(ConnectionAddr::Tcp(host, port));
     }
     let redis = info.redis_settings();
     let mut builder = SentinelClientBuilder::new(addrs, master, SentinelServerType::Master)
@@ -169,6 +175,94 @@ pub fn source_for(url: &str, options: &NativeOptions) -> Result<Source, String> 
 }
 
 /// The PEM material of `tls` as redis-rs takes it.
+/// A Redis Cluster from the URL (the first seed; its credentials, TLS and settings apply
+/// to every node) and the `cluster.nodes` seeds.
+fn cluster_source(
+    seed: &Client,
+    cluster: &NativeCluster,
+    options: &NativeOptions,
+) -> Result<Source, String> {
+    let info = seed.get_connection_info().clone();
+    if info.redis_settings().db() != 0 {
+        return Err(format!(
+            "A Redis Cluster has only database 0, but the URL selects database {}: remove it from the URL",
+            info.redis_settings().db()
+        ));
+    }
+    let secure = match info.addr() {
+        ConnectionAddr::Tcp(..) => false,
+        ConnectionAddr::TcpTls { .. } => true,
+        _ => {
+            return Err(
+                "A Redis Cluster is reached over TCP: use a redis:// or rediss:// URL".into(),
+            )
+        }
+    };
+    let mut nodes = vec![info.clone()];
+    for node in &cluster.nodes {
+        let (host, port) = if node.contains("://") {
+            let client = client_for(node, options.tls.as_ref())
+                .map_err(|e| format!("Option \"cluster.nodes\": {e}"))?;
+            match client.get_connection_info().addr() {
+                ConnectionAddr::Tcp(host, port) | ConnectionAddr::TcpTls { host, port, .. } => {
+                    (host.clone(), *port)
+                }
+                _ => return Err("Option \"cluster.nodes\" must hold TCP addresses".into()),
+            }
+        } else {
+            host_port(node).ok_or_else(|| {
+                "Option \"cluster.nodes\" must hold Redis URLs or host:port strings".to_string()
+            })?
+        };
+        // Same scheme, credentials and TLS settings as the seed URL.
+        let addr = match info.addr() {
+            ConnectionAddr::TcpTls {
+                insecure,
+                tls_params,
+                ..
+            } => ConnectionAddr::TcpTls {
+                host,
+                port,
+                insecure: *insecure,
+                tls_params: tls_params.clone(),
+            },
+            _ => ConnectionAddr::Tcp(host, port),
+        };
+        nodes.push(info.clone().set_addr(addr));
+    }
+    let mut builder = ClusterClientBuilder::new(nodes)
+        .use_protocol(ProtocolVersion::RESP3)
+        .tcp_settings(info.tcp_settings().clone())
+        .connection_timeout(options.connect_timeout())
+        .response_timeout(options.command_timeout())
+        // Deadlines are ours, per call; the crate's retries (MOVED, failover) run within them.
+        .overall_response_timeout(None);
+    if secure {
+        builder = builder.tls(TlsMode::Secure);
+        if let Some(tls) = &options.tls {
+            builder = builder.certs(certificates(tls));
+        }
+    }
+    let client = builder
+        .build()
+        .map_err(|e| format!("Invalid cluster settings: {}", describe(&e)))?;
+    Ok(Source::Cluster(ClusterSource::new(client)))
+}
+
+/// A redis error's words, without anything from the URL.
+fn describe(e: &redis::RedisError) -> String {
+    e.detail()
+        .map_or_else(|| e.category().to_string(), str::to_string)
+}
+
+/// `host:port` (IPv6 hosts in brackets).
+fn host_port(node: &str) -> Option<(String, u16)> {
+    let (host, port) = node.rsplit_once(':')?;
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    let port = port.parse::<u16>().ok()?;
+    (!host.is_empty()).then(|| (host.to_string(), port))
+}
+
 fn certificates(tls: &NativeTls) -> TlsCertificates {
     TlsCertificates {
         client_tls: match (&tls.cert, &tls.key) {

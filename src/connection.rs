@@ -22,9 +22,13 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
-use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use redis::aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig};
+use redis::cluster::{ClusterClient, ClusterConfig};
+use redis::cluster_async::ClusterConnection;
 use redis::sentinel::SentinelClient;
-use redis::{Client, PushInfo, PushKind, RedisError, RedisResult};
+use redis::{
+    Client, Cmd, Pipeline, PushInfo, PushKind, RedisError, RedisFuture, RedisResult, Value,
+};
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 
@@ -41,6 +45,80 @@ pub enum Source {
     Fixed(Box<Client>),
     /// The master of a Sentinel group, as the sentinels say now.
     Sentinel(Arc<SentinelSource>),
+    /// A Redis Cluster, found from its seed nodes.
+    Cluster(Arc<ClusterSource>),
+}
+
+/// A Redis Cluster: the crate's client, and a count of the topology changes its
+/// connections noticed (a failover may lose a shard's last writes).
+pub struct ClusterSource {
+    client: ClusterClient,
+    changes: AtomicU64,
+}
+
+impl ClusterSource {
+    pub fn new(client: ClusterClient) -> Arc<Self> {
+        Arc::new(ClusterSource {
+            client,
+            changes: AtomicU64::new(0),
+        })
+    }
+}
+
+/// A connection as the crate gives it: to one server, or to a whole cluster.
+#[derive(Clone)]
+pub enum Link {
+    Single(ConnectionManager),
+    Cluster(ClusterConnection),
+}
+
+impl ConnectionLike for Link {
+    fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
+        match self {
+            Link::Single(manager) => manager.req_packed_command(cmd),
+            Link::Cluster(cluster) => cluster.req_packed_command(cmd),
+        }
+    }
+
+    fn req_packed_commands<'a>(
+        &'a mut self,
+        pipeline: &'a Pipeline,
+        offset: usize,
+        count: usize,
+    ) -> RedisFuture<'a, Vec<Value>> {
+        match self {
+            Link::Single(manager) => manager.req_packed_commands(pipeline, offset, count),
+            // One pipeline per slot: the crate sends a whole pipeline to one node.
+            Link::Cluster(cluster) => {
+                Box::pin(crate::cluster::query(cluster, pipeline, offset, count))
+            }
+        }
+    }
+
+    fn get_db(&self) -> i64 {
+        match self {
+            Link::Single(manager) => manager.get_db(),
+            Link::Cluster(cluster) => cluster.get_db(),
+        }
+    }
+}
+
+impl Link {
+    /// SUBSCRIBE, or on a cluster SSUBSCRIBE (sharded channels), one command per slot.
+    pub async fn subscribe(&mut self, channels: &[String]) -> RedisResult<()> {
+        match self {
+            Link::Single(manager) => manager.subscribe(channels).await,
+            Link::Cluster(cluster) => crate::cluster::ssubscribe(cluster, channels).await,
+        }
+    }
+
+    /// UNSUBSCRIBE, or on a cluster SUNSUBSCRIBE.
+    pub async fn unsubscribe(&mut self, channels: &[String]) -> RedisResult<()> {
+        match self {
+            Link::Single(manager) => manager.unsubscribe(channels).await,
+            Link::Cluster(cluster) => crate::cluster::sunsubscribe(cluster, channels).await,
+        }
+    }
 }
 
 /// The master of a Sentinel group, resolved through the sentinels and re-resolved when a
@@ -121,9 +199,9 @@ impl SentinelSource {
 pub struct Connection {
     source: Source,
     config: ConnectionManagerConfig,
-    /// The manager, and the master number it was built for (Sentinel); None until a
+    /// The link, and the master number it was built for (Sentinel); None until a
     /// Sentinel master was resolved.
-    current: Mutex<Option<(ConnectionManager, u64)>>,
+    current: Mutex<Option<(Link, u64)>>,
     /// The pub/sub push channel, to report a rebuilt connection as a disconnection.
     push: Option<mpsc::UnboundedSender<PushInfo>>,
     /// Milliseconds since `epoch` of the last answer Redis gave on this connection.
@@ -133,6 +211,27 @@ pub struct Connection {
     epoch: Instant,
     /// How long the connection must have been silent before it is replaced.
     replace_after_ms: u64,
+    /// To build a replacement cluster connection.
+    options: NativeOptions,
+}
+
+/// A lazily connecting cluster connection (the crate connects in the background).
+fn cluster_link(
+    cluster: &ClusterSource,
+    options: &NativeOptions,
+    push: Option<&mpsc::UnboundedSender<PushInfo>>,
+) -> Link {
+    let mut config = ClusterConfig::new()
+        .set_connection_timeout(options.connect_timeout())
+        .set_response_timeout(options.command_timeout());
+    if let Some(push) = push {
+        config = config.set_push_sender(push.clone());
+    }
+    Link::Cluster(
+        cluster
+            .client
+            .get_pending_async_connection_with_config(config),
+    )
 }
 
 /// Which connection a call was handed to, to tell later whether it was replaced since.
@@ -167,10 +266,13 @@ impl Connection {
         }
         let current = match &source {
             Source::Fixed(client) => Some((
-                ConnectionManager::new_lazy_with_config((**client).clone(), config.clone())
-                    .map_err(|e| describe_redis_error(&e))?,
+                Link::Single(
+                    ConnectionManager::new_lazy_with_config((**client).clone(), config.clone())
+                        .map_err(|e| describe_redis_error(&e))?,
+                ),
                 0,
             )),
+            Source::Cluster(cluster) => Some((cluster_link(cluster, options, push.as_ref()), 0)),
             Source::Sentinel(_) => None,
         };
         let connection = Arc::new(Connection {
@@ -182,6 +284,7 @@ impl Connection {
             generation: AtomicU64::new(0),
             epoch: Instant::now(),
             replace_after_ms: 2 * u64::from(options.command_timeout_ms.max(500)),
+            options: options.clone(),
         });
         if let Source::Sentinel(sentinel) = &connection.source {
             sentinel
@@ -196,7 +299,7 @@ impl Connection {
     /// The manager to send on now, and a ticket for [`Connection::stalled`]. Ready at
     /// once (no await) unless a Sentinel master must be resolved first, so callers that
     /// send in order keep their order.
-    pub async fn get(&self) -> RedisResult<(ConnectionManager, Ticket)> {
+    pub async fn get(&self) -> RedisResult<(Link, Ticket)> {
         if let Source::Sentinel(sentinel) = &self.source {
             let (client, number) = sentinel.master().await?;
             let rebuilt = {
@@ -207,7 +310,7 @@ impl Connection {
                     let had = current.is_some();
                     let manager =
                         ConnectionManager::new_lazy_with_config(client, self.config.clone())?;
-                    *current = Some((manager, number));
+                    *current = Some((Link::Single(manager), number));
                     self.generation.fetch_add(1, Ordering::AcqRel);
                     had
                 }
@@ -236,14 +339,26 @@ impl Connection {
         Ok((manager, ticket))
     }
 
-    /// Which master the connection is on: bumped by a Sentinel failover (0 without one).
+    /// Which master the connection is on: bumped by a Sentinel failover or a cluster
+    /// topology change (0 without one).
     pub fn master_number(&self) -> u64 {
+        if let Source::Cluster(cluster) = &self.source {
+            return cluster.changes.load(Ordering::Acquire);
+        }
         self.current.lock().unwrap().as_ref().map_or(0, |(_, n)| *n)
     }
 
-    /// The manager in use now (it changes when the connection is replaced or follows a
+    /// A pub/sub connection of a cluster saw a node go or a slot move: writes since the
+    /// last check may be lost with a failed master, so liveness keys are written again.
+    pub fn topology_changed(&self) {
+        if let Source::Cluster(cluster) = &self.source {
+            cluster.changes.fetch_add(1, Ordering::AcqRel);
+        }
+    }
+
+    /// The link in use now (it changes when the connection is replaced or follows a
     /// new master), for retries of a call that began on an older one.
-    fn current(&self) -> Option<ConnectionManager> {
+    fn current(&self) -> Option<Link> {
         self.current
             .lock()
             .unwrap()
@@ -319,8 +434,16 @@ impl Connection {
                 Some((client, _)) => client.clone(),
                 None => return false,
             },
+            Source::Cluster(cluster) => {
+                *current = Some((
+                    cluster_link(cluster, &self.options, self.push.as_ref()),
+                    *number,
+                ));
+                return true;
+            }
         };
-        match ConnectionManager::new_lazy_with_config(client, self.config.clone()) {
+        match ConnectionManager::new_lazy_with_config(client, self.config.clone()).map(Link::Single)
+        {
             Ok(fresh) => {
                 // The old manager's socket closes when its last clone is dropped.
                 *current = Some((fresh, *number));
@@ -375,8 +498,8 @@ impl Connection {
     pub async fn until_connected<T, Fut>(
         &self,
         deadline: Instant,
-        first: ConnectionManager,
-        mut attempt: impl FnMut(ConnectionManager) -> Fut,
+        first: Link,
+        mut attempt: impl FnMut(Link) -> Fut,
     ) -> Result<RedisResult<T>, tokio::time::error::Elapsed>
     where
         Fut: std::future::Future<Output = RedisResult<T>>,
@@ -405,7 +528,7 @@ impl Connection {
     }
 
     /// [`Connection::get`] within a deadline, as a [`Failure`].
-    async fn get_until(&self, deadline: Instant) -> Result<(ConnectionManager, Ticket), Failure> {
+    async fn get_until(&self, deadline: Instant) -> Result<(Link, Ticket), Failure> {
         match tokio::time::timeout_at(deadline, self.get()).await {
             Ok(Ok(got)) => Ok(got),
             Ok(Err(e)) => Err(Failure::Refused(describe_redis_error(&e))),

@@ -6,7 +6,7 @@
 use napi_derive::napi;
 use redis::{Pipeline, Value};
 
-use crate::commands::{decode_text, first_error, ScanJob};
+use crate::commands::{decode_text, first_error, FollowUp};
 use crate::delivery::{Field, Outcome, Reply};
 use crate::keys::Keys;
 
@@ -198,6 +198,21 @@ impl InfoOp {
                     .arg(uri);
                 return 2;
             }
+            InfoOp::Delete { id, .. } if keys.is_sharded() => {
+                // A cluster keeps these keys on several nodes, where one script cannot
+                // reach them all: read the reverse index, delete each key on its own (the
+                // SREMs follow with the reply, see `follow_up`).
+                pipe.cmd("SMEMBERS").arg(keys.session_subscriptions(id));
+                for key in [
+                    keys.client_info(id),
+                    keys.client_capabilities(id),
+                    keys.log_level(id),
+                    keys.session_subscriptions(id),
+                ] {
+                    pipe.cmd("DEL").arg(key);
+                }
+                return 5;
+            }
             InfoOp::Delete { id, .. } => pipe
                 .cmd("EVAL")
                 .arg(DELETE_SCRIPT)
@@ -242,11 +257,29 @@ impl InfoOp {
         }
     }
 
-    /// Work that follows the pipeline in upstream-compatible mode.
-    pub fn scan_job(&self) -> Option<ScanJob> {
+    /// Work that follows the pipeline: in upstream-compatible mode a SCAN of every
+    /// subscription set; on a cluster the SREMs from the reverse index read in the
+    /// pipeline (its first reply).
+    pub fn follow_up(&self, keys: &Keys, replies: &[Value]) -> Option<FollowUp> {
         match self {
             InfoOp::Delete { id, scan: true } => {
-                Some(ScanJob::RemoveFromSubscriptionSets(id.clone()))
+                Some(FollowUp::RemoveFromSubscriptionSets(id.clone()))
+            }
+            InfoOp::Delete { id, scan: false } if keys.is_sharded() => {
+                let sets: Vec<String> = match replies.first() {
+                    Some(Value::Set(uris) | Value::Array(uris)) => uris
+                        .iter()
+                        .filter_map(|uri| match decode_text(uri.clone()) {
+                            Ok(Reply::Text(uri)) => Some(keys.subscriptions(&uri)),
+                            _ => None,
+                        })
+                        .collect(),
+                    _ => Vec::new(),
+                };
+                (!sets.is_empty()).then(|| FollowUp::RemoveFromSets {
+                    id: id.clone(),
+                    sets,
+                })
             }
             _ => None,
         }
@@ -330,8 +363,8 @@ mod tests {
     fn upstream_mode_adds_a_scan_to_delete_only() {
         let compat = InfoOp::from_code(19, vec![s("a")], true).unwrap();
         assert!(InfoOp::from_code(10, vec![s("a")], false).is_none());
-        assert!(compat.scan_job().is_some());
+        assert!(compat.follow_up(&Keys::default(), &[]).is_some());
         let fast = InfoOp::from_code(19, vec![s("a")], false).unwrap();
-        assert!(fast.scan_job().is_none());
+        assert!(fast.follow_up(&Keys::default(), &[]).is_none());
     }
 }

@@ -18,12 +18,38 @@ pub enum Channel<'a> {
 #[derive(Clone, Debug, Default)]
 pub struct Keys {
     prefix: String,
+    /// On a Redis Cluster the channels are sharded (SPUBLISH/SSUBSCRIBE): a message goes
+    /// to the shard of its channel instead of every node.
+    sharded: bool,
 }
 
 impl Keys {
     pub fn new(prefix: &str) -> Self {
         Keys {
             prefix: prefix.to_string(),
+            sharded: false,
+        }
+    }
+
+    /// Names for a Redis Cluster: the same names, sharded channels.
+    pub fn sharded(prefix: &str) -> Self {
+        Keys {
+            prefix: prefix.to_string(),
+            sharded: true,
+        }
+    }
+
+    /// Whether channels are sharded (a Redis Cluster) and keys live on several nodes.
+    pub fn is_sharded(&self) -> bool {
+        self.sharded
+    }
+
+    /// The command that publishes to our channels: SPUBLISH on a cluster.
+    pub fn publish(&self) -> &'static str {
+        if self.sharded {
+            "SPUBLISH"
+        } else {
+            "PUBLISH"
         }
     }
 

@@ -9,7 +9,9 @@
 //!
 //! * [`config`]: URL validation, options, the `redis::Client` they describe;
 //! * [`keys`]: every key and channel name (upstream's by default);
-//! * [`connection`]: connections, replaced when their peer goes silent;
+//! * [`connection`]: connections (one server, a Sentinel master, a Cluster), replaced
+//!   when their peer goes silent;
+//! * [`cluster`]: pipelines split per slot, sharded subscriptions one slot per command;
 //! * [`commands`]: the request path, one ordered dispatcher per command connection;
 //! * [`info_sessions`] / [`stream_sessions`]: what each manager call means in Redis,
 //!   the session table, pub/sub receiving and the liveness timer;
@@ -22,6 +24,7 @@
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
+mod cluster;
 mod commands;
 mod config;
 mod connection;

@@ -27,7 +27,7 @@ use tokio::sync::{mpsc, oneshot, Notify};
 use tokio::task::{unconstrained, JoinHandle};
 use tokio::time::Instant;
 
-use crate::commands::{decode_text, first_error, Commands, Op, ReplyTo, ScanJob};
+use crate::commands::{decode_text, first_error, Commands, FollowUp, Op, ReplyTo};
 use crate::connection::{jittered, random_u64, Connection, Failure, Source};
 use crate::delivery::{CompletionBatch, Deliveries, DeliveryBatch, DeliveryKind, Outcome, Reply};
 use crate::error::describe_redis_error;
@@ -169,17 +169,23 @@ impl StreamOp {
             }
             StreamOp::Publish { data, ids } => {
                 for id in ids {
-                    pipe.cmd("PUBLISH").arg(keys.session_channel(id)).arg(data);
+                    pipe.cmd(keys.publish())
+                        .arg(keys.session_channel(id))
+                        .arg(data);
                 }
                 ids.len()
             }
             StreamOp::Broadcast { scan: true, .. } => 0,
             StreamOp::Broadcast { data, .. } => {
-                pipe.cmd("PUBLISH").arg(keys.broadcast_channel()).arg(data);
+                pipe.cmd(keys.publish())
+                    .arg(keys.broadcast_channel())
+                    .arg(data);
                 1
             }
             StreamOp::Delete(id) => {
-                pipe.cmd("PUBLISH").arg(keys.delete_channel(id)).arg("");
+                pipe.cmd(keys.publish())
+                    .arg(keys.delete_channel(id))
+                    .arg("");
                 pipe.cmd("DEL").arg(keys.alive(id));
                 2
             }
@@ -214,10 +220,10 @@ impl StreamOp {
         }
     }
 
-    pub fn scan_job(&self) -> Option<ScanJob> {
+    pub fn follow_up(&self) -> Option<FollowUp> {
         match self {
             StreamOp::Broadcast { data, scan: true } => {
-                Some(ScanJob::PublishToAliveSessions(data.clone()))
+                Some(FollowUp::PublishToAliveSessions(data.clone()))
             }
             _ => None,
         }
@@ -826,7 +832,8 @@ fn route(
     ended: &mut Vec<(String, u32)>,
 ) {
     match push.kind {
-        PushKind::Message => {
+        // SMessage: a sharded channel's message (on a cluster).
+        PushKind::Message | PushKind::SMessage => {
             let mut data = push.data.into_iter();
             let (Some(Value::BulkString(channel)), Some(Value::BulkString(payload))) =
                 (data.next(), data.next())
@@ -851,7 +858,15 @@ fn route(
                 None => {}
             }
         }
+        PushKind::SUnsubscribe if dropped_by_server(&push.data, keys, shared) => {
+            // A cluster moved the channel's slot (migration, failover) and dropped the
+            // subscription: subscribe everything again at the slots' owners of now.
+            shared.subscriber.topology_changed();
+            shared.resubscribe.store(true, Ordering::Release);
+            shared.wake_subscriber.notify_one();
+        }
         PushKind::Disconnection => {
+            shared.subscriber.topology_changed();
             shared.resubscribe.store(true, Ordering::Release);
             shared.wake_subscriber.notify_one();
             batch.push(
@@ -861,6 +876,23 @@ fn route(
             );
         }
         _ => {}
+    }
+}
+
+/// Whether a `sunsubscribe` push is for a channel still wanted: not the confirmation of
+/// our own SUNSUBSCRIBE (its session ended) but the server dropping it.
+fn dropped_by_server(data: &[Value], keys: &Keys, shared: &Shared) -> bool {
+    let Some(Value::BulkString(channel)) = data.first() else {
+        return false;
+    };
+    let Ok(channel) = std::str::from_utf8(channel) else {
+        return false;
+    };
+    let table = shared.table.lock().unwrap();
+    match keys.parse_channel(channel) {
+        Some(Channel::Session(id) | Channel::Delete(id)) => table.sessions.contains_key(id),
+        Some(Channel::Broadcast) => !table.sessions.is_empty(),
+        None => false,
     }
 }
 
@@ -1043,12 +1075,12 @@ mod tests {
         let fast = StreamOp::from_code(BROADCAST, vec!["d".into()], false).unwrap();
         let mut pipe = Pipeline::new();
         assert_eq!(fast.encode(&Keys::default(), &mut pipe), 1);
-        assert!(fast.scan_job().is_none());
+        assert!(fast.follow_up().is_none());
         let compat = StreamOp::from_code(BROADCAST, vec!["d".into()], true).unwrap();
         assert_eq!(compat.encode(&Keys::default(), &mut pipe), 0);
         assert_eq!(
-            compat.scan_job(),
-            Some(ScanJob::PublishToAliveSessions("d".into()))
+            compat.follow_up(),
+            Some(FollowUp::PublishToAliveSessions("d".into()))
         );
     }
 

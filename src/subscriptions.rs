@@ -422,7 +422,14 @@ async fn receive(mut pushes: mpsc::UnboundedReceiver<PushInfo>, shared: Arc<Shar
         let mut next = Some(first);
         while let Some(push) = next.take() {
             match push.kind {
-                PushKind::Message => route(push.data, &shared, &mut batch),
+                PushKind::Message | PushKind::SMessage => route(push.data, &shared, &mut batch),
+                // Only the server drops this channel (it is never unsubscribed): on a
+                // cluster, its slot moved; subscribe again at the new owner.
+                PushKind::SUnsubscribe => {
+                    shared.subscriber.topology_changed();
+                    shared.subscribed.store(false, Ordering::Release);
+                    shared.wake.notify_one();
+                }
                 PushKind::Disconnection => {
                     shared.subscribed.store(false, Ordering::Release);
                     shared.wake.notify_one();

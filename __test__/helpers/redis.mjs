@@ -1,6 +1,9 @@
 // Private redis-server processes for tests: each on a free loopback port, stopped by PID.
 import { spawn, execFileSync } from 'node:child_process';
+import { mkdtempSync, rmSync } from 'node:fs';
 import net from 'node:net';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { createClient } from 'redis';
 
 /** A TCP port that is free on 127.0.0.1 right now. */
@@ -50,7 +53,10 @@ export function redisServerPath() {
  */
 export async function startRedis(options = {}) {
 	const port = options.port ?? (await freePort());
-	const base = ['--port', String(port), '--bind', '127.0.0.1'];
+	// Its own working directory: a replica's full sync or a cluster's nodes.conf is written
+	// there, never into the project.
+	const dir = mkdtempSync(join(tmpdir(), 'tmcp-redis-'));
+	const base = ['--port', String(port), '--bind', '127.0.0.1', '--dir', dir];
 	const args = options.config
 		? [options.config, ...(options.sentinel ? ['--sentinel'] : []), ...base, ...(options.args ?? [])]
 		: [...base, '--save', '', '--appendonly', 'no', ...(options.args ?? [])];
@@ -58,12 +64,15 @@ export async function startRedis(options = {}) {
 	let output = '';
 	child.stdout.on('data', (d) => (output += d));
 	child.stderr.on('data', (d) => (output += d));
-	const exited = new Promise((resolve) => child.once('exit', resolve));
+	const exited = new Promise((resolve) => child.once('exit', resolve)).then(() =>
+		rmSync(dir, { recursive: true, force: true }),
+	);
 	for (let i = 0; i < 200; i++) {
 		if (child.exitCode !== null) break;
 		if (await ping(port)) {
 			return {
 				port,
+				dir,
 				pid: /** @type {number} */ (child.pid),
 				url: `redis://127.0.0.1:${port}`,
 				/** Ends this server (by its PID) and waits for it. */

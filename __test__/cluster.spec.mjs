@@ -1,0 +1,225 @@
+// Redis Cluster: sharded session channels, per-slot pipelines, and recovery from a manual
+// failover, a killed master and a live slot migration, against a private cluster of six
+// real redis-server processes (three masters, three replicas) on free loopback ports.
+import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import {
+	RedisInfoSessionManager,
+	RedisStreamSessionManager,
+	RedisSubscriptionManager,
+	createSessionManagers,
+} from '../index.mjs';
+import { onNode, slotOf, startCluster } from './helpers/cluster.mjs';
+import { spawnPeer } from './helpers/peer.mjs';
+import { eventually, recorder } from './helpers/redis.mjs';
+import { failOnUnhandledRejections } from './helpers/unhandled.mjs';
+
+failOnUnhandledRejections();
+const cleanups = [];
+afterEach(async () => {
+	while (cleanups.length) await cleanups.pop()();
+});
+
+let cluster;
+beforeAll(async () => {
+	cluster = await startCluster();
+}, 60_000);
+afterAll(() => cluster?.stop());
+
+const options = (extra = {}) => ({ cluster: true, commandTimeout: 3000, connectTimeout: 1000, ...extra });
+
+function managers(extra = {}) {
+	const errors = [];
+	const all = { ...options(extra), onError: (e) => errors.push(e.message) };
+	const streams = new RedisStreamSessionManager(cluster.url, all);
+	const info = new RedisInfoSessionManager(cluster.url, all);
+	cleanups.push(() => streams.close(), () => info.close());
+	return { streams, info, errors };
+}
+
+/** One session id per master: its `session:{id}` channel hashes to a slot that master serves. */
+async function idsOnEveryMaster(prefix) {
+	const masters = (await cluster.topology()).filter((n) => n.master && !n.failed).map((n) => n.port);
+	const byMaster = new Map();
+	for (let i = 0; byMaster.size < masters.length; i++) {
+		const id = `${prefix}-${i}`;
+		const owner = await cluster.ownerOf(slotOf(`session:${id}`));
+		if (!byMaster.has(owner)) byMaster.set(owner, id);
+	}
+	return [...byMaster.entries()].map(([port, id]) => ({ port, id }));
+}
+
+/** Subscribers of a sharded channel on the node `port` (PUBSUB SHARDNUMSUB). */
+async function shardSubscribers(port, channel) {
+	const reply = await onNode(port, ['PUBSUB', 'SHARDNUMSUB', channel]);
+	return Number(reply[1]);
+}
+
+/** Calls `call` until it works (a failover is in progress until then). */
+const until = (call, what, ms = 20_000) => eventually(() => call().then(() => true, () => false), ms, what);
+
+/** Sends until the session's recorder gets the message: delivery has resumed. */
+async function deliveryResumes(streams, rec, id, text, ms = 20_000) {
+	const started = Date.now();
+	await until(async () => {
+		await streams.send([id], text);
+		await eventually(() => rec.chunks.includes(text), 1000, 'delivery');
+	}, `delivery to ${id}`, ms);
+	return Date.now() - started;
+}
+
+describe('Redis Cluster', () => {
+	it('sessions on every master: sharded channels at the slot owner, messages across managers and OS processes', async () => {
+		const sender = managers();
+		const receiver = managers();
+		const ids = await idsOnEveryMaster('m');
+		const recs = new Map();
+		for (const { id } of ids) {
+			const rec = recorder();
+			recs.set(id, rec);
+			await receiver.streams.create(id, rec);
+		}
+		for (const { id, port } of ids) {
+			// SSUBSCRIBE at the owner of the channel's slot, for both channels of the session.
+			expect(await shardSubscribers(port, `session:${id}`)).toBe(1);
+			const deleteOwner = await cluster.ownerOf(slotOf(`delete:session:${id}`));
+			expect(await shardSubscribers(deleteOwner, `delete:session:${id}`)).toBe(1);
+			expect(await sender.streams.has(id)).toBe(true);
+		}
+		// One send to sessions on three masters: split per slot, nothing CROSSSLOT.
+		await sender.streams.send(ids.map((s) => s.id), 'to all three');
+		for (const rec of recs.values()) await eventually(() => rec.chunks.includes('to all three'), 5000, 'delivery');
+
+		// A second OS process sends and deletes.
+		const peer = await spawnPeer('ours', cluster.url, options());
+		cleanups.push(() => peer.kill());
+		await peer.request('streams', { method: 'send', args: [[ids[0].id], 'from another process'] });
+		await eventually(() => recs.get(ids[0].id).chunks.includes('from another process'), 5000, 'delivery from the peer');
+		await peer.request('streams', { method: 'send', args: [undefined, 'broadcast'] });
+		for (const rec of recs.values()) await eventually(() => rec.chunks.includes('broadcast'), 5000, 'broadcast');
+		await peer.request('streams', { method: 'delete', args: [ids[1].id] });
+		await eventually(() => recs.get(ids[1].id).closed, 5000, 'the deleted session to close');
+		expect(await sender.streams.has(ids[1].id)).toBe(false);
+		expect(await peer.request('failures')).toEqual([]);
+		expect(sender.errors).toEqual([]);
+		expect(receiver.errors).toEqual([]);
+	});
+
+	it('info: every method, and delete removes keys and reverse-index entries on several masters', async () => {
+		const { info } = managers();
+		const id = 'info-1';
+		await info.setClientInfo(id, { name: 'c', version: '1' });
+		await info.setClientCapabilities(id, { roots: {} });
+		await info.setLogLevel(id, 'debug');
+		expect(await info.getClientInfo(id)).toEqual({ name: 'c', version: '1' });
+		expect(await info.getLogLevel(id)).toBe('debug');
+		const uris = ['file:///a', 'file:///b', 'file:///c', 'file:///d', 'file:///e'];
+		for (const uri of uris) await info.addSubscription(id, uri);
+		// The subscription sets live in several slots on more than one master.
+		const owners = new Set();
+		for (const uri of uris) owners.add(await cluster.ownerOf(slotOf(`tmcp:subscriptions:${uri}`)));
+		expect(owners.size).toBeGreaterThan(1);
+		expect(await info.getSubscriptions('file:///a')).toEqual([id]);
+
+		await info.delete(id);
+		await expect(info.getClientInfo(id)).rejects.toThrow(/not found/);
+		await expect(info.getClientCapabilities(id)).rejects.toThrow(/not found/);
+		await expect(info.getLogLevel(id)).rejects.toThrow(/not found/);
+		for (const uri of uris) expect(await info.getSubscriptions(uri)).toEqual([]);
+	});
+
+	it('createSessionManagers and RedisSubscriptionManager work on the cluster (sharded tmcp:subscriptions)', async () => {
+		const a = createSessionManagers(cluster.url, options());
+		const b = new RedisSubscriptionManager(cluster.url, options());
+		cleanups.push(() => a.streams.close(), () => a.info.close(), () => a.subscriptions.dispose(), () => b.dispose());
+		const received = [];
+		const listener = {
+			async acknowledge() {},
+			async send(notification) {
+				received.push(notification);
+			},
+			async close() {},
+		};
+		expect(await a.subscriptions.create({ id: 1, origin: 'o', filters: { resourceSubscriptions: ['file:///w'] } }, listener)).toBe(true);
+		const owner = await cluster.ownerOf(slotOf('tmcp:subscriptions'));
+		expect(await shardSubscribers(owner, 'tmcp:subscriptions')).toBe(1);
+		await b.send({ jsonrpc: '2.0', method: 'notifications/resources/updated', params: { uri: 'file:///w' } });
+		await eventually(() => received.length === 1, 5000, 'the notification from the other manager');
+		expect(received[0].params.uri).toBe('file:///w');
+	});
+
+	it('a live slot migration moves the subscription to the new owner and delivery resumes', async () => {
+		const { streams, errors } = managers();
+		const [{ id, port: from }] = await idsOnEveryMaster('mig');
+		const rec = recorder();
+		await streams.create(id, rec);
+		await streams.send([id], 'before');
+		await eventually(() => rec.chunks.includes('before'), 5000, 'delivery before');
+
+		const slot = slotOf(`session:${id}`);
+		const to = (await cluster.topology()).find((n) => n.master && !n.failed && n.port !== from).port;
+		await cluster.moveSlot(slot, to);
+		expect(await cluster.ownerOf(slot)).toBe(to);
+
+		await eventually(async () => (await shardSubscribers(to, `session:${id}`)) === 1, 10_000, 'the subscription at the new owner');
+		const ms = await deliveryResumes(streams, rec, id, 'after migration');
+		console.log(`cluster slot migration: delivery resumed ${ms} ms after the slot moved`);
+		expect(errors.filter((e) => !/pub\/sub/.test(e))).toEqual([]);
+	});
+
+	it('a manual failover (CLUSTER FAILOVER): subscriptions restored at the promoted replica', async () => {
+		const { streams, info } = managers();
+		const [{ id, port: master }] = await idsOnEveryMaster('mf');
+		const rec = recorder();
+		await streams.create(id, rec);
+		await info.setClientInfo(id, { name: 'before', version: '1' });
+		const replica = await cluster.replicaOf(master);
+		await onNode(replica, ['CLUSTER', 'FAILOVER']);
+		const slot = slotOf(`session:${id}`);
+		await eventually(async () => (await cluster.ownerOf(slot, replica)) === replica, 20_000, 'the replica to take over');
+
+		const ms = await deliveryResumes(streams, rec, id, 'after manual failover');
+		console.log(`cluster manual failover: delivery resumed ${ms} ms after the promotion was seen`);
+		// Subscribed once within the slot's shard: a demoted master still gets its shard's
+		// messages (sharded messages reach the replicas too), so the subscription may stay.
+		const subscribed = (await shardSubscribers(replica, `session:${id}`)) + (await shardSubscribers(master, `session:${id}`));
+		expect(subscribed).toBe(1);
+		await until(() => info.setClientInfo(id, { name: 'after', version: '2' }), 'a write after the failover');
+		expect(await info.getClientInfo(id)).toEqual({ name: 'after', version: '2' });
+		expect(await streams.has(id)).toBe(true);
+	});
+
+	it('a master killed (SIGKILL): its replica takes over, subscriptions and liveness come back', async () => {
+		const { streams, info } = managers();
+		const ids = await idsOnEveryMaster('k');
+		const recs = new Map();
+		for (const { id } of ids) {
+			const rec = recorder();
+			recs.set(id, rec);
+			await streams.create(id, rec);
+		}
+		const { id, port: victim } = ids[0];
+		const replica = await cluster.replicaOf(victim);
+		await cluster.kill(victim);
+		const slot = slotOf(`session:${id}`);
+		await eventually(async () => (await cluster.ownerOf(slot, replica)) === replica, 30_000, 'the replica to be promoted');
+
+		const ms = await deliveryResumes(streams, recs.get(id), id, 'after the kill', 30_000);
+		console.log(`cluster master SIGKILL: delivery resumed ${ms} ms after the promotion was seen`);
+		// Sessions on the other masters never stopped working.
+		for (const other of ids.slice(1)) {
+			await streams.send([other.id], 'still here');
+			await eventually(() => recs.get(other.id).chunks.includes('still here'), 5000, 'delivery on another master');
+		}
+		await eventually(() => streams.has(id), 15_000, 'the liveness key on the new master');
+		await until(() => info.setClientInfo(id, { name: 'x', version: '1' }), 'a write after the failover');
+	});
+
+	it('bad cluster options are a clear TypeError at construction', () => {
+		expect(() => new RedisInfoSessionManager(`${cluster.url}/2`, { cluster: true })).toThrow(TypeError);
+		expect(() => new RedisInfoSessionManager(`${cluster.url}/2`, { cluster: true })).toThrow(/database/);
+		expect(() => new RedisStreamSessionManager(cluster.url, { cluster: { nodes: [] } })).toThrow(/cluster.nodes/);
+		expect(() => new RedisStreamSessionManager(cluster.url, { cluster: 'yes' })).toThrow(TypeError);
+		expect(() => new RedisSubscriptionManager(cluster.url, { cluster: true, sentinel: { nodes: ['127.0.0.1:1'] } })).toThrow(/exclude/);
+		expect(() => new RedisInfoSessionManager('redis+unix:///tmp/x.sock', { cluster: true })).toThrow(TypeError);
+	});
+});

@@ -1,0 +1,280 @@
+//! Redis Cluster: what the `redis` crate's [`ClusterConnection`] does not do for us.
+//!
+//! The crate routes each command by its key, follows MOVED/ASK, refreshes the slot map and
+//! splits multi-key commands such as `DEL a b` across slots. Two things it leaves to us:
+//! * **pipelines across slots.** It sends a whole pipeline to the node of its first key
+//!   and fails it with CROSSSLOT if another key hashes elsewhere. Our pipelines carry the
+//!   calls of a whole tick (many sessions), so [`query`] splits one per slot, sends the
+//!   parts together (each to its slot's master) and puts the replies back in order;
+//! * **sharded subscriptions one slot per command.** After a topology change the crate
+//!   resubscribes by node, in one SSUBSCRIBE per node, which a node refuses (CROSSSLOT)
+//!   when its channels span slots; and on a slot migration the server drops the
+//!   subscription with a `sunsubscribe` push that nothing answers. The managers keep their
+//!   own registry of wanted channels and restore them through [`ssubscribe`], which sends
+//!   one SSUBSCRIBE per slot.
+
+use std::collections::HashMap;
+
+use futures_util::future::try_join_all;
+use redis::aio::ConnectionLike;
+use redis::cluster_async::ClusterConnection;
+use redis::cluster_routing::{Route, RoutingInfo, SingleNodeRoutingInfo, Slot, SlotAddr};
+use redis::{Arg, Cmd, Pipeline, RedisResult, Value};
+
+/// Where one command of a pipeline goes.
+#[derive(Debug, PartialEq)]
+enum Part {
+    /// With the other commands of this slot, in one pipeline to the slot's master.
+    Slot(Slot),
+    /// On its own, routed by the crate: a multi-key DEL (split across slots), a keyless
+    /// or unknown command.
+    Alone,
+}
+
+/// The commands our pipelines carry whose first argument is their one key (or channel).
+const FIRST_ARG_KEYED: &[&[u8]] = &[
+    b"GET",
+    b"SET",
+    b"SMEMBERS",
+    b"SADD",
+    b"SREM",
+    b"EXISTS",
+    b"DEL",
+    b"PUBLISH",
+    b"SPUBLISH",
+];
+
+/// Which slot a command belongs to, when it has exactly one key.
+fn part_of(cmd: &Cmd) -> Part {
+    let args: Vec<&[u8]> = cmd
+        .args_iter()
+        .map(|arg| match arg {
+            Arg::Simple(bytes) => bytes,
+            _ => b"",
+        })
+        .collect();
+    let Some(name) = args.first() else {
+        return Part::Alone;
+    };
+    let name = name.to_ascii_uppercase();
+    let key = if name == b"EVAL" || name == b"EVALSHA" {
+        // EVAL script 1 key args...: one declared key.
+        match (args.get(2), args.get(3)) {
+            (Some(&b"1"), Some(key)) => Some(*key),
+            _ => None,
+        }
+    } else if FIRST_ARG_KEYED.contains(&name.as_slice()) {
+        let multi_key = matches!(name.as_slice(), b"DEL" | b"EXISTS") && args.len() > 2;
+        args.get(1).copied().filter(|_| !multi_key)
+    } else {
+        None
+    };
+    key.map_or(Part::Alone, |key| Part::Slot(Slot::for_key(key)))
+}
+
+/// Runs `pipeline` on the cluster: one pipeline per slot (sent to the slot's master),
+/// multi-slot and keyless commands on their own, all at once; replies in command order.
+/// Commands of one slot keep their order, so do pipelines of one slot sent one after
+/// the other (the crate queues requests in the order they are made).
+pub async fn query(
+    connection: &ClusterConnection,
+    pipeline: &Pipeline,
+    offset: usize,
+    count: usize,
+) -> RedisResult<Vec<Value>> {
+    let commands: Vec<&Cmd> = pipeline.cmd_iter().collect();
+    let mut slots: Vec<(Slot, Vec<usize>)> = Vec::new();
+    let mut slot_index: HashMap<Slot, usize> = HashMap::new();
+    let mut alone: Vec<usize> = Vec::new();
+    for (i, cmd) in commands.iter().enumerate() {
+        match part_of(cmd) {
+            Part::Slot(slot) => {
+                let at = *slot_index.entry(slot).or_insert_with(|| {
+                    slots.push((slot, Vec::new()));
+                    slots.len() - 1
+                });
+                slots[at].1.push(i);
+            }
+            Part::Alone => alone.push(i),
+        }
+    }
+    if alone.is_empty() && slots.len() == 1 {
+        // The common case of one session's call: the pipeline as it is.
+        let route = Route::with_slot(slots[0].0, SlotAddr::Master);
+        return connection
+            .clone()
+            .route_pipeline(
+                pipeline.clone(),
+                offset,
+                count,
+                SingleNodeRoutingInfo::SpecificNode(route),
+            )
+            .await;
+    }
+    let by_slot = slots.iter().map(|(slot, members)| {
+        let mut part = Pipeline::with_capacity(members.len());
+        for &i in members {
+            part.add_command(commands[i].clone());
+        }
+        let route = SingleNodeRoutingInfo::SpecificNode(Route::with_slot(*slot, SlotAddr::Master));
+        let mut connection = connection.clone();
+        async move {
+            connection
+                .route_pipeline(part, 0, members.len(), route)
+                .await
+        }
+    });
+    let singles = alone.iter().map(|&i| {
+        let mut connection = connection.clone();
+        let cmd = commands[i];
+        async move { connection.req_packed_command(cmd).await }
+    });
+    // `try_join_all` polls in order, so each part is queued in the order built.
+    let (slot_replies, single_replies) =
+        futures_util::future::try_join(try_join_all(by_slot), try_join_all(singles)).await?;
+    let mut replies: Vec<Option<Value>> = vec![None; commands.len()];
+    for ((_, members), values) in slots.iter().zip(slot_replies) {
+        for (&i, value) in members.iter().zip(values) {
+            replies[i] = Some(value);
+        }
+    }
+    for (&i, value) in alone.iter().zip(single_replies) {
+        replies[i] = Some(value);
+    }
+    Ok(replies
+        .into_iter()
+        .skip(offset)
+        .take(count)
+        .map(|v| v.unwrap_or(Value::Nil))
+        .collect())
+}
+
+/// The address of a cluster node.
+pub struct Node {
+    host: String,
+    port: u16,
+}
+
+/// The masters of the cluster now (from CLUSTER SLOTS), for work that must visit every
+/// one of them: SCANs see one node's keys only.
+pub async fn masters(connection: &ClusterConnection) -> RedisResult<Vec<Node>> {
+    let mut slots = redis::cmd("CLUSTER");
+    slots.arg("SLOTS");
+    let reply = connection
+        .clone()
+        .route_command(
+            slots,
+            RoutingInfo::SingleNode(SingleNodeRoutingInfo::Random),
+        )
+        .await?;
+    let ranges: Vec<Value> = redis::from_redis_value(reply)?;
+    let mut nodes: Vec<Node> = Vec::new();
+    for range in ranges {
+        // [start, end, [host, port, id, ...], replicas...]
+        let Value::Array(parts) = range else { continue };
+        let Some(Value::Array(master)) = parts.into_iter().nth(2) else {
+            continue;
+        };
+        let mut master = master.into_iter();
+        let (Some(host), Some(port)) = (master.next(), master.next()) else {
+            continue;
+        };
+        let (host, port): (String, u16) = (
+            redis::from_redis_value(host)?,
+            redis::from_redis_value(port)?,
+        );
+        if !nodes.iter().any(|n| n.host == host && n.port == port) {
+            nodes.push(Node { host, port });
+        }
+    }
+    Ok(nodes)
+}
+
+/// Runs one command on one node.
+pub async fn on_node(connection: &ClusterConnection, cmd: Cmd, node: &Node) -> RedisResult<Value> {
+    let routing = RoutingInfo::SingleNode(SingleNodeRoutingInfo::ByAddress {
+        host: node.host.clone(),
+        port: node.port,
+    });
+    connection.clone().route_command(cmd, routing).await
+}
+
+/// Channels grouped by slot, in first-seen order.
+fn by_slot(channels: &[String]) -> Vec<Vec<&String>> {
+    let mut groups: Vec<Vec<&String>> = Vec::new();
+    let mut index: HashMap<Slot, usize> = HashMap::new();
+    for channel in channels {
+        let at = *index
+            .entry(Slot::for_key(channel.as_bytes()))
+            .or_insert_with(|| {
+                groups.push(Vec::new());
+                groups.len() - 1
+            });
+        groups[at].push(channel);
+    }
+    groups
+}
+
+/// SSUBSCRIBEs `channels`, one command per slot, all at once; the crate waits for every
+/// confirmation.
+pub async fn ssubscribe(connection: &ClusterConnection, channels: &[String]) -> RedisResult<()> {
+    try_join_all(by_slot(channels).into_iter().map(|group| {
+        let mut connection = connection.clone();
+        async move { connection.ssubscribe(group).await }
+    }))
+    .await
+    .map(drop)
+}
+
+/// SUNSUBSCRIBEs `channels`, one command per slot.
+pub async fn sunsubscribe(connection: &ClusterConnection, channels: &[String]) -> RedisResult<()> {
+    try_join_all(by_slot(channels).into_iter().map(|group| {
+        let mut connection = connection.clone();
+        async move { connection.sunsubscribe(group).await }
+    }))
+    .await
+    .map(drop)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn commands_go_to_the_slot_of_their_one_key() {
+        let mut get = redis::cmd("GET");
+        get.arg("a");
+        assert_eq!(part_of(&get), Part::Slot(Slot::for_key("a")));
+        let mut eval = redis::cmd("EVAL");
+        eval.arg("return 1").arg(1).arg("k").arg("x");
+        assert_eq!(part_of(&eval), Part::Slot(Slot::for_key("k")));
+        let mut publish = redis::cmd("SPUBLISH");
+        publish.arg("session:a").arg("x");
+        assert_eq!(part_of(&publish), Part::Slot(Slot::for_key("session:a")));
+    }
+
+    #[test]
+    fn multi_key_and_keyless_commands_stand_alone() {
+        let mut del = redis::cmd("DEL");
+        del.arg("available:session:a").arg("available:session:b");
+        assert_eq!(part_of(&del), Part::Alone);
+        let mut one = redis::cmd("DEL");
+        one.arg("available:session:a");
+        assert_eq!(
+            part_of(&one),
+            Part::Slot(Slot::for_key("available:session:a"))
+        );
+        assert_eq!(part_of(&redis::cmd("PING")), Part::Alone);
+        let mut keyless = redis::cmd("EVAL");
+        keyless.arg("return 1").arg(0);
+        assert_eq!(part_of(&keyless), Part::Alone);
+    }
+
+    #[test]
+    fn channels_group_by_slot() {
+        let channels: Vec<String> = ["{x}a", "b", "{x}c"].map(String::from).to_vec();
+        let groups = by_slot(&channels);
+        assert_eq!(groups.len(), 2);
+        assert_eq!(groups[0], vec![&channels[0], &channels[2]]);
+    }
+}
