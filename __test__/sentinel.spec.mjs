@@ -20,11 +20,11 @@ beforeAll(async () => {
 afterAll(() => set?.stop());
 
 const url = `redis://${MASTER_NAME}`;
-const options = () => ({ sentinel: { nodes: set.nodes }, commandTimeout: 2000, connectTimeout: 1000 });
+const options = (of = set) => ({ sentinel: { nodes: of.nodes }, commandTimeout: 2000, connectTimeout: 1000 });
 
-function managers(extra = {}) {
+function managers(extra = {}, of = set) {
 	const errors = [];
-	const all = { ...options(), ...extra, onError: (e) => errors.push(e.message) };
+	const all = { ...options(of), ...extra, onError: (e) => errors.push(e.message) };
 	const streams = new RedisStreamSessionManager(url, all);
 	const info = new RedisInfoSessionManager(url, all);
 	cleanups.push(() => streams.close(), () => info.close());
@@ -94,5 +94,27 @@ describe('Sentinel', () => {
 		expect(() => new RedisInfoSessionManager(url, { sentinel: { nodes: ['no-port'] } })).toThrow(/host:port/);
 		expect(() => new RedisInfoSessionManager(url, { sentinel: { nodes: set.nodes, extra: 1 } })).toThrow(/sentinel.extra/);
 		expect(() => new RedisInfoSessionManager('redis+unix:///tmp/x.sock', { sentinel: { nodes: set.nodes } })).toThrow(TypeError);
+	});
+	// Its own set: the failover tests above leave no replica to promote.
+	it('hears +switch-master: an idle stream follows a failover away from a frozen master', async () => {
+		// A long TTL: the liveness check (which would notice the frozen master by its
+		// timeouts) does not run during the test, so only +switch-master can move the
+		// stream's subscription.
+		const own = await startSentinelSet();
+		cleanups.push(() => own.stop());
+		const { streams } = managers({ sessionTtlSeconds: 600 }, own);
+		const rec = recorder();
+		await streams.create('w1', rec);
+		const before = await currentMasterPort(own.sentinels[0].port);
+		const frozen = [own.master, own.replica].find((n) => n.port === before);
+		frozen.signal('SIGSTOP');
+		cleanups.push(() => frozen.signal('SIGCONT'));
+		await eventually(async () => (await currentMasterPort(own.sentinels[0].port)) !== before, 30_000, 'the sentinels to promote the replica');
+
+		const sender = managers({}, own);
+		await until(async () => {
+			await sender.streams.send(['w1'], 'via the new master');
+			await eventually(() => rec.chunks.includes('via the new master'), 1000, 'delivery');
+		}, 'delivery through the new master', 15_000);
 	});
 });

@@ -7,6 +7,7 @@ import { writeFileSync, mkdirSync } from 'node:fs';
 import os from 'node:os';
 import { fileURLToPath } from 'node:url';
 import { createClient } from 'redis';
+import { startCluster } from '../__test__/helpers/cluster.mjs';
 import { startRedis } from '../__test__/helpers/redis.mjs';
 
 const quick = process.argv.includes('--quick');
@@ -307,6 +308,43 @@ table.push(['ours info set+get at 64 as a share of the SET/GET ceiling (commands
 table.push(['no client: set+get\'s loop with a Map for Redis (JSON and promises only), 64 in flight, as a share of the ceiling (commands/s)', '', share(floor64), '']);
 table.push(['no client: the delivery sender\'s loop with a no-op send, main-thread CPU per send (µs)', '', fmt(median(senderFloors)), '']);
 
+// Redis Cluster (ours only: upstream has no cluster mode): the same set+get and delivery
+// runs on a private 3-master + 3-replica cluster, beside ours on the standalone server,
+// one after the other in each round.
+const cluster = await startCluster();
+const clustered = { pairs: [], delivered: [] };
+const standalone = { pairs: [], delivered: [] };
+const delivery = async (target) => {
+	const messages = quick ? 30_000 : 100_000;
+	const receiver = spawnWorker('ours', 'receiver', { ...target, sessions: 100, prefix: 'cd', expect: messages });
+	await receiver.ready;
+	const sender = await runSender('ours', { ...target, prefix: 'cd', sessions: 100, messages, concurrency: 256, payload: 300 });
+	const r = await receiver.settle(messages);
+	sender.finish();
+	check(r.received === messages, `ours cluster delivery: received ${r.received}/${messages}`);
+	return r.received / r.seconds;
+};
+for (let round = 0; round < ROUNDS; round++) {
+	const targets = [
+		[standalone, { url }],
+		[clustered, { url: cluster.url, options: { cluster: true } }],
+	];
+	for (const [into, target] of round % 2 ? [...targets].reverse() : targets) {
+		into.pairs.push((await spawnWorker('ours', 'infoSetGet', { ...target, concurrency: 64, ms: MS }).result).value);
+		into.delivered.push(await delivery(target));
+	}
+	process.stderr.write('.');
+}
+process.stderr.write('\n');
+await cluster.stop();
+const clusterTable = [
+	['info set+get, 64 in flight (pairs/s)', 'pairs'],
+	['delivery to 100 sessions in another process, 256 sends in flight (delivered messages/s)', 'delivered'],
+].map(([label, key]) => {
+	const ratios = standalone[key].map((v, i) => clustered[key][i] / v);
+	return [label, fmt(median(standalone[key])), fmt(median(clustered[key])), `${median(ratios).toFixed(2)}×`];
+});
+
 const redisVersion = (await admin.info('server')).match(/redis_version:(\S+)/)[1];
 const machine = `${os.cpus().length} cores (${os.cpus()[0].model.trim()}), Node ${process.version}, Redis ${redisVersion}, ${quick ? 'quick' : 'full'} mode, ${ROUNDS} rounds, ${new Date().toISOString().slice(0, 10)}`;
 const lines = [
@@ -316,6 +354,14 @@ const lines = [
 	'|---|---|---|---|',
 	...table.map((r) => `| ${r.join(' | ')} |`),
 ];
+lines.push(
+	'',
+	'Ours on a Redis Cluster (3 masters + 3 replicas, all on this machine) beside ours on one Redis:',
+	'',
+	'| scenario | ours, one Redis | ours, cluster | cluster ÷ one Redis |',
+	'|---|---|---|---|',
+	...clusterTable.map((r) => `| ${r.join(' | ')} |`),
+);
 if (notes.length) lines.push('', ...notes.map((n) => `- ${n}`));
 const output = lines.join('\n');
 console.log(output);

@@ -17,8 +17,9 @@ const mod =
 			? await import('../index.mjs')
 			: {};
 const { RedisInfoSessionManager, RedisStreamSessionManager, RedisSubscriptionManager } = mod;
-const newInfo = () => new RedisInfoSessionManager(p.url);
-const newStreams = () => new RedisStreamSessionManager(p.url);
+// `options` (ours only): e.g. { cluster: true } for the cluster rows.
+const newInfo = () => new RedisInfoSessionManager(p.url, p.options);
+const newStreams = () => new RedisStreamSessionManager(p.url, p.options);
 
 function fail(message) {
 	console.error(`bench check failed (${impl} ${scenario}): ${message}`);

@@ -144,7 +144,8 @@ pub fn source_for(url: &str, options: &NativeOptions) -> Result<Source, String> 
         addrs.push(ConnectionAddr::Tcp(host, port));
     }
     let redis = info.redis_settings();
-    let mut builder = SentinelClientBuilder::new(addrs, master, SentinelServerType::Master)
+    let master_name = master.clone();
+    let mut builder = SentinelClientBuilder::new(addrs.clone(), master, SentinelServerType::Master)
         .map_err(|e| format!("Invalid sentinel settings: {e}"))?
         .set_client_to_redis_db(redis.db())
         .set_client_to_redis_protocol(ProtocolVersion::RESP3)
@@ -168,10 +169,34 @@ pub fn source_for(url: &str, options: &NativeOptions) -> Result<Source, String> 
             builder = builder.set_client_to_redis_certificates(certificates(tls));
         }
     }
+    // Clients for the sentinels themselves, to hear `+switch-master`.
+    let mut sentinel_redis =
+        redis::RedisConnectionInfo::default().set_protocol(ProtocolVersion::RESP3);
+    if let Some(username) = &sentinel.username {
+        sentinel_redis = sentinel_redis.set_username(username);
+    }
+    if let Some(password) = &sentinel.password {
+        sentinel_redis = sentinel_redis.set_password(password);
+    }
+    let watchers = addrs
+        .iter()
+        .map(|addr| {
+            let info = addr.clone().into_connection_info().map(|i| {
+                i.set_redis_settings(sentinel_redis.clone())
+                    .set_tcp_settings(info.tcp_settings().clone())
+            })?;
+            Client::open(info)
+        })
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| format!("Invalid sentinel settings: {}", describe(&e)))?;
     let client = builder
         .build()
         .map_err(|e| format!("Invalid sentinel settings: {e}"))?;
-    Ok(Source::Sentinel(SentinelSource::new(client)))
+    Ok(Source::Sentinel(SentinelSource::new(
+        client,
+        master_name,
+        watchers,
+    )))
 }
 
 /// The PEM material of `tls` as redis-rs takes it.

@@ -125,6 +125,11 @@ impl Link {
 /// connection to it fails.
 pub struct SentinelSource {
     sentinel: tokio::sync::Mutex<SentinelClient>,
+    /// The master group's name, and a client per sentinel, to hear `+switch-master`.
+    name: String,
+    sentinels: Vec<Client>,
+    /// The task listening for `+switch-master`, started with the first connection.
+    watcher: Mutex<Option<tokio::task::JoinHandle<()>>>,
     /// The master as last resolved, and a number bumped each time it moved.
     master: Mutex<Option<(Client, u64)>>,
     /// A re-resolution is running (one at a time).
@@ -134,9 +139,12 @@ pub struct SentinelSource {
 }
 
 impl SentinelSource {
-    pub fn new(sentinel: SentinelClient) -> Arc<Self> {
+    pub fn new(sentinel: SentinelClient, name: String, sentinels: Vec<Client>) -> Arc<Self> {
         Arc::new(SentinelSource {
             sentinel: tokio::sync::Mutex::new(sentinel),
+            name,
+            sentinels,
+            watcher: Mutex::new(None),
             master: Mutex::new(None),
             resolving: AtomicBool::new(false),
             followers: Mutex::new(Vec::new()),
@@ -169,6 +177,18 @@ impl SentinelSource {
         }
     }
 
+    /// Starts listening for `+switch-master` (once). Must run inside tokio.
+    fn watch(self: &Arc<Self>) {
+        let mut watcher = self.watcher.lock().unwrap();
+        if watcher.is_none() {
+            *watcher = Some(tokio::spawn(watch_switches(
+                Arc::downgrade(self),
+                self.name.clone(),
+                self.sentinels.clone(),
+            )));
+        }
+    }
+
     /// A connection to the master failed: ask the sentinels again (once at a time), and
     /// if the master moved, rebuild every connection of this source.
     fn suspect(self: &Arc<Self>) {
@@ -192,6 +212,62 @@ impl SentinelSource {
                 }
             }
         });
+    }
+}
+
+impl Drop for SentinelSource {
+    fn drop(&mut self) {
+        if let Some(watcher) = self.watcher.lock().unwrap().take() {
+            watcher.abort();
+        }
+    }
+}
+
+/// Listens on one sentinel at a time for `+switch-master` of our group: a failover is
+/// then followed at once, even by connections that are idle or still connected to the
+/// old master (a partition), instead of at their next failed call.
+async fn watch_switches(source: Weak<SentinelSource>, name: String, sentinels: Vec<Client>) {
+    let mut pause = Duration::from_millis(100);
+    let prefix = format!("{name} ");
+    loop {
+        for sentinel in &sentinels {
+            let (tx, mut pushes) = mpsc::unbounded_channel();
+            let config = redis::AsyncConnectionConfig::new()
+                .set_connection_timeout(Some(Duration::from_secs(2)))
+                .set_push_sender(tx);
+            let Ok(mut connection) = sentinel
+                .get_multiplexed_async_connection_with_config(&config)
+                .await
+            else {
+                continue;
+            };
+            if connection.subscribe("+switch-master").await.is_err() {
+                continue;
+            }
+            pause = Duration::from_millis(100);
+            while let Some(push) = pushes.recv().await {
+                match push.kind {
+                    PushKind::Message => {
+                        let ours = matches!(
+                            push.data.get(1),
+                            Some(redis::Value::BulkString(text)) if text.starts_with(prefix.as_bytes())
+                        );
+                        match source.upgrade() {
+                            Some(source) if ours => source.suspect(),
+                            Some(_) => {}
+                            None => return,
+                        }
+                    }
+                    PushKind::Disconnection => break,
+                    _ => {}
+                }
+            }
+        }
+        if source.strong_count() == 0 {
+            return;
+        }
+        tokio::time::sleep(jittered(pause)).await;
+        pause = (pause * 2).min(Duration::from_secs(5));
     }
 }
 
@@ -292,6 +368,7 @@ impl Connection {
                 .lock()
                 .unwrap()
                 .push(Arc::downgrade(&connection));
+            sentinel.watch();
         }
         Ok(connection)
     }

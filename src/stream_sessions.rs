@@ -350,20 +350,24 @@ impl StreamSessions {
             let mut table = self.shared.table.lock().unwrap();
             for (change, id) in changes.chunks_exact(3).zip(ids) {
                 let (kind, token, word) = (change[0], change[1], change[2]);
-                if kind == CHANGE_CREATE {
-                    table.insert(
-                        id.clone(),
-                        Session {
-                            token,
-                            confirmed: false,
-                        },
-                    );
-                    created.push((id, token, word));
-                } else if table.owned(&id, token) {
-                    table.remove(&id);
-                    if word == 1 {
-                        gone.push(id);
+                match kind {
+                    CHANGE_CREATE => {
+                        table.insert(
+                            id.clone(),
+                            Session {
+                                token,
+                                confirmed: false,
+                            },
+                        );
+                        created.push((id, token, word));
                     }
+                    CHANGE_DROP if table.owned(&id, token) => {
+                        table.remove(&id);
+                        if word == 1 {
+                            gone.push(id);
+                        }
+                    }
+                    _ => {}
                 }
             }
             // A creation ended in the same tick subscribes and marks nothing; it still
