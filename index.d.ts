@@ -31,6 +31,12 @@ export interface RedisSessionManagerOptions {
 	 * the master group name. Failovers are followed by both connections.
 	 */
 	sentinel?: { nodes: string[]; username?: string; password?: string };
+	/**
+	 * Redis Cluster: the URL is a seed node (its credentials and TLS apply to every node);
+	 * `nodes` adds more seeds (URLs or `host:port`). Session channels are sharded
+	 * (SSUBSCRIBE/SPUBLISH). Excludes `sentinel` and a database other than 0.
+	 */
+	cluster?: boolean | { nodes: string[] };
 	/** Receives background errors (lost connection, failed refresh, a controller that threw,
 	 * a dropped setter promise that failed). Default: a rate-limited process warning. */
 	onError?: (error: Error) => void;

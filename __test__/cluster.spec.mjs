@@ -48,6 +48,21 @@ async function idsOnEveryMaster(prefix) {
 	return [...byMaster.entries()].map(([port, id]) => ({ port, id }));
 }
 
+/** `count` session ids whose session channels are in different slots served by `port`. */
+async function idsOn(port, count, prefix) {
+	const ids = [];
+	const slots = new Set();
+	for (let i = 0; ids.length < count; i++) {
+		const id = `${prefix}-${i}`;
+		const slot = slotOf(`session:${id}`);
+		if (!slots.has(slot) && (await cluster.ownerOf(slot)) === port) {
+			slots.add(slot);
+			ids.push(id);
+		}
+	}
+	return ids;
+}
+
 /** Subscribers of a sharded channel on the node `port` (PUBSUB SHARDNUMSUB). */
 async function shardSubscribers(port, channel) {
 	const reply = await onNode(port, ['PUBSUB', 'SHARDNUMSUB', channel]);
@@ -58,8 +73,7 @@ async function shardSubscribers(port, channel) {
 const until = (call, what, ms = 20_000) => eventually(() => call().then(() => true, () => false), ms, what);
 
 /** Sends until the session's recorder gets the message: delivery has resumed. */
-async function deliveryResumes(streams, rec, id, text, ms = 20_000) {
-	const started = Date.now();
+async function deliveryResumes(streams, rec, id, text, ms = 20_000, started = Date.now()) {
 	await until(async () => {
 		await streams.send([id], text);
 		await eventually(() => rec.chunks.includes(text), 1000, 'delivery');
@@ -147,6 +161,27 @@ describe('Redis Cluster', () => {
 		expect(received[0].params.uri).toBe('file:///w');
 	});
 
+	it('upstreamCompatible: broadcast and info delete SCAN every master', async () => {
+		const receiver = managers();
+		const compat = managers({ upstreamCompatible: true });
+		const ids = await idsOnEveryMaster('uc');
+		const recs = [];
+		for (const { id } of ids) {
+			const rec = recorder();
+			recs.push(rec);
+			await receiver.streams.create(id, rec);
+		}
+		// One PUBLISH per liveness key found: keys on three masters.
+		await compat.streams.send(undefined, 'scanned broadcast');
+		for (const rec of recs) await eventually(() => rec.chunks.includes('scanned broadcast'), 5000, 'the scanned broadcast');
+
+		const uris = ['file:///p', 'file:///q', 'file:///r', 'file:///s'];
+		for (const uri of uris) await compat.info.addSubscription('uc-info', uri);
+		await compat.info.delete('uc-info');
+		for (const uri of uris) expect(await compat.info.getSubscriptions(uri)).toEqual([]);
+		expect(compat.errors).toEqual([]);
+	});
+
 	it('a live slot migration moves the subscription to the new owner and delivery resumes', async () => {
 		const { streams, errors } = managers();
 		const [{ id, port: from }] = await idsOnEveryMaster('mig');
@@ -157,12 +192,13 @@ describe('Redis Cluster', () => {
 
 		const slot = slotOf(`session:${id}`);
 		const to = (await cluster.topology()).find((n) => n.master && !n.failed && n.port !== from).port;
+		const moved = Date.now();
 		await cluster.moveSlot(slot, to);
 		expect(await cluster.ownerOf(slot)).toBe(to);
 
 		await eventually(async () => (await shardSubscribers(to, `session:${id}`)) === 1, 10_000, 'the subscription at the new owner');
-		const ms = await deliveryResumes(streams, rec, id, 'after migration');
-		console.log(`cluster slot migration: delivery resumed ${ms} ms after the slot moved`);
+		const ms = await deliveryResumes(streams, rec, id, 'after migration', 20_000, moved);
+		console.log(`cluster slot migration: delivery resumed ${ms} ms after the migration began`);
 		expect(errors.filter((e) => !/pub\/sub/.test(e))).toEqual([]);
 	});
 
@@ -173,12 +209,13 @@ describe('Redis Cluster', () => {
 		await streams.create(id, rec);
 		await info.setClientInfo(id, { name: 'before', version: '1' });
 		const replica = await cluster.replicaOf(master);
+		const began = Date.now();
 		await onNode(replica, ['CLUSTER', 'FAILOVER']);
 		const slot = slotOf(`session:${id}`);
 		await eventually(async () => (await cluster.ownerOf(slot, replica)) === replica, 20_000, 'the replica to take over');
 
-		const ms = await deliveryResumes(streams, rec, id, 'after manual failover');
-		console.log(`cluster manual failover: delivery resumed ${ms} ms after the promotion was seen`);
+		const ms = await deliveryResumes(streams, rec, id, 'after manual failover', 20_000, began);
+		console.log(`cluster manual failover: delivery resumed ${ms} ms after CLUSTER FAILOVER`);
 		// Subscribed once within the slot's shard: a demoted master still gets its shard's
 		// messages (sharded messages reach the replicas too), so the subscription may stay.
 		const subscribed = (await shardSubscribers(replica, `session:${id}`)) + (await shardSubscribers(master, `session:${id}`));
@@ -198,13 +235,23 @@ describe('Redis Cluster', () => {
 			await streams.create(id, rec);
 		}
 		const { id, port: victim } = ids[0];
+		// More sessions on the victim, in other slots: their restored subscriptions must not
+		// be sent as one multi-slot SSUBSCRIBE (refused with CROSSSLOT).
+		const more = await idsOn(victim, 3, 'k-more');
+		for (const other of more) {
+			const rec = recorder();
+			recs.set(other, rec);
+			await streams.create(other, rec);
+		}
 		const replica = await cluster.replicaOf(victim);
+		const killed = Date.now();
 		await cluster.kill(victim);
 		const slot = slotOf(`session:${id}`);
 		await eventually(async () => (await cluster.ownerOf(slot, replica)) === replica, 30_000, 'the replica to be promoted');
 
-		const ms = await deliveryResumes(streams, recs.get(id), id, 'after the kill', 30_000);
-		console.log(`cluster master SIGKILL: delivery resumed ${ms} ms after the promotion was seen`);
+		const ms = await deliveryResumes(streams, recs.get(id), id, 'after the kill', 30_000, killed);
+		console.log(`cluster master SIGKILL: delivery resumed ${ms} ms after the kill`);
+		for (const other of more) await deliveryResumes(streams, recs.get(other), other, 'after the kill too', 10_000);
 		// Sessions on the other masters never stopped working.
 		for (const other of ids.slice(1)) {
 			await streams.send([other.id], 'still here');

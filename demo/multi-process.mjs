@@ -1,12 +1,13 @@
 // The main job, end to end: two TMCP server processes share one Redis; an MCP SDK
 // client opens its SSE stream on process A and sends every request to process B.
-import { createClient } from 'redis';
+import { createClient, createCluster } from 'redis';
 import { Client } from '@modelcontextprotocol/sdk/client/index.js';
 import { StreamableHTTPClientTransport } from '@modelcontextprotocol/sdk/client/streamableHttp.js';
 import {
 	ResourceUpdatedNotificationSchema,
 	ToolListChangedNotificationSchema,
 } from '@modelcontextprotocol/sdk/types.js';
+import { startCluster } from '../__test__/helpers/cluster.mjs';
 import { startRedis } from '../__test__/helpers/redis.mjs';
 import { callTool, openListen } from './listen.mjs';
 import { startProcess, stopProcesses } from './processes.mjs';
@@ -14,7 +15,41 @@ import { RESOURCE_URI } from './server.mjs';
 
 const say = (line) => console.log(line);
 const started = [];
+// `npm run demo -- --cluster`: the same on a private Redis Cluster (3 masters + 3 replicas).
+const onCluster = process.argv.includes('--cluster');
+const managerOptions = onCluster ? { cluster: true } : {};
 let redisServer;
+
+/**
+ * What the demo reads in Redis, from one server or across a cluster: node-redis routes
+ * key commands by slot; KEYS asks every master; subscribers of our channels are counted
+ * at the channel's owner (sharded on a cluster).
+ */
+async function observe(url) {
+	if (!onCluster) {
+		const client = createClient({ url });
+		client.on('error', () => {});
+		await client.connect();
+		return Object.assign(client, {
+			keysMatching: (pattern) => client.keys(pattern),
+			subscribers: async (channel) => (await client.pubSubNumSub([channel]))[channel],
+		});
+	}
+	const cluster = createCluster({ rootNodes: [{ url }] });
+	cluster.on('error', () => {});
+	await cluster.connect();
+	return Object.assign(cluster, {
+		async keysMatching(pattern) {
+			const found = [];
+			for (const master of cluster.masters) found.push(...(await (await cluster.nodeClient(master)).keys(pattern)));
+			return found;
+		},
+		async subscribers(channel) {
+			const reply = await cluster.sendCommand(channel, false, ['PUBSUB', 'SHARDNUMSUB', channel]);
+			return Number(reply[1]);
+		},
+	});
+}
 let exitCode = 0;
 
 /**
@@ -42,18 +77,23 @@ async function stopAll() {
 
 try {
 	let redisUrl = process.env.REDIS_URL;
-	if (!redisUrl) {
+	if (onCluster) {
+		redisServer = await startCluster();
+		redisUrl = redisServer.url;
+		say(`• started a private Redis Cluster: 3 masters + 3 replicas (pids ${redisServer.nodes.map((n) => n.pid).join(', ')}), seed ${redisUrl}`);
+	} else if (!redisUrl) {
 		redisServer = await startRedis();
 		redisUrl = redisServer.url;
 		say(`• started a private redis-server (pid ${redisServer.pid}) on ${redisUrl}`);
 	} else {
 		say(`• using REDIS_URL`);
 	}
-	const redis = createClient({ url: redisUrl });
-	redis.on('error', () => {});
-	await redis.connect();
+	const redis = await observe(redisUrl);
 
-	const [a, b] = await Promise.all([startProcess('A', redisUrl, started, say), startProcess('B', redisUrl, started, say)]);
+	const [a, b] = await Promise.all([
+		startProcess('A', redisUrl, started, say, managerOptions),
+		startProcess('B', redisUrl, started, say, managerOptions),
+	]);
 	say(`• server process A: pid ${a.pid} at ${a.url}`);
 	say(`• server process B: pid ${b.pid} at ${b.url}`);
 
@@ -79,6 +119,7 @@ try {
 	say(`   session ${id}`);
 	say(`   Redis: tmcp:client_info:${id} = ${await redis.get(`tmcp:client_info:${id}`)}`);
 	say(`   Redis: available:session:${id} = ${await redis.get(`available:session:${id}`)} (A holds the stream)`);
+	say(`   Redis: ${onCluster ? 'PUBSUB SHARDNUMSUB' : 'PUBSUB NUMSUB'} session:${id} = ${await redis.subscribers(`session:${id}`)}${onCluster ? ' at the master of its slot (a sharded channel)' : ''}`);
 
 	say('\n2. tools/call whoami → B (B has no memory of the session: it hydrates it from Redis)');
 	const who = JSON.parse((await client.callTool({ name: 'whoami', arguments: {} })).content[0].text);
@@ -104,7 +145,7 @@ try {
 	await transport.terminateSession();
 	await client.close();
 	for (let i = 0; i < 100 && (await redis.exists(`available:session:${id}`)); i++) await new Promise((r) => setTimeout(r, 20));
-	const left = await redis.keys(`*${id}*`);
+	const left = await redis.keysMatching(`*${id}*`);
 	say(`   Redis keys left for the session: ${JSON.stringify(left)}`);
 	if (left.length) throw new Error('session keys left behind');
 
@@ -112,7 +153,8 @@ try {
 	const got = await listenOnAWhileBTouches(a.url, b.url);
 	for (const line of got) say(`   ← listen stream (held by A): ${line}`);
 	if (!got.some((l) => l.startsWith('notifications/tools/list_changed'))) throw new Error('listen stream got no list_changed');
-	say(`   Redis: PUBSUB NUMSUB tmcp:subscriptions = ${(await redis.pubSubNumSub(['tmcp:subscriptions']))['tmcp:subscriptions']} (only A: a process subscribes once it holds a listen stream)`);
+	const numsub = onCluster ? 'PUBSUB SHARDNUMSUB' : 'PUBSUB NUMSUB';
+	say(`   Redis: ${numsub} tmcp:subscriptions = ${await redis.subscribers('tmcp:subscriptions')} (only A: a process subscribes once it holds a listen stream)`);
 	await redis.quit();
 	say('\n✓ demo complete: stream on A, requests on B, notifications from B delivered through A');
 } catch (error) {

@@ -4,12 +4,13 @@ import { spawn } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
 
 /**
- * Starts `demo/server.mjs` as process `name` on a free port; resolves with its URL once
- * it listens. Its log lines go to `say`; the child is added to `started`.
+ * Starts `demo/server.mjs` as process `name` on a free port (with manager `options`, e.g.
+ * `{ cluster: true }`); resolves with its URL once it listens. Its log lines go to `say`; the child is added to `started`.
  */
-export function startProcess(name, redisUrl, started, say = () => {}) {
+export function startProcess(name, redisUrl, started, say = () => {}, options = {}) {
 	const script = fileURLToPath(new URL('./server.mjs', import.meta.url));
-	const child = spawn(process.execPath, [script, name, '0', redisUrl], { stdio: ['ignore', 'pipe', 'inherit'] });
+	const args = [script, name, '0', redisUrl, JSON.stringify(options)];
+	const child = spawn(process.execPath, args, { stdio: ['ignore', 'pipe', 'inherit'] });
 	started.push(child);
 	return new Promise((resolve, reject) => {
 		let buffered = '';

@@ -13,7 +13,7 @@ export const RESOURCE_URI = 'demo://counter';
 /**
  * @param {{ name: string, port?: number, redisUrl: string, log?: (line: string) => void }} options
  */
-export async function startServer({ name, port = 0, redisUrl, log = () => {} }) {
+export async function startServer({ name, port = 0, redisUrl, options = {}, log = () => {} }) {
 	const server = new McpServer(
 		{ name: `demo-${name}`, version: '1.0.0', description: `demo server ${name}` },
 		{
@@ -56,6 +56,7 @@ export async function startServer({ name, port = 0, redisUrl, log = () => {} }) 
 	});
 
 	const managers = createSessionManagers(redisUrl, {
+		...options,
 		onError: (error) => log(`[${name}] session manager: ${error.message}`),
 	});
 	const transport = new HttpTransport(server, {
@@ -130,11 +131,12 @@ export async function startServer({ name, port = 0, redisUrl, log = () => {} }) 
 }
 
 if (import.meta.url === pathToFileURL(process.argv[1]).href) {
-	const [name, port, redisUrl] = process.argv.slice(2);
+	const [name, port, redisUrl, optionsJson] = process.argv.slice(2);
 	const running = await startServer({
 		name,
 		port: Number(port),
 		redisUrl,
+		options: optionsJson ? JSON.parse(optionsJson) : {},
 		log: (line) => console.log(line),
 	});
 	console.log(`READY ${running.port}`);

@@ -56,6 +56,10 @@ void usage;
 new RedisInfoSessionManager('redis://mymaster', { sentinel: { nodes: ['127.0.0.1:26379'], password: 'x' } });
 // @ts-expect-error sentinel nodes are strings
 new RedisInfoSessionManager('redis://mymaster', { sentinel: { nodes: [26379] } });
+new RedisStreamSessionManager('redis://10.0.0.1:7000', { cluster: true });
+new RedisInfoSessionManager('redis://10.0.0.1:7000', { cluster: { nodes: ['10.0.0.2:7000', 'redis://10.0.0.3:7000'] } });
+// @ts-expect-error cluster is true or { nodes }
+new RedisInfoSessionManager('redis://10.0.0.1:7000', { cluster: 'yes' });
 // @ts-expect-error unknown options are rejected
 new RedisInfoSessionManager('redis://localhost', { ttl: 5 });
 // @ts-expect-error the URL is a string
