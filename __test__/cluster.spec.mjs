@@ -261,6 +261,47 @@ describe('Redis Cluster', () => {
 		await until(() => info.setClientInfo(id, { name: 'x', version: '1' }), 'a write after the failover');
 	});
 
+	it("an ACL user with the README's minimal rule plus the cluster additions runs every method", async () => {
+		const password = 'Clust3r-pw';
+		// Keep in sync with the README ("Redis ACL"): ACLs are per node, so on every node.
+		const rule = [
+			'on', `>${password}`, 'resetchannels', '~available:session:*', '~tmcp:*',
+			'&session:*', '&delete:session:*', '&tmcp:broadcast', '&tmcp:subscriptions',
+			'-@all', '+hello', '+ping', '+select', '+get', '+set', '+del', '+exists', '+sadd', '+srem',
+			'+smembers', '+publish', '+subscribe', '+unsubscribe', '+eval',
+			'+spublish', '+ssubscribe', '+sunsubscribe', '+cluster|slots',
+		];
+		for (const node of cluster.nodes.filter((n) => n.alive !== false)) {
+			await onNode(node.port, ['ACL', 'SETUSER', 'tmcp', 'reset', ...rule]);
+		}
+		const url = cluster.url.replace('redis://', `redis://tmcp:${password}@`);
+		const errors = [];
+		const all = options({ onError: (e) => errors.push(e.message) });
+		const streams = new RedisStreamSessionManager(url, all);
+		const info = new RedisInfoSessionManager(url, all);
+		const subscriptions = new RedisSubscriptionManager(url, all);
+		cleanups.push(() => streams.close(), () => info.close(), () => subscriptions.dispose());
+		const rec = recorder();
+		await streams.create('acl-c', rec);
+		await streams.send(['acl-c'], 'direct');
+		await streams.send(undefined, 'broadcast');
+		await eventually(() => rec.chunks.length === 2, 5000, 'deliveries');
+		await info.setClientInfo('acl-c', { name: 'n', version: '1' });
+		await info.addSubscription('acl-c', 'file:///acl-1');
+		await info.addSubscription('acl-c', 'file:///acl-2');
+		expect(await info.getClientInfo('acl-c')).toEqual({ name: 'n', version: '1' });
+		await info.delete('acl-c');
+		expect(await info.getSubscriptions('file:///acl-1')).toEqual([]);
+		const received = [];
+		const listener = { async acknowledge() {}, async send(n) { received.push(n); }, async close() {} };
+		await subscriptions.create({ id: 1, origin: 'o', filters: { toolsListChanged: true } }, listener);
+		await subscriptions.send({ jsonrpc: '2.0', method: 'notifications/tools/list_changed' });
+		await eventually(() => received.length === 1, 5000, 'the notification');
+		await streams.delete('acl-c');
+		expect(await streams.has('acl-c')).toBe(false);
+		expect(errors).toEqual([]);
+	});
+
 	it('bad cluster options are a clear TypeError at construction', () => {
 		expect(() => new RedisInfoSessionManager(`${cluster.url}/2`, { cluster: true })).toThrow(TypeError);
 		expect(() => new RedisInfoSessionManager(`${cluster.url}/2`, { cluster: true })).toThrow(/database/);
