@@ -25,7 +25,9 @@ beforeAll(async () => {
 }, 60_000);
 afterAll(() => cluster?.stop());
 
-const options = (extra = {}) => ({ cluster: true, commandTimeout: 3000, connectTimeout: 1000, ...extra });
+// Every node as a seed, as a deployment would list them: the URL's node may be the one a
+// test killed.
+const options = (extra = {}) => ({ cluster: { nodes: cluster.seeds }, commandTimeout: 3000, connectTimeout: 1000, ...extra });
 
 function managers(extra = {}) {
 	const errors = [];

@@ -155,9 +155,11 @@ pub struct Node {
     port: u16,
 }
 
-/// The masters of the cluster now (from CLUSTER SLOTS), for work that must visit every
-/// one of them: SCANs see one node's keys only.
-pub async fn masters(connection: &ClusterConnection) -> RedisResult<Vec<Node>> {
+/// Who serves which slots: `(first slot, last slot, master host, master port)`, sorted.
+pub type SlotOwners = Vec<(u16, u16, String, u16)>;
+
+/// The slot ranges and their masters now, from CLUSTER SLOTS (asked of any node).
+pub async fn slot_owners(connection: &ClusterConnection) -> RedisResult<SlotOwners> {
     let mut slots = redis::cmd("CLUSTER");
     slots.arg("SLOTS");
     let reply = connection
@@ -168,21 +170,36 @@ pub async fn masters(connection: &ClusterConnection) -> RedisResult<Vec<Node>> {
         )
         .await?;
     let ranges: Vec<Value> = redis::from_redis_value(reply)?;
-    let mut nodes: Vec<Node> = Vec::new();
+    let mut owners = SlotOwners::new();
     for range in ranges {
         // [start, end, [host, port, id, ...], replicas...]
         let Value::Array(parts) = range else { continue };
-        let Some(Value::Array(master)) = parts.into_iter().nth(2) else {
+        let mut parts = parts.into_iter();
+        let (Some(start), Some(end), Some(Value::Array(master))) =
+            (parts.next(), parts.next(), parts.next())
+        else {
             continue;
         };
         let mut master = master.into_iter();
         let (Some(host), Some(port)) = (master.next(), master.next()) else {
             continue;
         };
-        let (host, port): (String, u16) = (
+        owners.push((
+            redis::from_redis_value(start)?,
+            redis::from_redis_value(end)?,
             redis::from_redis_value(host)?,
             redis::from_redis_value(port)?,
-        );
+        ));
+    }
+    owners.sort();
+    Ok(owners)
+}
+
+/// The masters of the cluster now, for work that must visit every one of them: SCANs
+/// see one node's keys only.
+pub async fn masters(connection: &ClusterConnection) -> RedisResult<Vec<Node>> {
+    let mut nodes: Vec<Node> = Vec::new();
+    for (_, _, host, port) in slot_owners(connection).await? {
         if !nodes.iter().any(|n| n.host == host && n.port == port) {
             nodes.push(Node { host, port });
         }

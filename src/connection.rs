@@ -289,6 +289,8 @@ pub struct Connection {
     replace_after_ms: u64,
     /// To build a replacement cluster connection.
     options: NativeOptions,
+    /// On a cluster: who served which slots at the last look (see `follow_topology`).
+    topology: Mutex<Option<crate::cluster::SlotOwners>>,
 }
 
 /// A lazily connecting cluster connection (the crate connects in the background).
@@ -361,6 +363,7 @@ impl Connection {
             epoch: Instant::now(),
             replace_after_ms: 2 * u64::from(options.command_timeout_ms.max(500)),
             options: options.clone(),
+            topology: Mutex::new(None),
         });
         if let Source::Sentinel(sentinel) = &connection.source {
             sentinel
@@ -481,6 +484,40 @@ impl Connection {
         {
             self.suspect_master();
         }
+    }
+
+    /// On a cluster: reads who serves which slots, and if that changed since the last look
+    /// (a failover, a migration), replaces the connection and returns true: the caller
+    /// then subscribes everything again at the owners of now. A fresh connection leaves no
+    /// subscription behind at a node that no longer owns the slot (a demoted master still
+    /// gets its shard's messages, which would then arrive twice), and redis-rs may have
+    /// replaced a node's connection during the change without a word, taking its
+    /// subscriptions along.
+    pub async fn follow_topology(&self, timeout: Duration) -> bool {
+        let Source::Cluster(cluster) = &self.source else {
+            return false;
+        };
+        let Some(Link::Cluster(connection)) = self.current() else {
+            return false;
+        };
+        let Ok(Ok(owners)) =
+            tokio::time::timeout(timeout, crate::cluster::slot_owners(&connection)).await
+        else {
+            return false;
+        };
+        let changed = {
+            let mut known = self.topology.lock().unwrap();
+            let changed = known.as_ref().is_some_and(|known| *known != owners);
+            *known = Some(owners);
+            changed
+        };
+        if changed {
+            self.generation.fetch_add(1, Ordering::AcqRel);
+            let fresh = cluster_link(cluster, &self.options, self.push.as_ref());
+            *self.current.lock().unwrap() = Some((fresh, 0));
+            self.topology_changed();
+        }
+        changed
     }
 
     /// A call handed over with `ticket` got no answer in time. If nothing at all was

@@ -780,6 +780,9 @@ impl Subscribed {
         match failure {
             None => {
                 self.pause = None;
+                if round.number == 1 {
+                    shared.check_now.notify_one();
+                }
                 if round.restoring {
                     self.restoring = false;
                     // Deletes published while we were not subscribed were missed: the
@@ -910,7 +913,11 @@ async fn keep_alive(shared: Arc<Shared>) {
     loop {
         tokio::select! {
             _ = tick.tick() => check_subscriber(&shared).await,
-            _ = shared.check_now.notified() => {}
+            // After the first subscription and every restore: the topology they were
+            // made under is the one to compare with.
+            _ = shared.check_now.notified() => {
+                follow_topology(&shared).await;
+            }
         }
         if let Err(reason) = refresh(&shared).await {
             shared.deliveries.problem(&reason);
@@ -918,9 +925,24 @@ async fn keep_alive(shared: Arc<Shared>) {
     }
 }
 
+/// On a cluster whose slots changed owners since the last look: a fresh pub/sub
+/// connection, everything subscribed again. Returns whether that happened.
+async fn follow_topology(shared: &Shared) -> bool {
+    let timeout = shared.commands.options().command_timeout();
+    let moved = shared.subscriber.follow_topology(timeout).await;
+    if moved {
+        shared.resubscribe.store(true, Ordering::Release);
+        shared.wake_subscriber.notify_one();
+    }
+    moved
+}
+
 /// PINGs the pub/sub connection; a silent one is replaced and resubscribed.
 async fn check_subscriber(shared: &Shared) {
     if shared.table.lock().unwrap().sessions.is_empty() {
+        return;
+    }
+    if follow_topology(shared).await {
         return;
     }
     let timeout = shared.commands.options().command_timeout();

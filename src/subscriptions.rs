@@ -384,6 +384,11 @@ async fn check_connection(shared: &Shared) {
         return;
     }
     let timeout = shared.commands.options().command_timeout();
+    if shared.subscriber.follow_topology(timeout).await {
+        // A cluster's failover or migration: a fresh connection, subscribed again.
+        shared.subscribed.store(false, Ordering::Release);
+        return;
+    }
     if let Err(Failure::TimedOut { replaced: true }) = shared.subscriber.ping(timeout).await {
         shared.subscribed.store(false, Ordering::Release);
         shared.notifications.problem(

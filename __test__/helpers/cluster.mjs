@@ -74,8 +74,14 @@ export async function startCluster() {
 	}
 	const cluster = {
 		nodes,
-		/** The first node's URL: the seed. */
-		url: `redis://127.0.0.1:${nodes[0].port}`,
+		/** A live node's URL: the seed. */
+		get url() {
+			return `redis://127.0.0.1:${nodes.find((n) => n.alive !== false).port}`;
+		},
+		/** Every node as `host:port` (more seeds for the `cluster` option). */
+		get seeds() {
+			return nodes.map((n) => `127.0.0.1:${n.port}`);
+		},
 		/** `[{ port, id, master: boolean, slots: [[from, to], …], masterId }]` as CLUSTER NODES says on `askPort`. */
 		async topology(askPort) {
 			const alive = nodes.filter((n) => n.alive !== false);
