@@ -122,6 +122,17 @@ describe('Redis Cluster', () => {
 		expect(receiver.errors).toEqual([]);
 	});
 
+	it('close() drops the liveness keys of sessions on every master (one DEL split across slots)', async () => {
+		const { streams, errors } = managers();
+		const observer = managers();
+		const ids = await idsOnEveryMaster('close');
+		for (const { id } of ids) await streams.create(id, recorder());
+		for (const { id } of ids) expect(await observer.streams.has(id)).toBe(true);
+		await streams.close();
+		for (const { id } of ids) expect(await observer.streams.has(id)).toBe(false);
+		expect(errors).toEqual([]);
+	});
+
 	it('info: every method, and delete removes keys and reverse-index entries on several masters', async () => {
 		const { info } = managers();
 		const id = 'info-1';
