@@ -232,25 +232,39 @@ fn by_slot(channels: &[String]) -> Vec<Vec<&String>> {
     groups
 }
 
-/// SSUBSCRIBEs `channels`, one command per slot, all at once; the crate waits for every
-/// confirmation.
-pub async fn ssubscribe(connection: &ClusterConnection, channels: &[String]) -> RedisResult<()> {
-    try_join_all(by_slot(channels).into_iter().map(|group| {
-        let mut connection = connection.clone();
-        async move { connection.ssubscribe(group).await }
-    }))
+/// Runs `command` for each slot's share of `channels`, all at once.
+async fn per_slot<'a, Fut>(
+    connection: &ClusterConnection,
+    channels: &'a [String],
+    command: impl Fn(ClusterConnection, Vec<&'a String>) -> Fut,
+) -> RedisResult<()>
+where
+    Fut: std::future::Future<Output = RedisResult<()>>,
+{
+    try_join_all(
+        by_slot(channels)
+            .into_iter()
+            .map(|group| command(connection.clone(), group)),
+    )
     .await
     .map(drop)
 }
 
+/// SSUBSCRIBEs `channels`, one command per slot, all at once; the crate waits for every
+/// confirmation.
+pub async fn ssubscribe(connection: &ClusterConnection, channels: &[String]) -> RedisResult<()> {
+    per_slot(connection, channels, |mut c, group| async move {
+        c.ssubscribe(group).await
+    })
+    .await
+}
+
 /// SUNSUBSCRIBEs `channels`, one command per slot.
 pub async fn sunsubscribe(connection: &ClusterConnection, channels: &[String]) -> RedisResult<()> {
-    try_join_all(by_slot(channels).into_iter().map(|group| {
-        let mut connection = connection.clone();
-        async move { connection.sunsubscribe(group).await }
-    }))
+    per_slot(connection, channels, |mut c, group| async move {
+        c.sunsubscribe(group).await
+    })
     .await
-    .map(drop)
 }
 
 #[cfg(test)]
