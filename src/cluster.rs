@@ -5,7 +5,10 @@
 //! * **pipelines across slots.** It sends a whole pipeline to the node of its first key
 //!   and fails it with CROSSSLOT if another key hashes elsewhere. Our pipelines carry the
 //!   calls of a whole tick (many sessions), so [`query`] splits one per slot, sends the
-//!   parts together (each to its slot's master) and puts the replies back in order;
+//!   parts together (each to its slot's master) and puts the replies back in order.
+//!   Per slot, not per node: the crate retries a whole pipeline when one reply is
+//!   MOVED/ASK, so a pipeline spanning slots of a node would publish its other messages
+//!   twice when one slot moves; a single-slot pipeline moves as a whole;
 //! * **sharded subscriptions one slot per command.** After a topology change the crate
 //!   resubscribes by node, in one SSUBSCRIBE per node, which a node refuses (CROSSSLOT)
 //!   when its channels span slots; and on a slot migration the server drops the
