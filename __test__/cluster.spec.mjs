@@ -197,6 +197,34 @@ describe('Redis Cluster', () => {
 		expect(compat.errors).toEqual([]);
 	});
 
+	it('a delete published while the owner lost a pub/sub connection stays deleted', async () => {
+		const errors = [];
+		const all = options({ onError: (e) => errors.push(e.message), sessionTtlSeconds: 3 });
+		const owner = new RedisStreamSessionManager(cluster.url, all);
+		const other = new RedisStreamSessionManager(cluster.url, options());
+		cleanups.push(() => owner.close(), () => other.close());
+		const gone = recorder();
+		const kept = recorder();
+		await owner.create('blip-X', gone);
+		await owner.create('blip-Y', kept);
+
+		// The delete is published while the owner has no subscription at that node.
+		const node = await cluster.ownerOf(slotOf('delete:session:blip-X'));
+		await onNode(node, ['CLIENT', 'KILL', 'TYPE', 'pubsub']);
+		await other.delete('blip-X');
+
+		await eventually(() => errors.some((m) => /lost the Redis pub\/sub connection/.test(m)), 5000, 'loss reported');
+		await eventually(() => gone.closed, 10_000, 'the stream of blip-X closed by its owner');
+		expect(await other.has('blip-X')).toBe(false);
+		// blip-Y was not deleted: still live and receiving.
+		expect(kept.closed).toBe(false);
+		await until(async () => {
+			await other.send(['blip-Y'], 'still here');
+			await eventually(() => kept.chunks.includes('still here'), 1000, 'delivery');
+		}, 'delivery to blip-Y');
+		expect(await other.has('blip-Y')).toBe(true);
+	});
+
 	it('a live slot migration moves the subscription to the new owner and delivery resumes', async () => {
 		const { streams, errors } = managers();
 		const [{ id, port: from }] = await idsOnEveryMaster('mig');

@@ -18,7 +18,7 @@
 
 use std::collections::HashMap;
 
-use futures_util::future::try_join_all;
+use futures_util::future::{join_all, try_join_all};
 use redis::aio::ConnectionLike;
 use redis::cluster_async::ClusterConnection;
 use redis::cluster_routing::{Route, RoutingInfo, SingleNodeRoutingInfo, Slot, SlotAddr};
@@ -132,24 +132,52 @@ pub async fn query(
         let cmd = commands[i];
         async move { connection.req_packed_command(cmd).await }
     });
-    // `try_join_all` polls in order, so each part is queued in the order built.
+    // `join_all` polls in order, so each part is queued in the order built. A part that
+    // fails (its master unreachable during a failover) fails only its own commands.
     let (slot_replies, single_replies) =
-        futures_util::future::try_join(try_join_all(by_slot), try_join_all(singles)).await?;
+        futures_util::future::join(join_all(by_slot), join_all(singles)).await;
     let mut replies: Vec<Option<Value>> = vec![None; commands.len()];
-    for ((_, members), values) in slots.iter().zip(slot_replies) {
-        for (&i, value) in members.iter().zip(values) {
-            replies[i] = Some(value);
+    let mut failures = 0;
+    let mut first_failure = None;
+    let mut place = |members: &[usize], result: RedisResult<Vec<Value>>| match result {
+        Ok(values) => {
+            for (&i, value) in members.iter().zip(values) {
+                replies[i] = Some(value);
+            }
         }
+        Err(e) => {
+            failures += 1;
+            for &i in members {
+                replies[i] = Some(failed(&e));
+            }
+            first_failure.get_or_insert(e);
+        }
+    };
+    for ((_, members), result) in slots.iter().zip(slot_replies) {
+        place(members, result);
     }
-    for (&i, value) in alone.iter().zip(single_replies) {
-        replies[i] = Some(value);
+    for (&i, result) in alone.iter().zip(single_replies) {
+        place(&[i], result.map(|value| vec![value]));
     }
-    Ok(replies
-        .into_iter()
-        .skip(offset)
-        .take(count)
-        .map(|v| v.unwrap_or(Value::Nil))
-        .collect())
+    match first_failure {
+        // Nothing went through: the error as it is (a refused connection is retried).
+        Some(e) if failures == slots.len() + alone.len() => Err(e),
+        _ => Ok(replies
+            .into_iter()
+            .skip(offset)
+            .take(count)
+            .map(|v| v.unwrap_or(Value::Nil))
+            .collect()),
+    }
+}
+
+/// A command's reply when its part of a pipeline failed: a server error carrying why.
+fn failed(error: &redis::RedisError) -> Value {
+    let reason = crate::error::describe_redis_error(error)
+        .lines()
+        .collect::<Vec<_>>()
+        .join(" ");
+    redis::parse_redis_value(format!("-ERR {reason}\r\n").as_bytes()).unwrap_or(Value::Nil)
 }
 
 /// The address of a cluster node.
@@ -302,6 +330,15 @@ mod tests {
         let mut keyless = redis::cmd("EVAL");
         keyless.arg("return 1").arg(0);
         assert_eq!(part_of(&keyless), Part::Alone);
+    }
+
+    #[test]
+    fn a_failed_part_reads_as_a_server_error_with_its_reason() {
+        let error = redis::RedisError::from((redis::ErrorKind::Client, "no route\r\nto host"));
+        let value = failed(&error);
+        assert!(matches!(value, Value::ServerError(_)), "{value:?}");
+        let message = crate::commands::first_error(&[value]).unwrap_err();
+        assert!(message.contains("no route to host"), "{message}");
     }
 
     #[test]

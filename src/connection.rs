@@ -177,6 +177,13 @@ impl SentinelSource {
         }
     }
 
+    /// Whether a connection still uses this source.
+    fn has_followers(&self) -> bool {
+        let mut followers = self.followers.lock().unwrap();
+        followers.retain(|c| c.strong_count() > 0);
+        !followers.is_empty()
+    }
+
     /// Starts listening for `+switch-master` (once). Must run inside tokio.
     fn watch(self: &Arc<Self>) {
         let mut watcher = self.watcher.lock().unwrap();
@@ -223,6 +230,10 @@ impl Drop for SentinelSource {
     }
 }
 
+/// How long the `+switch-master` listener waits quietly before it checks its sentinel
+/// (and whether anyone still uses the source).
+const WATCH_CHECK: Duration = Duration::from_secs(15);
+
 /// Listens on one sentinel at a time for `+switch-master` of our group: a failover is
 /// then followed at once, even by connections that are idle or still connected to the
 /// old master (a partition), instead of at their next failed call.
@@ -245,7 +256,34 @@ async fn watch_switches(source: Weak<SentinelSource>, name: String, sentinels: V
                 continue;
             }
             pause = Duration::from_millis(100);
-            while let Some(push) = pushes.recv().await {
+            // A switch while no sentinel was listened to would go unheard: ask once now.
+            match source.upgrade() {
+                Some(source) => source.suspect(),
+                None => return,
+            }
+            loop {
+                let push = match tokio::time::timeout(WATCH_CHECK, pushes.recv()).await {
+                    Ok(Some(push)) => push,
+                    Ok(None) => break,
+                    Err(_) => {
+                        // Quiet: end with the last connection of the source, and move on
+                        // to the next sentinel if this one stopped answering.
+                        match source.upgrade() {
+                            Some(source) if source.has_followers() => {}
+                            _ => return,
+                        }
+                        let ping = redis::cmd("PING");
+                        let answered = tokio::time::timeout(
+                            Duration::from_secs(2),
+                            ping.query_async::<()>(&mut connection),
+                        )
+                        .await;
+                        if !matches!(answered, Ok(Ok(()))) {
+                            break;
+                        }
+                        continue;
+                    }
+                };
                 match push.kind {
                     PushKind::Message => {
                         let ours = matches!(
@@ -291,19 +329,34 @@ pub struct Connection {
     options: NativeOptions,
     /// On a cluster: who served which slots at the last look (see `follow_topology`).
     topology: Mutex<Option<crate::cluster::SlotOwners>>,
+    /// On a cluster: the number of the cluster connection in use (see `cluster_link`).
+    link_in_use: Arc<AtomicU64>,
 }
 
-/// A lazily connecting cluster connection (the crate connects in the background).
+/// A lazily connecting cluster connection (the crate connects in the background), the
+/// `number`th of its [`Connection`]. Its pushes reach `push` only while it is the one in
+/// use (`in_use`): a replaced cluster connection's last messages and disconnections
+/// would otherwise be read as the current one's (duplicates, a needless restore).
 fn cluster_link(
     cluster: &ClusterSource,
     options: &NativeOptions,
     push: Option<&mpsc::UnboundedSender<PushInfo>>,
+    in_use: &Arc<AtomicU64>,
 ) -> Link {
+    let number = in_use.fetch_add(1, Ordering::AcqRel) + 1;
     let mut config = ClusterConfig::new()
         .set_connection_timeout(options.connect_timeout())
         .set_response_timeout(options.command_timeout());
     if let Some(push) = push {
-        config = config.set_push_sender(push.clone());
+        let push = push.clone();
+        let in_use = in_use.clone();
+        config = config.set_push_sender(move |info: PushInfo| {
+            if in_use.load(Ordering::Acquire) == number {
+                push.send(info).map_err(drop)
+            } else {
+                Ok(())
+            }
+        });
     }
     Link::Cluster(
         cluster
@@ -342,6 +395,7 @@ impl Connection {
         if let Some(push) = &push {
             config = config.set_push_sender(push.clone());
         }
+        let link_in_use = Arc::new(AtomicU64::new(0));
         let current = match &source {
             Source::Fixed(client) => Some((
                 Link::Single(
@@ -350,7 +404,10 @@ impl Connection {
                 ),
                 0,
             )),
-            Source::Cluster(cluster) => Some((cluster_link(cluster, options, push.as_ref()), 0)),
+            Source::Cluster(cluster) => Some((
+                cluster_link(cluster, options, push.as_ref(), &link_in_use),
+                0,
+            )),
             Source::Sentinel(_) => None,
         };
         let connection = Arc::new(Connection {
@@ -364,6 +421,7 @@ impl Connection {
             replace_after_ms: 2 * u64::from(options.command_timeout_ms.max(500)),
             options: options.clone(),
             topology: Mutex::new(None),
+            link_in_use,
         });
         if let Source::Sentinel(sentinel) = &connection.source {
             sentinel
@@ -428,14 +486,6 @@ impl Connection {
         self.current.lock().unwrap().as_ref().map_or(0, |(_, n)| *n)
     }
 
-    /// A pub/sub connection of a cluster saw a node go or a slot move: writes since the
-    /// last check may be lost with a failed master, so liveness keys are written again.
-    pub fn topology_changed(&self) {
-        if let Source::Cluster(cluster) = &self.source {
-            cluster.changes.fetch_add(1, Ordering::AcqRel);
-        }
-    }
-
     /// The link in use now (it changes when the connection is replaced or follows a
     /// new master), for retries of a call that began on an older one.
     fn current(&self) -> Option<Link> {
@@ -493,11 +543,13 @@ impl Connection {
     /// gets its shard's messages, which would then arrive twice), and redis-rs may have
     /// replaced a node's connection during the change without a word, taking its
     /// subscriptions along.
-    pub async fn follow_topology(&self, timeout: Duration) -> bool {
+    /// CLUSTER SLOTS goes over `via` (the command connection): on a pub/sub connection a
+    /// server-sent `sunsubscribe` can be taken by redis-rs for the reply to a request.
+    pub async fn follow_topology(&self, via: &Connection, timeout: Duration) -> bool {
         let Source::Cluster(cluster) = &self.source else {
             return false;
         };
-        let Some(Link::Cluster(connection)) = self.current() else {
+        let Some(Link::Cluster(connection)) = via.current() else {
             return false;
         };
         let Ok(Ok(owners)) =
@@ -512,12 +564,31 @@ impl Connection {
             changed
         };
         if changed {
-            self.generation.fetch_add(1, Ordering::AcqRel);
-            let fresh = cluster_link(cluster, &self.options, self.push.as_ref());
-            *self.current.lock().unwrap() = Some((fresh, 0));
-            self.topology_changed();
+            self.renew();
+            // A failed master's last writes may be gone: the liveness keys are written
+            // again (see `master_number`).
+            cluster.changes.fetch_add(1, Ordering::AcqRel);
         }
         changed
+    }
+
+    /// On a cluster: replaces the connection with a fresh one (the caller subscribes
+    /// everything again). Used when a node's connection was lost: the crate would
+    /// resubscribe that node by itself (wrongly, see `cluster`), and a restore made
+    /// while a master was unreachable may have landed on its replica; a fresh
+    /// connection leaves no subscription behind anywhere.
+    pub fn renew(&self) {
+        let Source::Cluster(cluster) = &self.source else {
+            return;
+        };
+        self.generation.fetch_add(1, Ordering::AcqRel);
+        let fresh = cluster_link(
+            cluster,
+            &self.options,
+            self.push.as_ref(),
+            &self.link_in_use,
+        );
+        *self.current.lock().unwrap() = Some((fresh, 0));
     }
 
     /// A call handed over with `ticket` got no answer in time. If nothing at all was
@@ -550,7 +621,12 @@ impl Connection {
             },
             Source::Cluster(cluster) => {
                 *current = Some((
-                    cluster_link(cluster, &self.options, self.push.as_ref()),
+                    cluster_link(
+                        cluster,
+                        &self.options,
+                        self.push.as_ref(),
+                        &self.link_in_use,
+                    ),
                     *number,
                 ));
                 return true;

@@ -868,12 +868,13 @@ fn route(
         PushKind::SUnsubscribe if dropped_by_server(&push.data, keys, shared) => {
             // A cluster moved the channel's slot (migration, failover) and dropped the
             // subscription: subscribe everything again at the slots' owners of now.
-            shared.subscriber.topology_changed();
             shared.resubscribe.store(true, Ordering::Release);
             shared.wake_subscriber.notify_one();
         }
         PushKind::Disconnection => {
-            shared.subscriber.topology_changed();
+            // On a cluster, a fresh connection (see `Connection::renew`); a lost
+            // connection to one server reconnects by itself.
+            shared.subscriber.renew();
             shared.resubscribe.store(true, Ordering::Release);
             shared.wake_subscriber.notify_one();
             batch.push(
@@ -929,7 +930,10 @@ async fn keep_alive(shared: Arc<Shared>) {
 /// connection, everything subscribed again. Returns whether that happened.
 async fn follow_topology(shared: &Shared) -> bool {
     let timeout = shared.commands.options().command_timeout();
-    let moved = shared.subscriber.follow_topology(timeout).await;
+    let moved = shared
+        .subscriber
+        .follow_topology(shared.commands.connection(), timeout)
+        .await;
     if moved {
         shared.resubscribe.store(true, Ordering::Release);
         shared.wake_subscriber.notify_one();

@@ -360,6 +360,12 @@ async fn keep_subscribed(shared: Arc<Shared>) {
                 Ok(()) => {
                     shared.subscribed.store(true, Ordering::Release);
                     pause = RETRY_PAUSE;
+                    // On a cluster: the topology this subscription was made under, to
+                    // compare with at each check.
+                    shared
+                        .subscriber
+                        .follow_topology(shared.commands.connection(), timeout)
+                        .await;
                     None
                 }
                 Err(Failure::Refused(reason)) => Some(reason),
@@ -384,7 +390,11 @@ async fn check_connection(shared: &Shared) {
         return;
     }
     let timeout = shared.commands.options().command_timeout();
-    if shared.subscriber.follow_topology(timeout).await {
+    if shared
+        .subscriber
+        .follow_topology(shared.commands.connection(), timeout)
+        .await
+    {
         // A cluster's failover or migration: a fresh connection, subscribed again.
         shared.subscribed.store(false, Ordering::Release);
         return;
@@ -431,11 +441,12 @@ async fn receive(mut pushes: mpsc::UnboundedReceiver<PushInfo>, shared: Arc<Shar
                 // Only the server drops this channel (it is never unsubscribed): on a
                 // cluster, its slot moved; subscribe again at the new owner.
                 PushKind::SUnsubscribe => {
-                    shared.subscriber.topology_changed();
                     shared.subscribed.store(false, Ordering::Release);
                     shared.wake.notify_one();
                 }
                 PushKind::Disconnection => {
+                    // On a cluster, a fresh connection (see `Connection::renew`).
+                    shared.subscriber.renew();
                     shared.subscribed.store(false, Ordering::Release);
                     shared.wake.notify_one();
                     shared.notifications.problem(
