@@ -366,7 +366,8 @@ async fn run_pipeline(shared: Arc<Shared>, batch: Vec<Submission>) -> Completion
     let (manager, ticket) = match tokio::time::timeout_at(deadline, shared.connection.get()).await {
         Ok(Ok(got)) => got,
         Ok(Err(e)) => {
-            fail_all(live, &not_sent(&describe_redis_error(&e)), &mut answers);
+            let reason = shared.connection.describe(&e).await;
+            fail_all(live, &not_sent(&reason), &mut answers);
             return answers;
         }
         Err(_) => {
@@ -394,7 +395,8 @@ async fn run_pipeline(shared: Arc<Shared>, batch: Vec<Submission>) -> Completion
         }
         Ok(Err(e)) => {
             shared.connection.suspect(&e);
-            fail_all(live, &describe_redis_error(&e), &mut answers);
+            let reason = shared.connection.describe(&e).await;
+            fail_all(live, &reason, &mut answers);
             return answers;
         }
         Err(_) => {

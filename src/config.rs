@@ -255,7 +255,7 @@ fn cluster_source(
         };
         nodes.push(info.clone().set_addr(addr));
     }
-    let mut builder = ClusterClientBuilder::new(nodes)
+    let mut builder = ClusterClientBuilder::new(nodes.clone())
         .use_protocol(ProtocolVersion::RESP3)
         .tcp_settings(info.tcp_settings().clone())
         .connection_timeout(options.connect_timeout())
@@ -271,7 +271,7 @@ fn cluster_source(
     let client = builder
         .build()
         .map_err(|e| format!("Invalid cluster settings: {}", describe(&e)))?;
-    Ok(Source::Cluster(ClusterSource::new(client)))
+    Ok(Source::Cluster(ClusterSource::new(client, nodes)))
 }
 
 /// A redis error's words, without anything from the URL.

@@ -54,14 +54,58 @@ pub enum Source {
 pub struct ClusterSource {
     client: ClusterClient,
     changes: AtomicU64,
+    /// The seed nodes, to find out why none could be reached (see `why_unreachable`).
+    seeds: Vec<redis::ConnectionInfo>,
+    /// The last such finding and when it was made.
+    unreachable: tokio::sync::Mutex<Option<(Instant, String)>>,
 }
 
+/// How long a finding of `why_unreachable` is reused.
+const UNREACHABLE_REUSED_FOR: Duration = Duration::from_secs(2);
+
 impl ClusterSource {
-    pub fn new(client: ClusterClient) -> Arc<Self> {
+    pub fn new(client: ClusterClient, seeds: Vec<redis::ConnectionInfo>) -> Arc<Self> {
         Arc::new(ClusterSource {
             client,
             changes: AtomicU64::new(0),
+            seeds,
+            unreachable: tokio::sync::Mutex::new(None),
         })
+    }
+
+    /// When redis-rs reached no node at all it only says "No connections found": connect to
+    /// each seed directly and report the first one's own error (a refused connection, a
+    /// certificate the CA did not sign, a wrong password). Reused for a moment, so a burst
+    /// of failing calls probes once.
+    async fn why_unreachable(&self, timeout: Duration) -> Option<String> {
+        let mut last = self.unreachable.lock().await;
+        if let Some((at, reason)) = &*last {
+            if at.elapsed() < UNREACHABLE_REUSED_FOR {
+                return Some(reason.clone());
+            }
+        }
+        let mut reason = None;
+        // One deadline for all seeds: the calls waiting for this answer have their own.
+        let deadline = Instant::now() + timeout;
+        for seed in &self.seeds {
+            let attempt = async {
+                redis::Client::open(seed.clone())?
+                    .get_multiplexed_async_connection()
+                    .await
+            };
+            match tokio::time::timeout_at(deadline, attempt).await {
+                Ok(Ok(_)) => return None,
+                Ok(Err(e)) => {
+                    reason.get_or_insert_with(|| describe_redis_error(&e));
+                }
+                Err(_) => {
+                    reason.get_or_insert_with(|| "the seed node did not answer in time".into());
+                }
+            }
+        }
+        let reason = reason?;
+        *last = Some((Instant::now(), reason.clone()));
+        Some(reason)
     }
 }
 
@@ -677,7 +721,7 @@ impl Connection {
                 manager.subscribe(channels).await
             })
             .await;
-        self.outcome(result, ticket)
+        self.outcome(result, ticket).await
     }
 
     /// Runs `attempt` on the manager in use until it succeeds, fails for a reason other
@@ -730,7 +774,7 @@ impl Connection {
     pub async fn unsubscribe(&self, channels: &[String], timeout: Duration) -> Result<(), Failure> {
         let (mut manager, ticket) = self.get_until(Instant::now() + timeout).await?;
         let result = tokio::time::timeout(timeout, manager.unsubscribe(channels)).await;
-        self.outcome(result, ticket)
+        self.outcome(result, ticket).await
     }
 
     /// PINGs; a connection silent for too long is replaced (see [`Connection::stalled`]).
@@ -738,10 +782,32 @@ impl Connection {
         let (mut manager, ticket) = self.get_until(Instant::now() + timeout).await?;
         let ping = redis::cmd("PING");
         let result = tokio::time::timeout(timeout, ping.query_async::<()>(&mut manager)).await;
-        self.outcome(result, ticket)
+        self.outcome(result, ticket).await
     }
 
-    fn outcome(
+    /// A redis-rs error as users read it (see `error`); on a cluster that no node of
+    /// answered, with the reason a seed gives.
+    pub async fn describe(&self, error: &RedisError) -> String {
+        let text = describe_redis_error(error);
+        match &self.source {
+            Source::Cluster(cluster)
+                if error.kind() == redis::ErrorKind::ClusterConnectionNotFound =>
+            {
+                match cluster
+                    .why_unreachable(self.options.connect_timeout())
+                    .await
+                {
+                    Some(reason) => {
+                        format!("no node of the Redis Cluster could be reached: {reason}")
+                    }
+                    None => text,
+                }
+            }
+            _ => text,
+        }
+    }
+
+    async fn outcome(
         &self,
         result: Result<RedisResult<()>, tokio::time::error::Elapsed>,
         ticket: Ticket,
@@ -753,7 +819,7 @@ impl Connection {
             }
             Ok(Err(e)) => {
                 self.suspect(&e);
-                Err(Failure::Refused(describe_redis_error(&e)))
+                Err(Failure::Refused(self.describe(&e).await))
             }
             Err(_) => Err(Failure::TimedOut {
                 replaced: self.stalled(ticket),

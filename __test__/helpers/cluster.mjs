@@ -55,17 +55,39 @@ const CONFIG = [
 	'--appendonly', 'no',
 ];
 
-export async function startCluster() {
+/**
+ * Starts the cluster: three masters, each with `replicas` replicas (1 by default). With
+ * `tls: { cert, key, ca }` (file paths) every node also serves TLS, the cluster bus and
+ * replication run over TLS, and `url` is the rediss:// one (CLUSTER SLOTS then answers
+ * TLS clients with the TLS ports).
+ * @param {{ replicas?: number, tls?: { cert: string, key: string, ca: string } }} [options]
+ */
+export async function startCluster({ replicas = 1, tls } = {}) {
 	const nodes = [];
+	const tlsArgs = (tlsPort) => tls
+		? [
+				'--tls-port', String(tlsPort),
+				'--tls-cert-file', tls.cert,
+				'--tls-key-file', tls.key,
+				'--tls-ca-cert-file', tls.ca,
+				'--tls-auth-clients', 'no',
+				'--tls-cluster', 'yes',
+				'--tls-replication', 'yes',
+			]
+		: [];
 	try {
-		for (let i = 0; i < 6; i++) {
+		for (let i = 0; i < 3 * (1 + replicas); i++) {
 			const port = await clusterPort();
-			nodes.push(await startRedis({ port, args: CONFIG }));
+			const tlsPort = tls ? await clusterPort() : undefined;
+			const node = await startRedis({ port, args: [...CONFIG, ...tlsArgs(tlsPort)] });
+			node.tlsPort = tlsPort;
+			nodes.push(node);
 		}
 		execFileSync('redis-cli', [
+			...(tls ? ['--tls', '--cacert', tls.ca] : []),
 			'--cluster', 'create',
-			...nodes.map((n) => `127.0.0.1:${n.port}`),
-			'--cluster-replicas', '1',
+			...nodes.map((n) => `127.0.0.1:${n.tlsPort ?? n.port}`),
+			'--cluster-replicas', String(replicas),
 			'--cluster-yes',
 		], { stdio: 'ignore' });
 	} catch (e) {
@@ -76,11 +98,12 @@ export async function startCluster() {
 		nodes,
 		/** A live node's URL: the seed. */
 		get url() {
-			return `redis://127.0.0.1:${nodes.find((n) => n.alive !== false).port}`;
+			const node = nodes.find((n) => n.alive !== false);
+			return tls ? `rediss://127.0.0.1:${node.tlsPort}` : `redis://127.0.0.1:${node.port}`;
 		},
 		/** Every node as `host:port` (more seeds for the `cluster` option). */
 		get seeds() {
-			return nodes.map((n) => `127.0.0.1:${n.port}`);
+			return nodes.map((n) => `127.0.0.1:${n.tlsPort ?? n.port}`);
 		},
 		/** `[{ port, id, master: boolean, slots: [[from, to], …], masterId }]` as CLUSTER NODES says on `askPort`. */
 		async topology(askPort) {
@@ -155,7 +178,7 @@ export async function startCluster() {
 	// Every replica attached to its master.
 	await eventually(async () => {
 		const topology = await cluster.topology();
-		return topology.filter((n) => !n.master).length === 3;
+		return topology.filter((n) => !n.master).length === 3 * replicas;
 	}, 30_000, 'the replicas to attach');
 	return cluster;
 }
