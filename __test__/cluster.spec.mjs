@@ -298,6 +298,13 @@ describe('Redis Cluster', () => {
 		const replica = await cluster.replicaOf(victim);
 		const killed = Date.now();
 		await cluster.kill(victim);
+		// Calls of one tick for the dead master and a live one: the live one is answered.
+		const [toDead, toLive] = await Promise.allSettled([
+			streams.send([id], 'while down'),
+			streams.send([ids[1].id], 'while down'),
+		]);
+		expect(toLive.status).toBe('fulfilled');
+		if (toDead.status === 'rejected') expect(toDead.reason.message).toMatch(/Could not send to sessions/);
 		const slot = slotOf(`session:${id}`);
 		await eventually(async () => (await cluster.ownerOf(slot, replica)) === replica, 30_000, 'the replica to be promoted');
 

@@ -260,8 +260,10 @@ fn cluster_source(
         .tcp_settings(info.tcp_settings().clone())
         .connection_timeout(options.connect_timeout())
         .response_timeout(options.command_timeout())
-        // Deadlines are ours, per call; the crate's retries (MOVED, failover) run within them.
-        .overall_response_timeout(None);
+        // The crate's retries (MOVED, a node down) end a little before our per-call
+        // deadline, so a part of a pipeline whose master is down fails on its own and the
+        // calls of the other parts are still answered in time.
+        .overall_response_timeout(Some(options.command_timeout().mul_f64(0.9)));
     if secure {
         builder = builder.tls(TlsMode::Secure);
         if let Some(tls) = &options.tls {
