@@ -223,9 +223,14 @@ impl SentinelSource {
 
     /// Whether a connection still uses this source.
     fn has_followers(&self) -> bool {
-        let mut followers = self.followers.lock().unwrap();
-        followers.retain(|c| c.strong_count() > 0);
-        !followers.is_empty()
+        !self.followers().is_empty()
+    }
+
+    /// The connections still using this source.
+    fn followers(&self) -> Vec<Arc<Connection>> {
+        let mut list = self.followers.lock().unwrap();
+        list.retain(|c| c.strong_count() > 0);
+        list.iter().filter_map(Weak::upgrade).collect()
     }
 
     /// Starts listening for `+switch-master` (once). Must run inside tokio.
@@ -252,12 +257,7 @@ impl SentinelSource {
             let after = source.resolve().await.ok().map(|(_, n)| n);
             source.resolving.store(false, Ordering::Release);
             if after.is_some() && after != before {
-                let followers: Vec<Arc<Connection>> = {
-                    let mut list = source.followers.lock().unwrap();
-                    list.retain(|c| c.strong_count() > 0);
-                    list.iter().filter_map(Weak::upgrade).collect()
-                };
-                for connection in followers {
+                for connection in source.followers() {
                     // Rebuilds it now; a pub/sub one is then told to resubscribe.
                     let _ = connection.get().await;
                 }
@@ -439,25 +439,10 @@ impl Connection {
         if let Some(push) = &push {
             config = config.set_push_sender(push.clone());
         }
-        let link_in_use = Arc::new(AtomicU64::new(0));
-        let current = match &source {
-            Source::Fixed(client) => Some((
-                Link::Single(
-                    ConnectionManager::new_lazy_with_config((**client).clone(), config.clone())
-                        .map_err(|e| describe_redis_error(&e))?,
-                ),
-                0,
-            )),
-            Source::Cluster(cluster) => Some((
-                cluster_link(cluster, options, push.as_ref(), &link_in_use),
-                0,
-            )),
-            Source::Sentinel(_) => None,
-        };
         let connection = Arc::new(Connection {
             source,
             config,
-            current: Mutex::new(current),
+            current: Mutex::new(None),
             push,
             last_answer_ms: AtomicU64::new(0),
             generation: AtomicU64::new(0),
@@ -465,8 +450,13 @@ impl Connection {
             replace_after_ms: 2 * u64::from(options.command_timeout_ms.max(500)),
             options: options.clone(),
             topology: Mutex::new(None),
-            link_in_use,
+            link_in_use: Arc::new(AtomicU64::new(0)),
         });
+        // A Sentinel master is resolved at the first use.
+        let first = connection
+            .fresh_link()
+            .map_err(|e| describe_redis_error(&e))?;
+        *connection.current.lock().unwrap() = first.map(|link| (link, 0));
         if let Source::Sentinel(sentinel) = &connection.source {
             sentinel
                 .followers
@@ -490,9 +480,7 @@ impl Connection {
                     false
                 } else {
                     let had = current.is_some();
-                    let manager =
-                        ConnectionManager::new_lazy_with_config(client, self.config.clone())?;
-                    *current = Some((Link::Single(manager), number));
+                    *current = Some((self.manager_for(client)?, number));
                     self.generation.fetch_add(1, Ordering::AcqRel);
                     had
                 }
@@ -622,17 +610,44 @@ impl Connection {
     /// while a master was unreachable may have landed on its replica; a fresh
     /// connection leaves no subscription behind anywhere.
     pub fn renew(&self) {
-        let Source::Cluster(cluster) = &self.source else {
+        if !matches!(self.source, Source::Cluster(_)) {
             return;
-        };
+        }
         self.generation.fetch_add(1, Ordering::AcqRel);
-        let fresh = cluster_link(
-            cluster,
-            &self.options,
-            self.push.as_ref(),
-            &self.link_in_use,
-        );
-        *self.current.lock().unwrap() = Some((fresh, 0));
+        if let Ok(fresh) = self.fresh_link() {
+            *self.current.lock().unwrap() = fresh.map(|link| (link, 0));
+        }
+    }
+
+    /// A new link to where the source points now: the URL's server, the Sentinel master
+    /// as last resolved (None while none is), or the cluster.
+    fn fresh_link(&self) -> RedisResult<Option<Link>> {
+        Ok(Some(match &self.source {
+            Source::Fixed(client) => self.manager_for((**client).clone())?,
+            Source::Sentinel(sentinel) => {
+                let master = sentinel
+                    .master
+                    .lock()
+                    .unwrap()
+                    .as_ref()
+                    .map(|(c, _)| c.clone());
+                match master {
+                    Some(client) => self.manager_for(client)?,
+                    None => return Ok(None),
+                }
+            }
+            Source::Cluster(cluster) => cluster_link(
+                cluster,
+                &self.options,
+                self.push.as_ref(),
+                &self.link_in_use,
+            ),
+        }))
+    }
+
+    /// A lazily connecting manager for one server, with this connection's settings.
+    fn manager_for(&self, client: Client) -> RedisResult<Link> {
+        ConnectionManager::new_lazy_with_config(client, self.config.clone()).map(Link::Single)
     }
 
     /// A call handed over with `ticket` got no answer in time. If nothing at all was
@@ -657,39 +672,30 @@ impl Connection {
         let Some((_, number)) = current.as_ref() else {
             return false;
         };
-        let client = match &self.source {
-            Source::Fixed(client) => (**client).clone(),
-            Source::Sentinel(sentinel) => match sentinel.master.lock().unwrap().as_ref() {
-                Some((client, _)) => client.clone(),
-                None => return false,
-            },
-            Source::Cluster(cluster) => {
-                *current = Some((
-                    cluster_link(
-                        cluster,
-                        &self.options,
-                        self.push.as_ref(),
-                        &self.link_in_use,
-                    ),
-                    *number,
-                ));
-                return true;
-            }
-        };
-        match ConnectionManager::new_lazy_with_config(client, self.config.clone()).map(Link::Single)
-        {
-            Ok(fresh) => {
-                // The old manager's socket closes when its last clone is dropped.
+        match self.fresh_link() {
+            Ok(Some(fresh)) => {
+                // The old link's sockets close when its last clone is dropped.
                 *current = Some((fresh, *number));
                 true
             }
-            Err(_) => false,
+            _ => false,
         }
     }
 
     fn now_ms(&self) -> u64 {
         self.epoch.elapsed().as_millis() as u64
     }
+}
+
+/// What [`Connection::check`] found.
+pub enum Checked {
+    /// Answering (or only slow).
+    Fine,
+    /// Replaced by a fresh connection, which has no subscriptions: because it stopped
+    /// answering (`silent`), or because a cluster's slots changed owners.
+    Replaced { silent: bool },
+    /// The PING failed; the reason.
+    Failed(String),
 }
 
 /// Why a pub/sub command did not go through.
@@ -777,8 +783,22 @@ impl Connection {
         self.outcome(result, ticket).await
     }
 
+    /// The periodic check of a pub/sub connection: on a cluster whose slots changed
+    /// owners, a fresh connection (see `follow_topology`); else a PING, and a connection
+    /// silent for too long is replaced (see [`Connection::stalled`]).
+    pub async fn check(&self, via: &Connection, timeout: Duration) -> Checked {
+        if self.follow_topology(via, timeout).await {
+            return Checked::Replaced { silent: false };
+        }
+        match self.ping(timeout).await {
+            Ok(()) | Err(Failure::TimedOut { replaced: false }) => Checked::Fine,
+            Err(Failure::TimedOut { replaced: true }) => Checked::Replaced { silent: true },
+            Err(Failure::Refused(reason)) => Checked::Failed(reason),
+        }
+    }
+
     /// PINGs; a connection silent for too long is replaced (see [`Connection::stalled`]).
-    pub async fn ping(&self, timeout: Duration) -> Result<(), Failure> {
+    async fn ping(&self, timeout: Duration) -> Result<(), Failure> {
         let (mut manager, ticket) = self.get_until(Instant::now() + timeout).await?;
         let ping = redis::cmd("PING");
         let result = tokio::time::timeout(timeout, ping.query_async::<()>(&mut manager)).await;

@@ -92,6 +92,16 @@ end
 return redis.call('DEL', KEYS[1], KEYS[2], KEYS[3], KEYS[4])
 ";
 
+/// `command` (SADD or SREM) on the resource's set of sessions and on the session's
+/// reverse index of resources; returns the number of commands added.
+fn both_sets(pipe: &mut Pipeline, keys: &Keys, command: &str, id: &str, uri: &str) -> usize {
+    pipe.cmd(command).arg(keys.subscriptions(uri)).arg(id);
+    pipe.cmd(command)
+        .arg(keys.session_subscriptions(id))
+        .arg(uri);
+    2
+}
+
 /// One info-manager call.
 #[derive(Debug, PartialEq)]
 pub enum InfoOp {
@@ -184,19 +194,9 @@ impl InfoOp {
             }
             InfoOp::SetLogLevel(id, level) => pipe.cmd("SET").arg(keys.log_level(id)).arg(level),
             InfoOp::GetSubscriptions(uri) => pipe.cmd("SMEMBERS").arg(keys.subscriptions(uri)),
-            InfoOp::AddSubscription { id, uri } => {
-                pipe.cmd("SADD").arg(keys.subscriptions(uri)).arg(id);
-                pipe.cmd("SADD")
-                    .arg(keys.session_subscriptions(id))
-                    .arg(uri);
-                return 2;
-            }
+            InfoOp::AddSubscription { id, uri } => return both_sets(pipe, keys, "SADD", id, uri),
             InfoOp::RemoveSubscription { id, uri } => {
-                pipe.cmd("SREM").arg(keys.subscriptions(uri)).arg(id);
-                pipe.cmd("SREM")
-                    .arg(keys.session_subscriptions(id))
-                    .arg(uri);
-                return 2;
+                return both_sets(pipe, keys, "SREM", id, uri)
             }
             InfoOp::Delete { id, .. } if keys.is_sharded() => {
                 // A cluster keeps these keys on several nodes, where one script cannot

@@ -28,7 +28,7 @@ use tokio::task::{unconstrained, JoinHandle};
 use tokio::time::Instant;
 
 use crate::commands::{decode_text, first_error, Commands, FollowUp, Op, ReplyTo};
-use crate::connection::{jittered, random_u64, Connection, Failure, Source};
+use crate::connection::{jittered, random_u64, Checked, Connection, Failure, Source};
 use crate::delivery::{CompletionBatch, Deliveries, DeliveryBatch, DeliveryKind, Outcome, Reply};
 use crate::error::describe_redis_error;
 use crate::keys::{Channel, Keys};
@@ -780,7 +780,9 @@ impl Subscribed {
         match failure {
             None => {
                 self.pause = None;
-                if round.number == 1 {
+                if round.number == 1 && shared.keys().is_sharded() {
+                    // The topology the first subscriptions were made under (see
+                    // `follow_topology`); one Redis has none to compare.
                     shared.check_now.notify_one();
                 }
                 if round.restoring {
@@ -941,26 +943,30 @@ async fn follow_topology(shared: &Shared) -> bool {
     moved
 }
 
-/// PINGs the pub/sub connection; a silent one is replaced and resubscribed.
+/// Checks the pub/sub connection (see `Connection::check`); a replaced one is
+/// resubscribed.
 async fn check_subscriber(shared: &Shared) {
     if shared.table.lock().unwrap().sessions.is_empty() {
         return;
     }
-    if follow_topology(shared).await {
-        return;
-    }
     let timeout = shared.commands.options().command_timeout();
-    match shared.subscriber.ping(timeout).await {
-        Ok(()) | Err(Failure::TimedOut { replaced: false }) => {}
-        Err(Failure::Refused(reason)) => shared
+    match shared
+        .subscriber
+        .check(shared.commands.connection(), timeout)
+        .await
+    {
+        Checked::Fine => {}
+        Checked::Failed(reason) => shared
             .deliveries
             .problem(&format!("Redis pub/sub connection check failed: {reason}")),
-        Err(Failure::TimedOut { replaced: true }) => {
+        Checked::Replaced { silent } => {
             shared.resubscribe.store(true, Ordering::Release);
             shared.wake_subscriber.notify_one();
-            shared.deliveries.problem(
-                "the Redis pub/sub connection stopped answering; replaced it and resubscribing",
-            );
+            if silent {
+                shared.deliveries.problem(
+                    "the Redis pub/sub connection stopped answering; replaced it and resubscribing",
+                );
+            }
         }
     }
 }

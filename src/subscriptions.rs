@@ -24,7 +24,7 @@ use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
 use crate::commands::Commands;
-use crate::connection::{jittered, Connection, Failure, Source};
+use crate::connection::{jittered, Checked, Connection, Failure, Source};
 use crate::delivery::{bytes_and_words, Batches, CompletionBatch, Reply};
 
 /// Call code: PUBLISH a notification on the subscriptions channel.
@@ -390,21 +390,22 @@ async fn check_connection(shared: &Shared) {
         return;
     }
     let timeout = shared.commands.options().command_timeout();
-    if shared
+    match shared
         .subscriber
-        .follow_topology(shared.commands.connection(), timeout)
+        .check(shared.commands.connection(), timeout)
         .await
     {
-        // A cluster's failover or migration: a fresh connection, subscribed again.
-        shared.subscribed.store(false, Ordering::Release);
-        return;
-    }
-    if let Err(Failure::TimedOut { replaced: true }) = shared.subscriber.ping(timeout).await {
-        shared.subscribed.store(false, Ordering::Release);
-        shared.notifications.problem(
-            "the Redis pub/sub connection of the subscription manager stopped answering; replaced it and resubscribing"
-                .into(),
-        );
+        Checked::Fine | Checked::Failed(_) => {}
+        Checked::Replaced { silent } => {
+            // A fresh connection: subscribed again.
+            shared.subscribed.store(false, Ordering::Release);
+            if silent {
+                shared.notifications.problem(
+                    "the Redis pub/sub connection of the subscription manager stopped answering; replaced it and resubscribing"
+                        .into(),
+                );
+            }
+        }
     }
 }
 
