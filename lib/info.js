@@ -299,4 +299,4 @@ function parseStored(raw, what, id) {
 	}
 }
 
-module.exports = { RedisInfoSessionManager, LOG_LEVELS };
+module.exports = { RedisInfoSessionManager };

@@ -172,9 +172,7 @@ class Link {
 		try {
 			this.#native.submit(calls, args);
 		} catch (error) {
-			for (let i = 0; i < calls.length; i += 3) {
-				this.#settle(calls[i], error instanceof Error ? error.message : String(error), true);
-			}
+			for (let i = 0; i < calls.length; i += 3) this.fail(calls[i], error);
 		}
 	};
 
@@ -241,4 +239,4 @@ class Link {
 	}
 }
 
-module.exports = { Link, Reporter };
+module.exports = { Link };

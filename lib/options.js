@@ -12,20 +12,32 @@ const DEFAULTS = Object.freeze({
 	cluster: undefined,
 });
 
+/**
+ * The object option `name`, checked: a plain object holding only `known` keys (`shape`
+ * describes it in the error).
+ * @param {string} name @param {unknown} value @param {string[]} known @param {string} shape
+ * @returns {Record<string, unknown>}
+ */
+function plainObject(name, value, known, shape) {
+	if (typeof value !== 'object' || value === null || Array.isArray(value)) {
+		throw new TypeError(`Option "${name}" must be ${shape}, got ${describe(value)}`);
+	}
+	for (const key of Object.keys(value)) {
+		if (!known.includes(key)) {
+			throw new TypeError(`Unknown option "${name}.${key}" (known: ${known.join(', ')})`);
+		}
+	}
+	return /** @type {Record<string, unknown>} */ (value);
+}
+
 const TLS_KEYS = ['ca', 'cert', 'key'];
 
 /** @param {unknown} tls */
 function normalizeTls(tls) {
-	if (typeof tls !== 'object' || tls === null || Array.isArray(tls)) {
-		throw new TypeError(`Option "tls" must be an object { ca?, cert?, key? }, got ${describe(tls)}`);
-	}
-	const given = /** @type {Record<string, unknown>} */ (tls);
+	const given = plainObject('tls', tls, TLS_KEYS, 'an object { ca?, cert?, key? }');
 	/** @type {{ ca?: string, cert?: string, key?: string }} */
 	const result = {};
 	for (const key of Object.keys(given)) {
-		if (!TLS_KEYS.includes(key)) {
-			throw new TypeError(`Unknown option "tls.${key}" (known: ${TLS_KEYS.join(', ')})`);
-		}
 		const value = given[key];
 		if (value === undefined) continue;
 		if (typeof value === 'string') result[/** @type {'ca'} */ (key)] = value;
@@ -42,15 +54,7 @@ const SENTINEL_KEYS = ['nodes', 'username', 'password'];
  * @param {unknown} sentinel
  */
 function normalizeSentinel(sentinel) {
-	if (typeof sentinel !== 'object' || sentinel === null || Array.isArray(sentinel)) {
-		throw new TypeError(`Option "sentinel" must be an object { nodes, username?, password? }, got ${describe(sentinel)}`);
-	}
-	const given = /** @type {Record<string, unknown>} */ (sentinel);
-	for (const key of Object.keys(given)) {
-		if (!SENTINEL_KEYS.includes(key)) {
-			throw new TypeError(`Unknown option "sentinel.${key}" (known: ${SENTINEL_KEYS.join(', ')})`);
-		}
-	}
+	const given = plainObject('sentinel', sentinel, SENTINEL_KEYS, 'an object { nodes, username?, password? }');
 	const { nodes, username, password } = given;
 	if (!Array.isArray(nodes) || nodes.length === 0) {
 		throw new TypeError(`Option "sentinel.nodes" must be a non-empty array of "host:port" strings, got ${describe(nodes)}`);
@@ -78,16 +82,7 @@ const CLUSTER_KEYS = ['nodes'];
 function normalizeCluster(cluster) {
 	if (cluster === false) return undefined;
 	if (cluster === true) return { nodes: [] };
-	if (typeof cluster !== 'object' || cluster === null || Array.isArray(cluster)) {
-		throw new TypeError(`Option "cluster" must be true or an object { nodes }, got ${describe(cluster)}`);
-	}
-	const given = /** @type {Record<string, unknown>} */ (cluster);
-	for (const key of Object.keys(given)) {
-		if (!CLUSTER_KEYS.includes(key)) {
-			throw new TypeError(`Unknown option "cluster.${key}" (known: ${CLUSTER_KEYS.join(', ')})`);
-		}
-	}
-	const { nodes } = given;
+	const { nodes } = plainObject('cluster', cluster, CLUSTER_KEYS, 'true or an object { nodes }');
 	if (!Array.isArray(nodes) || nodes.length === 0) {
 		throw new TypeError(
 			`Option "cluster.nodes" must be a non-empty array of Redis URLs or "host:port" strings, got ${describe(nodes)}`,

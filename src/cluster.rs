@@ -47,28 +47,28 @@ const FIRST_ARG_KEYED: &[&[u8]] = &[
     b"SPUBLISH",
 ];
 
-/// Which slot a command belongs to, when it has exactly one key.
+/// Which slot a command belongs to, when it has exactly one key. Runs for every command
+/// of a cluster pipeline: reads the first arguments in place.
 fn part_of(cmd: &Cmd) -> Part {
-    let args: Vec<&[u8]> = cmd
-        .args_iter()
-        .map(|arg| match arg {
-            Arg::Simple(bytes) => bytes,
-            _ => b"",
-        })
-        .collect();
-    let Some(name) = args.first() else {
+    let mut args = cmd.args_iter().map(|arg| match arg {
+        Arg::Simple(bytes) => bytes,
+        _ => b"",
+    });
+    let Some(name) = args.next() else {
         return Part::Alone;
     };
-    let name = name.to_ascii_uppercase();
-    let key = if name == b"EVAL" || name == b"EVALSHA" {
+    let key = if name.eq_ignore_ascii_case(b"EVAL") || name.eq_ignore_ascii_case(b"EVALSHA") {
         // EVAL script 1 key args...: one declared key.
-        match (args.get(2), args.get(3)) {
-            (Some(&b"1"), Some(key)) => Some(*key),
+        match (args.nth(1), args.next()) {
+            (Some(b"1"), Some(key)) => Some(key),
             _ => None,
         }
-    } else if FIRST_ARG_KEYED.contains(&name.as_slice()) {
-        let multi_key = matches!(name.as_slice(), b"DEL" | b"EXISTS") && args.len() > 2;
-        args.get(1).copied().filter(|_| !multi_key)
+    } else if FIRST_ARG_KEYED.iter().any(|k| name.eq_ignore_ascii_case(k)) {
+        let multi_key = name.eq_ignore_ascii_case(b"DEL") || name.eq_ignore_ascii_case(b"EXISTS");
+        match (args.next(), args.next()) {
+            (Some(_), Some(_)) if multi_key => None,
+            (key, _) => key,
+        }
     } else {
         None
     };
@@ -147,8 +147,9 @@ pub async fn query(
         }
         Err(e) => {
             failures += 1;
+            let reply = failed(&e);
             for &i in members {
-                replies[i] = Some(failed(&e));
+                replies[i] = Some(reply.clone());
             }
             first_failure.get_or_insert(e);
         }

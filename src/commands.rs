@@ -243,7 +243,7 @@ impl Commands {
     }
 
     /// Answers calls that never reached Redis.
-    pub fn fail_all(&self, ids: impl Iterator<Item = u32>, message: &str) {
+    pub fn fail_calls(&self, ids: impl Iterator<Item = u32>, message: &str) {
         let mut answers = CompletionBatch::default();
         for id in ids {
             answers.push(id, Err(message.to_string()));
@@ -333,7 +333,7 @@ impl Drop for Release<'_> {
 }
 
 /// Answers every call of a pipeline with the same failure.
-fn fail_all(live: Vec<(Submission, usize)>, message: &str, answers: &mut CompletionBatch) {
+fn fail_pipeline(live: Vec<(Submission, usize)>, message: &str, answers: &mut CompletionBatch) {
     for (call, _) in live {
         answer(call.reply_to, Err(message.to_string()), answers);
     }
@@ -367,12 +367,12 @@ async fn run_pipeline(shared: Arc<Shared>, batch: Vec<Submission>) -> Completion
         Ok(Ok(got)) => got,
         Ok(Err(e)) => {
             let reason = shared.connection.describe(&e).await;
-            fail_all(live, &not_sent(&reason), &mut answers);
+            fail_pipeline(live, &not_sent(&reason), &mut answers);
             return answers;
         }
         Err(_) => {
             let message = timed_out_before_sending(options.command_timeout_ms);
-            fail_all(live, &message, &mut answers);
+            fail_pipeline(live, &message, &mut answers);
             return answers;
         }
     };
@@ -396,13 +396,13 @@ async fn run_pipeline(shared: Arc<Shared>, batch: Vec<Submission>) -> Completion
         Ok(Err(e)) => {
             shared.connection.suspect(&e);
             let reason = shared.connection.describe(&e).await;
-            fail_all(live, &reason, &mut answers);
+            fail_pipeline(live, &reason, &mut answers);
             return answers;
         }
         Err(_) => {
             shared.connection.stalled(ticket);
             let message = timed_out_after_sending(options.command_timeout_ms);
-            fail_all(live, &message, &mut answers);
+            fail_pipeline(live, &message, &mut answers);
             return answers;
         }
     };

@@ -783,6 +783,31 @@ impl Connection {
         self.outcome(result, ticket).await
     }
 
+    /// Runs a pipeline of background work (not a call: no ordering with the calls)
+    /// within `timeout`; a silent connection is replaced as for any call.
+    pub async fn query(&self, pipe: &Pipeline, timeout: Duration) -> Result<Vec<Value>, String> {
+        let deadline = Instant::now() + timeout;
+        let (mut link, ticket) = match tokio::time::timeout_at(deadline, self.get()).await {
+            Ok(Ok(got)) => got,
+            Ok(Err(e)) => return Err(self.describe(&e).await),
+            Err(_) => return Err("timed out".into()),
+        };
+        match tokio::time::timeout_at(deadline, pipe.query_async::<Vec<Value>>(&mut link)).await {
+            Ok(Ok(values)) => {
+                self.answered_with(&values);
+                Ok(values)
+            }
+            Ok(Err(e)) => {
+                self.suspect(&e);
+                Err(self.describe(&e).await)
+            }
+            Err(_) => {
+                self.stalled(ticket);
+                Err("timed out".into())
+            }
+        }
+    }
+
     /// The periodic check of a pub/sub connection: on a cluster whose slots changed
     /// owners, a fresh connection (see `follow_topology`); else a PING, and a connection
     /// silent for too long is replaced (see [`Connection::stalled`]).

@@ -92,10 +92,6 @@ impl CompletionBatch {
         self.0.is_empty()
     }
 
-    pub fn len(&self) -> usize {
-        self.0.len()
-    }
-
     pub fn extend(&mut self, other: CompletionBatch) {
         self.0.extend(other.0);
     }
@@ -306,8 +302,9 @@ pub type DeliveryArgs = FnArgs<(DeliveryArrays,)>;
 /// Batches handed to the threadsafe function and not yet taken by the JavaScript thread.
 type Queued = Arc<Mutex<VecDeque<DeliveryBatch>>>;
 
-/// Bytes one waiting batch may grow to before the next one starts.
-const MAX_QUEUED_BATCH_BYTES: usize = 4 << 20;
+/// Bytes gathered into one batch for JavaScript (by the receivers, and by a waiting
+/// batch that grows) before the next one starts.
+pub const MAX_DELIVERY_BYTES: usize = 4 << 20;
 
 /// Feeds stream controllers: `([bytes, entries]) => void`.
 ///
@@ -337,7 +334,7 @@ impl Deliveries {
         {
             let mut queued = self.queued.lock().unwrap();
             if let Some(last) = queued.back_mut() {
-                if last.byte_len() + batch.byte_len() <= MAX_QUEUED_BATCH_BYTES {
+                if last.byte_len() + batch.byte_len() <= MAX_DELIVERY_BYTES {
                     last.append(batch);
                     return;
                 }

@@ -194,7 +194,7 @@ impl NativeClient {
         }
         if !bad.is_empty() {
             self.commands
-                .fail_all(bad.into_iter(), "internal error: malformed call");
+                .fail_calls(bad.into_iter(), "internal error: malformed call");
         }
         // An unbounded channel send: no runtime context needed on this hot path.
         self.commands.submit(ops);

@@ -29,8 +29,9 @@ use tokio::time::Instant;
 
 use crate::commands::{decode_text, first_error, Commands, FollowUp, Op, ReplyTo};
 use crate::connection::{jittered, random_u64, Checked, Connection, Failure, Source};
-use crate::delivery::{CompletionBatch, Deliveries, DeliveryBatch, DeliveryKind, Outcome, Reply};
-use crate::error::describe_redis_error;
+use crate::delivery::{
+    CompletionBatch, Deliveries, DeliveryBatch, DeliveryKind, Outcome, Reply, MAX_DELIVERY_BYTES,
+};
 use crate::keys::{Channel, Keys};
 
 // Call codes, exported to `lib/wire.js`.
@@ -99,8 +100,6 @@ fn epoch_ttl(session_ttl: u32) -> u32 {
     session_ttl.saturating_mul(3)
 }
 
-/// Bytes gathered into one delivery before it is handed to JavaScript.
-const MAX_DELIVERY_BYTES: usize = 4 << 20;
 /// First pause before subscribing again after a failure; doubles up to the maximum.
 const RETRY_PAUSE: Duration = Duration::from_millis(100);
 const MAX_RETRY_PAUSE: Duration = Duration::from_secs(5);
@@ -274,6 +273,16 @@ impl Table {
     /// The session of `id` if `token` still owns it.
     fn owned(&self, id: &str, token: u32) -> bool {
         self.sessions.get(id).is_some_and(|s| s.token == token)
+    }
+
+    /// Whether one of our channels is wanted now: a session's two while it is here, the
+    /// broadcast channel while any is.
+    fn wants(&self, keys: &Keys, channel: &str) -> bool {
+        match keys.parse_channel(channel) {
+            Some(Channel::Session(id) | Channel::Delete(id)) => self.sessions.contains_key(id),
+            Some(Channel::Broadcast) => !self.sessions.is_empty(),
+            None => false,
+        }
     }
 }
 
@@ -644,14 +653,7 @@ impl Subscribed {
             }
             candidates.push((keys.broadcast_channel(), !table.sessions.is_empty()));
             for channel in &self.uncertain {
-                let wanted = match keys.parse_channel(channel) {
-                    Some(Channel::Session(id) | Channel::Delete(id)) => {
-                        table.sessions.contains_key(id)
-                    }
-                    Some(Channel::Broadcast) => !table.sessions.is_empty(),
-                    None => false,
-                };
-                candidates.push((channel.clone(), wanted));
+                candidates.push((channel.clone(), table.wants(keys, channel)));
             }
             (candidates, std::mem::take(&mut table.waiters))
         };
@@ -898,12 +900,7 @@ fn dropped_by_server(data: &[Value], keys: &Keys, shared: &Shared) -> bool {
     let Ok(channel) = std::str::from_utf8(channel) else {
         return false;
     };
-    let table = shared.table.lock().unwrap();
-    match keys.parse_channel(channel) {
-        Some(Channel::Session(id) | Channel::Delete(id)) => table.sessions.contains_key(id),
-        Some(Channel::Broadcast) => !table.sessions.is_empty(),
-        None => false,
-    }
+    shared.table.lock().unwrap().wants(keys, channel)
 }
 
 /// The one liveness timer of a manager: refreshes the keys of every confirmed local
@@ -918,9 +915,7 @@ async fn keep_alive(shared: Arc<Shared>) {
             _ = tick.tick() => check_subscriber(&shared).await,
             // After the first subscription and every restore: the topology they were
             // made under is the one to compare with.
-            _ = shared.check_now.notified() => {
-                follow_topology(&shared).await;
-            }
+            _ = shared.check_now.notified() => follow_topology(&shared).await,
         }
         if let Err(reason) = refresh(&shared).await {
             shared.deliveries.problem(&reason);
@@ -930,17 +925,16 @@ async fn keep_alive(shared: Arc<Shared>) {
 
 /// On a cluster whose slots changed owners since the last look: a fresh pub/sub
 /// connection, everything subscribed again. Returns whether that happened.
-async fn follow_topology(shared: &Shared) -> bool {
+async fn follow_topology(shared: &Shared) {
     let timeout = shared.commands.options().command_timeout();
-    let moved = shared
+    if shared
         .subscriber
         .follow_topology(shared.commands.connection(), timeout)
-        .await;
-    if moved {
+        .await
+    {
         shared.resubscribe.store(true, Ordering::Release);
         shared.wake_subscriber.notify_one();
     }
-    moved
 }
 
 /// Checks the pub/sub connection (see `Connection::check`); a replaced one is
@@ -1051,30 +1045,10 @@ async fn refresh(shared: &Shared) -> Result<(), String> {
 }
 
 /// Runs a pipeline of the liveness timer on the command connection, within the
-/// command timeout (a silent connection is replaced as for any call).
+/// command timeout.
 async fn query(shared: &Shared, pipe: &Pipeline) -> Result<Vec<Value>, String> {
-    let connection = shared.commands.connection();
     let timeout = shared.commands.options().command_timeout();
-    let deadline = Instant::now() + timeout;
-    let (mut manager, ticket) = match tokio::time::timeout_at(deadline, connection.get()).await {
-        Ok(Ok(got)) => got,
-        Ok(Err(e)) => return Err(describe_redis_error(&e)),
-        Err(_) => return Err("timed out".into()),
-    };
-    match tokio::time::timeout_at(deadline, pipe.query_async::<Vec<Value>>(&mut manager)).await {
-        Ok(Ok(values)) => {
-            connection.answered_with(&values);
-            Ok(values)
-        }
-        Ok(Err(e)) => {
-            connection.suspect(&e);
-            Err(describe_redis_error(&e))
-        }
-        Err(_) => {
-            connection.stalled(ticket);
-            Err("timed out".into())
-        }
-    }
+    shared.commands.connection().query(pipe, timeout).await
 }
 
 #[cfg(test)]

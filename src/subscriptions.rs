@@ -25,7 +25,7 @@ use tokio::time::Instant;
 
 use crate::commands::Commands;
 use crate::connection::{jittered, Checked, Connection, Failure, Source};
-use crate::delivery::{bytes_and_words, Batches, CompletionBatch, Reply};
+use crate::delivery::{bytes_and_words, Batches, CompletionBatch, Reply, MAX_DELIVERY_BYTES};
 
 /// Call code: PUBLISH a notification on the subscriptions channel.
 #[napi]
@@ -42,8 +42,6 @@ pub const WANTS_RESOURCES_LIST_CHANGED: u32 = 4;
 /// First pause before subscribing again after a failure; doubles up to the maximum.
 const RETRY_PAUSE: Duration = Duration::from_millis(100);
 const MAX_RETRY_PAUSE: Duration = Duration::from_secs(5);
-/// Bytes gathered into one delivery before it is handed to JavaScript.
-const MAX_DELIVERY_BYTES: usize = 4 << 20;
 
 /// The two fields matching needs, borrowed from the message where it has no escapes.
 #[derive(Deserialize)]
