@@ -9,22 +9,13 @@ const wire = require('./wire.js');
 const INFO = 0;
 const CAPABILITIES = 1;
 const LOG_LEVEL = 2;
-const FIELD_NAMES = ['client info', 'client capabilities', 'log level'];
-const FIELD_TITLES = ['Client info', 'Client capabilities', 'Log level'];
+const FIELD_NAMES = wire.SESSION_FIELDS;
+const FIELD_TITLES = FIELD_NAMES.map((name) => name[0].toUpperCase() + name.slice(1));
 const STORE_FAILED = FIELD_NAMES.map((name) => `Could not store ${name} for session`);
 const STORE_CODES = [wire.SET_CLIENT_INFO, wire.SET_CLIENT_CAPABILITIES, wire.SET_LOG_LEVEL];
 const noop = () => {};
 
-const LOG_LEVELS = Object.freeze([
-	'debug',
-	'info',
-	'notice',
-	'warning',
-	'error',
-	'critical',
-	'alert',
-	'emergency',
-]);
+const LOG_LEVELS = wire.LOG_LEVELS;
 
 /**
  * Persists what a stateless request needs to rebuild the MCP context: client info,

@@ -102,6 +102,12 @@ export declare const HAS: number
 
 export declare const INFO_DELETE: number
 
+/**
+ * The eight MCP log levels, the only values `setLogLevel` stores and `getLogLevel`
+ * returns, space-separated; exported so `lib/info.js` checks against the same list.
+ */
+export declare const LOG_LEVELS: string
+
 /** `cluster` option: seed nodes besides the URL's (URLs or `host:port`). */
 export interface NativeCluster {
   nodes: Array<string>
@@ -155,6 +161,12 @@ export declare const NOTIFY: number
 export declare const PUBLISH: number
 
 export declare const REMOVE_SUBSCRIPTION: number
+
+/**
+ * Names of the three values of a session read, for error messages, comma-separated;
+ * exported so `lib/info.js` words its messages the same way.
+ */
+export declare const SESSION_FIELDS: string
 
 export declare const SET_CLIENT_CAPABILITIES: number
 

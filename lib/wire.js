@@ -3,8 +3,9 @@
 // (src/info_sessions.rs, src/stream_sessions.rs), the change kinds of NativeStreams.apply
 // (src/stream_sessions.rs), the interest flags of NativeSubscriptions.watch
 // (src/subscriptions.rs), the delivery kinds (src/delivery.rs DeliveryKind) and the
-// offset of a failed call's id in the answers (src/delivery.rs). Copied into one frozen
-// object so hot paths read plain properties.
+// offset of a failed call's id in the answers (src/delivery.rs), the log levels and the
+// names of a session's three values (src/info_sessions.rs). Copied into one frozen object
+// so hot paths read plain properties.
 const native = require('./binding.js');
 
 module.exports = Object.freeze({
@@ -31,4 +32,6 @@ module.exports = Object.freeze({
 	WANTS_PROMPTS_LIST_CHANGED: native.WANTS_PROMPTS_LIST_CHANGED,
 	WANTS_RESOURCES_LIST_CHANGED: native.WANTS_RESOURCES_LIST_CHANGED,
 	FAILED_ANSWER: native.FAILED_ANSWER,
+	LOG_LEVELS: Object.freeze(native.LOG_LEVELS.split(' ')),
+	SESSION_FIELDS: Object.freeze(native.SESSION_FIELDS.split(',')),
 });

@@ -28,20 +28,20 @@ pub const REMOVE_SUBSCRIPTION: u32 = 18;
 #[napi]
 pub const INFO_DELETE: u32 = 19;
 
-/// The eight MCP log levels, the only values `setLogLevel` stores and `getLogLevel` returns.
-pub const LOG_LEVELS: [&str; 8] = [
-    "debug",
-    "info",
-    "notice",
-    "warning",
-    "error",
-    "critical",
-    "alert",
-    "emergency",
-];
+/// The eight MCP log levels, the only values `setLogLevel` stores and `getLogLevel`
+/// returns, space-separated; exported so `lib/info.js` checks against the same list.
+#[napi]
+pub const LOG_LEVELS: &str = "debug info notice warning error critical alert emergency";
 
-/// Names of the three values of a session read, for error messages.
-const FIELD_NAMES: [&str; 3] = ["client info", "client capabilities", "log level"];
+/// Names of the three values of a session read, for error messages, comma-separated;
+/// exported so `lib/info.js` words its messages the same way.
+#[napi]
+pub const SESSION_FIELDS: &str = "client info,client capabilities,log level";
+
+/// The name of value `field` of a session read.
+fn field_name(field: usize) -> &'static str {
+    SESSION_FIELDS.split(',').nth(field).unwrap_or("value")
+}
 
 /// One value of a multi-value read: its own error does not fail the others. Failures
 /// carry the whole message JavaScript throws.
@@ -49,7 +49,7 @@ fn decode_field(value: Value, field: usize, id: &str) -> Field {
     let failed = |message: String| {
         Field::Failed(format!(
             "Could not read {} for session {id}: {message}",
-            FIELD_NAMES[field]
+            field_name(field)
         ))
     };
     if let Err(message) = first_error(std::slice::from_ref(&value)) {
@@ -74,7 +74,7 @@ const LOG_LEVEL: usize = 2;
 /// A stored log level in either form: ours (plain `info`) or upstream's JSON-quoted
 /// `"info"`. `None` when it is neither a known level nor a JSON string holding one.
 pub fn read_log_level(stored: &str) -> Option<&'static str> {
-    let known = |level: &str| LOG_LEVELS.iter().copied().find(|l| *l == level);
+    let known = |level: &str| LOG_LEVELS.split(' ').find(|l| *l == level);
     if stored.starts_with('"') {
         let level: String = serde_json::from_str(stored).ok()?;
         return known(&level);
