@@ -1,19 +1,15 @@
 // Leaks, exit and teardown, each in a child process so that a crash shows as a crash.
 import { spawn } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { RedisInfoSessionManager } from '../index.mjs';
-import { observer, testRedis } from './helpers/redis.mjs';
+import { useTestRedis } from './helpers/suite.mjs';
 
 let server;
 let redis;
-beforeAll(async () => {
-	server = await testRedis();
-	redis = await observer(server.url);
-});
-afterAll(async () => {
-	await redis?.quit();
-	await server?.stop();
+useTestRedis((s, r) => {
+	server = s;
+	redis = r;
 });
 
 /** Runs a fixture with node; resolves with its exit and output (kills it after `limitMs`). */

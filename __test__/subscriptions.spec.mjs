@@ -2,20 +2,17 @@
 // InMemorySubscriptionManager, across managers (each with its own connections, as in two
 // processes), against a real redis-server; and upstream 0.3.0 on the same Redis.
 import { RedisSubscriptionManager as UpstreamSubscriptionManager } from '@tmcp/session-manager-redis';
-import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { afterEach, describe, expect, it } from 'vitest';
 import { createSessionManagers, RedisSubscriptionManager } from '../index.mjs';
 import { failOnUnhandledRejections } from './helpers/unhandled.mjs';
-import { eventually, freePort, observer, testRedis } from './helpers/redis.mjs';
+import { eventually, freePort } from './helpers/redis.mjs';
+import { useTestRedis } from './helpers/suite.mjs';
 
 let server;
 let redis;
-beforeAll(async () => {
-	server = await testRedis();
-	redis = await observer(server.url);
-});
-afterAll(async () => {
-	await redis?.quit();
-	await server?.stop();
+useTestRedis((s, r) => {
+	server = s;
+	redis = r;
 });
 const cleanups = [];
 afterEach(async () => {

@@ -1,0 +1,22 @@
+// Per-file test setup shared by the spec files (vitest hooks; the other helpers are also
+// used by the demo and the benchmark, outside vitest).
+import { afterAll, beforeAll } from 'vitest';
+import { observer, testRedis } from './redis.mjs';
+
+/**
+ * A test file's server (see testRedis) and an observer on it, started before the file's
+ * tests and stopped after them; `use(server, observer)` receives them once started.
+ */
+export function useTestRedis(use) {
+	let server;
+	let redis;
+	beforeAll(async () => {
+		server = await testRedis();
+		redis = await observer(server.url);
+		use(server, redis);
+	});
+	afterAll(async () => {
+		await redis?.quit();
+		await server?.stop();
+	});
+}
