@@ -87,6 +87,19 @@ describe('client info and capabilities', () => {
 		expect([caps, ci, level]).toEqual([{ sampling: {} }, { name: 'b', version: '2' }, 'info']);
 	});
 
+	it('session ids named like Object.prototype members are ordinary ids', async () => {
+		for (const id of ['__proto__', 'constructor', 'hasOwnProperty', 'toString']) {
+			await expect(info.getClientInfo(id)).rejects.toThrow(`Client info not found for session ${id}`);
+			await info.setClientInfo(id, { name: id, version: '1' });
+			await info.setLogLevel(id, 'debug');
+			const [ci, level] = await Promise.all([info.getClientInfo(id), info.getLogLevel(id)]);
+			expect([ci, level]).toEqual([{ name: id, version: '1' }, 'debug']);
+			expect(JSON.parse(await redis.get(`tmcp:client_info:${id}`))).toEqual({ name: id, version: '1' });
+			await info.delete(id);
+			await expect(info.getClientInfo(id)).rejects.toThrow(`Client info not found for session ${id}`);
+		}
+	});
+
 	it('setters called without await still land, in call order', async () => {
 		info.setClientInfo('s2', { name: 'a', version: '1' });
 		info.setClientInfo('s2', { name: 'b', version: '2' });

@@ -11,6 +11,10 @@ import { startCluster } from '../__test__/helpers/cluster.mjs';
 import { startRedis } from '../__test__/helpers/redis.mjs';
 
 const quick = process.argv.includes('--quick');
+// `--only <text>`: just the scenarios whose name contains <text> (no ceiling, floors or
+// cluster rows), for A/B work on one path.
+const onlyAt = process.argv.indexOf('--only');
+const only = onlyAt > 0 ? process.argv[onlyAt + 1] : undefined;
 const ROUNDS = quick ? 3 : 5;
 const MS = quick ? 800 : 2000;
 const worker = fileURLToPath(new URL('./worker.mjs', import.meta.url));
@@ -241,7 +245,7 @@ const fmt = (x) =>
 
 const table = [];
 const notes = [];
-for (const scenario of scenarios) {
+for (const scenario of scenarios.filter((s) => !only || s.name.includes(only))) {
 	const rows = scenario.rows ?? [['', 'v', 'higher']];
 	const perRound = rows.map(() => ({ upstream: [], ours: [], ratio: [] }));
 	for (let round = 0; round < ROUNDS; round++) {
@@ -272,6 +276,12 @@ for (const scenario of scenarios) {
 	});
 }
 process.stderr.write('\n');
+if (only) {
+	console.log(['| scenario | upstream | ours | ratio |', '|---|---|---|---|', ...table.map((r) => `| ${r.join(' | ')} |`)].join('\n'));
+	await admin.quit();
+	await server.stop();
+	process.exit(0);
+}
 
 // The ceiling: redis-benchmark on the same server.
 await admin.flushAll();
