@@ -147,6 +147,18 @@ describe('payloads and volume', () => {
 		expect(rec.chunks[1]).toBe(big);
 	});
 
+	it('sends of one tick keep their own text: NULs, emoji, and lone surrogates that would pair across calls', async () => {
+		const rec = recorder();
+		await a.create('tick', rec);
+		// One crossing carries every send of the tick; a high surrogate ending one send and
+		// a low one starting the next must not combine into 🙂 (each is U+FFFD, as when sent
+		// alone), and NULs inside a payload are payload.
+		const sent = ['a\uD83D', '\uDE42b', '\u0000', '', '🙂\u0000🙂', 'end'];
+		await Promise.all(sent.map((m) => b.send(['tick'], m)));
+		await eventually(() => rec.chunks.length === sent.length, 5000, 'deliveries');
+		expect(rec.chunks).toEqual(['a\uFFFD', '\uFFFDb', '\u0000', '', '🙂\u0000🙂', 'end']);
+	});
+
 	it('1,000 messages to one session arrive in order', async () => {
 		const rec = recorder();
 		await a.create('ordered', rec);

@@ -53,6 +53,56 @@ const timers = new FinalizationRegistry((timer) => clearInterval(timer));
 /** @type {Set<Link>} */
 const busy = new Set();
 
+/** Ids carry a slot of this many bits and a reuse tag above it. */
+const SLOT_BITS = 22;
+const SLOTS = 2 ** SLOT_BITS;
+/** 7 tag bits keep every id below 2^29, a small integer (Smi) for V8. */
+const TAGS = 2 ** 7;
+
+/**
+ * Calls awaiting their answer, by id. Not a Map: a Map that entries keep entering and
+ * leaving is rehashed again and again, and V8 links each replaced table to its successor,
+ * so once one table was promoted, every newer one and the promises it held survived the
+ * young-generation GC (measured on the info snapshots, see lib/info.js). Here an id names
+ * a slot of one array plus a reuse tag: settling empties the slot, nothing links old
+ * entries to new ones, and an answer for a reused slot's previous call is ignored.
+ */
+class PendingCalls {
+	/** @type {({ id: number, resolve: (v: any) => void, reject: (e: Error) => void, what: string } | undefined)[]} */
+	#slots = [];
+	/** @type {number[]} */
+	#free = [];
+	#tag = 0;
+	size = 0;
+
+	/**
+	 * Files a call; its id, or 0 when SLOTS calls are already pending.
+	 * @param {(v: any) => void} resolve @param {(e: Error) => void} reject @param {string} what
+	 */
+	add(resolve, reject, what) {
+		let slot;
+		if (this.#free.length > 0) slot = /** @type {number} */ (this.#free.pop());
+		else if (this.#slots.length < SLOTS) slot = this.#slots.push(undefined) - 1;
+		else return 0;
+		this.#tag = (this.#tag % (TAGS - 1)) + 1;
+		const id = this.#tag * SLOTS + slot;
+		this.#slots[slot] = { id, resolve, reject, what };
+		this.size++;
+		return id;
+	}
+
+	/** The call filed under `id`, removed; undefined when it is not pending. @param {number} id */
+	take(id) {
+		const slot = id % SLOTS;
+		const entry = this.#slots[slot];
+		if (entry === undefined || entry.id !== id) return undefined;
+		this.#slots[slot] = undefined;
+		this.#free.push(slot);
+		this.size--;
+		return entry;
+	}
+}
+
 /**
  * One native command connection (opened, read and reconnected by the `redis` crate on
  * the addon's tokio runtime). Calls made in one tick cross to Rust as one batch and are
@@ -62,9 +112,7 @@ const busy = new Set();
  */
 class Link {
 	#native;
-	/** @type {Map<number, { resolve: (v: any) => void, reject: (e: Error) => void, what: string }>} */
-	#pending = new Map();
-	#nextId = 1;
+	#pending = new PendingCalls();
 	/** @type {number[]} */
 	#calls = [];
 	/** @type {string[]} */
@@ -131,17 +179,19 @@ class Link {
 	}
 
 	/**
-	 * Reserves a call id answered by a native method other than `submit`.
+	 * Reserves a call id answered by a native method other than `submit`. With SLOTS
+	 * calls already pending the id is 0, which no answer settles, and the promise is
+	 * already rejected.
 	 * @param {string} what context for error messages ('' for none)
 	 * @returns {{ id: number, promise: Promise<any> }}
 	 */
 	track(what) {
-		const id = this.#nextId;
-		this.#nextId = (this.#nextId + 1) >>> 0 || 1;
+		let id = 0;
 		const promise = new Promise((resolve, reject) => {
-			this.#pending.set(id, { resolve, reject, what });
+			id = this.#pending.add(resolve, reject, what);
+			if (id === 0) reject(new Error(`${what}: more than ${SLOTS} calls are pending on this connection`));
 		});
-		if (this.#pending.size === 1) this.#updateRef();
+		if (this.#pending.size === 1 && id !== 0) this.#updateRef();
 		return { id, promise };
 	}
 
@@ -154,6 +204,7 @@ class Link {
 	call(code, args, what) {
 		if (this.closed) return Promise.reject(new Error(`${what}: the session manager is closed`));
 		const { id, promise } = this.track(what);
+		if (id === 0) return promise;
 		this.#calls.push(id, code, args.length);
 		for (let i = 0; i < args.length; i++) this.#args.push(args[i]);
 		if (!this.#scheduled) {
@@ -169,25 +220,31 @@ class Link {
 		const args = this.#args;
 		this.#calls = [];
 		this.#args = [];
+		// One string and two typed arrays cross, whatever the number of calls: the native
+		// side splits the text by the lengths on its own thread (src/js_calls.rs).
+		const lengths = new Uint32Array(args.length);
+		for (let i = 0; i < args.length; i++) lengths[i] = args[i].length;
 		try {
-			this.#native.submit(calls, args);
+			this.#native.submit(calls, lengths, args.join(''));
 		} catch (error) {
 			for (let i = 0; i < calls.length; i += 3) this.fail(calls[i], error);
 		}
 	};
 
 	/**
-	 * Settles answered calls: `[id, reply, …]`, where the id of a failed call is offset by
-	 * 2^32 and its reply is the message. Runs from a threadsafe function: it never throws
-	 * (a throw there would be fatal to the process).
+	 * Settles answered calls (see CompletionBatch in src/delivery.rs): `id` for a call
+	 * answered undefined, `-(id + 1), value` for one answered with a value, and
+	 * `id + 2^32, message` for a failed one. Runs from a threadsafe function: it never
+	 * throws (a throw there would be fatal to the process).
 	 * @param {unknown[]} answers
 	 */
 	#answer(answers) {
 		try {
-			for (let i = 0; i < answers.length; i += 2) {
-				const id = /** @type {number} */ (answers[i]);
-				if (id >= FAILED_ANSWER) this.#settle(id - FAILED_ANSWER, answers[i + 1], true);
-				else this.#settle(id, answers[i + 1], false);
+			for (let i = 0; i < answers.length; ) {
+				const head = /** @type {number} */ (answers[i++]);
+				if (head < 0) this.#settle(-head - 1, answers[i++], false);
+				else if (head >= FAILED_ANSWER) this.#settle(head - FAILED_ANSWER, answers[i++], true);
+				else this.#settle(head, undefined, false);
 			}
 		} catch (error) {
 			this.reporter.report(error);
@@ -205,9 +262,8 @@ class Link {
 
 	/** @param {number} id @param {unknown} reply @param {boolean} isError */
 	#settle(id, reply, isError) {
-		const entry = this.#pending.get(id);
+		const entry = this.#pending.take(id);
 		if (!entry) return;
-		this.#pending.delete(id);
 		if (this.#pending.size === 0) this.#updateRef();
 		if (isError) entry.reject(new Error(entry.what ? `${entry.what}: ${reply}` : String(reply)));
 		else entry.resolve(reply);
@@ -239,4 +295,4 @@ class Link {
 	}
 }
 
-module.exports = { Link };
+module.exports = { Link, PendingCalls };

@@ -14,10 +14,11 @@ export declare class NativeClient {
   /** `on_complete(answers)` answers every submitted call (see `CompletionBatch`). */
   constructor(url: string, options: NativeOptions, onComplete: (answers: unknown[]) => void)
   /**
-   * Queues calls: `calls` holds `[id, code, argCount]` triples whose arguments
-   * follow one another in `args`.
+   * Queues one tick's calls (see [`js_calls`]): `calls` holds `[id, code, argCount]`
+   * triples, `lengths` the UTF-16 length of every argument, `text` the arguments
+   * joined with NUL.
    */
-  submit(calls: Uint32Array, args: string[]): void
+  submit(calls: Uint32Array, lengths: Uint32Array, text: string): void
   /** The URL with its password masked. */
   get url(): string
   /** Stops taking calls; queued ones still complete. */

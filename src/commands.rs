@@ -32,6 +32,7 @@ use crate::error::{
     describe_redis_error, not_sent, timed_out_after_sending, timed_out_before_sending,
 };
 use crate::info_sessions::InfoOp;
+use crate::js_calls::JsCalls;
 use crate::keys::Keys;
 use crate::stream_sessions::StreamOp;
 use crate::subscriptions::NOTIFY;
@@ -140,6 +141,15 @@ struct Submission {
     deadline: Instant,
 }
 
+/// What the dispatcher's queue carries, in submission order.
+enum Queued {
+    /// Calls of our own tasks, already admitted (see [`admit`]).
+    Calls(Vec<Submission>),
+    /// One JavaScript tick's calls with their deadline, taken apart and admitted by the
+    /// dispatcher (off the JavaScript thread).
+    Js(JsCalls, Instant),
+}
+
 /// What the calls, the dispatcher and every pipeline share: one `Arc` cloned per
 /// pipeline. The queue's sender is not in it, so the dispatcher (which holds this) does
 /// not keep its own queue open.
@@ -155,7 +165,7 @@ struct Shared {
 /// A Redis connection for commands, shared by the managers built on it.
 pub struct Commands {
     shared: Arc<Shared>,
-    queue: Mutex<Option<mpsc::UnboundedSender<Vec<Submission>>>>,
+    queue: Mutex<Option<mpsc::UnboundedSender<Queued>>>,
 }
 
 impl Commands {
@@ -189,48 +199,43 @@ impl Commands {
     pub fn submit(&self, calls: Vec<(ReplyTo, Op)>) {
         let shared = &*self.shared;
         let deadline = Instant::now() + shared.options.command_timeout();
-        let mut batch = Vec::with_capacity(calls.len());
         let mut refused = CompletionBatch::default();
-        for (reply_to, op) in calls {
-            let weight = op.weight();
-            let before = shared.queued_bytes.fetch_add(weight, Ordering::Relaxed);
-            if before + weight > MAX_QUEUED_BYTES {
-                shared.queued_bytes.fetch_sub(weight, Ordering::Relaxed);
-                let message = not_sent(&format!(
-                    "more than {} MiB of calls are waiting for Redis",
-                    MAX_QUEUED_BYTES >> 20
-                ));
-                answer(reply_to, Err(message), &mut refused);
-                continue;
-            }
-            batch.push(Submission {
-                reply_to,
-                op,
-                weight,
-                deadline,
-            });
-        }
+        let batch: Vec<Submission> = calls
+            .into_iter()
+            .filter_map(|(reply_to, op)| admit(shared, reply_to, op, deadline, &mut refused))
+            .collect();
         shared.completions.send(refused);
-        if batch.is_empty() {
-            return;
+        if !batch.is_empty() {
+            self.enqueue(Queued::Calls(batch));
         }
+    }
+
+    /// Queues one JavaScript tick's calls. Runs on the JavaScript thread, so it only
+    /// stamps the deadline and hands the batch over: the dispatcher takes it apart.
+    pub fn submit_js(&self, calls: JsCalls) {
+        let deadline = Instant::now() + self.shared.options.command_timeout();
+        self.enqueue(Queued::Js(calls, deadline));
+    }
+
+    fn enqueue(&self, queued: Queued) {
         let rejected = match &*self.queue.lock().unwrap() {
-            Some(queue) => queue.send(batch).err().map(|e| e.0),
-            None => Some(batch),
+            Some(queue) => queue.send(queued).err().map(|e| e.0),
+            None => Some(queued),
         };
-        if let Some(batch) = rejected {
-            let mut answers = CompletionBatch::default();
-            for call in batch {
-                shared
-                    .queued_bytes
-                    .fetch_sub(call.weight, Ordering::Relaxed);
-                answer(
-                    call.reply_to,
-                    Err("the session manager is closed".into()),
-                    &mut answers,
-                );
+        let closed = "the session manager is closed";
+        match rejected {
+            None => {}
+            Some(Queued::Calls(batch)) => {
+                let mut answers = CompletionBatch::default();
+                for call in batch {
+                    self.shared
+                        .queued_bytes
+                        .fetch_sub(call.weight, Ordering::Relaxed);
+                    answer(call.reply_to, Err(closed.into()), &mut answers);
+                }
+                self.shared.completions.send(answers);
             }
-            shared.completions.send(answers);
+            Some(Queued::Js(calls, _)) => self.fail_calls(calls.ids(), closed),
         }
     }
 
@@ -273,6 +278,64 @@ impl Commands {
     }
 }
 
+/// Counts a call against [`MAX_QUEUED_BYTES`]: the call to queue, or `None` when it was
+/// refused (answered in `refused`, never sent).
+fn admit(
+    shared: &Shared,
+    reply_to: ReplyTo,
+    op: Op,
+    deadline: Instant,
+    refused: &mut CompletionBatch,
+) -> Option<Submission> {
+    let weight = op.weight();
+    let before = shared.queued_bytes.fetch_add(weight, Ordering::Relaxed);
+    if before + weight > MAX_QUEUED_BYTES {
+        shared.queued_bytes.fetch_sub(weight, Ordering::Relaxed);
+        let message = not_sent(&format!(
+            "more than {} MiB of calls are waiting for Redis",
+            MAX_QUEUED_BYTES >> 20
+        ));
+        answer(reply_to, Err(message), refused);
+        return None;
+    }
+    Some(Submission {
+        reply_to,
+        op,
+        weight,
+        deadline,
+    })
+}
+
+/// Takes a JavaScript batch apart into `backlog`; answers calls it cannot queue.
+fn admit_js(
+    shared: &Shared,
+    mut calls: JsCalls,
+    deadline: Instant,
+    backlog: &mut VecDeque<Submission>,
+) {
+    let mut refused = CompletionBatch::default();
+    let malformed = "internal error: malformed call";
+    match calls.split() {
+        Some(split) => {
+            let upstream_compatible = shared.options.upstream_compatible;
+            for (id, code, args) in split {
+                match Op::from_code(code, args, upstream_compatible) {
+                    Some(op) => {
+                        backlog.extend(admit(shared, ReplyTo::Js(id), op, deadline, &mut refused))
+                    }
+                    None => refused.push(id, Err(malformed.into())),
+                }
+            }
+        }
+        None => {
+            for id in calls.ids() {
+                refused.push(id, Err(malformed.into()));
+            }
+        }
+    }
+    shared.completions.send(refused);
+}
+
 fn answer(reply_to: ReplyTo, outcome: Outcome, batch: &mut CompletionBatch) {
     match reply_to {
         ReplyTo::Js(id) => batch.push(id, outcome),
@@ -282,7 +345,7 @@ fn answer(reply_to: ReplyTo, outcome: Outcome, batch: &mut CompletionBatch) {
     }
 }
 
-async fn dispatch(shared: Arc<Shared>, mut queue: mpsc::UnboundedReceiver<Vec<Submission>>) {
+async fn dispatch(shared: Arc<Shared>, mut queue: mpsc::UnboundedReceiver<Queued>) {
     // Several pipelines are in flight, so JavaScript prepares the next batch while Redis
     // answers the last. Order holds because a pipeline is queued on the connection at its
     // first poll, FuturesOrdered first-polls in push order, and that first poll always
@@ -308,11 +371,17 @@ async fn dispatch(shared: Arc<Shared>, mut queue: mpsc::UnboundedReceiver<Vec<Su
                 }
                 shared.completions.send(answers);
             }
-            batch = queue.recv(), if open => match batch {
-                Some(batch) => {
-                    backlog.extend(batch);
-                    while let Ok(more) = queue.try_recv() {
-                        backlog.extend(more);
+            queued = queue.recv(), if open => match queued {
+                Some(queued) => {
+                    let mut next = Some(queued);
+                    while let Some(queued) = next {
+                        match queued {
+                            Queued::Calls(batch) => backlog.extend(batch),
+                            Queued::Js(calls, deadline) => {
+                                admit_js(&shared, calls, deadline, &mut backlog)
+                            }
+                        }
+                        next = queue.try_recv().ok();
                     }
                 }
                 None => open = false,

@@ -72,10 +72,11 @@ pub type Outcome = Result<Reply, String>;
 
 /// Completions of several calls, delivered in one crossing.
 ///
-/// JavaScript sees one flat array `[id, reply, id, reply, …]`; a failed call's id is
-/// offset by 2^32 and its reply is the message. One plain array per batch: typed arrays
-/// (external buffers with finalizers) cost more than the whole answer when a batch
-/// holds one call.
+/// JavaScript sees one flat array: a call answered `undefined` (every write) is just its
+/// id; a call answered with a value is `-(id + 1)` followed by the value; a failed call
+/// is its id offset by 2^32 followed by the message. One plain array per batch: typed
+/// arrays cost more than the whole answer when a batch holds one call, and each element
+/// set is a Node-API call, so writes (most calls) cost one instead of two.
 #[derive(Default)]
 pub struct CompletionBatch(Vec<(u32, Outcome)>);
 
@@ -109,21 +110,33 @@ impl TypeName for CompletionBatch {
 
 impl ToNapiValue for CompletionBatch {
     unsafe fn to_napi_value(env: sys::napi_env, val: Self) -> napi::Result<sys::napi_value> {
+        let with_value = val
+            .0
+            .iter()
+            .filter(|(_, outcome)| !matches!(outcome, Ok(Reply::Done)))
+            .count();
         let mut array = std::ptr::null_mut();
         check_status!(sys::napi_create_array_with_length(
             env,
-            val.0.len() * 2,
+            val.0.len() + with_value,
             &mut array
         ))?;
-        for (i, (id, outcome)) in val.0.into_iter().enumerate() {
-            let (id, reply) = match outcome {
-                Ok(reply) => (f64::from(id), reply),
-                Err(message) => (f64::from(id) + FAILED_ANSWER, Reply::Text(message)),
+        let mut at = 0u32;
+        let mut put = |value: sys::napi_value| {
+            let status = sys::napi_set_element(env, array, at, value);
+            at += 1;
+            check_status!(status)
+        };
+        for (id, outcome) in val.0 {
+            let (head, reply) = match outcome {
+                Ok(Reply::Done) => (f64::from(id), None),
+                Ok(reply) => (-f64::from(id) - 1.0, Some(reply)),
+                Err(message) => (f64::from(id) + FAILED_ANSWER, Some(Reply::Text(message))),
             };
-            let id = f64::to_napi_value(env, id)?;
-            check_status!(sys::napi_set_element(env, array, (i * 2) as u32, id))?;
-            let reply = Reply::to_napi_value(env, reply)?;
-            check_status!(sys::napi_set_element(env, array, (i * 2 + 1) as u32, reply))?;
+            put(f64::to_napi_value(env, head)?)?;
+            if let Some(reply) = reply {
+                put(Reply::to_napi_value(env, reply)?)?;
+            }
         }
         Ok(array)
     }

@@ -12,6 +12,7 @@
 //! * [`connection`]: connections (one server, a Sentinel master, a Cluster), replaced
 //!   when their peer goes silent;
 //! * [`cluster`]: pipelines split per slot, sharded subscriptions one slot per command;
+//! * [`js_calls`]: calls as they cross from JavaScript, taken apart on tokio;
 //! * [`commands`]: the request path, one ordered dispatcher per command connection;
 //! * [`info_sessions`] / [`stream_sessions`]: what each manager call means in Redis,
 //!   the session table, pub/sub receiving and the liveness timer;
@@ -31,6 +32,7 @@ mod connection;
 mod delivery;
 mod error;
 mod info_sessions;
+mod js_calls;
 mod keys;
 mod stream_sessions;
 mod subscriptions;
@@ -43,11 +45,12 @@ use napi::bindgen_prelude::{
 use napi::{check_status, sys};
 use napi_derive::napi;
 
-use commands::{Commands, Op, ReplyTo};
+use commands::Commands;
 use config::{redact_url, source_for, NativeOptions};
 use connection::Source;
 use delivery::{CompletionArgs, Completions, Deliveries};
 use error::{js_error, js_type_error};
+use js_calls::{JsCalls, JsText};
 use stream_sessions::StreamSessions;
 use subscriptions::{NotificationArgs, Notifications, Subscriptions};
 
@@ -92,8 +95,7 @@ fn in_runtime<T>(f: impl FnOnce() -> T) -> napi::Result<T> {
     Ok(f())
 }
 
-/// A JavaScript array of strings, each read from V8 in one UTF-8 pass: napi-rs's
-/// `String` measures the UTF-8 length first, a second pass over every 1 KB JSON value.
+/// A JavaScript array of strings, each read in one UTF-8 pass ([`js_calls::read_utf8`]).
 pub struct JsStrings(Vec<String>);
 
 impl TypeName for JsStrings {
@@ -116,28 +118,8 @@ impl FromNapiValue for JsStrings {
         for i in 0..len {
             let mut item = std::ptr::null_mut();
             check_status!(sys::napi_get_element(env, array, i, &mut item))?;
-            // Without a buffer this is the length in UTF-16 units, O(1); each unit takes
-            // at most 3 UTF-8 bytes, and napi writes a NUL after the text.
-            let mut units = 0usize;
-            check_status!(sys::napi_get_value_string_utf16(
-                env,
-                item,
-                std::ptr::null_mut(),
-                0,
-                &mut units
-            ))?;
-            let mut bytes: Vec<u8> = Vec::with_capacity(units * 3 + 1);
-            let mut written = 0usize;
-            check_status!(sys::napi_get_value_string_utf8(
-                env,
-                item,
-                bytes.as_mut_ptr().cast(),
-                bytes.capacity(),
-                &mut written
-            ))?;
-            bytes.set_len(written);
             // V8 writes well-formed UTF-8 (lone surrogates become U+FFFD).
-            strings.push(String::from_utf8_unchecked(bytes));
+            strings.push(String::from_utf8_unchecked(js_calls::read_utf8(env, item)?));
         }
         Ok(JsStrings(strings))
     }
@@ -176,28 +158,21 @@ impl NativeClient {
         })
     }
 
-    /// Queues calls: `calls` holds `[id, code, argCount]` triples whose arguments
-    /// follow one another in `args`.
-    #[napi(ts_args_type = "calls: Uint32Array, args: string[]")]
-    pub fn submit(&self, calls: Uint32ArraySlice<'_>, args: JsStrings) -> napi::Result<()> {
-        let upstream_compatible = self.commands.options().upstream_compatible;
-        let mut args = args.0.into_iter();
-        let mut ops = Vec::with_capacity(calls.len() / 3);
-        let mut bad = Vec::new();
-        for call in calls.chunks_exact(3) {
-            let (id, code, argc) = (call[0], call[1], call[2] as usize);
-            let call_args: Vec<String> = args.by_ref().take(argc).collect();
-            match Op::from_code(code, call_args, upstream_compatible) {
-                Some(op) => ops.push((ReplyTo::Js(id), op)),
-                None => bad.push(id),
-            }
-        }
-        if !bad.is_empty() {
-            self.commands
-                .fail_calls(bad.into_iter(), "internal error: malformed call");
-        }
-        // An unbounded channel send: no runtime context needed on this hot path.
-        self.commands.submit(ops);
+    /// Queues one tick's calls (see [`js_calls`]): `calls` holds `[id, code, argCount]`
+    /// triples, `lengths` the UTF-16 length of every argument, `text` the arguments
+    /// joined with NUL.
+    #[napi(ts_args_type = "calls: Uint32Array, lengths: Uint32Array, text: string")]
+    pub fn submit(
+        &self,
+        calls: Uint32ArraySlice<'_>,
+        lengths: Uint32ArraySlice<'_>,
+        text: JsText,
+    ) -> napi::Result<()> {
+        self.commands.submit_js(JsCalls {
+            calls: calls.to_vec(),
+            lengths: lengths.to_vec(),
+            text: text.0,
+        });
         Ok(())
     }
 
