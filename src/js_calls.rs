@@ -32,16 +32,8 @@ impl ValidateNapiValue for JsText {}
 
 impl FromNapiValue for JsText {
     unsafe fn from_napi_value(env: sys::napi_env, value: sys::napi_value) -> napi::Result<Self> {
-        let mut units = 0usize;
-        check_status!(sys::napi_get_value_string_utf16(
-            env,
-            value,
-            std::ptr::null_mut(),
-            0,
-            &mut units
-        ))?;
         // napi writes a NUL after the text.
-        let mut text: Vec<u16> = Vec::with_capacity(units + 1);
+        let mut text: Vec<u16> = Vec::with_capacity(utf16_len(env, value)? + 1);
         let mut written = 0usize;
         check_status!(sys::napi_get_value_string_utf16(
             env,
@@ -62,17 +54,8 @@ impl FromNapiValue for JsText {
 /// # Safety
 /// `value` must be a live value of `env`, read on the JavaScript thread.
 pub unsafe fn read_utf8(env: sys::napi_env, value: sys::napi_value) -> napi::Result<Vec<u8>> {
-    // Without a buffer this is the length in UTF-16 units, O(1); each unit takes at most
-    // 3 UTF-8 bytes, and napi writes a NUL after the text.
-    let mut units = 0usize;
-    check_status!(sys::napi_get_value_string_utf16(
-        env,
-        value,
-        std::ptr::null_mut(),
-        0,
-        &mut units
-    ))?;
-    let mut bytes: Vec<u8> = Vec::with_capacity(units * 3 + 1);
+    // Each UTF-16 unit takes at most 3 UTF-8 bytes, and napi writes a NUL after the text.
+    let mut bytes: Vec<u8> = Vec::with_capacity(utf16_len(env, value)? * 3 + 1);
     let mut written = 0usize;
     check_status!(sys::napi_get_value_string_utf8(
         env,
@@ -83,6 +66,19 @@ pub unsafe fn read_utf8(env: sys::napi_env, value: sys::napi_value) -> napi::Res
     ))?;
     bytes.set_len(written);
     Ok(bytes)
+}
+
+/// A string's length in UTF-16 units: O(1), asked without a buffer.
+unsafe fn utf16_len(env: sys::napi_env, value: sys::napi_value) -> napi::Result<usize> {
+    let mut units = 0usize;
+    check_status!(sys::napi_get_value_string_utf16(
+        env,
+        value,
+        std::ptr::null_mut(),
+        0,
+        &mut units
+    ))?;
+    Ok(units)
 }
 
 /// One tick's calls, as JavaScript handed them over.
