@@ -106,6 +106,19 @@ describe('client info and capabilities', () => {
 		expect(await info.getClientInfo('s2')).toEqual({ name: 'b', version: '2' });
 	});
 
+	it('a tick of more argument text than one crossing takes keeps every call whole and in order', async () => {
+		// About 5 MiB of values in one tick: the calls cross in several parts.
+		const big = (n) => ({ name: String(n), version: 'v', blob: `${n}`.repeat(700_000) });
+		const reads = [];
+		for (let i = 0; i < 6; i++) {
+			info.setClientInfo('parts', i % 2 ? big(i) : { name: String(i), version: 'v' });
+			reads.push(info.getClientInfo('parts'));
+		}
+		const got = await Promise.all(reads);
+		expect(got.map((r) => r.name)).toEqual(['0', '1', '2', '3', '4', '5']);
+		expect(got[3]).toEqual(big(3));
+	});
+
 	it('a tick of more calls than one write keeps call order (reads see the writes before them)', async () => {
 		// Over 32 calls in one tick: the first part is written early, the rest at the end.
 		const reads = [];

@@ -7,6 +7,8 @@ const { FAILED_ANSWER } = require('./wire.js');
 /** Key of the options object `createSessionManagers` passes: the Link to share. */
 const LINK = Symbol.for('tmcp-rs.session-manager-redis.link');
 const WARN_EVERY_MS = 10_000;
+/** UTF-16 units of arguments per `submit`, beyond which a tick's calls cross in parts. */
+const SUBMIT_UNITS = 1 << 20;
 const noop = () => {};
 
 /**
@@ -216,20 +218,51 @@ class Link {
 
 	#flush = () => {
 		this.#scheduled = false;
-		const calls = Uint32Array.from(this.#calls);
+		const calls = this.#calls;
 		const args = this.#args;
 		this.#calls = [];
 		this.#args = [];
-		// One string and two typed arrays cross, whatever the number of calls: the native
-		// side splits the text by the lengths on its own thread (src/js_calls.rs).
 		const lengths = new Uint32Array(args.length);
-		for (let i = 0; i < args.length; i++) lengths[i] = args[i].length;
+		let units = 0;
+		for (let i = 0; i < args.length; i++) units += lengths[i] = args[i].length;
+		if (units <= SUBMIT_UNITS) {
+			this.#submit(Uint32Array.from(calls), lengths, args);
+			return;
+		}
+		// A large tick crosses in parts of about SUBMIT_UNITS, in order, each call whole:
+		// the concatenation stays far below V8's longest string, and the copy is bounded.
+		let fromCall = 0;
+		let fromArg = 0;
+		let arg = 0;
+		units = 0;
+		for (let call = 0; call < calls.length; call += 3) {
+			let size = 0;
+			for (let k = 0; k < calls[call + 2]; k++) size += lengths[arg + k];
+			if (units > 0 && units + size > SUBMIT_UNITS) {
+				this.#submit(Uint32Array.from(calls.slice(fromCall, call)), lengths.subarray(fromArg, arg), args.slice(fromArg, arg));
+				[fromCall, fromArg, units] = [call, arg, 0];
+			}
+			units += size;
+			arg += calls[call + 2];
+		}
+		this.#submit(Uint32Array.from(calls.slice(fromCall)), lengths.subarray(fromArg), args.slice(fromArg));
+	};
+
+	/**
+	 * Hands calls to the native side: one string and two typed arrays cross, whatever the
+	 * number of calls, and the native side splits the text by the lengths on its own
+	 * thread (src/js_calls.rs).
+	 * @param {Uint32Array} calls `[id, code, argCount]` triples
+	 * @param {Uint32Array} lengths of `args`
+	 * @param {string[]} args
+	 */
+	#submit(calls, lengths, args) {
 		try {
 			this.#native.submit(calls, lengths, args.join(''));
 		} catch (error) {
 			for (let i = 0; i < calls.length; i += 3) this.fail(calls[i], error);
 		}
-	};
+	}
 
 	/**
 	 * Settles answered calls (see CompletionBatch in src/delivery.rs): `id` for a call
