@@ -29,4 +29,16 @@ describe('pending calls', () => {
 		expect(pending.take(0)).toBeUndefined();
 		expect(pending.size).toBe(0);
 	});
+
+	it('a full table files nothing (id 0) until a call settles', () => {
+		const pending = new PendingCalls(2);
+		const [a, b] = [file(pending, 'a'), file(pending, 'b')];
+		expect(file(pending, 'c')).toBe(0);
+		expect(pending.size).toBe(2);
+		pending.take(a);
+		const d = file(pending, 'd');
+		expect(d).not.toBe(0);
+		expect(pending.take(d).what).toBe('d');
+		expect(pending.take(b).what).toBe('b');
+	});
 });

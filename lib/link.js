@@ -75,16 +75,22 @@ class PendingCalls {
 	/** @type {number[]} */
 	#free = [];
 	#tag = 0;
+	#capacity;
 	size = 0;
 
+	/** @param {number} [capacity] most calls pending at once (fewer only in tests) */
+	constructor(capacity = SLOTS) {
+		this.#capacity = Math.min(capacity, SLOTS);
+	}
+
 	/**
-	 * Files a call; its id, or 0 when SLOTS calls are already pending.
+	 * Files a call; its id, or 0 when the table is full.
 	 * @param {(v: any) => void} resolve @param {(e: Error) => void} reject @param {string} what
 	 */
 	add(resolve, reject, what) {
 		let slot;
 		if (this.#free.length > 0) slot = /** @type {number} */ (this.#free.pop());
-		else if (this.#slots.length < SLOTS) slot = this.#slots.push(undefined) - 1;
+		else if (this.#slots.length < this.#capacity) slot = this.#slots.push(undefined) - 1;
 		else return 0;
 		this.#tag = (this.#tag % (TAGS - 1)) + 1;
 		const id = this.#tag * SLOTS + slot;
