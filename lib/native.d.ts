@@ -34,9 +34,10 @@ export declare class NativeStreams {
   constructor(client: NativeClient, onDeliver: (batch: [Uint8Array, Uint32Array]) => void)
   /**
    * One tick of local session changes: `[kind, token, word]` triples (see
-   * `CHANGE_CREATE`, `CHANGE_DROP`) with their session ids.
+   * `CHANGE_CREATE`, `CHANGE_DROP`) with their session ids, concatenated in `ids`
+   * with their UTF-16 `lengths` (as calls cross, see [`js_calls`]).
    */
-  apply(changes: Uint32Array, ids: string[]): void
+  apply(changes: Uint32Array, lengths: Uint32Array, ids: string): void
   /** Ends every local session and the background tasks; answers `call` when done. */
   close(call: number): boolean
 }

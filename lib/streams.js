@@ -231,8 +231,10 @@ class RedisStreamSessionManager {
 		const ids = this.#changeIds;
 		this.#changes = [];
 		this.#changeIds = [];
+		const lengths = new Uint32Array(ids.length);
+		for (let i = 0; i < ids.length; i++) lengths[i] = ids[i].length;
 		try {
-			this.#native.apply(changes, ids);
+			this.#native.apply(changes, lengths, ids.join(''));
 		} catch (error) {
 			for (let i = 0; i < changes.length; i += 3) {
 				if (changes[i] === CREATE) this.#link.fail(changes[i + 2], error);

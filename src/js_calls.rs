@@ -47,27 +47,6 @@ impl FromNapiValue for JsText {
     }
 }
 
-/// Reads a JavaScript string as UTF-8 in one pass: napi-rs's `String` measures the UTF-8
-/// length first, a second pass over the whole text. V8 writes well-formed UTF-8 (a lone
-/// surrogate becomes U+FFFD, as one UTF-16 unit became three bytes).
-///
-/// # Safety
-/// `value` must be a live value of `env`, read on the JavaScript thread.
-pub unsafe fn read_utf8(env: sys::napi_env, value: sys::napi_value) -> napi::Result<Vec<u8>> {
-    // Each UTF-16 unit takes at most 3 UTF-8 bytes, and napi writes a NUL after the text.
-    let mut bytes: Vec<u8> = Vec::with_capacity(utf16_len(env, value)? * 3 + 1);
-    let mut written = 0usize;
-    check_status!(sys::napi_get_value_string_utf8(
-        env,
-        value,
-        bytes.as_mut_ptr().cast(),
-        bytes.capacity(),
-        &mut written
-    ))?;
-    bytes.set_len(written);
-    Ok(bytes)
-}
-
 /// A string's length in UTF-16 units: O(1), asked without a buffer.
 unsafe fn utf16_len(env: sys::napi_env, value: sys::napi_value) -> napi::Result<usize> {
     let mut units = 0usize;

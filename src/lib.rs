@@ -39,10 +39,7 @@ mod subscriptions;
 
 use std::sync::{Arc, Mutex};
 
-use napi::bindgen_prelude::{
-    FromNapiValue, Function, TypeName, Uint32ArraySlice, ValidateNapiValue, ValueType,
-};
-use napi::{check_status, sys};
+use napi::bindgen_prelude::{Function, Uint32ArraySlice};
 use napi_derive::napi;
 
 use commands::Commands;
@@ -93,36 +90,6 @@ fn in_runtime<T>(f: impl FnOnce() -> T) -> napi::Result<T> {
         .ok_or_else(|| js_error("the addon could not start its tokio runtime thread"))?;
     let _guard = runtime.enter();
     Ok(f())
-}
-
-/// A JavaScript array of strings, each read in one UTF-8 pass ([`js_calls::read_utf8`]).
-pub struct JsStrings(Vec<String>);
-
-impl TypeName for JsStrings {
-    fn type_name() -> &'static str {
-        "Array<string>"
-    }
-
-    fn value_type() -> ValueType {
-        ValueType::Object
-    }
-}
-
-impl ValidateNapiValue for JsStrings {}
-
-impl FromNapiValue for JsStrings {
-    unsafe fn from_napi_value(env: sys::napi_env, array: sys::napi_value) -> napi::Result<Self> {
-        let mut len = 0u32;
-        check_status!(sys::napi_get_array_length(env, array, &mut len))?;
-        let mut strings = Vec::with_capacity(len as usize);
-        for i in 0..len {
-            let mut item = std::ptr::null_mut();
-            check_status!(sys::napi_get_element(env, array, i, &mut item))?;
-            // V8 writes well-formed UTF-8 (lone surrogates become U+FFFD).
-            strings.push(String::from_utf8_unchecked(js_calls::read_utf8(env, item)?));
-        }
-        Ok(JsStrings(strings))
-    }
 }
 
 /// A command connection with its dispatcher. Both managers may share one.
@@ -245,11 +212,20 @@ impl NativeStreams {
     }
 
     /// One tick of local session changes: `[kind, token, word]` triples (see
-    /// `CHANGE_CREATE`, `CHANGE_DROP`) with their session ids.
-    #[napi(ts_args_type = "changes: Uint32Array, ids: string[]")]
-    pub fn apply(&self, changes: Uint32ArraySlice<'_>, ids: JsStrings) -> napi::Result<()> {
+    /// `CHANGE_CREATE`, `CHANGE_DROP`) with their session ids, concatenated in `ids`
+    /// with their UTF-16 `lengths` (as calls cross, see [`js_calls`]).
+    #[napi(ts_args_type = "changes: Uint32Array, lengths: Uint32Array, ids: string")]
+    pub fn apply(
+        &self,
+        changes: Uint32ArraySlice<'_>,
+        lengths: Uint32ArraySlice<'_>,
+        ids: JsText,
+    ) -> napi::Result<()> {
+        let ids = js_calls::split_args(&ids.0, &lengths)
+            .filter(|ids| ids.len() * 3 == changes.len())
+            .ok_or_else(|| js_error("internal error: malformed session changes"))?;
         self.sessions
-            .with(|sessions| in_runtime(|| sessions.apply(&changes, ids.0)))?
+            .with(|sessions| in_runtime(|| sessions.apply(&changes, ids)))?
     }
 
     /// Ends every local session and the background tasks; answers `call` when done.
