@@ -12,7 +12,7 @@
 //! * [`connection`]: connections (one server, a Sentinel master, a Cluster), replaced
 //!   when their peer goes silent;
 //! * [`cluster`]: pipelines split per slot, sharded subscriptions one slot per command;
-//! * [`js_calls`]: calls as they cross from JavaScript, taken apart on tokio;
+//! * [`js_calls`]: calls (and session changes) as they cross from JavaScript;
 //! * [`commands`]: the request path, one ordered dispatcher per command connection;
 //! * [`info_sessions`] / [`stream_sessions`]: what each manager call means in Redis,
 //!   the session table, pub/sub receiving and the liveness timer;
