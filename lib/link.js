@@ -125,6 +125,8 @@ class Link {
 	#calls = [];
 	/** @type {string[]} */
 	#args = [];
+	/** Reused for every `submit` (see #submit): 1 KiB to start, off V8's heap from the start. */
+	#words = new Uint32Array(256);
 	#scheduled = false;
 	#keepAlive;
 	#users = 0;
@@ -228,45 +230,52 @@ class Link {
 		const args = this.#args;
 		this.#calls = [];
 		this.#args = [];
-		const lengths = new Uint32Array(args.length);
-		let units = 0;
-		for (let i = 0; i < args.length; i++) units += lengths[i] = args[i].length;
-		if (units <= SUBMIT_UNITS) {
-			this.#submit(Uint32Array.from(calls), lengths, args);
-			return;
-		}
 		// A large tick crosses in parts of about SUBMIT_UNITS, in order, each call whole:
 		// the concatenation stays far below V8's longest string, and the copy is bounded.
 		let fromCall = 0;
 		let fromArg = 0;
 		let arg = 0;
-		units = 0;
+		let units = 0;
 		for (let call = 0; call < calls.length; call += 3) {
 			let size = 0;
-			for (let k = 0; k < calls[call + 2]; k++) size += lengths[arg + k];
+			for (let k = 0; k < calls[call + 2]; k++) size += args[arg + k].length;
 			if (units > 0 && units + size > SUBMIT_UNITS) {
-				this.#submit(Uint32Array.from(calls.slice(fromCall, call)), lengths.subarray(fromArg, arg), args.slice(fromArg, arg));
+				this.#submit(calls, fromCall, call, args, fromArg, arg);
 				[fromCall, fromArg, units] = [call, arg, 0];
 			}
 			units += size;
 			arg += calls[call + 2];
 		}
-		this.#submit(Uint32Array.from(calls.slice(fromCall)), lengths.subarray(fromArg), args.slice(fromArg));
+		this.#submit(calls, fromCall, calls.length, args, fromArg, args.length);
 	};
 
 	/**
-	 * Hands calls to the native side: one string and two typed arrays cross, whatever the
-	 * number of calls, and the native side splits the text by the lengths on its own
-	 * thread (src/js_calls.rs).
-	 * @param {Uint32Array} calls `[id, code, argCount]` triples
-	 * @param {Uint32Array} lengths of `args`
-	 * @param {string[]} args
+	 * Hands calls `fromCall..toCall` (triples in `calls`) and their arguments to the
+	 * native side: `[id, code, argCount, …argument lengths]` per call in the reused
+	 * `#words` (a typed array handed to Node-API once is not copied out again) and the
+	 * arguments as one string. The native side splits the text on its own thread
+	 * (src/js_calls.rs).
+	 * @param {number[]} calls @param {number} fromCall @param {number} toCall
+	 * @param {string[]} args @param {number} fromArg @param {number} toArg
 	 */
-	#submit(calls, lengths, args) {
+	#submit(calls, fromCall, toCall, args, fromArg, toArg) {
+		const needed = toCall - fromCall + toArg - fromArg;
+		if (this.#words.length < needed) this.#words = new Uint32Array(Math.max(needed, 2 * this.#words.length));
+		const words = this.#words;
+		let w = 0;
+		let a = fromArg;
+		for (let call = fromCall; call < toCall; call += 3) {
+			const argc = calls[call + 2];
+			words[w++] = calls[call];
+			words[w++] = calls[call + 1];
+			words[w++] = argc;
+			for (let k = 0; k < argc; k++) words[w++] = args[a++].length;
+		}
+		const part = fromArg === 0 && toArg === args.length ? args : args.slice(fromArg, toArg);
 		try {
-			this.#native.submit(calls, lengths, args.join(''));
+			this.#native.submit(words, w, part.join(''));
 		} catch (error) {
-			for (let i = 0; i < calls.length; i += 3) this.fail(calls[i], error);
+			for (let call = fromCall; call < toCall; call += 3) this.fail(calls[call], error);
 		}
 	}
 

@@ -14,11 +14,11 @@ export declare class NativeClient {
   /** `on_complete(answers)` answers every submitted call (see `CompletionBatch`). */
   constructor(url: string, options: NativeOptions, onComplete: (answers: unknown[]) => void)
   /**
-   * Queues one tick's calls (see [`js_calls`]): `calls` holds `[id, code, argCount]`
-   * triples, `lengths` the UTF-16 length of every argument, `text` the arguments
-   * joined with NUL.
+   * Queues one tick's calls (see [`js_calls`]): `words[..count]` holds
+   * `[id, code, argCount, …argument lengths]` per call, `text` the arguments
+   * concatenated. `words` is reused by the caller, so only `count` words are read.
    */
-  submit(calls: Uint32Array, lengths: Uint32Array, text: string): void
+  submit(words: Uint32Array, count: number, text: string): void
   /** The URL with its password masked. */
   get url(): string
   /** Stops taking calls; queued ones still complete. */
@@ -33,11 +33,11 @@ export declare class NativeStreams {
    */
   constructor(client: NativeClient, onDeliver: (batch: [Uint8Array, Uint32Array]) => void)
   /**
-   * One tick of local session changes: `[kind, token, word]` triples (see
-   * `CHANGE_CREATE`, `CHANGE_DROP`) with their session ids, concatenated in `ids`
-   * with their UTF-16 `lengths` (as calls cross, see [`js_calls`]).
+   * One tick of local session changes: `[kind, token, word, idLength]` each (see
+   * `CHANGE_CREATE`, `CHANGE_DROP`), their session ids concatenated in `ids` (as
+   * calls cross, see [`js_calls`]).
    */
-  apply(changes: Uint32Array, lengths: Uint32Array, ids: string): void
+  apply(changes: Uint32Array, ids: string): void
   /** Ends every local session and the background tasks; answers `call` when done. */
   close(call: number): boolean
 }

@@ -31,7 +31,7 @@ class RedisStreamSessionManager {
 	/** @type {Map<number, LocalSession>} */
 	#byToken = new Map();
 	#nextToken = 1;
-	/** Session changes of this tick, as `[kind, token, call or forget]` triples. @type {number[]} */
+	/** Session changes of this tick: `[kind, token, call or forget, id length]` each. @type {number[]} */
 	#changes = [];
 	/** @type {string[]} */
 	#changeIds = [];
@@ -221,7 +221,7 @@ class RedisStreamSessionManager {
 	 */
 	#change(kind, token, word, id) {
 		if (this.#changes.length === 0) queueMicrotask(this.#applyChanges);
-		this.#changes.push(kind, token, word);
+		this.#changes.push(kind, token, word, id.length);
 		this.#changeIds.push(id);
 	}
 
@@ -231,12 +231,10 @@ class RedisStreamSessionManager {
 		const ids = this.#changeIds;
 		this.#changes = [];
 		this.#changeIds = [];
-		const lengths = new Uint32Array(ids.length);
-		for (let i = 0; i < ids.length; i++) lengths[i] = ids[i].length;
 		try {
-			this.#native.apply(changes, lengths, ids.join(''));
+			this.#native.apply(changes, ids.join(''));
 		} catch (error) {
-			for (let i = 0; i < changes.length; i += 3) {
+			for (let i = 0; i < changes.length; i += 4) {
 				if (changes[i] === CREATE) this.#link.fail(changes[i + 2], error);
 			}
 		}

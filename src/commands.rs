@@ -235,7 +235,7 @@ impl Commands {
                 }
                 self.shared.completions.send(answers);
             }
-            Some(Queued::Js(calls, _)) => self.fail_calls(calls.ids(), closed),
+            Some(Queued::Js(calls, _)) => self.fail_calls(calls.ids().into_iter(), closed),
         }
     }
 

@@ -60,42 +60,56 @@ unsafe fn utf16_len(env: sys::napi_env, value: sys::napi_value) -> napi::Result<
     Ok(units)
 }
 
+/// A call's `(id, code, argCount)`.
+type CallHead = (u32, u32, usize);
+
 /// One tick's calls, as JavaScript handed them over.
 pub struct JsCalls {
-    /// `[id, code, argCount]` triples.
-    pub calls: Vec<u32>,
-    /// Length of each argument in UTF-16 units, in call order.
-    pub lengths: Vec<u32>,
+    /// `[id, code, argCount, …argument lengths in UTF-16 units]` per call.
+    pub words: Vec<u32>,
     /// The arguments, concatenated.
     pub text: Vec<u16>,
 }
 
 impl JsCalls {
-    /// The ids of every call, e.g. to fail them all.
-    pub fn ids(&self) -> impl Iterator<Item = u32> + '_ {
-        self.calls.chunks_exact(3).map(|call| call[0])
+    /// `(id, code, argCount)` of each call and the arguments' lengths; `None` when the
+    /// words end inside a call.
+    fn layout(&self) -> Option<(Vec<CallHead>, Vec<u32>)> {
+        let mut calls = Vec::new();
+        let mut lengths = Vec::new();
+        let mut rest = self.words.as_slice();
+        while let [id, code, argc, after @ ..] = rest {
+            let (args, after) = after.split_at_checked(*argc as usize)?;
+            calls.push((*id, *code, *argc as usize));
+            lengths.extend_from_slice(args);
+            rest = after;
+        }
+        rest.is_empty().then_some((calls, lengths))
     }
 
-    /// Each call as `(id, code, args)`, taking the text; `None` when the text does not
-    /// match the lengths (a bug on the JavaScript side: the caller fails every call).
+    /// The ids of every call that can be read, e.g. to fail them all.
+    pub fn ids(&self) -> Vec<u32> {
+        let mut ids = Vec::new();
+        let mut rest = self.words.as_slice();
+        while let [id, _, argc, after @ ..] = rest {
+            ids.push(*id);
+            rest = after.get(*argc as usize..).unwrap_or_default();
+        }
+        ids
+    }
+
+    /// Each call as `(id, code, args)`, taking the text; `None` when the words or the
+    /// text are malformed (a bug on the JavaScript side: the caller fails every call).
     pub fn split(&mut self) -> Option<Vec<(u32, u32, Vec<String>)>> {
+        let (calls, lengths) = self.layout()?;
         let text = std::mem::take(&mut self.text);
-        let mut args = split_args(&text, &self.lengths)?.into_iter();
-        let calls = self
-            .calls
-            .chunks_exact(3)
-            .map(|call| {
-                let argc = call[2] as usize;
-                (
-                    call[0],
-                    call[1],
-                    args.by_ref().take(argc).collect::<Vec<_>>(),
-                )
-            })
-            .collect::<Vec<_>>();
-        let counted: usize = calls.iter().map(|(_, _, a)| a.len()).sum();
-        let wanted: usize = self.calls.chunks_exact(3).map(|c| c[2] as usize).sum();
-        (counted == wanted && args.next().is_none()).then_some(calls)
+        let mut args = split_args(&text, &lengths)?.into_iter();
+        Some(
+            calls
+                .into_iter()
+                .map(|(id, code, argc)| (id, code, args.by_ref().take(argc).collect()))
+                .collect(),
+        )
     }
 }
 
@@ -177,20 +191,28 @@ mod tests {
     #[test]
     fn calls_take_their_own_arguments() {
         let (text, lengths) = joined(&["s1", "{\"a\":1}", "s2"]);
+        let words = vec![
+            7, 1, 2, lengths[0], lengths[1], 8, 2, 1, lengths[2], 9, 3, 0,
+        ];
         let mut calls = JsCalls {
-            calls: vec![7, 1, 2, 8, 2, 1, 9, 3, 0],
-            lengths,
-            text,
+            words: words.clone(),
+            text: text.clone(),
         };
-        assert_eq!(calls.ids().collect::<Vec<_>>(), [7, 8, 9]);
+        assert_eq!(calls.ids(), [7, 8, 9]);
         let split = calls.split().unwrap();
         assert_eq!(split[0], (7, 1, vec!["s1".into(), "{\"a\":1}".into()]));
         assert_eq!(split[1], (8, 2, vec!["s2".into()]));
         assert_eq!(split[2], (9, 3, vec![]));
-        let (text, lengths) = joined(&["s1"]);
+        // Words ending inside a call, or text longer than the lengths, are refused; the
+        // ids that can be read are still there to fail.
+        let mut cut = JsCalls {
+            words: words[..8].to_vec(),
+            text: text.clone(),
+        };
+        assert_eq!(cut.ids(), [7, 8]);
+        assert!(cut.split().is_none());
         let mut short = JsCalls {
-            calls: vec![7, 1, 2],
-            lengths,
+            words: vec![7, 1, 1, 2],
             text,
         };
         assert!(short.split().is_none());

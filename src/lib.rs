@@ -125,19 +125,21 @@ impl NativeClient {
         })
     }
 
-    /// Queues one tick's calls (see [`js_calls`]): `calls` holds `[id, code, argCount]`
-    /// triples, `lengths` the UTF-16 length of every argument, `text` the arguments
-    /// joined with NUL.
-    #[napi(ts_args_type = "calls: Uint32Array, lengths: Uint32Array, text: string")]
+    /// Queues one tick's calls (see [`js_calls`]): `words[..count]` holds
+    /// `[id, code, argCount, …argument lengths]` per call, `text` the arguments
+    /// concatenated. `words` is reused by the caller, so only `count` words are read.
+    #[napi(ts_args_type = "words: Uint32Array, count: number, text: string")]
     pub fn submit(
         &self,
-        calls: Uint32ArraySlice<'_>,
-        lengths: Uint32ArraySlice<'_>,
+        words: Uint32ArraySlice<'_>,
+        count: u32,
         text: JsText,
     ) -> napi::Result<()> {
+        let words = words
+            .get(..count as usize)
+            .ok_or_else(|| js_error("internal error: malformed calls"))?;
         self.commands.submit_js(JsCalls {
-            calls: calls.to_vec(),
-            lengths: lengths.to_vec(),
+            words: words.to_vec(),
             text: text.0,
         });
         Ok(())
@@ -211,21 +213,24 @@ impl NativeStreams {
         })
     }
 
-    /// One tick of local session changes: `[kind, token, word]` triples (see
-    /// `CHANGE_CREATE`, `CHANGE_DROP`) with their session ids, concatenated in `ids`
-    /// with their UTF-16 `lengths` (as calls cross, see [`js_calls`]).
-    #[napi(ts_args_type = "changes: Uint32Array, lengths: Uint32Array, ids: string")]
-    pub fn apply(
-        &self,
-        changes: Uint32ArraySlice<'_>,
-        lengths: Uint32ArraySlice<'_>,
-        ids: JsText,
-    ) -> napi::Result<()> {
-        let ids = js_calls::split_args(&ids.0, &lengths)
-            .filter(|ids| ids.len() * 3 == changes.len())
-            .ok_or_else(|| js_error("internal error: malformed session changes"))?;
+    /// One tick of local session changes: `[kind, token, word, idLength]` each (see
+    /// `CHANGE_CREATE`, `CHANGE_DROP`), their session ids concatenated in `ids` (as
+    /// calls cross, see [`js_calls`]).
+    #[napi(ts_args_type = "changes: Uint32Array, ids: string")]
+    pub fn apply(&self, changes: Uint32ArraySlice<'_>, ids: JsText) -> napi::Result<()> {
+        let malformed = || js_error("internal error: malformed session changes");
+        if !changes.len().is_multiple_of(4) {
+            return Err(malformed());
+        }
+        let lengths: Vec<u32> = changes.chunks_exact(4).map(|change| change[3]).collect();
+        let triples: Vec<u32> = changes
+            .chunks_exact(4)
+            .flat_map(|change| &change[..3])
+            .copied()
+            .collect();
+        let ids = js_calls::split_args(&ids.0, &lengths).ok_or_else(malformed)?;
         self.sessions
-            .with(|sessions| in_runtime(|| sessions.apply(&changes, ids)))?
+            .with(|sessions| in_runtime(|| sessions.apply(&triples, ids)))?
     }
 
     /// Ends every local session and the background tasks; answers `call` when done.
