@@ -1,18 +1,16 @@
 // Redis faults: restarts, outages and freezes, each on redis-server processes this file
 // starts and stops by PID. Any unhandled rejection or uncaught exception fails the file.
-import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { RedisInfoSessionManager, RedisStreamSessionManager } from '../index.mjs';
 import { spawnPeer } from './helpers/peer.mjs';
 import { eventually, freePort, observer, recorder, startRedis } from './helpers/redis.mjs';
+import { useCleanups } from './helpers/suite.mjs';
 
 const unhandled = [];
 const onUnhandled = (e) => unhandled.push(e);
-const cleanups = [];
+const cleanups = useCleanups();
 
 beforeAll(() => process.on('unhandledRejection', onUnhandled));
-afterEach(async () => {
-	while (cleanups.length) await cleanups.pop()();
-});
 afterAll(() => {
 	process.off('unhandledRejection', onUnhandled);
 	expect(unhandled).toEqual([]);

@@ -2,15 +2,13 @@
 // Node owned the sockets (3430272). Real redis-server processes on free loopback ports.
 import net from 'node:net';
 import { inspect } from 'node:util';
-import { afterAll, afterEach, describe, expect, it } from 'vitest';
+import { afterAll, describe, expect, it } from 'vitest';
 import { createSessionManagers, RedisInfoSessionManager, RedisStreamSessionManager } from '../index.mjs';
+import { useCleanups } from './helpers/suite.mjs';
 import { failOnUnhandledRejections } from './helpers/unhandled.mjs';
 import { eventually, freePort, observer, recorder, startRedis } from './helpers/redis.mjs';
 
-const cleanups = [];
-afterEach(async () => {
-	while (cleanups.length) await cleanups.pop()();
-});
+const cleanups = useCleanups();
 
 failOnUnhandledRejections();
 

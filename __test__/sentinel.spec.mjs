@@ -1,17 +1,15 @@
 // Redis Sentinel: the master is found through the sentinels and followed across a
 // failover (SENTINEL FAILOVER, and a master killed with SIGKILL), against a private set
 // of real redis-server processes (master, replica, three sentinels) on free ports.
-import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { RedisInfoSessionManager, RedisStreamSessionManager } from '../index.mjs';
 import { eventually, recorder } from './helpers/redis.mjs';
 import { MASTER_NAME, currentMasterPort, startSentinelSet } from './helpers/sentinel.mjs';
+import { useCleanups } from './helpers/suite.mjs';
 import { failOnUnhandledRejections } from './helpers/unhandled.mjs';
 
 failOnUnhandledRejections();
-const cleanups = [];
-afterEach(async () => {
-	while (cleanups.length) await cleanups.pop()();
-});
+const cleanups = useCleanups();
 
 let set;
 beforeAll(async () => {

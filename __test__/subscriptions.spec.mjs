@@ -2,11 +2,11 @@
 // InMemorySubscriptionManager, across managers (each with its own connections, as in two
 // processes), against a real redis-server; and upstream 0.3.0 on the same Redis.
 import { RedisSubscriptionManager as UpstreamSubscriptionManager } from '@tmcp/session-manager-redis';
-import { afterEach, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { createSessionManagers, RedisSubscriptionManager } from '../index.mjs';
 import { failOnUnhandledRejections } from './helpers/unhandled.mjs';
 import { eventually, freePort } from './helpers/redis.mjs';
-import { useTestRedis } from './helpers/suite.mjs';
+import { useCleanups, useTestRedis } from './helpers/suite.mjs';
 
 let server;
 let redis;
@@ -14,10 +14,7 @@ useTestRedis((s, r) => {
 	server = s;
 	redis = r;
 });
-const cleanups = [];
-afterEach(async () => {
-	while (cleanups.length) await cleanups.pop()();
-});
+const cleanups = useCleanups();
 
 failOnUnhandledRejections();
 

@@ -1,6 +1,6 @@
 // Per-file test setup shared by the spec files (vitest hooks; the other helpers are also
 // used by the demo and the benchmark, outside vitest).
-import { afterAll, beforeAll } from 'vitest';
+import { afterAll, afterEach, beforeAll } from 'vitest';
 import { observer, testRedis } from './redis.mjs';
 
 /**
@@ -19,4 +19,17 @@ export function useTestRedis(use) {
 		await redis?.quit();
 		await server?.stop();
 	});
+}
+
+/**
+ * Undo steps a test registers as it goes (`cleanups.push(() => …)`), run last-first after
+ * each test, pass or fail.
+ * @returns {(() => unknown)[]}
+ */
+export function useCleanups() {
+	const cleanups = [];
+	afterEach(async () => {
+		while (cleanups.length) await cleanups.pop()();
+	});
+	return cleanups;
 }
