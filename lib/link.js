@@ -125,6 +125,8 @@ class Link {
 	#calls = [];
 	/** @type {string[]} */
 	#args = [];
+	/** UTF-16 units of `#args`. */
+	#units = 0;
 	/** Reused for every `submit` (see #submit): 1 KiB to start, off V8's heap from the start. */
 	#words = new Uint32Array(256);
 	#scheduled = false;
@@ -216,7 +218,10 @@ class Link {
 		const { id, promise } = this.track(what);
 		if (id === 0) return promise;
 		this.#calls.push(id, code, args.length);
-		for (let i = 0; i < args.length; i++) this.#args.push(args[i]);
+		for (let i = 0; i < args.length; i++) {
+			this.#args.push(args[i]);
+			this.#units += args[i].length;
+		}
 		if (!this.#scheduled) {
 			this.#scheduled = true;
 			queueMicrotask(this.#flush);
@@ -228,8 +233,14 @@ class Link {
 		this.#scheduled = false;
 		const calls = this.#calls;
 		const args = this.#args;
+		const total = this.#units;
 		this.#calls = [];
 		this.#args = [];
+		this.#units = 0;
+		if (total <= SUBMIT_UNITS) {
+			this.#submit(calls, 0, calls.length, args, 0, args.length);
+			return;
+		}
 		// A large tick crosses in parts of about SUBMIT_UNITS, in order, each call whole:
 		// the concatenation stays far below V8's longest string, and the copy is bounded.
 		let fromCall = 0;
