@@ -60,8 +60,8 @@ unsafe fn utf16_len(env: sys::napi_env, value: sys::napi_value) -> napi::Result<
     Ok(units)
 }
 
-/// A call's `(id, code, argCount)`.
-type CallHead = (u32, u32, usize);
+/// A call's id, code and argument lengths, borrowed from [`JsCalls::words`].
+type CallHead<'a> = (u32, u32, &'a [u32]);
 
 /// One tick's calls, as JavaScript handed them over.
 pub struct JsCalls {
@@ -72,58 +72,62 @@ pub struct JsCalls {
 }
 
 impl JsCalls {
-    /// `(id, code, argCount)` of each call and the arguments' lengths; `None` when the
-    /// words end inside a call.
-    fn layout(&self) -> Option<(Vec<CallHead>, Vec<u32>)> {
-        let mut calls = Vec::new();
-        let mut lengths = Vec::new();
+    /// Each call's `(id, code, argument lengths)` as far as the words can be read, and
+    /// whether they were read to their end (a call cut short keeps its id, no lengths).
+    fn heads(&self) -> (Vec<CallHead<'_>>, bool) {
+        let mut heads = Vec::new();
         let mut rest = self.words.as_slice();
         while let [id, code, argc, after @ ..] = rest {
-            let (args, after) = after.split_at_checked(*argc as usize)?;
-            calls.push((*id, *code, *argc as usize));
-            lengths.extend_from_slice(args);
+            let Some((lengths, after)) = after.split_at_checked(*argc as usize) else {
+                heads.push((*id, *code, &[][..]));
+                return (heads, false);
+            };
+            heads.push((*id, *code, lengths));
             rest = after;
         }
-        rest.is_empty().then_some((calls, lengths))
+        (heads, rest.is_empty())
     }
 
     /// The ids of every call that can be read, e.g. to fail them all.
     pub fn ids(&self) -> Vec<u32> {
-        let mut ids = Vec::new();
-        let mut rest = self.words.as_slice();
-        while let [id, _, argc, after @ ..] = rest {
-            ids.push(*id);
-            rest = after.get(*argc as usize..).unwrap_or_default();
-        }
-        ids
+        self.heads().0.into_iter().map(|(id, _, _)| id).collect()
     }
 
     /// Each call as `(id, code, args)`, taking the text; `None` when the words or the
     /// text are malformed (a bug on the JavaScript side: the caller fails every call).
     pub fn split(&mut self) -> Option<Vec<(u32, u32, Vec<String>)>> {
-        let (calls, lengths) = self.layout()?;
         let text = std::mem::take(&mut self.text);
-        let mut args = split_args(&text, &lengths)?.into_iter();
-        Some(
-            calls
-                .into_iter()
-                .map(|(id, code, argc)| (id, code, args.by_ref().take(argc).collect()))
-                .collect(),
-        )
+        let (heads, whole) = self.heads();
+        if !whole {
+            return None;
+        }
+        let mut rest = text.as_slice();
+        let calls = heads
+            .into_iter()
+            .map(|(id, code, lengths)| Some((id, code, take_args(&mut rest, lengths)?)))
+            .collect::<Option<Vec<_>>>()?;
+        rest.is_empty().then_some(calls)
     }
 }
 
 /// Splits concatenated UTF-16 `text` into strings of the given `lengths`, each encoded
 /// as UTF-8 on its own (a lone surrogate becomes U+FFFD, as V8 itself would write it).
 pub fn split_args(text: &[u16], lengths: &[u32]) -> Option<Vec<String>> {
-    let mut args = Vec::with_capacity(lengths.len());
     let mut rest = text;
-    for &units in lengths {
-        let (arg, after) = rest.split_at_checked(units as usize)?;
-        args.push(utf8(arg));
-        rest = after;
-    }
+    let args = take_args(&mut rest, lengths)?;
     rest.is_empty().then_some(args)
+}
+
+/// Takes strings of the given `lengths` off the front of `text`.
+fn take_args(text: &mut &[u16], lengths: &[u32]) -> Option<Vec<String>> {
+    lengths
+        .iter()
+        .map(|&units| {
+            let (arg, after) = text.split_at_checked(units as usize)?;
+            *text = after;
+            Some(utf8(arg))
+        })
+        .collect()
 }
 
 /// UTF-16 to UTF-8: ASCII (JSON, ids) by narrowing each unit, the rest by the standard
