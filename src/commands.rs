@@ -235,7 +235,7 @@ impl Commands {
                 }
                 self.shared.completions.send(answers);
             }
-            Some(Queued::Js(calls, _)) => self.fail_calls(calls.ids().into_iter(), closed),
+            Some(Queued::Js(calls, _)) => self.fail_calls(calls.ids(), closed),
         }
     }
 
@@ -248,11 +248,9 @@ impl Commands {
     }
 
     /// Answers calls that never reached Redis.
-    pub fn fail_calls(&self, ids: impl Iterator<Item = u32>, message: &str) {
+    pub fn fail_calls(&self, ids: impl IntoIterator<Item = u32>, message: &str) {
         let mut answers = CompletionBatch::default();
-        for id in ids {
-            answers.push(id, Err(message.to_string()));
-        }
+        answers.fail_all(ids, message);
         self.shared.completions.send(answers);
     }
 
@@ -327,11 +325,7 @@ fn admit_js(
                 }
             }
         }
-        None => {
-            for id in calls.ids() {
-                refused.push(id, Err(malformed.into()));
-            }
-        }
+        None => refused.fail_all(calls.ids(), malformed),
     }
     shared.completions.send(refused);
 }

@@ -89,6 +89,13 @@ impl CompletionBatch {
         self.0.push((id, outcome));
     }
 
+    /// Answers every one of `ids` with the same failure.
+    pub fn fail_all(&mut self, ids: impl IntoIterator<Item = u32>, message: &str) {
+        for id in ids {
+            self.push(id, Err(message.to_string()));
+        }
+    }
+
     pub fn is_empty(&self) -> bool {
         self.0.is_empty()
     }
