@@ -199,7 +199,6 @@ pub fn source_for(url: &str, options: &NativeOptions) -> Result<Source, String> 
     )))
 }
 
-/// The PEM material of `tls` as redis-rs takes it.
 /// A Redis Cluster from the URL (the first seed; its credentials, TLS and settings apply
 /// to every node) and the `cluster.nodes` seeds.
 fn cluster_source(
@@ -290,6 +289,7 @@ fn host_port(node: &str) -> Option<(String, u16)> {
     (!host.is_empty()).then(|| (host.to_string(), port))
 }
 
+/// The PEM material of `tls` as redis-rs takes it.
 fn certificates(tls: &NativeTls) -> TlsCertificates {
     TlsCertificates {
         client_tls: match (&tls.cert, &tls.key) {

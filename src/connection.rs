@@ -223,7 +223,9 @@ impl SentinelSource {
 
     /// Whether a connection still uses this source.
     fn has_followers(&self) -> bool {
-        !self.followers().is_empty()
+        let mut list = self.followers.lock().unwrap();
+        list.retain(|follower| follower.strong_count() > 0);
+        !list.is_empty()
     }
 
     /// The connections still using this source.

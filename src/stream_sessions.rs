@@ -924,7 +924,7 @@ async fn keep_alive(shared: Arc<Shared>) {
 }
 
 /// On a cluster whose slots changed owners since the last look: a fresh pub/sub
-/// connection, everything subscribed again. Returns whether that happened.
+/// connection, everything subscribed again.
 async fn follow_topology(shared: &Shared) {
     let timeout = shared.commands.options().command_timeout();
     if shared
