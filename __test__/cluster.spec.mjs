@@ -10,7 +10,7 @@ import {
 } from '../index.mjs';
 import { onNode, slotOf, startCluster } from './helpers/cluster.mjs';
 import { spawnPeer } from './helpers/peer.mjs';
-import { eventually, recorder } from './helpers/redis.mjs';
+import { deliveryResumes, eventually, recorder, until } from './helpers/redis.mjs';
 import { useCleanups } from './helpers/suite.mjs';
 import { failOnUnhandledRejections } from './helpers/unhandled.mjs';
 
@@ -69,18 +69,6 @@ async function idsOn(port, count, prefix) {
 async function shardSubscribers(port, channel) {
 	const reply = await onNode(port, ['PUBSUB', 'SHARDNUMSUB', channel]);
 	return Number(reply[1]);
-}
-
-/** Calls `call` until it works (a failover is in progress until then). */
-const until = (call, what, ms = 20_000) => eventually(() => call().then(() => true, () => false), ms, what);
-
-/** Sends until the session's recorder gets the message: delivery has resumed. */
-async function deliveryResumes(streams, rec, id, text, ms = 20_000, started = Date.now()) {
-	await until(async () => {
-		await streams.send([id], text);
-		await eventually(() => rec.chunks.includes(text), 1000, 'delivery');
-	}, `delivery to ${id}`, ms);
-	return Date.now() - started;
 }
 
 describe('Redis Cluster', () => {
@@ -216,10 +204,7 @@ describe('Redis Cluster', () => {
 		expect(await other.has('blip-X')).toBe(false);
 		// blip-Y was not deleted: still live and receiving.
 		expect(kept.closed).toBe(false);
-		await until(async () => {
-			await other.send(['blip-Y'], 'still here');
-			await eventually(() => kept.chunks.includes('still here'), 1000, 'delivery');
-		}, 'delivery to blip-Y');
+		await deliveryResumes(other, kept, 'blip-Y', 'still here');
 		expect(await other.has('blip-Y')).toBe(true);
 	});
 

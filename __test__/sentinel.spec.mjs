@@ -3,7 +3,7 @@
 // of real redis-server processes (master, replica, three sentinels) on free ports.
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { RedisInfoSessionManager, RedisStreamSessionManager } from '../index.mjs';
-import { eventually, recorder } from './helpers/redis.mjs';
+import { deliveryResumes, eventually, recorder, until } from './helpers/redis.mjs';
 import { MASTER_NAME, currentMasterPort, startSentinelSet } from './helpers/sentinel.mjs';
 import { useCleanups } from './helpers/suite.mjs';
 import { failOnUnhandledRejections } from './helpers/unhandled.mjs';
@@ -28,9 +28,6 @@ function managers(extra = {}, of = set) {
 	cleanups.push(() => streams.close(), () => info.close());
 	return { streams, info, errors };
 }
-
-/** Calls `call` until it works (a failover is in progress until then). */
-const until = (call, what, ms = 20_000) => eventually(() => call().then(() => true, () => false), ms, what);
 
 describe('Sentinel', () => {
 	it('finds the master through the sentinels and runs every method', async () => {
@@ -65,10 +62,7 @@ describe('Sentinel', () => {
 		// subscription is restored, and its session is still live.
 		await until(() => info.setClientInfo('f1', { name: 'after', version: '2' }), 'a write after the failover');
 		expect(await info.getClientInfo('f1')).toEqual({ name: 'after', version: '2' });
-		await until(async () => {
-			await streams.send(['f1'], 'after failover');
-			await eventually(() => rec.chunks.includes('after failover'), 1000, 'delivery');
-		}, 'delivery after the failover');
+		await deliveryResumes(streams, rec, 'f1', 'after failover');
 		// Re-asserted on the new master (a write the old one had not yet replicated is lost
 		// with it; the liveness check after following the new master writes it again).
 		await eventually(() => streams.has('f1'), 10_000, 'the liveness key on the new master');
@@ -110,9 +104,6 @@ describe('Sentinel', () => {
 		await eventually(async () => (await currentMasterPort(own.sentinels[0].port)) !== before, 30_000, 'the sentinels to promote the replica');
 
 		const sender = managers({}, own);
-		await until(async () => {
-			await sender.streams.send(['w1'], 'via the new master');
-			await eventually(() => rec.chunks.includes('via the new master'), 1000, 'delivery');
-		}, 'delivery through the new master', 15_000);
+		await deliveryResumes(sender.streams, rec, 'w1', 'via the new master', 15_000);
 	});
 });

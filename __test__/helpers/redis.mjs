@@ -113,6 +113,21 @@ export async function eventually(check, ms = 5000, what = 'condition') {
 	throw new Error(`timed out waiting for ${what} (last value: ${JSON.stringify(last)})`);
 }
 
+/** Retries `call` until it resolves (e.g. a write while a failover is under way). */
+export const until = (call, what, ms = 20_000) => eventually(() => call().then(() => true, () => false), ms, what);
+
+/**
+ * Sends until the session's recorder gets the message: delivery has resumed. Returns the
+ * milliseconds since `started`.
+ */
+export async function deliveryResumes(streams, rec, id, text, ms = 20_000, started = Date.now()) {
+	await until(async () => {
+		await streams.send([id], text);
+		await eventually(() => rec.chunks.includes(text), 1000, 'delivery');
+	}, `delivery to ${id}`, ms);
+	return Date.now() - started;
+}
+
 /** A stand-in for ReadableStreamDefaultController that records what it receives. */
 export function recorder() {
 	const decoder = new TextDecoder();
