@@ -355,6 +355,10 @@ async fn watch_switches(source: Weak<SentinelSource>, name: String, sentinels: V
     }
 }
 
+/// Where a pub/sub connection's pushes go (messages, confirmations, disconnections):
+/// called on the tokio thread, in order, once per push, so it must not block.
+pub type PushSink = Arc<dyn Fn(PushInfo) + Send + Sync>;
+
 /// A self-reconnecting connection that is also replaced when its peer goes silent.
 pub struct Connection {
     source: Source,
@@ -362,8 +366,8 @@ pub struct Connection {
     /// The link, and the master number it was built for (Sentinel); None until a
     /// Sentinel master was resolved.
     current: Mutex<Option<(Link, u64)>>,
-    /// The pub/sub push channel, to report a rebuilt connection as a disconnection.
-    push: Option<mpsc::UnboundedSender<PushInfo>>,
+    /// Where pub/sub pushes go; also told of a rebuilt connection, as a disconnection.
+    push: Option<PushSink>,
     /// Milliseconds since `epoch` of the last answer Redis gave on this connection.
     last_answer_ms: AtomicU64,
     /// Bumped on every replacement, so one stall replaces the connection only once.
@@ -386,7 +390,7 @@ pub struct Connection {
 fn cluster_link(
     cluster: &ClusterSource,
     options: &NativeOptions,
-    push: Option<&mpsc::UnboundedSender<PushInfo>>,
+    push: Option<&PushSink>,
     in_use: &Arc<AtomicU64>,
 ) -> Link {
     let number = in_use.fetch_add(1, Ordering::AcqRel) + 1;
@@ -398,10 +402,9 @@ fn cluster_link(
         let in_use = in_use.clone();
         config = config.set_push_sender(move |info: PushInfo| {
             if in_use.load(Ordering::Acquire) == number {
-                push.send(info).map_err(drop)
-            } else {
-                Ok(())
+                push(info);
             }
+            Ok::<(), ()>(())
         });
     }
     Link::Cluster(
@@ -420,12 +423,12 @@ pub struct Ticket {
 
 impl Connection {
     /// A lazily connecting connection: a manager built while Redis is down works once it
-    /// is up. With `push`, pub/sub messages and disconnections go to that channel.
+    /// is up. With `push`, pub/sub messages and disconnections go there.
     /// Must run inside the tokio runtime.
     pub fn new(
         source: Source,
         options: &NativeOptions,
-        push: Option<mpsc::UnboundedSender<PushInfo>>,
+        push: Option<PushSink>,
     ) -> Result<Arc<Self>, String> {
         let mut config = ConnectionManagerConfig::new()
             .set_connection_timeout(Some(options.connect_timeout()))
@@ -439,7 +442,11 @@ impl Connection {
             .set_max_delay(Duration::from_millis(500))
             .set_pipeline_buffer_size(1024);
         if let Some(push) = &push {
-            config = config.set_push_sender(push.clone());
+            let push = push.clone();
+            config = config.set_push_sender(move |info: PushInfo| {
+                push(info);
+                Ok::<(), ()>(())
+            });
         }
         let connection = Arc::new(Connection {
             source,
@@ -489,7 +496,7 @@ impl Connection {
             };
             if let (true, Some(push)) = (rebuilt, &self.push) {
                 // The old master's subscriptions are gone with its connection.
-                let _ = push.send(PushInfo {
+                push(PushInfo {
                     kind: PushKind::Disconnection,
                     data: Vec::new(),
                 });
@@ -709,14 +716,13 @@ pub enum Failure {
 }
 
 impl Connection {
-    /// A pub/sub connection: RESP3, its pushes (messages, disconnections) to the
-    /// returned receiver.
+    /// A pub/sub connection: RESP3, its pushes (messages, disconnections) to `push`.
     pub fn pubsub(
         source: Source,
         options: &NativeOptions,
-    ) -> Result<(Arc<Self>, mpsc::UnboundedReceiver<PushInfo>), String> {
-        let (push_tx, push_rx) = mpsc::unbounded_channel();
-        Ok((Connection::new(source, options, Some(push_tx))?, push_rx))
+        push: PushSink,
+    ) -> Result<Arc<Self>, String> {
+        Connection::new(source, options, Some(push))
     }
 
     /// SUBSCRIBEs `channels` in one command (refused connections are retried within the

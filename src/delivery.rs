@@ -236,25 +236,20 @@ impl DeliveryBatch {
         self.bytes.len()
     }
 
-    pub fn is_empty(&self) -> bool {
-        self.entries.is_empty()
-    }
-
-    /// Appends `other`'s entries after this batch's.
-    fn append(&mut self, other: DeliveryBatch) {
-        let base = self.bytes.len() as u32;
-        self.bytes.extend_from_slice(&other.bytes);
-        self.entries.reserve(other.entries.len());
-        for entry in other.entries.chunks_exact(4) {
-            self.entries
-                .extend_from_slice(&[entry[0], entry[1], entry[2] + base, entry[3]]);
-        }
+    /// Empties the batch for reuse; its memory stays (see [`Spares`]).
+    fn clear(&mut self) {
+        self.bytes.clear();
+        self.entries.clear();
     }
 }
 
 /// `Uint8Array` and `Uint32Array` in V8-owned memory, filled by one copy each: no
-/// external buffer (and so no finalizer) per batch.
-pub struct DeliveryArrays(DeliveryBatch);
+/// external buffer (and so no finalizer) per batch. The emptied batch then goes back to
+/// `spares` for a later one.
+pub struct DeliveryArrays {
+    batch: DeliveryBatch,
+    spares: Spares,
+}
 
 impl TypeName for DeliveryArrays {
     fn type_name() -> &'static str {
@@ -313,7 +308,11 @@ pub(crate) unsafe fn bytes_and_words(
 
 impl ToNapiValue for DeliveryArrays {
     unsafe fn to_napi_value(env: sys::napi_env, val: Self) -> napi::Result<sys::napi_value> {
-        bytes_and_words(env, &val.0.bytes, &val.0.entries)
+        let DeliveryArrays { mut batch, spares } = val;
+        let arrays = bytes_and_words(env, &batch.bytes, &batch.entries);
+        batch.clear();
+        spares.give_back(batch);
+        arrays
     }
 }
 
@@ -322,53 +321,83 @@ pub type DeliveryArgs = FnArgs<(DeliveryArrays,)>;
 /// Batches handed to the threadsafe function and not yet taken by the JavaScript thread.
 type Queued = Arc<Mutex<VecDeque<DeliveryBatch>>>;
 
-/// Bytes gathered into one batch for JavaScript (by the receivers, and by a waiting
-/// batch that grows) before the next one starts.
-pub const MAX_DELIVERY_BYTES: usize = 4 << 20;
+/// Bytes gathered into one batch for JavaScript (by the stream receivers and the
+/// subscription receivers) before the next one starts.
+pub const MAX_DELIVERY_BYTES: usize = 1 << 20;
+
+/// Emptied batches kept for reuse, so a busy stream writes into memory it has already
+/// touched: fresh buffers of megabytes, grown message by message, cost the tokio thread
+/// page faults (the kernel zeroing new pages took up to a third of a receiving process's
+/// samples in `perf`).
+#[derive(Clone, Default)]
+struct Spares(Arc<Mutex<Vec<DeliveryBatch>>>);
+
+/// Spare batches kept at most, and the largest buffer kept (one message may exceed
+/// [`MAX_DELIVERY_BYTES`]; such a buffer is freed).
+const SPARES: usize = 2;
+const SPARE_MAX_BYTES: usize = 2 * MAX_DELIVERY_BYTES;
+
+impl Spares {
+    fn take(&self) -> DeliveryBatch {
+        self.0.lock().unwrap().pop().unwrap_or_default()
+    }
+
+    fn give_back(&self, batch: DeliveryBatch) {
+        if batch.bytes.capacity() <= SPARE_MAX_BYTES {
+            let mut spares = self.0.lock().unwrap();
+            if spares.len() < SPARES {
+                spares.push(batch);
+            }
+        }
+    }
+}
 
 /// Feeds stream controllers: `([bytes, entries]) => void`.
 ///
-/// While a batch waits for the JavaScript thread (busy with the previous one), what
-/// arrives meanwhile is appended to it instead of queuing one more call: under load the
-/// event loop takes fewer, larger batches (each crossing has a fixed cost), and when idle
-/// a message crosses at once, as before.
+/// Each entry is written straight into the batch that waits for the JavaScript thread
+/// (busy with an earlier one, or just woken for this one); only when none waits, or it
+/// is full, does a new batch start, with one call of the threadsafe function. So the
+/// first message after a quiet moment crosses at once, and under load the event loop
+/// takes fewer, larger batches (each crossing has a fixed cost). Safe from any thread.
 pub struct Deliveries {
-    batches: Batches<Queued, DeliveryArrays>,
+    batches: Batches<(Queued, Spares), DeliveryArrays>,
     queued: Queued,
+    spares: Spares,
 }
 
 impl Deliveries {
     pub fn new(callback: &Function<'_, DeliveryArgs, ()>) -> napi::Result<Self> {
         Ok(Deliveries {
-            batches: Batches::new(callback, |queued: Queued| {
-                DeliveryArrays(queued.lock().unwrap().pop_front().unwrap_or_default())
+            batches: Batches::new(callback, |(queued, spares): (Queued, Spares)| {
+                let batch = queued.lock().unwrap().pop_front().unwrap_or_default();
+                DeliveryArrays { batch, spares }
             })?,
             queued: Arc::default(),
+            spares: Spares::default(),
         })
     }
 
-    pub fn send(&self, batch: DeliveryBatch) {
-        if batch.is_empty() {
-            return;
-        }
+    /// Delivers one entry (see [`DeliveryKind`]).
+    pub fn push(&self, kind: DeliveryKind, token: u32, payload: &[u8]) {
         {
             let mut queued = self.queued.lock().unwrap();
-            if let Some(last) = queued.back_mut() {
-                if last.byte_len() + batch.byte_len() <= MAX_DELIVERY_BYTES {
-                    last.append(batch);
+            if let Some(waiting) = queued.back_mut() {
+                if waiting.byte_len() + payload.len() <= MAX_DELIVERY_BYTES {
+                    waiting.push(kind, token, payload);
                     return;
                 }
             }
+            let mut batch = self.spares.take();
+            batch.push(kind, token, payload);
             queued.push_back(batch);
         }
-        self.batches.send(self.queued.clone());
+        self.batches
+            .send((self.queued.clone(), self.spares.clone()));
     }
 
     /// Reports a background problem to `onError`.
     pub fn problem(&self, message: &str) {
-        let mut batch = DeliveryBatch::default();
-        batch.push(DeliveryKind::Problem, 0, message.as_bytes());
-        self.send(batch);
+        self.push(DeliveryKind::Problem, 0, message.as_bytes());
     }
 }
 
@@ -390,15 +419,15 @@ mod tests {
     }
 
     #[test]
-    fn appended_batches_point_at_their_own_payloads() {
-        let mut a = DeliveryBatch::default();
-        a.push(DeliveryKind::Message, 1, b"ab");
+    fn a_cleared_batch_keeps_its_memory_and_starts_at_offset_zero() {
         let mut b = DeliveryBatch::default();
+        b.push(DeliveryKind::Message, 1, &[7; 1000]);
+        let capacity = b.bytes.capacity();
+        b.clear();
+        assert_eq!((b.len(), b.byte_len()), (0, 0));
+        assert_eq!(b.bytes.capacity(), capacity);
         b.push(DeliveryKind::Message, 2, b"xyz");
-        a.append(b);
-        assert_eq!(a.len(), 2);
-        assert_eq!(&a.entries[4..8], &[0, 2, 2, 3]);
-        assert_eq!(&a.bytes[2..5], b"xyz");
+        assert_eq!(&b.entries[..], &[0, 2, 0, 3]);
     }
 
     #[test]

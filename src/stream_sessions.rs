@@ -4,11 +4,15 @@
 //! The controllers live in JavaScript; here each local session is a `token` (a number
 //! JavaScript chose) so deliveries cross the boundary without session-id strings.
 //!
-//! Three tasks per manager, all on tokio:
+//! Messages are routed as redis-rs reads them (see [`Shared::route`]): the session
+//! table is looked up and the payload written straight into the batch that waits for
+//! JavaScript, with no queue in between. Three tasks per manager, all on tokio:
 //! * the **subscriber** reconciles what Redis has subscribed with what the session table
 //!   wants (one SUBSCRIBE / UNSUBSCRIBE per round for everything that changed), and after
 //!   a lost connection subscribes everything again;
-//! * the **receiver** turns pub/sub pushes into batched deliveries for JavaScript;
+//! * the **control** task handles what the pub/sub connection says besides messages
+//!   (a lost connection, a subscription the server dropped) and drops the liveness keys
+//!   of sessions ended by a delete message;
 //! * the **liveness timer** (one per manager) refreshes the keys of local sessions and
 //!   checks the pub/sub connection. A key found missing while Redis kept its data (see
 //!   [`Keys::epoch`]) means the session was ended elsewhere while a delete message could
@@ -18,7 +22,7 @@ use std::collections::{HashMap, HashSet};
 
 use futures_util::stream::{FuturesOrdered, StreamExt};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock, Weak};
 use std::time::Duration;
 
 use napi_derive::napi;
@@ -28,10 +32,8 @@ use tokio::task::{unconstrained, JoinHandle};
 use tokio::time::Instant;
 
 use crate::commands::{decode_text, first_error, Commands, FollowUp, Op, ReplyTo};
-use crate::connection::{jittered, random_u64, Checked, Connection, Failure, Source};
-use crate::delivery::{
-    CompletionBatch, Deliveries, DeliveryBatch, DeliveryKind, Outcome, Reply, MAX_DELIVERY_BYTES,
-};
+use crate::connection::{jittered, random_u64, Checked, Connection, Failure, PushSink, Source};
+use crate::delivery::{CompletionBatch, Deliveries, DeliveryKind, Outcome, Reply};
 use crate::keys::{Channel, Keys};
 
 // Call codes, exported to `lib/wire.js`.
@@ -298,6 +300,15 @@ struct Shared {
     wake_subscriber: Notify,
     /// Wakes the liveness timer for an early check (after a resubscription).
     check_now: Notify,
+    /// To the control task: pushes other than messages, and sessions ended by a delete
+    /// message (their keys to drop).
+    control: mpsc::UnboundedSender<Control>,
+}
+
+/// What the control task is told.
+enum Control {
+    Push(PushInfo),
+    Ended(String),
 }
 
 impl Shared {
@@ -307,12 +318,56 @@ impl Shared {
 
     /// Closes in JavaScript sessions already taken out of the table, and has their
     /// channels unsubscribed.
-    fn close_ended(&self, ended: &[(String, u32)], batch: &mut DeliveryBatch) {
+    fn close_ended(&self, ended: &[(String, u32)]) {
         for (_, token) in ended {
-            batch.push(DeliveryKind::Close, *token, b"");
+            self.deliveries.push(DeliveryKind::Close, *token, b"");
         }
         if !ended.is_empty() {
             self.wake_subscriber.notify_one();
+        }
+    }
+
+    /// Takes one push of the pub/sub connection, on the tokio thread as redis-rs reads
+    /// it: a message is delivered at once, the rest goes to the control task.
+    fn on_push(&self, push: PushInfo) {
+        match push.kind {
+            // SMessage: a sharded channel's message (on a cluster).
+            PushKind::Message | PushKind::SMessage => self.route(push.data),
+            _ => {
+                let _ = self.control.send(Control::Push(push));
+            }
+        }
+    }
+
+    /// Delivers one message to its local session (or every one, for a broadcast); a
+    /// delete message closes the session here.
+    fn route(&self, data: Vec<Value>) {
+        let mut data = data.into_iter();
+        let (Some(Value::BulkString(channel)), Some(Value::BulkString(payload))) =
+            (data.next(), data.next())
+        else {
+            return;
+        };
+        let Ok(channel) = std::str::from_utf8(&channel) else {
+            return;
+        };
+        match self.keys().parse_channel(channel) {
+            Some(Channel::Session(id)) => {
+                let token = self.table.lock().unwrap().sessions.get(id).map(|s| s.token);
+                if let Some(token) = token {
+                    self.deliveries.push(DeliveryKind::Message, token, &payload);
+                }
+            }
+            Some(Channel::Delete(id)) => {
+                let ended = self.table.lock().unwrap().remove(id);
+                if let Some(session) = ended {
+                    self.close_ended(&[(String::new(), session.token)]);
+                    // The owner drops the key, as upstream's owners do.
+                    let _ = self.control.send(Control::Ended(id.to_string()));
+                }
+            }
+            Some(Channel::Broadcast) => self.deliveries.push(DeliveryKind::Broadcast, 0, &payload),
+            None => {}
         }
     }
 }
@@ -331,7 +386,20 @@ impl StreamSessions {
         commands: Arc<Commands>,
         deliveries: Deliveries,
     ) -> Result<Self, String> {
-        let (subscriber, push_rx) = Connection::pubsub(source, commands.options())?;
+        // The connection's pushes reach the state they route into through a weak
+        // reference (the state owns the connection), set once it exists: nothing is
+        // subscribed before.
+        let routes: Arc<OnceLock<Weak<Shared>>> = Arc::default();
+        let sink: PushSink = {
+            let routes = routes.clone();
+            Arc::new(move |push| {
+                if let Some(shared) = routes.get().and_then(Weak::upgrade) {
+                    shared.on_push(push);
+                }
+            })
+        };
+        let subscriber = Connection::pubsub(source, commands.options(), sink)?;
+        let (control, control_rx) = mpsc::unbounded_channel();
         let shared = Arc::new(Shared {
             table: Mutex::new(Table::default()),
             commands,
@@ -340,10 +408,12 @@ impl StreamSessions {
             resubscribe: AtomicBool::new(false),
             wake_subscriber: Notify::new(),
             check_now: Notify::new(),
+            control,
         });
+        let _ = routes.set(Arc::downgrade(&shared));
         let tasks = vec![
             tokio::spawn(keep_subscribed(shared.clone())),
-            tokio::spawn(receive(push_rx, shared.clone())),
+            tokio::spawn(handle_control(control_rx, shared.clone())),
             tokio::spawn(keep_alive(shared.clone())),
         ];
         Ok(StreamSessions { shared, tasks })
@@ -812,63 +882,28 @@ impl Subscribed {
     }
 }
 
-/// Turns pub/sub pushes into batched deliveries for JavaScript.
-async fn receive(mut pushes: mpsc::UnboundedReceiver<PushInfo>, shared: Arc<Shared>) {
+/// Handles the pushes that are not messages, and drops the liveness keys of sessions
+/// ended by a delete message (those ended together, in one call).
+async fn handle_control(mut told: mpsc::UnboundedReceiver<Control>, shared: Arc<Shared>) {
     let keys = shared.keys().clone();
-    while let Some(first) = pushes.recv().await {
-        let mut batch = DeliveryBatch::default();
+    while let Some(first) = told.recv().await {
         let mut ended = Vec::new();
         let mut next = Some(first);
-        while let Some(push) = next.take() {
-            route(push, &keys, &shared, &mut batch, &mut ended);
-            if batch.byte_len() < MAX_DELIVERY_BYTES {
-                next = pushes.try_recv().ok();
+        while let Some(item) = next.take() {
+            match item {
+                Control::Ended(id) => ended.push(id),
+                Control::Push(push) => on_control_push(push, &keys, &shared),
             }
+            next = told.try_recv().ok();
         }
-        shared.close_ended(&ended, &mut batch);
-        shared.deliveries.send(batch);
         if !ended.is_empty() {
-            // The owner drops the key, as upstream's owners do.
-            let ids = ended.into_iter().map(|(id, _)| id).collect();
-            mark_gone(&shared, ids).await;
+            mark_gone(&shared, ended).await;
         }
     }
 }
 
-fn route(
-    push: PushInfo,
-    keys: &Keys,
-    shared: &Shared,
-    batch: &mut DeliveryBatch,
-    ended: &mut Vec<(String, u32)>,
-) {
+fn on_control_push(push: PushInfo, keys: &Keys, shared: &Shared) {
     match push.kind {
-        // SMessage: a sharded channel's message (on a cluster).
-        PushKind::Message | PushKind::SMessage => {
-            let mut data = push.data.into_iter();
-            let (Some(Value::BulkString(channel)), Some(Value::BulkString(payload))) =
-                (data.next(), data.next())
-            else {
-                return;
-            };
-            let Ok(channel) = std::str::from_utf8(&channel) else {
-                return;
-            };
-            match keys.parse_channel(channel) {
-                Some(Channel::Session(id)) => {
-                    if let Some(session) = shared.table.lock().unwrap().sessions.get(id) {
-                        batch.push(DeliveryKind::Message, session.token, &payload);
-                    }
-                }
-                Some(Channel::Delete(id)) => {
-                    if let Some(session) = shared.table.lock().unwrap().remove(id) {
-                        ended.push((id.to_string(), session.token));
-                    }
-                }
-                Some(Channel::Broadcast) => batch.push(DeliveryKind::Broadcast, 0, &payload),
-                None => {}
-            }
-        }
         PushKind::SUnsubscribe if dropped_by_server(&push.data, keys, shared) => {
             // A cluster moved the channel's slot (migration, failover) and dropped the
             // subscription: subscribe everything again at the slots' owners of now.
@@ -881,11 +916,9 @@ fn route(
             shared.subscriber.renew();
             shared.resubscribe.store(true, Ordering::Release);
             shared.wake_subscriber.notify_one();
-            batch.push(
-                DeliveryKind::Problem,
-                0,
-                b"lost the Redis pub/sub connection; reconnecting and resubscribing",
-            );
+            shared
+                .deliveries
+                .problem("lost the Redis pub/sub connection; reconnecting and resubscribing");
         }
         _ => {}
     }
@@ -1019,11 +1052,7 @@ async fn refresh(shared: &Shared) -> Result<(), String> {
                 }
             }
         }
-        if !ended.is_empty() {
-            let mut batch = DeliveryBatch::default();
-            shared.close_ended(&ended, &mut batch);
-            shared.deliveries.send(batch);
-        }
+        shared.close_ended(&ended);
         return Ok(());
     }
     // Redis lost its data, a new master took over (it may lack the last writes), or this

@@ -255,7 +255,14 @@ impl Subscriptions {
         commands: Arc<Commands>,
         notifications: Notifications,
     ) -> Result<Self, String> {
-        let (subscriber, push_rx) = Connection::pubsub(source, commands.options())?;
+        let (push_tx, push_rx) = mpsc::unbounded_channel();
+        let subscriber = Connection::pubsub(
+            source,
+            commands.options(),
+            Arc::new(move |push| {
+                let _ = push_tx.send(push);
+            }),
+        )?;
         let channel = commands.keys().subscriptions_channel();
         let shared = Arc::new(Shared {
             interests: Mutex::new(Interests::default()),
