@@ -18,7 +18,6 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 use futures_util::stream::{FuturesOrdered, StreamExt};
-use futures_util::FutureExt;
 use redis::aio::ConnectionLike;
 use redis::{Pipeline, Value};
 use tokio::sync::{mpsc, oneshot};
@@ -37,9 +36,12 @@ use crate::keys::Keys;
 use crate::stream_sessions::StreamOp;
 use crate::subscriptions::NOTIFY;
 
-/// Most calls sent in one pipeline; a larger batch becomes several pipelines, so
-/// JavaScript resumes on early answers while Redis computes later ones.
-const PIPELINE_CALLS: usize = 16;
+/// Most calls sent in one pipeline; a larger batch becomes several pipelines, each
+/// answered in its own crossing, so JavaScript resumes on early answers while Redis
+/// computes later ones. 32: with 64 calls in flight two groups take turns (A/B of 16,
+/// 32 and 64, each pipeline answered on its own: 64 left a single convoy, 0.77x
+/// upstream at 64 in flight; 16 was a little below 32).
+const PIPELINE_CALLS: usize = 32;
 /// Most pipelines handed to the connection and awaiting replies at once.
 const MAX_IN_FLIGHT: usize = 64;
 /// Most argument bytes of calls submitted and not yet answered.
@@ -357,12 +359,14 @@ async fn dispatch(shared: Arc<Shared>, mut queue: mpsc::UnboundedReceiver<Queued
         }
         tokio::select! {
             biased;
-            Some(mut answers) = in_flight.next(), if !in_flight.is_empty() => {
-                // Pipelines answered together cross together: one wake of the JavaScript
-                // thread instead of one per pipeline.
-                while let Some(Some(more)) = in_flight.next().now_or_never() {
-                    answers.extend(more);
-                }
+            Some(answers) = in_flight.next(), if !in_flight.is_empty() => {
+                // Each pipeline's answers cross on their own, also when several came in
+                // one read: Node runs the microtasks after each threadsafe call, so the
+                // calls that the first answers lead to are submitted while JavaScript
+                // still works through the rest, and Redis and this thread work beside
+                // the event loop. Merged into one crossing, the calls in flight moved as
+                // one convoy (A/B: three getters 1.92x -> 2.54x upstream, set+get at 64
+                // 1.03x -> 1.08x, 256 sends in flight 0.39 -> 0.46 M/s with no receiver).
                 shared.completions.send(answers);
             }
             queued = queue.recv(), if open => match queued {

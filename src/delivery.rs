@@ -99,10 +99,6 @@ impl CompletionBatch {
     pub fn is_empty(&self) -> bool {
         self.0.is_empty()
     }
-
-    pub fn extend(&mut self, other: CompletionBatch) {
-        self.0.extend(other.0);
-    }
 }
 
 impl TypeName for CompletionBatch {
