@@ -774,6 +774,38 @@ impl Subscribed {
         })
     }
 
+    /// Answers the creations parked on round `finished` (or an earlier one): subscribed,
+    /// or no longer wanted, is success; `failure` (a failed round of this connection)
+    /// fails them. The others wait for the round that carries their channel now: the last
+    /// one sent if it asked for the channel (after a lost connection, the round that
+    /// restored everything; rounds finish in order, so it is still to come), else the
+    /// next one. Parked on "the next round" while the carrier was already out, a creation
+    /// would wait for a round that may never come.
+    fn answer_parked(
+        &mut self,
+        finished: u64,
+        failure: Option<&str>,
+        keys: &Keys,
+        wanted: impl Fn(&str) -> bool,
+    ) {
+        for (number, waiter) in std::mem::take(&mut self.parked) {
+            if number > finished {
+                self.parked.push((number, waiter));
+                continue;
+            }
+            let channel = keys.session_channel(&waiter.id);
+            if self.confirmed.contains(&channel) || !wanted(&waiter.id) {
+                let _ = waiter.done.send(Ok(()));
+            } else if let Some(reason) = failure {
+                let _ = waiter.done.send(Err(reason.to_string()));
+            } else if self.requested.contains(&channel) && self.sent > finished {
+                self.parked.push((self.sent, waiter));
+            } else {
+                self.parked.push((self.sent + 1, waiter));
+            }
+        }
+    }
+
     /// Takes a round's answer; returns a pause before the next round after a failure.
     fn finish(&mut self, shared: &Shared, done: RoundDone) -> Option<Duration> {
         let RoundDone {
@@ -826,25 +858,13 @@ impl Subscribed {
             }
         }
         // Answer the creations this round (and those before it) carried.
-        let parked = std::mem::take(&mut self.parked);
-        let table = shared.table.lock().unwrap();
-        for (number, waiter) in parked {
-            if number > round.number {
-                self.parked.push((number, waiter));
-                continue;
-            }
-            let channel = keys.session_channel(&waiter.id);
-            let still_wanted = table.sessions.contains_key(&waiter.id);
-            if self.confirmed.contains(&channel) || !still_wanted {
-                let _ = waiter.done.send(Ok(()));
-            } else if let (Some(reason), true) = (&failure, current) {
-                let _ = waiter.done.send(Err(reason.clone()));
-            } else {
-                // Carried by a round of an older connection: answered by the next one.
-                self.parked.push((self.sent + 1, waiter));
-            }
+        {
+            let table = shared.table.lock().unwrap();
+            let failure = failure.as_deref().filter(|_| current);
+            self.answer_parked(round.number, failure, keys, |id| {
+                table.sessions.contains_key(id)
+            });
         }
-        drop(table);
         if !current {
             shared.wake_subscriber.notify_one();
             return None;
@@ -1144,6 +1164,60 @@ mod tests {
             Value::Okay,
         ];
         assert_eq!(op.decode(values), Ok(Reply::Text("e0".into())));
+    }
+
+    #[test]
+    fn a_creation_carried_by_a_lost_connection_is_answered_by_the_round_that_restored_it() {
+        // Round 1 asked for the channel on a connection that was then lost; round 2
+        // (the restore, on the new connection) asked again before round 1 finished.
+        let keys = Keys::new("");
+        let channel = keys.session_channel("a");
+        let (done, mut answer) = oneshot::channel();
+        let mut subscribed = Subscribed {
+            sent: 2,
+            generation: 1,
+            ..Subscribed::default()
+        };
+        subscribed.requested.insert(channel.clone());
+        subscribed.parked.push((
+            1,
+            Waiter {
+                id: "a".into(),
+                done,
+            },
+        ));
+
+        // Round 1 finishes (an older connection's): no answer yet.
+        subscribed.answer_parked(1, None, &keys, |_| true);
+        assert!(answer.try_recv().is_err());
+        // Round 2 confirms the channel: the creation is answered.
+        subscribed.confirmed.insert(channel);
+        subscribed.answer_parked(2, None, &keys, |_| true);
+        assert_eq!(answer.try_recv(), Ok(Ok(())));
+        assert!(subscribed.parked.is_empty());
+    }
+
+    #[test]
+    fn a_creation_whose_channel_is_not_asked_for_yet_waits_for_the_next_round() {
+        let keys = Keys::new("");
+        let (done, mut answer) = oneshot::channel();
+        let mut subscribed = Subscribed {
+            sent: 3,
+            ..Subscribed::default()
+        };
+        subscribed.parked.push((
+            3,
+            Waiter {
+                id: "b".into(),
+                done,
+            },
+        ));
+        subscribed.answer_parked(3, None, &keys, |_| true);
+        assert!(answer.try_recv().is_err());
+        assert_eq!(subscribed.parked[0].0, 4);
+        // A failed round of this connection fails it.
+        subscribed.answer_parked(4, Some("refused"), &keys, |_| true);
+        assert_eq!(answer.try_recv(), Ok(Err("refused".to_string())));
     }
 
     #[test]
