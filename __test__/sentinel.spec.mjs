@@ -5,7 +5,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { RedisInfoSessionManager, RedisStreamSessionManager } from '../index.mjs';
 import { deliveryResumes, eventually, recorder, until } from './helpers/redis.mjs';
 import { MASTER_NAME, currentMasterPort, startSentinelSet } from './helpers/sentinel.mjs';
-import { useCleanups } from './helpers/suite.mjs';
+import { useCleanups, useSteps } from './helpers/suite.mjs';
 import { failOnUnhandledRejections } from './helpers/unhandled.mjs';
 
 failOnUnhandledRejections();
@@ -49,25 +49,33 @@ describe('Sentinel', () => {
 			await victim.stop('SIGKILL');
 		}],
 	])('follows %s: commands and subscriptions move to the new master', async (_name, failover) => {
+		const step = useSteps();
 		const { streams, info } = managers();
 		const rec = recorder();
+		step('create');
 		await streams.create('f1', rec);
 		await info.setClientInfo('f1', { name: 'before', version: '1' });
 		const before = await currentMasterPort(set.sentinels[0].port);
 
+		step('failover');
 		await failover(set);
+		step('promotion');
 		await eventually(async () => (await currentMasterPort(set.sentinels[0].port)) !== before, 20_000, 'the sentinels to promote the replica');
 
 		// Writes reach the new master (a replica would answer READONLY), the stream's
 		// subscription is restored, and its session is still live.
+		step('write after');
 		await until(() => info.setClientInfo('f1', { name: 'after', version: '2' }), 'a write after the failover');
 		expect(await info.getClientInfo('f1')).toEqual({ name: 'after', version: '2' });
+		step('delivery after');
 		await deliveryResumes(streams, rec, 'f1', 'after failover');
 		// Re-asserted on the new master (a write the old one had not yet replicated is lost
 		// with it; the liveness check after following the new master writes it again).
+		step('liveness key');
 		await eventually(() => streams.has('f1'), 10_000, 'the liveness key on the new master');
 		// A new session works on the new master too.
 		const rec2 = recorder();
+		step('create after');
 		await until(() => streams.create('f2', rec2), 'a create after the failover');
 		await streams.send(['f2'], 'fresh');
 		await eventually(() => rec2.chunks.includes('fresh'), 5000, 'delivery to a new session');

@@ -22,15 +22,6 @@ export async function onNode(port, args) {
 	}
 }
 
-/** A free port whose cluster bus port (+10000) is free too. */
-async function clusterPort() {
-	for (;;) {
-		const port = await freePort();
-		if (port + 10000 > 65535) continue;
-		return port;
-	}
-}
-
 /** The CRC16 hash slot of a key or channel (Redis Cluster's, with hash tags). */
 export function slotOf(key) {
 	const open = key.indexOf('{');
@@ -77,8 +68,8 @@ export async function startCluster({ replicas = 1, tls } = {}) {
 		: [];
 	try {
 		for (let i = 0; i < 3 * (1 + replicas); i++) {
-			const port = await clusterPort();
-			const tlsPort = tls ? await clusterPort() : undefined;
+			const port = await freePort({ bus: true });
+			const tlsPort = tls ? await freePort({ bus: true }) : undefined;
 			const node = await startRedis({ port, args: [...CONFIG, ...tlsArgs(tlsPort)] });
 			node.tlsPort = tlsPort;
 			nodes.push(node);

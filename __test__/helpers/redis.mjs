@@ -1,13 +1,52 @@
 // Private redis-server processes for tests: each on a free loopback port, stopped by PID.
 import { spawn, execFileSync } from 'node:child_process';
-import { mkdtempSync, rmSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import net from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { createClient } from 'redis';
 
-/** A TCP port that is free on 127.0.0.1 right now. */
-export function freePort() {
+/** Whether a TCP port can be bound on 127.0.0.1 right now. */
+function canBind(port) {
+	return new Promise((resolve) => {
+		const server = net.createServer();
+		server.unref();
+		server.once('error', () => resolve(false));
+		server.listen(port, '127.0.0.1', () => server.close(() => resolve(true)));
+	});
+}
+
+/** A cluster node's bus listens on its port + this. */
+export const CLUSTER_BUS_OFFSET = 10000;
+
+/**
+ * Test servers take ports below the kernel's ephemeral range (which outgoing connections
+ * draw their local ports from), bus port included: a port handed out by the kernel, or a
+ * port left free between a server's stop and its restart on the same address, could
+ * meanwhile become some client's local port (even a reconnecting client's own, connected
+ * to itself), and a server that cannot bind would go unnoticed while another one answers
+ * on that port. Each vitest worker has a slice of its own, so two files running at once
+ * never pick the same port.
+ */
+const PORTS = (() => {
+	let ephemeralLow = 32768;
+	try {
+		ephemeralLow = Number(readFileSync('/proc/sys/net/ipv4/ip_local_port_range', 'utf8').trim().split(/\s+/)[0]);
+	} catch {
+		// Not Linux: keep the IANA default.
+	}
+	const low = 10000;
+	const high = Math.min(ephemeralLow, 32768) - CLUSTER_BUS_OFFSET;
+	const slices = 4;
+	const size = Math.floor((high - low) / slices);
+	if (size < 500) return undefined;
+	const slice = Number(process.env.VITEST_POOL_ID ?? 0) % slices;
+	const first = low + slice * size;
+	return { first, size, next: Math.floor(Math.random() * size) };
+})();
+
+/** A kernel-chosen free port (where the range above is too small). */
+function ephemeralPort() {
 	return new Promise((resolve, reject) => {
 		const server = net.createServer();
 		server.unref();
@@ -17,6 +56,25 @@ export function freePort() {
 			server.close(() => resolve(port));
 		});
 	});
+}
+
+/**
+ * A TCP port free on 127.0.0.1 right now (see PORTS), and with `bus` its cluster bus
+ * port too.
+ * @param {{ bus?: boolean }} [options]
+ */
+export async function freePort({ bus = false } = {}) {
+	if (!PORTS) {
+		for (;;) {
+			const port = await ephemeralPort();
+			if (!bus || (port + CLUSTER_BUS_OFFSET <= 65535 && (await canBind(port + CLUSTER_BUS_OFFSET)))) return port;
+		}
+	}
+	for (let tries = 0; tries < PORTS.size; tries++) {
+		const port = PORTS.first + (PORTS.next++ % PORTS.size);
+		if ((await canBind(port)) && (!bus || (await canBind(port + CLUSTER_BUS_OFFSET)))) return port;
+	}
+	throw new Error('no free port for a test server');
 }
 
 /** Sends PING over a raw socket; resolves true once the server answers. */
@@ -69,7 +127,8 @@ export async function startRedis(options = {}) {
 	);
 	for (let i = 0; i < 200; i++) {
 		if (child.exitCode !== null) break;
-		if (await ping(port)) {
+		// Answered, and still running: the answer came from this server.
+		if ((await ping(port)) && child.exitCode === null) {
 			return {
 				port,
 				dir,
@@ -106,12 +165,18 @@ export async function eventually(check, ms = 5000, what = 'condition') {
 	const deadline = Date.now() + ms;
 	let last;
 	while (Date.now() < deadline) {
-		last = await check();
+		// A check that never settles (a call without a deadline) fails here, named,
+		// instead of running into the test's timeout.
+		let timer;
+		const hung = new Promise((resolve) => (timer = setTimeout(resolve, Math.max(0, deadline - Date.now()), HUNG)));
+		last = await Promise.race([Promise.resolve().then(check), hung]).finally(() => clearTimeout(timer));
+		if (last === HUNG) throw new Error(`timed out waiting for ${what}: a check did not settle within ${ms} ms`);
 		if (last) return last;
 		await new Promise((r) => setTimeout(r, 20));
 	}
 	throw new Error(`timed out waiting for ${what} (last value: ${JSON.stringify(last)})`);
 }
+const HUNG = Symbol('hung');
 
 /** Retries `call` until it resolves (e.g. a write while a failover is under way). */
 export const until = (call, what, ms = 20_000) => eventually(() => call().then(() => true, () => false), ms, what);

@@ -1,6 +1,6 @@
 // Per-file test setup shared by the spec files (vitest hooks; the other helpers are also
 // used by the demo and the benchmark, outside vitest).
-import { afterAll, afterEach, beforeAll } from 'vitest';
+import { afterAll, afterEach, beforeAll, onTestFailed } from 'vitest';
 import { observer, testRedis } from './redis.mjs';
 
 /**
@@ -32,4 +32,16 @@ export function useCleanups() {
 		while (cleanups.length) await cleanups.pop()();
 	});
 	return cleanups;
+}
+
+/**
+ * A timeline for a long test: `step(name)` records when each step began, and the whole
+ * timeline is printed if the test fails (a timeout says which step took the time).
+ * Call inside the test.
+ */
+export function useSteps() {
+	const start = Date.now();
+	const steps = [];
+	onTestFailed(() => console.log(`steps (ms since the test began): ${steps.map(([t, name]) => `${t} ${name}`).join(' | ')}`));
+	return (/** @type {string} */ name) => steps.push([Date.now() - start, name]);
 }
