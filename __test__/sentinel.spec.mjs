@@ -31,12 +31,17 @@ function managers(extra = {}, of = set) {
 
 describe('Sentinel', () => {
 	it('finds the master through the sentinels and runs every method', async () => {
+		const step = useSteps();
 		const { streams, info } = managers();
 		const rec = recorder();
+		step('create');
 		await streams.create('s1', rec);
+		step('send');
 		await streams.send(['s1'], 'hello');
 		await eventually(() => rec.chunks.includes('hello'), 5000, 'delivery');
+		step('has');
 		expect(await streams.has('s1')).toBe(true);
+		step('info');
 		await info.setClientInfo('s1', { name: 'n', version: '1' });
 		expect(await info.getClientInfo('s1')).toEqual({ name: 'n', version: '1' });
 	});
