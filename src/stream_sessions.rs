@@ -316,13 +316,13 @@ impl Shared {
         self.commands.keys()
     }
 
-    /// Closes in JavaScript sessions already taken out of the table, and has their
-    /// channels unsubscribed.
-    fn close_ended(&self, ended: &[(String, u32)]) {
-        for (_, token) in ended {
+    /// Closes in JavaScript the sessions of `tokens`, already taken out of the table, and
+    /// has their channels unsubscribed.
+    fn close_ended(&self, tokens: &[u32]) {
+        for token in tokens {
             self.deliveries.push(DeliveryKind::Close, *token, b"");
         }
-        if !ended.is_empty() {
+        if !tokens.is_empty() {
             self.wake_subscriber.notify_one();
         }
     }
@@ -361,7 +361,7 @@ impl Shared {
             Some(Channel::Delete(id)) => {
                 let ended = self.table.lock().unwrap().remove(id);
                 if let Some(session) = ended {
-                    self.close_ended(&[(String::new(), session.token)]);
+                    self.close_ended(&[session.token]);
                     // The owner drops the key, as upstream's owners do.
                     let _ = self.control.send(Control::Ended(id.to_string()));
                 }
@@ -1068,7 +1068,7 @@ async fn refresh(shared: &Shared) -> Result<(), String> {
             for ((id, token), reply) in ids.iter().zip(&replies) {
                 if matches!(reply, Value::Nil) && table.owned(id, *token) {
                     table.remove(id);
-                    ended.push((id.clone(), *token));
+                    ended.push(*token);
                 }
             }
         }
