@@ -309,6 +309,39 @@ describe('Redis Cluster', () => {
 		await until(() => info.setClientInfo(id, { name: 'x', version: '1' }), 'a write after the failover');
 	});
 
+	it('subscriptions/listen: the master of tmcp:subscriptions killed, the subscription comes back at its replica', async () => {
+		// Its own cluster: the kill leaves that shard without a replica. A long TTL keeps
+		// the periodic connection check (every third of it) out of the test: the restore
+		// after the lost connection alone must bring the subscription back.
+		const own = await startCluster();
+		cleanups.push(() => own.stop());
+		const opts = { cluster: { nodes: own.seeds }, commandTimeout: 3000, connectTimeout: 1000, sessionTtlSeconds: 600 };
+		const listening = new RedisSubscriptionManager(own.url, opts);
+		const sending = new RedisSubscriptionManager(own.url, opts);
+		cleanups.push(() => listening.dispose(), () => sending.dispose());
+		const received = [];
+		const listener = {
+			async acknowledge() {},
+			async send(notification) {
+				received.push(notification.params.title);
+			},
+			async close() {},
+		};
+		await listening.create({ id: 1, origin: 'o', filters: { resourceSubscriptions: ['file:///k'] } }, listener);
+		const slot = slotOf('tmcp:subscriptions');
+		const victim = await own.ownerOf(slot);
+		const replica = await own.replicaOf(victim);
+		await own.kill(victim);
+		await eventually(async () => (await own.ownerOf(slot, replica)) === replica, 30_000, 'the replica to be promoted');
+		let n = 0;
+		await until(async () => {
+			const title = `after the kill ${n++}`;
+			await sending.send({ jsonrpc: '2.0', method: 'notifications/resources/updated', params: { uri: 'file:///k', title } });
+			await eventually(() => received.includes(title), 1000, 'the notification');
+		}, 'a notification after the kill', 30_000);
+		expect(await shardSubscribers(replica, 'tmcp:subscriptions')).toBe(1);
+	});
+
 	it("an ACL user with the README's minimal rule plus the cluster additions runs every method", async () => {
 		const password = 'Clust3r-pw';
 		// Keep in sync with the README ("Redis ACL"): ACLs are per node, so on every node.

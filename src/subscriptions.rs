@@ -363,14 +363,19 @@ async fn keep_subscribed(shared: Arc<Shared>) {
             let channel = std::slice::from_ref(&shared.channel);
             let failure = match shared.subscriber.subscribe(channel, timeout).await {
                 Ok(()) => {
-                    shared.subscribed.store(true, Ordering::Release);
-                    pause = RETRY_PAUSE;
                     // On a cluster: the topology this subscription was made under, to
-                    // compare with at each check.
-                    shared
+                    // compare with at each check. If the slots moved since the last look
+                    // (a restore after a master was lost), the connection was just
+                    // replaced, subscription and all: subscribe again on the fresh one.
+                    if shared
                         .subscriber
                         .follow_topology(shared.commands.connection(), timeout)
-                        .await;
+                        .await
+                    {
+                        continue;
+                    }
+                    shared.subscribed.store(true, Ordering::Release);
+                    pause = RETRY_PAUSE;
                     None
                 }
                 Err(Failure::Refused(reason)) => Some(reason),

@@ -166,17 +166,19 @@ export async function eventually(check, ms = 5000, what = 'condition') {
 	let last;
 	while (Date.now() < deadline) {
 		// A check that never settles (a call without a deadline) fails here, named,
-		// instead of running into the test's timeout.
+		// instead of running into the test's timeout; one still running at the deadline
+		// gets a grace period to finish.
 		let timer;
-		const hung = new Promise((resolve) => (timer = setTimeout(resolve, Math.max(0, deadline - Date.now()), HUNG)));
+		const hung = new Promise((resolve) => (timer = setTimeout(resolve, Math.max(0, deadline - Date.now()) + HUNG_GRACE_MS, HUNG)));
 		last = await Promise.race([Promise.resolve().then(check), hung]).finally(() => clearTimeout(timer));
-		if (last === HUNG) throw new Error(`timed out waiting for ${what}: a check did not settle within ${ms} ms`);
+		if (last === HUNG) throw new Error(`timed out waiting for ${what}: a check did not settle within ${ms + HUNG_GRACE_MS} ms`);
 		if (last) return last;
 		await new Promise((r) => setTimeout(r, 20));
 	}
 	throw new Error(`timed out waiting for ${what} (last value: ${JSON.stringify(last)})`);
 }
 const HUNG = Symbol('hung');
+const HUNG_GRACE_MS = 5000;
 
 /** Retries `call` until it resolves (e.g. a write while a failover is under way). */
 export const until = (call, what, ms = 20_000) => eventually(() => call().then(() => true, () => false), ms, what);
