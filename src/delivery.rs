@@ -317,8 +317,8 @@ pub type DeliveryArgs = FnArgs<(DeliveryArrays,)>;
 /// Batches handed to the threadsafe function and not yet taken by the JavaScript thread.
 type Queued = Arc<Mutex<VecDeque<DeliveryBatch>>>;
 
-/// Bytes gathered into one batch for JavaScript (by the stream receivers and the
-/// subscription receivers) before the next one starts.
+/// Bytes gathered into one batch for JavaScript (a stream manager's deliveries, a
+/// subscription manager's notifications) before the next one starts.
 pub const MAX_DELIVERY_BYTES: usize = 1 << 20;
 
 /// Emptied batches kept for reuse, so a busy stream writes into memory it has already
