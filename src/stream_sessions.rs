@@ -905,14 +905,13 @@ impl Subscribed {
 /// Handles the pushes that are not messages, and drops the liveness keys of sessions
 /// ended by a delete message (those ended together, in one call).
 async fn handle_control(mut told: mpsc::UnboundedReceiver<Control>, shared: Arc<Shared>) {
-    let keys = shared.keys().clone();
     while let Some(first) = told.recv().await {
         let mut ended = Vec::new();
         let mut next = Some(first);
         while let Some(item) = next.take() {
             match item {
                 Control::Ended(id) => ended.push(id),
-                Control::Push(push) => on_control_push(push, &keys, &shared),
+                Control::Push(push) => on_control_push(push, &shared),
             }
             next = told.try_recv().ok();
         }
@@ -922,9 +921,9 @@ async fn handle_control(mut told: mpsc::UnboundedReceiver<Control>, shared: Arc<
     }
 }
 
-fn on_control_push(push: PushInfo, keys: &Keys, shared: &Shared) {
+fn on_control_push(push: PushInfo, shared: &Shared) {
     match push.kind {
-        PushKind::SUnsubscribe if dropped_by_server(&push.data, keys, shared) => {
+        PushKind::SUnsubscribe if dropped_by_server(&push.data, shared) => {
             // A cluster moved the channel's slot (migration, failover) and dropped the
             // subscription: subscribe everything again at the slots' owners of now.
             shared.resubscribe.store(true, Ordering::Release);
@@ -946,14 +945,14 @@ fn on_control_push(push: PushInfo, keys: &Keys, shared: &Shared) {
 
 /// Whether a `sunsubscribe` push is for a channel still wanted: not the confirmation of
 /// our own SUNSUBSCRIBE (its session ended) but the server dropping it.
-fn dropped_by_server(data: &[Value], keys: &Keys, shared: &Shared) -> bool {
+fn dropped_by_server(data: &[Value], shared: &Shared) -> bool {
     let Some(Value::BulkString(channel)) = data.first() else {
         return false;
     };
     let Ok(channel) = std::str::from_utf8(channel) else {
         return false;
     };
-    shared.table.lock().unwrap().wants(keys, channel)
+    shared.table.lock().unwrap().wants(shared.keys(), channel)
 }
 
 /// The one liveness timer of a manager: refreshes the keys of every confirmed local
@@ -1166,26 +1165,36 @@ mod tests {
         assert_eq!(op.decode(values), Ok(Reply::Text("e0".into())));
     }
 
+    /// Parks a creation of `id` on `round`; its answer arrives on the receiver.
+    fn park(
+        subscribed: &mut Subscribed,
+        round: u64,
+        id: &str,
+    ) -> oneshot::Receiver<Result<(), String>> {
+        let (done, answer) = oneshot::channel();
+        subscribed.parked.push((
+            round,
+            Waiter {
+                id: id.into(),
+                done,
+            },
+        ));
+        answer
+    }
+
     #[test]
     fn a_creation_carried_by_a_lost_connection_is_answered_by_the_round_that_restored_it() {
         // Round 1 asked for the channel on a connection that was then lost; round 2
         // (the restore, on the new connection) asked again before round 1 finished.
         let keys = Keys::new("");
         let channel = keys.session_channel("a");
-        let (done, mut answer) = oneshot::channel();
         let mut subscribed = Subscribed {
             sent: 2,
             generation: 1,
             ..Subscribed::default()
         };
         subscribed.requested.insert(channel.clone());
-        subscribed.parked.push((
-            1,
-            Waiter {
-                id: "a".into(),
-                done,
-            },
-        ));
+        let mut answer = park(&mut subscribed, 1, "a");
 
         // Round 1 finishes (an older connection's): no answer yet.
         subscribed.answer_parked(1, None, &keys, |_| true);
@@ -1200,18 +1209,11 @@ mod tests {
     #[test]
     fn a_creation_whose_channel_is_not_asked_for_yet_waits_for_the_next_round() {
         let keys = Keys::new("");
-        let (done, mut answer) = oneshot::channel();
         let mut subscribed = Subscribed {
             sent: 3,
             ..Subscribed::default()
         };
-        subscribed.parked.push((
-            3,
-            Waiter {
-                id: "b".into(),
-                done,
-            },
-        ));
+        let mut answer = park(&mut subscribed, 3, "b");
         subscribed.answer_parked(3, None, &keys, |_| true);
         assert!(answer.try_recv().is_err());
         assert_eq!(subscribed.parked[0].0, 4);
