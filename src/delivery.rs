@@ -232,7 +232,7 @@ impl DeliveryBatch {
         self.bytes.len()
     }
 
-    /// Empties the batch for reuse; its memory stays (see [`Spares`]).
+    /// Empties the batch for reuse; its memory stays (see [`Shelf`]).
     fn clear(&mut self) {
         self.bytes.clear();
         self.entries.clear();
@@ -241,10 +241,10 @@ impl DeliveryBatch {
 
 /// `Uint8Array` and `Uint32Array` in V8-owned memory, filled by one copy each: no
 /// external buffer (and so no finalizer) per batch. The emptied batch then goes back to
-/// `spares` for a later one.
+/// the shelf's spares for a later one.
 pub struct DeliveryArrays {
     batch: DeliveryBatch,
-    spares: Spares,
+    shelf: Arc<Shelf>,
 }
 
 impl TypeName for DeliveryArrays {
@@ -304,44 +304,45 @@ pub(crate) unsafe fn bytes_and_words(
 
 impl ToNapiValue for DeliveryArrays {
     unsafe fn to_napi_value(env: sys::napi_env, val: Self) -> napi::Result<sys::napi_value> {
-        let DeliveryArrays { mut batch, spares } = val;
+        let DeliveryArrays { batch, shelf } = val;
         let arrays = bytes_and_words(env, &batch.bytes, &batch.entries);
-        batch.clear();
-        spares.give_back(batch);
+        shelf.give_back(batch);
         arrays
     }
 }
 
 pub type DeliveryArgs = FnArgs<(DeliveryArrays,)>;
 
-/// Batches handed to the threadsafe function and not yet taken by the JavaScript thread.
-type Queued = Arc<Mutex<VecDeque<DeliveryBatch>>>;
-
 /// Bytes gathered into one batch for JavaScript (a stream manager's deliveries, a
 /// subscription manager's notifications) before the next one starts.
 pub const MAX_DELIVERY_BYTES: usize = 1 << 20;
 
-/// Emptied batches kept for reuse, so a busy stream writes into memory it has already
-/// touched: fresh buffers of megabytes, grown message by message, cost the tokio thread
-/// page faults (the kernel zeroing new pages took up to a third of a receiving process's
-/// samples in `perf`).
-#[derive(Clone, Default)]
-struct Spares(Arc<Mutex<Vec<DeliveryBatch>>>);
+/// The batches of one stream manager: those handed to the threadsafe function and not
+/// yet taken by the JavaScript thread, and emptied ones kept for reuse, so a busy stream
+/// writes into memory it has already touched (fresh buffers of megabytes, grown message
+/// by message, cost the tokio thread page faults: the kernel zeroing new pages took up
+/// to a third of a receiving process's samples in `perf`).
+#[derive(Default)]
+struct Shelf {
+    waiting: Mutex<VecDeque<DeliveryBatch>>,
+    spares: Mutex<Vec<DeliveryBatch>>,
+}
 
 /// Spare batches kept at most, and the largest buffer kept (one message may exceed
 /// [`MAX_DELIVERY_BYTES`]; such a buffer is freed).
 const SPARES: usize = 2;
 const SPARE_MAX_BYTES: usize = 2 * MAX_DELIVERY_BYTES;
 
-impl Spares {
-    fn take(&self) -> DeliveryBatch {
-        self.0.lock().unwrap().pop().unwrap_or_default()
+impl Shelf {
+    fn spare(&self) -> DeliveryBatch {
+        self.spares.lock().unwrap().pop().unwrap_or_default()
     }
 
-    fn give_back(&self, batch: DeliveryBatch) {
+    fn give_back(&self, mut batch: DeliveryBatch) {
         if batch.bytes.capacity() <= SPARE_MAX_BYTES {
-            let mut spares = self.0.lock().unwrap();
+            let mut spares = self.spares.lock().unwrap();
             if spares.len() < SPARES {
+                batch.clear();
                 spares.push(batch);
             }
         }
@@ -356,39 +357,41 @@ impl Spares {
 /// first message after a quiet moment crosses at once, and under load the event loop
 /// takes fewer, larger batches (each crossing has a fixed cost). Safe from any thread.
 pub struct Deliveries {
-    batches: Batches<(Queued, Spares), DeliveryArrays>,
-    queued: Queued,
-    spares: Spares,
+    batches: Batches<Arc<Shelf>, DeliveryArrays>,
+    shelf: Arc<Shelf>,
 }
 
 impl Deliveries {
     pub fn new(callback: &Function<'_, DeliveryArgs, ()>) -> napi::Result<Self> {
         Ok(Deliveries {
-            batches: Batches::new(callback, |(queued, spares): (Queued, Spares)| {
-                let batch = queued.lock().unwrap().pop_front().unwrap_or_default();
-                DeliveryArrays { batch, spares }
+            batches: Batches::new(callback, |shelf: Arc<Shelf>| {
+                let batch = shelf
+                    .waiting
+                    .lock()
+                    .unwrap()
+                    .pop_front()
+                    .unwrap_or_default();
+                DeliveryArrays { batch, shelf }
             })?,
-            queued: Arc::default(),
-            spares: Spares::default(),
+            shelf: Arc::default(),
         })
     }
 
     /// Delivers one entry (see [`DeliveryKind`]).
     pub fn push(&self, kind: DeliveryKind, token: u32, payload: &[u8]) {
         {
-            let mut queued = self.queued.lock().unwrap();
-            if let Some(waiting) = queued.back_mut() {
-                if waiting.byte_len() + payload.len() <= MAX_DELIVERY_BYTES {
-                    waiting.push(kind, token, payload);
+            let mut waiting = self.shelf.waiting.lock().unwrap();
+            if let Some(last) = waiting.back_mut() {
+                if last.byte_len() + payload.len() <= MAX_DELIVERY_BYTES {
+                    last.push(kind, token, payload);
                     return;
                 }
             }
-            let mut batch = self.spares.take();
+            let mut batch = self.shelf.spare();
             batch.push(kind, token, payload);
-            queued.push_back(batch);
+            waiting.push_back(batch);
         }
-        self.batches
-            .send((self.queued.clone(), self.spares.clone()));
+        self.batches.send(self.shelf.clone());
     }
 
     /// Reports a background problem to `onError`.
