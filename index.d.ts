@@ -21,16 +21,19 @@ export interface RedisSessionManagerOptions {
 	 */
 	upstreamCompatible?: boolean;
 	/**
-	 * TLS material (PEM) for `rediss://` URLs. The server certificate is always verified:
+	 * TLS material (PEM) for `rediss://` URLs (and for the sentinels with `sentinel.tls`;
+	 * then a `redis://` URL may take it too). The server certificate is always verified:
 	 * against `ca` when given, else against the system's roots. `cert` + `key` enable
 	 * mutual TLS.
 	 */
 	tls?: { ca?: string | Buffer; cert?: string | Buffer; key?: string | Buffer };
 	/**
 	 * Find the master through these sentinels (`host:port` each); the URL's host is then
-	 * the master group name. Failovers are followed by both connections.
+	 * the master group name. Failovers are followed by both connections. `tls: true`
+	 * reaches the sentinels over TLS, verified like the data nodes (`tls.ca` when given,
+	 * else the system's roots; `tls.cert` + `tls.key` for mutual TLS).
 	 */
-	sentinel?: { nodes: string[]; username?: string; password?: string };
+	sentinel?: { nodes: string[]; username?: string; password?: string; tls?: boolean };
 	/**
 	 * Redis Cluster: the URL is a seed node (its credentials and TLS apply to every node);
 	 * `nodes` adds more seeds (URLs or `host:port`). Session channels are sharded

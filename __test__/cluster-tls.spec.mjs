@@ -2,43 +2,28 @@
 // cluster client finds, certificates are verified, and a wrong CA fails clearly. A private
 // cluster of three TLS masters, with a CA and a server certificate made by openssl at run
 // time.
-import { execFileSync } from 'node:child_process';
-import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { RedisInfoSessionManager, RedisStreamSessionManager } from '../index.mjs';
 import { slotOf, startCluster } from './helpers/cluster.mjs';
 import { eventually, recorder } from './helpers/redis.mjs';
+import { makeCertificates } from './helpers/tls.mjs';
 import { failOnUnhandledRejections } from './helpers/unhandled.mjs';
 
 failOnUnhandledRejections();
-let dir;
+let certs;
 let cluster;
 let ca;
 let otherCa;
 
-const openssl = (...args) => execFileSync('openssl', args, { cwd: dir, stdio: ['ignore', 'ignore', 'pipe'] });
-
 beforeAll(async () => {
-	dir = mkdtempSync(join(tmpdir(), 'tmcp-rs-cluster-tls-'));
-	for (const name of ['ca', 'other-ca']) {
-		openssl('req', '-x509', '-newkey', 'rsa:2048', '-nodes', '-keyout', `${name}.key`, '-out', `${name}.crt`, '-days', '2', '-subj', `/CN=${name}`);
-	}
-	writeFileSync(join(dir, 'server.ext'), 'subjectAltName=DNS:localhost,IP:127.0.0.1\n');
-	openssl('req', '-newkey', 'rsa:2048', '-nodes', '-keyout', 'server.key', '-out', 'server.csr', '-subj', '/CN=server');
-	openssl('x509', '-req', '-in', 'server.csr', '-CA', 'ca.crt', '-CAkey', 'ca.key', '-CAcreateserial', '-out', 'server.crt', '-days', '2', '-extfile', 'server.ext');
-	ca = readFileSync(join(dir, 'ca.crt'), 'utf8');
-	otherCa = readFileSync(join(dir, 'other-ca.crt'), 'utf8');
-	cluster = await startCluster({
-		replicas: 0,
-		tls: { cert: join(dir, 'server.crt'), key: join(dir, 'server.key'), ca: join(dir, 'ca.crt') },
-	});
+	certs = makeCertificates();
+	({ ca, otherCa } = certs);
+	cluster = await startCluster({ replicas: 0, tls: certs.files });
 }, 60_000);
 
 afterAll(async () => {
 	await cluster?.stop();
-	if (dir) rmSync(dir, { recursive: true, force: true });
+	certs?.remove();
 });
 
 describe('Redis Cluster over TLS', () => {

@@ -110,11 +110,7 @@ describe('Sentinel', () => {
 		const { streams } = managers({ sessionTtlSeconds: 600 }, own);
 		const rec = recorder();
 		await streams.create('w1', rec);
-		const before = await currentMasterPort(own.sentinels[0].port);
-		const frozen = [own.master, own.replica].find((n) => n.port === before);
-		frozen.signal('SIGSTOP');
-		cleanups.push(() => frozen.signal('SIGCONT'));
-		await eventually(async () => (await currentMasterPort(own.sentinels[0].port)) !== before, 30_000, 'the sentinels to promote the replica');
+		cleanups.push(await own.freezeMaster());
 
 		const sender = managers({}, own);
 		await deliveryResumes(sender.streams, rec, 'w1', 'via the new master', 15_000);

@@ -1,40 +1,23 @@
 // rediss:// against a redis-server with TLS, with a CA and certificates made by openssl
 // at run time: verified by default, a given CA accepted, an unknown CA refused, mTLS.
-import { execFileSync } from 'node:child_process';
-import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { RedisInfoSessionManager } from '../index.mjs';
 import { freePort, startRedis } from './helpers/redis.mjs';
 import { roundTrip } from './helpers/roundtrip.mjs';
+import { makeCertificates } from './helpers/tls.mjs';
 
-let dir;
+let certs;
 let pem;
 let servers = [];
-
-function openssl(...args) {
-	execFileSync('openssl', args, { cwd: dir, stdio: ['ignore', 'ignore', 'pipe'] });
-}
-
-/** A CA, and a certificate it signs with the given extensions. */
-function makeCa(name) {
-	openssl('req', '-x509', '-newkey', 'rsa:2048', '-nodes', '-keyout', `${name}.key`, '-out', `${name}.crt`, '-days', '2', '-subj', `/CN=${name}`);
-}
-function makeCert(name, ca, ext) {
-	writeFileSync(join(dir, `${name}.ext`), ext);
-	openssl('req', '-newkey', 'rsa:2048', '-nodes', '-keyout', `${name}.key`, '-out', `${name}.csr`, '-subj', `/CN=${name}`);
-	openssl('x509', '-req', '-in', `${name}.csr`, '-CA', `${ca}.crt`, '-CAkey', `${ca}.key`, '-CAcreateserial', '-out', `${name}.crt`, '-days', '2', '-extfile', `${name}.ext`);
-}
 
 async function tlsServer(authClients) {
 	const tlsPort = await freePort();
 	const server = await startRedis({
 		args: [
 			'--tls-port', String(tlsPort),
-			'--tls-cert-file', join(dir, 'server.crt'),
-			'--tls-key-file', join(dir, 'server.key'),
-			'--tls-ca-cert-file', join(dir, 'ca.crt'),
+			'--tls-cert-file', certs.files.cert,
+			'--tls-key-file', certs.files.key,
+			'--tls-ca-cert-file', certs.files.ca,
 			'--tls-auth-clients', authClients ? 'yes' : 'no',
 		],
 	});
@@ -43,18 +26,13 @@ async function tlsServer(authClients) {
 }
 
 beforeAll(() => {
-	dir = mkdtempSync(join(tmpdir(), 'tmcp-rs-tls-'));
-	makeCa('ca');
-	makeCa('other-ca');
-	makeCert('server', 'ca', 'subjectAltName=DNS:localhost,IP:127.0.0.1\nextendedKeyUsage=serverAuth\n');
-	makeCert('client', 'ca', 'extendedKeyUsage=clientAuth\n');
-	const read = (f) => readFileSync(join(dir, f), 'utf8');
-	pem = { ca: read('ca.crt'), otherCa: read('other-ca.crt'), cert: read('client.crt'), key: read('client.key') };
+	certs = makeCertificates();
+	pem = { ca: certs.ca, otherCa: certs.otherCa, cert: certs.clientCert, key: certs.clientKey };
 });
 
 afterAll(async () => {
 	for (const server of servers) await server.stop();
-	if (dir) rmSync(dir, { recursive: true, force: true });
+	certs?.remove();
 });
 
 describe('TLS', () => {

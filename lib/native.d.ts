@@ -145,6 +145,8 @@ export interface NativeSentinel {
   username?: string
   /** Password on the sentinels, when they require one. */
   password?: string
+  /** Reach the sentinels over TLS, verified with the `tls` option's material. */
+  tls?: boolean
 }
 
 /** PEM material for `rediss://` connections. */

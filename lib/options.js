@@ -47,15 +47,16 @@ function normalizeTls(tls) {
 	return result;
 }
 
-const SENTINEL_KEYS = ['nodes', 'username', 'password'];
+const SENTINEL_KEYS = ['nodes', 'username', 'password', 'tls'];
 
 /**
- * `{ nodes: ['host:port', …], username?, password? }`: the sentinels to ask for the master.
+ * `{ nodes: ['host:port', …], username?, password?, tls? }`: the sentinels to ask for the
+ * master; `tls: true` reaches them over TLS (verified like the data nodes, with `tls`).
  * @param {unknown} sentinel
  */
 function normalizeSentinel(sentinel) {
-	const given = plainObject('sentinel', sentinel, SENTINEL_KEYS, 'an object { nodes, username?, password? }');
-	const { nodes, username, password } = given;
+	const given = plainObject('sentinel', sentinel, SENTINEL_KEYS, 'an object { nodes, username?, password?, tls? }');
+	const { nodes, username, password, tls } = given;
 	if (!Array.isArray(nodes) || nodes.length === 0) {
 		throw new TypeError(`Option "sentinel.nodes" must be a non-empty array of "host:port" strings, got ${describe(nodes)}`);
 	}
@@ -69,7 +70,10 @@ function normalizeSentinel(sentinel) {
 			throw new TypeError(`Option "sentinel.${name}" must be a string, got ${describe(value)}`);
 		}
 	}
-	return { nodes: [...nodes], username, password };
+	if (tls !== undefined && typeof tls !== 'boolean') {
+		throw new TypeError(`Option "sentinel.tls" must be a boolean, got ${describe(tls)}`);
+	}
+	return { nodes: [...nodes], username, password, tls: tls === true };
 }
 
 const CLUSTER_KEYS = ['nodes'];

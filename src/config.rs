@@ -74,6 +74,8 @@ pub struct NativeSentinel {
     pub username: Option<String>,
     /// Password on the sentinels, when they require one.
     pub password: Option<String>,
+    /// Reach the sentinels over TLS, verified with the `tls` option's material.
+    pub tls: Option<bool>,
 }
 
 impl std::fmt::Debug for NativeSentinel {
@@ -83,6 +85,7 @@ impl std::fmt::Debug for NativeSentinel {
             .field("nodes", &self.nodes)
             .field("username", &self.username)
             .field("password", &self.password.is_some())
+            .field("tls", &self.tls)
             .finish()
     }
 }
@@ -116,7 +119,20 @@ const SCHEMES: &[&str] = &[
 /// Where the connections of these options go: the URL's server, or with `sentinel` the
 /// master of the group the URL's host names.
 pub fn source_for(url: &str, options: &NativeOptions) -> Result<Source, String> {
-    let client = client_for(url, options.tls.as_ref())?;
+    let sentinel_tls = options
+        .sentinel
+        .as_ref()
+        .is_some_and(|s| s.tls == Some(true));
+    // With TLS to the sentinels, the `tls` material serves them even when the data
+    // nodes are reached in plain text (a redis:// URL).
+    let data_tls = match &options.tls {
+        Some(tls) if sentinel_tls && !secure_scheme(url) => {
+            check_tls(tls)?;
+            None
+        }
+        tls => tls.as_ref(),
+    };
+    let client = client_for(url, data_tls)?;
     if let Some(cluster) = &options.cluster {
         if options.sentinel.is_some() {
             return Err("Options \"cluster\" and \"sentinel\" exclude each other".into());
@@ -141,7 +157,16 @@ pub fn source_for(url: &str, options: &NativeOptions) -> Result<Source, String> 
         let (host, port) = host_port(node).ok_or_else(|| {
             format!("Option \"sentinel.nodes\" must hold host:port strings, got {node:?}")
         })?;
-        addrs.push(ConnectionAddr::Tcp(host, port));
+        addrs.push(if sentinel_tls {
+            ConnectionAddr::TcpTls {
+                host,
+                port,
+                insecure: false,
+                tls_params: None,
+            }
+        } else {
+            ConnectionAddr::Tcp(host, port)
+        });
     }
     let redis = info.redis_settings();
     let master_name = master.clone();
@@ -169,6 +194,13 @@ pub fn source_for(url: &str, options: &NativeOptions) -> Result<Source, String> 
             builder = builder.set_client_to_redis_certificates(certificates(tls));
         }
     }
+    let sentinel_certificates = options.tls.as_ref().filter(|_| sentinel_tls);
+    if sentinel_tls {
+        builder = builder.set_client_to_sentinel_tls_mode(TlsMode::Secure);
+        if let Some(tls) = sentinel_certificates {
+            builder = builder.set_client_to_sentinel_certificates(certificates(tls));
+        }
+    }
     // Clients for the sentinels themselves, to hear `+switch-master`.
     let mut sentinel_redis =
         redis::RedisConnectionInfo::default().set_protocol(ProtocolVersion::RESP3);
@@ -185,7 +217,10 @@ pub fn source_for(url: &str, options: &NativeOptions) -> Result<Source, String> 
                 i.set_redis_settings(sentinel_redis.clone())
                     .set_tcp_settings(info.tcp_settings().clone())
             })?;
-            Client::open(info)
+            match sentinel_certificates {
+                Some(tls) => Client::build_with_tls(info, certificates(tls)),
+                None => Client::open(info),
+            }
         })
         .collect::<Result<Vec<_>, _>>()
         .map_err(|e| format!("Invalid sentinel settings: {}", describe(&e)))?;
@@ -273,6 +308,12 @@ fn cluster_source(
         .build()
         .map_err(|e| format!("Invalid cluster settings: {}", describe(&e)))?;
     Ok(Source::Cluster(ClusterSource::new(client, nodes)))
+}
+
+/// Whether the URL asks for TLS (`rediss://`, `valkeys://`); a URL that does not parse
+/// is not, and `client_for` reports it.
+fn secure_scheme(url: &str) -> bool {
+    url::Url::parse(url).is_ok_and(|u| matches!(u.scheme(), "rediss" | "valkeys"))
 }
 
 /// A redis error's words, without anything from the URL.

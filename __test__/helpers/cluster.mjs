@@ -80,7 +80,9 @@ export async function startCluster({ replicas = 1, tls } = {}) {
 			...nodes.map((n) => `127.0.0.1:${n.tlsPort ?? n.port}`),
 			'--cluster-replicas', String(replicas),
 			'--cluster-yes',
-		], { stdio: 'ignore' });
+			// redis-cli waits for the nodes to join for ever: fail instead (a bus that cannot
+			// connect, e.g. a refused TLS handshake).
+		], { stdio: 'ignore', timeout: 60_000 });
 	} catch (e) {
 		for (const n of nodes) await n.stop();
 		throw e;

@@ -27,13 +27,22 @@ export async function currentMasterPort(sentinelPort) {
 	}
 }
 
-export async function startSentinelSet() {
+/**
+ * Starts the set. With `tls` (the server's PEM file paths, see helpers/tls.mjs) each
+ * sentinel also listens for TLS on a port of its own (`tlsNodes`), requiring a client
+ * certificate when `authClients`; the plain ports stay for the tests' own looks.
+ * @param {{ tls?: { ca: string, cert: string, key: string }, authClients?: boolean }} [options]
+ */
+export async function startSentinelSet({ tls, authClients = false } = {}) {
 	const dir = mkdtempSync(join(tmpdir(), 'tmcp-sentinel-'));
 	const master = await startRedis();
 	const replica = await startRedis({ args: ['--replicaof', '127.0.0.1', String(master.port)] });
 	const sentinels = [];
+	const tlsPorts = [];
 	for (let i = 0; i < 3; i++) {
 		const port = await freePort();
+		const tlsPort = tls ? await freePort() : 0;
+		tlsPorts.push(tlsPort);
 		const conf = join(dir, `sentinel-${i}.conf`);
 		writeFileSync(
 			conf,
@@ -44,6 +53,15 @@ export async function startSentinelSet() {
 				`sentinel down-after-milliseconds ${MASTER_NAME} 1000`,
 				`sentinel failover-timeout ${MASTER_NAME} 3000`,
 				`sentinel parallel-syncs ${MASTER_NAME} 1`,
+				...(tls
+					? [
+							`tls-port ${tlsPort}`,
+							`tls-cert-file ${tls.cert}`,
+							`tls-key-file ${tls.key}`,
+							`tls-ca-cert-file ${tls.ca}`,
+							`tls-auth-clients ${authClients ? 'yes' : 'no'}`,
+						]
+					: []),
 				'',
 			].join('\n'),
 		);
@@ -68,6 +86,7 @@ export async function startSentinelSet() {
 		replica,
 		sentinels,
 		nodes: sentinels.map((s) => `127.0.0.1:${s.port}`),
+		tlsNodes: tlsPorts.map((port) => `127.0.0.1:${port}`),
 		async failover() {
 			const c = await client(sentinels[0].port);
 			try {
@@ -75,6 +94,23 @@ export async function startSentinelSet() {
 			} finally {
 				c.destroy();
 			}
+		},
+		/**
+		 * Freezes the current master (SIGSTOP) and waits until the sentinels promote the
+		 * replica. Returns the thaw (SIGCONT), for the test's cleanups.
+		 */
+		async freezeMaster() {
+			const before = await currentMasterPort(sentinels[0].port);
+			const frozen = [master, replica].find((n) => n.port === before);
+			frozen.signal('SIGSTOP');
+			const thaw = () => frozen.signal('SIGCONT');
+			try {
+				await eventually(async () => (await currentMasterPort(sentinels[0].port)) !== before, 30_000, 'the sentinels to promote the replica');
+			} catch (error) {
+				thaw();
+				throw error;
+			}
+			return thaw;
 		},
 		async stop() {
 			for (const s of [...sentinels, replica, master]) await s.stop();
