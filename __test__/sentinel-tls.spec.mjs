@@ -5,9 +5,9 @@
 // certificates made by openssl at run time.
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { RedisInfoSessionManager, RedisStreamSessionManager } from '../index.mjs';
-import { deliveryResumes, recorder } from './helpers/redis.mjs';
+import { deliveryResumes, eventually, recorder, until } from './helpers/redis.mjs';
 import { roundTrip } from './helpers/roundtrip.mjs';
-import { MASTER_NAME, startSentinelSet } from './helpers/sentinel.mjs';
+import { MASTER_NAME, currentMasterPort, startSentinelSet } from './helpers/sentinel.mjs';
 import { useCleanups } from './helpers/suite.mjs';
 import { makeCertificates } from './helpers/tls.mjs';
 import { failOnUnhandledRejections } from './helpers/unhandled.mjs';
@@ -72,6 +72,27 @@ describe('Sentinel over TLS', () => {
 		expect(await roundTrip(url, tlsOptions(own, mutual))).toEqual({ name: url, version: '1' });
 		const error = await readError(tlsOptions(own, { ca: certs.ca }));
 		expect(error).toBeInstanceOf(Error);
+	});
+
+	it('TLS everywhere: rediss:// data nodes found through TLS sentinels, followed across a failover', async () => {
+		const own = await startSentinelSet({ tls: certs.files, dataTls: true });
+		cleanups.push(() => own.stop());
+		const secureUrl = `rediss://${MASTER_NAME}`;
+		const options = tlsOptions(own, { ca: certs.ca });
+		expect(await roundTrip(secureUrl, options)).toEqual({ name: secureUrl, version: '1' });
+
+		const streams = new RedisStreamSessionManager(secureUrl, options);
+		const info = new RedisInfoSessionManager(secureUrl, options);
+		cleanups.push(() => streams.close(), () => info.close());
+		const rec = recorder();
+		await streams.create('e1', rec);
+		const before = await currentMasterPort(own.sentinels[0].port);
+		await own.failover();
+		await eventually(async () => (await currentMasterPort(own.sentinels[0].port)) !== before, 20_000, 'the sentinels to promote the replica');
+		// Writes reach the new master over TLS (a replica would answer READONLY).
+		await until(() => info.setClientInfo('e1', { name: 'after', version: '2' }), 'a write after the failover');
+		expect(await info.getClientInfo('e1')).toEqual({ name: 'after', version: '2' });
+		await deliveryResumes(streams, rec, 'e1', 'after a TLS failover');
 	});
 
 	it('bad TLS sentinel options are a clear TypeError at construction', () => {

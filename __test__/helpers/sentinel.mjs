@@ -27,16 +27,39 @@ export async function currentMasterPort(sentinelPort) {
 	}
 }
 
+/** redis-server arguments for a TLS port of its own with these PEM files. */
+const tlsArgs = (tls, tlsPort, authClients) => [
+	'--tls-port', String(tlsPort),
+	'--tls-cert-file', tls.cert,
+	'--tls-key-file', tls.key,
+	'--tls-ca-cert-file', tls.ca,
+	'--tls-auth-clients', authClients ? 'yes' : 'no',
+	'--tls-replication', 'yes',
+];
+
+/** A data node; with `tls`, also on a TLS port (`tlsPort`) that replication and sentinels use. */
+async function startDataNode(tls, replicaOf) {
+	const tlsPort = tls ? await freePort() : undefined;
+	const of = replicaOf && (replicaOf.tlsPort ?? replicaOf.port);
+	const node = await startRedis({
+		args: [...(tls ? tlsArgs(tls, tlsPort, false) : []), ...(of ? ['--replicaof', '127.0.0.1', String(of)] : [])],
+	});
+	node.tlsPort = tlsPort;
+	return node;
+}
+
 /**
  * Starts the set. With `tls` (the server's PEM file paths, see helpers/tls.mjs) each
  * sentinel also listens for TLS on a port of its own (`tlsNodes`), requiring a client
- * certificate when `authClients`; the plain ports stay for the tests' own looks.
- * @param {{ tls?: { ca: string, cert: string, key: string }, authClients?: boolean }} [options]
+ * certificate when `authClients`; the plain ports stay for the tests' own looks. With
+ * `dataTls` too, the master and replica also serve TLS, replicate over it, and the
+ * sentinels monitor and announce their TLS ports: TLS everywhere.
+ * @param {{ tls?: { ca: string, cert: string, key: string }, authClients?: boolean, dataTls?: boolean }} [options]
  */
-export async function startSentinelSet({ tls, authClients = false } = {}) {
+export async function startSentinelSet({ tls, authClients = false, dataTls = false } = {}) {
 	const dir = mkdtempSync(join(tmpdir(), 'tmcp-sentinel-'));
-	const master = await startRedis();
-	const replica = await startRedis({ args: ['--replicaof', '127.0.0.1', String(master.port)] });
+	const master = await startDataNode(dataTls && tls);
+	const replica = await startDataNode(dataTls && tls, master);
 	const sentinels = [];
 	const tlsPorts = [];
 	for (let i = 0; i < 3; i++) {
@@ -49,7 +72,7 @@ export async function startSentinelSet({ tls, authClients = false } = {}) {
 			[
 				`port ${port}`,
 				'bind 127.0.0.1',
-				`sentinel monitor ${MASTER_NAME} 127.0.0.1 ${master.port} 2`,
+				`sentinel monitor ${MASTER_NAME} 127.0.0.1 ${master.tlsPort ?? master.port} 2`,
 				`sentinel down-after-milliseconds ${MASTER_NAME} 1000`,
 				`sentinel failover-timeout ${MASTER_NAME} 3000`,
 				`sentinel parallel-syncs ${MASTER_NAME} 1`,
@@ -60,6 +83,8 @@ export async function startSentinelSet({ tls, authClients = false } = {}) {
 							`tls-key-file ${tls.key}`,
 							`tls-ca-cert-file ${tls.ca}`,
 							`tls-auth-clients ${authClients ? 'yes' : 'no'}`,
+							// Sentinels reach the data nodes (and one another) over TLS.
+							`tls-replication ${dataTls ? 'yes' : 'no'}`,
 						]
 					: []),
 				'',
@@ -101,7 +126,7 @@ export async function startSentinelSet({ tls, authClients = false } = {}) {
 		 */
 		async freezeMaster() {
 			const before = await currentMasterPort(sentinels[0].port);
-			const frozen = [master, replica].find((n) => n.port === before);
+			const frozen = [master, replica].find((n) => (n.tlsPort ?? n.port) === before);
 			frozen.signal('SIGSTOP');
 			const thaw = () => frozen.signal('SIGCONT');
 			try {
