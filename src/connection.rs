@@ -19,7 +19,7 @@
 //!   resubscribe).
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, Weak};
+use std::sync::{Arc, Mutex, OnceLock, Weak};
 use std::time::Duration;
 
 use redis::aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig};
@@ -358,6 +358,30 @@ async fn watch_switches(source: Weak<SentinelSource>, name: String, sentinels: V
 /// Where a pub/sub connection's pushes go (messages, confirmations, disconnections):
 /// called on the tokio thread, in order, once per push, so it must not block.
 pub type PushSink = Arc<dyn Fn(PushInfo) + Send + Sync>;
+
+/// A [`PushSink`] for state that owns the connection and so is made after it: pushes
+/// reach `on_push` of the state through a weak reference once [`PushRoute::set`] named
+/// it, and are dropped before (nothing is subscribed before).
+pub struct PushRoute<S>(Arc<OnceLock<Weak<S>>>);
+
+impl<S: Send + Sync + 'static> PushRoute<S> {
+    pub fn new(on_push: fn(&S, PushInfo)) -> (Self, PushSink) {
+        let route: Arc<OnceLock<Weak<S>>> = Arc::default();
+        let sink: PushSink = {
+            let route = route.clone();
+            Arc::new(move |push| {
+                if let Some(state) = route.get().and_then(Weak::upgrade) {
+                    on_push(&state, push);
+                }
+            })
+        };
+        (PushRoute(route), sink)
+    }
+
+    pub fn set(&self, state: &Arc<S>) {
+        let _ = self.0.set(Arc::downgrade(state));
+    }
+}
 
 /// A self-reconnecting connection that is also replaced when its peer goes silent.
 pub struct Connection {

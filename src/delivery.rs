@@ -206,54 +206,41 @@ pub enum DeliveryKind {
     Problem = 3,
 }
 
-/// Several deliveries as one byte run plus `[kind, token, offset, length]` quadruples.
-/// JavaScript copies each payload out into its own `Uint8Array` (no view shared between
-/// sessions, none pinning the batch).
+/// Entries for JavaScript as one run of payload bytes plus `u32` words that index it;
+/// each kind of batch lays its words out its own way (stream deliveries: `[kind, token,
+/// offset, length]` per entry, see [`Deliveries`]).
 #[derive(Default)]
-pub struct DeliveryBatch {
+pub struct IndexedBytes {
     bytes: Vec<u8>,
-    entries: Vec<u32>,
+    words: Vec<u32>,
 }
 
-impl DeliveryBatch {
-    pub fn push(&mut self, kind: DeliveryKind, token: u32, payload: &[u8]) {
-        let offset = self.bytes.len() as u32;
-        self.bytes.extend_from_slice(payload);
-        self.entries
-            .extend_from_slice(&[kind as u32, token, offset, payload.len() as u32]);
-    }
-
-    #[cfg(test)]
-    pub fn len(&self) -> usize {
-        self.entries.len() / 4
-    }
-
+impl IndexedBytes {
+    /// Payload bytes held: the offset the next payload starts at.
     pub fn byte_len(&self) -> usize {
         self.bytes.len()
+    }
+
+    /// Appends one payload and its entry's words.
+    pub fn push(&mut self, payload: &[u8], words: impl IntoIterator<Item = u32>) {
+        self.bytes.extend_from_slice(payload);
+        self.words.extend(words);
     }
 
     /// Empties the batch for reuse; its memory stays (see [`Shelf`]).
     fn clear(&mut self) {
         self.bytes.clear();
-        self.entries.clear();
-    }
-}
-
-/// `Uint8Array` and `Uint32Array` in V8-owned memory, filled by one copy each: no
-/// external buffer (and so no finalizer) per batch. The emptied batch then goes back to
-/// the shelf's spares for a later one.
-pub struct DeliveryArrays {
-    batch: DeliveryBatch,
-    shelf: Arc<Shelf>,
-}
-
-impl TypeName for DeliveryArrays {
-    fn type_name() -> &'static str {
-        "[Uint8Array, Uint32Array]"
+        self.words.clear();
     }
 
-    fn value_type() -> ValueType {
-        ValueType::Object
+    #[cfg(test)]
+    pub fn words(&self) -> &[u32] {
+        &self.words
+    }
+
+    #[cfg(test)]
+    pub fn bytes(&self) -> &[u8] {
+        &self.bytes
     }
 }
 
@@ -302,30 +289,19 @@ pub(crate) unsafe fn bytes_and_words(
     Ok(pair)
 }
 
-impl ToNapiValue for DeliveryArrays {
-    unsafe fn to_napi_value(env: sys::napi_env, val: Self) -> napi::Result<sys::napi_value> {
-        let DeliveryArrays { batch, shelf } = val;
-        let arrays = bytes_and_words(env, &batch.bytes, &batch.entries);
-        shelf.give_back(batch);
-        arrays
-    }
-}
-
-pub type DeliveryArgs = FnArgs<(DeliveryArrays,)>;
-
 /// Bytes gathered into one batch for JavaScript (a stream manager's deliveries, a
 /// subscription manager's notifications) before the next one starts.
 pub const MAX_DELIVERY_BYTES: usize = 1 << 20;
 
-/// The batches of one stream manager: those handed to the threadsafe function and not
-/// yet taken by the JavaScript thread, and emptied ones kept for reuse, so a busy stream
+/// The batches of one gatherer: those handed to the threadsafe function and not yet
+/// taken by the JavaScript thread, and emptied ones kept for reuse, so a busy stream
 /// writes into memory it has already touched (fresh buffers of megabytes, grown message
 /// by message, cost the tokio thread page faults: the kernel zeroing new pages took up
 /// to a third of a receiving process's samples in `perf`).
 #[derive(Default)]
 struct Shelf {
-    waiting: Mutex<VecDeque<DeliveryBatch>>,
-    spares: Mutex<Vec<DeliveryBatch>>,
+    waiting: Mutex<VecDeque<IndexedBytes>>,
+    spares: Mutex<Vec<IndexedBytes>>,
 }
 
 /// Spare batches kept at most, and the largest buffer kept (one message may exceed
@@ -334,11 +310,11 @@ const SPARES: usize = 2;
 const SPARE_MAX_BYTES: usize = 2 * MAX_DELIVERY_BYTES;
 
 impl Shelf {
-    fn spare(&self) -> DeliveryBatch {
+    fn spare(&self) -> IndexedBytes {
         self.spares.lock().unwrap().pop().unwrap_or_default()
     }
 
-    fn give_back(&self, mut batch: DeliveryBatch) {
+    fn give_back(&self, mut batch: IndexedBytes) {
         if batch.bytes.capacity() <= SPARE_MAX_BYTES {
             let mut spares = self.spares.lock().unwrap();
             if spares.len() < SPARES {
@@ -349,49 +325,101 @@ impl Shelf {
     }
 }
 
-/// Feeds stream controllers: `([bytes, entries]) => void`.
+/// A gathered batch on its way into JavaScript: `[Uint8Array, Uint32Array]` in V8-owned
+/// memory, filled by one copy each (no external buffer, and so no finalizer, per batch).
+/// The emptied batch then goes back to the shelf's spares for a later one.
+pub struct Shelved {
+    batch: IndexedBytes,
+    shelf: Arc<Shelf>,
+}
+
+impl TypeName for Shelved {
+    fn type_name() -> &'static str {
+        "[Uint8Array, Uint32Array]"
+    }
+
+    fn value_type() -> ValueType {
+        ValueType::Object
+    }
+}
+
+impl ToNapiValue for Shelved {
+    unsafe fn to_napi_value(env: sys::napi_env, val: Self) -> napi::Result<sys::napi_value> {
+        let Shelved { batch, shelf } = val;
+        let arrays = bytes_and_words(env, &batch.bytes, &batch.words);
+        shelf.give_back(batch);
+        arrays
+    }
+}
+
+/// Gathers entries for one JavaScript callback, as `A` (a [`Shelved`] batch or a type
+/// made from one).
 ///
 /// Each entry is written straight into the batch that waits for the JavaScript thread
 /// (busy with an earlier one, or just woken for this one); only when none waits, or it
 /// is full, does a new batch start, with one call of the threadsafe function. So the
-/// first message after a quiet moment crosses at once, and under load the event loop
+/// first entry after a quiet moment crosses at once, and under load the event loop
 /// takes fewer, larger batches (each crossing has a fixed cost). Safe from any thread.
-pub struct Deliveries {
-    batches: Batches<Arc<Shelf>, DeliveryArrays>,
+pub struct Gatherer<A: ToNapiValue + 'static> {
+    batches: Batches<Arc<Shelf>, A>,
     shelf: Arc<Shelf>,
 }
 
-impl Deliveries {
-    pub fn new(callback: &Function<'_, DeliveryArgs, ()>) -> napi::Result<Self> {
-        Ok(Deliveries {
-            batches: Batches::new(callback, |shelf: Arc<Shelf>| {
-                let batch = shelf
-                    .waiting
-                    .lock()
-                    .unwrap()
-                    .pop_front()
-                    .unwrap_or_default();
-                DeliveryArrays { batch, shelf }
-            })?,
+impl<A: ToNapiValue + From<Shelved> + 'static> Gatherer<A> {
+    pub fn new(callback: &Function<'_, FnArgs<(A,)>, ()>) -> napi::Result<Self> {
+        Ok(Gatherer {
+            batches: Batches::new(callback, take_waiting::<A>)?,
             shelf: Arc::default(),
         })
     }
 
-    /// Delivers one entry (see [`DeliveryKind`]).
-    pub fn push(&self, kind: DeliveryKind, token: u32, payload: &[u8]) {
+    /// Adds one entry of `payload_len` payload bytes, written by `write`.
+    pub fn push(&self, payload_len: usize, write: impl FnOnce(&mut IndexedBytes)) {
         {
             let mut waiting = self.shelf.waiting.lock().unwrap();
             if let Some(last) = waiting.back_mut() {
-                if last.byte_len() + payload.len() <= MAX_DELIVERY_BYTES {
-                    last.push(kind, token, payload);
+                if last.byte_len() + payload_len <= MAX_DELIVERY_BYTES {
+                    write(last);
                     return;
                 }
             }
             let mut batch = self.shelf.spare();
-            batch.push(kind, token, payload);
+            write(&mut batch);
             waiting.push_back(batch);
         }
         self.batches.send(self.shelf.clone());
+    }
+}
+
+/// On the JavaScript thread, for one call of the threadsafe function: the oldest batch
+/// waiting (each call announced one).
+fn take_waiting<A: From<Shelved>>(shelf: Arc<Shelf>) -> A {
+    let batch = shelf
+        .waiting
+        .lock()
+        .unwrap()
+        .pop_front()
+        .unwrap_or_default();
+    A::from(Shelved { batch, shelf })
+}
+
+pub type DeliveryArgs = FnArgs<(Shelved,)>;
+
+/// Feeds stream controllers: `([bytes, entries]) => void`, with `[kind, token, offset,
+/// length]` per entry (see [`Gatherer`]). JavaScript copies each payload out into its
+/// own `Uint8Array` (no view shared between sessions, none pinning the batch).
+pub struct Deliveries(Gatherer<Shelved>);
+
+impl Deliveries {
+    pub fn new(callback: &Function<'_, DeliveryArgs, ()>) -> napi::Result<Self> {
+        Ok(Deliveries(Gatherer::new(callback)?))
+    }
+
+    /// Delivers one entry (see [`DeliveryKind`]).
+    pub fn push(&self, kind: DeliveryKind, token: u32, payload: &[u8]) {
+        self.0.push(payload.len(), |batch| {
+            push_delivery(batch, kind, token, payload)
+        });
     }
 
     /// Reports a background problem to `onError`.
@@ -400,33 +428,38 @@ impl Deliveries {
     }
 }
 
+fn push_delivery(batch: &mut IndexedBytes, kind: DeliveryKind, token: u32, payload: &[u8]) {
+    let offset = batch.byte_len() as u32;
+    batch.push(payload, [kind as u32, token, offset, payload.len() as u32]);
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
     fn delivery_entries_point_at_their_payloads() {
-        let mut b = DeliveryBatch::default();
-        b.push(DeliveryKind::Message, 7, "héllo".as_bytes());
-        b.push(DeliveryKind::Close, 8, b"");
-        b.push(DeliveryKind::Broadcast, 0, b"xyz");
-        assert_eq!(b.len(), 3);
-        assert_eq!(&b.entries[0..4], &[0, 7, 0, 6]);
-        assert_eq!(&b.entries[4..8], &[2, 8, 6, 0]);
-        assert_eq!(&b.entries[8..12], &[1, 0, 6, 3]);
-        assert_eq!(&b.bytes[6..9], b"xyz");
+        let mut b = IndexedBytes::default();
+        push_delivery(&mut b, DeliveryKind::Message, 7, "héllo".as_bytes());
+        push_delivery(&mut b, DeliveryKind::Close, 8, b"");
+        push_delivery(&mut b, DeliveryKind::Broadcast, 0, b"xyz");
+        assert_eq!(b.words().len(), 12);
+        assert_eq!(&b.words()[0..4], &[0, 7, 0, 6]);
+        assert_eq!(&b.words()[4..8], &[2, 8, 6, 0]);
+        assert_eq!(&b.words()[8..12], &[1, 0, 6, 3]);
+        assert_eq!(&b.bytes()[6..9], b"xyz");
     }
 
     #[test]
     fn a_cleared_batch_keeps_its_memory_and_starts_at_offset_zero() {
-        let mut b = DeliveryBatch::default();
-        b.push(DeliveryKind::Message, 1, &[7; 1000]);
+        let mut b = IndexedBytes::default();
+        push_delivery(&mut b, DeliveryKind::Message, 1, &[7; 1000]);
         let capacity = b.bytes.capacity();
         b.clear();
-        assert_eq!((b.len(), b.byte_len()), (0, 0));
+        assert_eq!((b.words().len(), b.byte_len()), (0, 0));
         assert_eq!(b.bytes.capacity(), capacity);
-        b.push(DeliveryKind::Message, 2, b"xyz");
-        assert_eq!(&b.entries[..], &[0, 2, 0, 3]);
+        push_delivery(&mut b, DeliveryKind::Message, 2, b"xyz");
+        assert_eq!(b.words(), &[0, 2, 0, 3]);
     }
 
     #[test]

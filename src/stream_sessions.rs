@@ -22,7 +22,7 @@ use std::collections::{HashMap, HashSet};
 
 use futures_util::stream::{FuturesOrdered, StreamExt};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, OnceLock, Weak};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use napi_derive::napi;
@@ -32,7 +32,7 @@ use tokio::task::{unconstrained, JoinHandle};
 use tokio::time::Instant;
 
 use crate::commands::{decode_text, first_error, Commands, FollowUp, Op, ReplyTo};
-use crate::connection::{jittered, random_u64, Checked, Connection, Failure, PushSink, Source};
+use crate::connection::{jittered, random_u64, Checked, Connection, Failure, PushRoute, Source};
 use crate::delivery::{CompletionBatch, Deliveries, DeliveryKind, Outcome, Reply};
 use crate::keys::{Channel, Keys};
 
@@ -386,18 +386,7 @@ impl StreamSessions {
         commands: Arc<Commands>,
         deliveries: Deliveries,
     ) -> Result<Self, String> {
-        // The connection's pushes reach the state they route into through a weak
-        // reference (the state owns the connection), set once it exists: nothing is
-        // subscribed before.
-        let routes: Arc<OnceLock<Weak<Shared>>> = Arc::default();
-        let sink: PushSink = {
-            let routes = routes.clone();
-            Arc::new(move |push| {
-                if let Some(shared) = routes.get().and_then(Weak::upgrade) {
-                    shared.on_push(push);
-                }
-            })
-        };
+        let (route, sink) = PushRoute::new(Shared::on_push);
         let subscriber = Connection::pubsub(source, commands.options(), sink)?;
         let (control, control_rx) = mpsc::unbounded_channel();
         let shared = Arc::new(Shared {
@@ -410,7 +399,7 @@ impl StreamSessions {
             check_now: Notify::new(),
             control,
         });
-        let _ = routes.set(Arc::downgrade(&shared));
+        route.set(&shared);
         let tasks = vec![
             tokio::spawn(keep_subscribed(shared.clone())),
             tokio::spawn(handle_control(control_rx, shared.clone())),

@@ -24,8 +24,8 @@ use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
 use crate::commands::Commands;
-use crate::connection::{jittered, Checked, Connection, Failure, Source};
-use crate::delivery::{bytes_and_words, Batches, CompletionBatch, Reply, MAX_DELIVERY_BYTES};
+use crate::connection::{jittered, Checked, Connection, Failure, PushRoute, Source};
+use crate::delivery::{Batches, CompletionBatch, Gatherer, IndexedBytes, Reply, Shelved};
 
 /// Call code: PUBLISH a notification on the subscriptions channel.
 #[napi]
@@ -143,32 +143,27 @@ impl Interests {
     }
 }
 
-/// Matched notifications for JavaScript: the payloads in one byte run, and per message
-/// `[offset, length, count, token…]`.
-#[derive(Default)]
-pub struct NotificationBatch {
-    bytes: Vec<u8>,
-    words: Vec<u32>,
-    /// A background problem for `onError`, sent alone.
-    problem: Option<String>,
+/// Appends one matched notification: its payload, and `[offset, length, count, token…]`.
+fn push_notification(batch: &mut IndexedBytes, payload: &[u8], tokens: &[u32]) {
+    let head = [
+        batch.byte_len() as u32,
+        payload.len() as u32,
+        tokens.len() as u32,
+    ];
+    batch.push(payload, head.into_iter().chain(tokens.iter().copied()));
 }
 
-impl NotificationBatch {
-    fn push(&mut self, payload: &[u8], tokens: &[u32]) {
-        self.words.push(self.bytes.len() as u32);
-        self.words.push(payload.len() as u32);
-        self.words.push(tokens.len() as u32);
-        self.words.extend_from_slice(tokens);
-        self.bytes.extend_from_slice(payload);
-    }
-
-    fn is_empty(&self) -> bool {
-        self.words.is_empty() && self.problem.is_none()
-    }
+/// `[bytes, words]`, or `[message]` for a background problem.
+pub enum NotificationArrays {
+    Batch(Shelved),
+    Problem(String),
 }
 
-/// `[bytes, words]`, or `[message]` for a problem.
-pub struct NotificationArrays(NotificationBatch);
+impl From<Shelved> for NotificationArrays {
+    fn from(batch: Shelved) -> Self {
+        NotificationArrays::Batch(batch)
+    }
+}
 
 impl TypeName for NotificationArrays {
     fn type_name() -> &'static str {
@@ -182,43 +177,45 @@ impl TypeName for NotificationArrays {
 
 impl ToNapiValue for NotificationArrays {
     unsafe fn to_napi_value(env: sys::napi_env, val: Self) -> napi::Result<sys::napi_value> {
-        let NotificationBatch {
-            bytes,
-            words,
-            problem,
-        } = val.0;
-        if let Some(problem) = problem {
-            let mut pair = std::ptr::null_mut();
-            check_status!(sys::napi_create_array_with_length(env, 1, &mut pair))?;
-            let message = String::to_napi_value(env, problem)?;
-            check_status!(sys::napi_set_element(env, pair, 0, message))?;
-            return Ok(pair);
+        match val {
+            NotificationArrays::Batch(batch) => Shelved::to_napi_value(env, batch),
+            NotificationArrays::Problem(problem) => {
+                let mut one = std::ptr::null_mut();
+                check_status!(sys::napi_create_array_with_length(env, 1, &mut one))?;
+                let message = String::to_napi_value(env, problem)?;
+                check_status!(sys::napi_set_element(env, one, 0, message))?;
+                Ok(one)
+            }
         }
-        bytes_and_words(env, &bytes, &words)
     }
 }
 
 pub type NotificationArgs = FnArgs<(NotificationArrays,)>;
 
-/// Feeds local subscriptions: `(batch) => void`.
-pub struct Notifications(Batches<NotificationBatch, NotificationArrays>);
+/// Feeds local subscriptions: `(batch) => void`. Notifications are gathered like stream
+/// deliveries (see [`Gatherer`]); a problem crosses alone, on a threadsafe function of
+/// its own (same callback).
+pub struct Notifications {
+    matched: Gatherer<NotificationArrays>,
+    problems: Batches<String, NotificationArrays>,
+}
 
 impl Notifications {
     pub fn new(callback: &Function<'_, NotificationArgs, ()>) -> napi::Result<Self> {
-        Ok(Notifications(Batches::new(callback, NotificationArrays)?))
+        Ok(Notifications {
+            matched: Gatherer::new(callback)?,
+            problems: Batches::new(callback, NotificationArrays::Problem)?,
+        })
     }
 
-    fn send(&self, batch: NotificationBatch) {
-        if !batch.is_empty() {
-            self.0.send(batch);
-        }
+    fn push(&self, payload: &[u8], tokens: &[u32]) {
+        self.matched.push(payload.len(), |batch| {
+            push_notification(batch, payload, tokens)
+        });
     }
 
     fn problem(&self, message: String) {
-        self.send(NotificationBatch {
-            problem: Some(message),
-            ..Default::default()
-        });
+        self.problems.send(message);
     }
 }
 
@@ -240,6 +237,8 @@ struct Shared {
     wake: Notify,
     ignored: AtomicU64,
     unwanted: AtomicU64,
+    /// Pushes other than messages, for the control task.
+    control: mpsc::UnboundedSender<PushInfo>,
 }
 
 /// The subscriber side of a subscription manager.
@@ -255,14 +254,9 @@ impl Subscriptions {
         commands: Arc<Commands>,
         notifications: Notifications,
     ) -> Result<Self, String> {
-        let (push_tx, push_rx) = mpsc::unbounded_channel();
-        let subscriber = Connection::pubsub(
-            source,
-            commands.options(),
-            Arc::new(move |push| {
-                let _ = push_tx.send(push);
-            }),
-        )?;
+        let (route, sink) = PushRoute::new(Shared::on_push);
+        let subscriber = Connection::pubsub(source, commands.options(), sink)?;
+        let (control, control_rx) = mpsc::unbounded_channel();
         let channel = commands.keys().subscriptions_channel();
         let shared = Arc::new(Shared {
             interests: Mutex::new(Interests::default()),
@@ -276,10 +270,12 @@ impl Subscriptions {
             wake: Notify::new(),
             ignored: AtomicU64::new(0),
             unwanted: AtomicU64::new(0),
+            control,
         });
+        route.set(&shared);
         let tasks = vec![
             tokio::spawn(keep_subscribed(shared.clone())),
-            tokio::spawn(receive(push_rx, shared.clone())),
+            tokio::spawn(handle_control(control_rx, shared.clone())),
         ];
         Ok(Subscriptions { shared, tasks })
     }
@@ -441,57 +437,66 @@ fn answer_waiting(shared: &Shared, failure: Option<&str>) {
     shared.commands.completions().send(answers);
 }
 
-/// Matches each message against the local interests; only matches cross to JavaScript.
-async fn receive(mut pushes: mpsc::UnboundedReceiver<PushInfo>, shared: Arc<Shared>) {
-    while let Some(first) = pushes.recv().await {
-        let mut batch = NotificationBatch::default();
-        let mut next = Some(first);
-        while let Some(push) = next.take() {
-            match push.kind {
-                PushKind::Message | PushKind::SMessage => route(push.data, &shared, &mut batch),
-                // Only the server drops this channel (it is never unsubscribed): on a
-                // cluster, its slot moved; subscribe again at the new owner.
-                PushKind::SUnsubscribe => {
-                    shared.subscribed.store(false, Ordering::Release);
-                    shared.wake.notify_one();
-                }
-                PushKind::Disconnection => {
-                    // On a cluster, a fresh connection (see `Connection::renew`).
-                    shared.subscriber.renew();
-                    shared.subscribed.store(false, Ordering::Release);
-                    shared.wake.notify_one();
-                    shared.notifications.problem(
-                        "lost the Redis pub/sub connection of the subscription manager; reconnecting and resubscribing"
-                            .into(),
-                    );
-                }
-                _ => {}
-            }
-            if batch.bytes.len() < MAX_DELIVERY_BYTES {
-                next = pushes.try_recv().ok();
+impl Shared {
+    /// Takes one push of the pub/sub connection, on the tokio thread as redis-rs reads
+    /// it: a message is matched and gathered for JavaScript at once, the rest goes to the
+    /// control task.
+    fn on_push(&self, push: PushInfo) {
+        match push.kind {
+            PushKind::Message | PushKind::SMessage => self.route(push.data),
+            _ => {
+                let _ = self.control.send(push);
             }
         }
-        shared.notifications.send(batch);
+    }
+
+    /// Matches one message against the local interests; only matches cross to
+    /// JavaScript.
+    fn route(&self, data: Vec<Value>) {
+        let mut data = data.into_iter();
+        let (Some(Value::BulkString(channel)), Some(Value::BulkString(payload))) =
+            (data.next(), data.next())
+        else {
+            return;
+        };
+        if channel != self.channel.as_bytes() {
+            return;
+        }
+        let matched = self.interests.lock().unwrap().match_message(&payload);
+        match matched {
+            Matched::Tokens(tokens) => self.notifications.push(&payload, &tokens),
+            Matched::Unwanted => {
+                self.unwanted.fetch_add(1, Ordering::Relaxed);
+            }
+            Matched::Malformed => {
+                self.ignored.fetch_add(1, Ordering::Relaxed);
+            }
+        }
     }
 }
 
-fn route(data: Vec<Value>, shared: &Shared, batch: &mut NotificationBatch) {
-    let mut data = data.into_iter();
-    let (Some(Value::BulkString(channel)), Some(Value::BulkString(payload))) =
-        (data.next(), data.next())
-    else {
-        return;
-    };
-    if channel != shared.channel.as_bytes() {
-        return;
-    }
-    match shared.interests.lock().unwrap().match_message(&payload) {
-        Matched::Tokens(tokens) => batch.push(&payload, &tokens),
-        Matched::Unwanted => {
-            shared.unwanted.fetch_add(1, Ordering::Relaxed);
-        }
-        Matched::Malformed => {
-            shared.ignored.fetch_add(1, Ordering::Relaxed);
+/// Follows what the connection says besides messages: a lost connection, a sharded
+/// channel dropped by the server.
+async fn handle_control(mut told: mpsc::UnboundedReceiver<PushInfo>, shared: Arc<Shared>) {
+    while let Some(push) = told.recv().await {
+        match push.kind {
+            // Only the server drops this channel (it is never unsubscribed): on a
+            // cluster, its slot moved; subscribe again at the new owner.
+            PushKind::SUnsubscribe => {
+                shared.subscribed.store(false, Ordering::Release);
+                shared.wake.notify_one();
+            }
+            PushKind::Disconnection => {
+                // On a cluster, a fresh connection (see `Connection::renew`).
+                shared.subscriber.renew();
+                shared.subscribed.store(false, Ordering::Release);
+                shared.wake.notify_one();
+                shared.notifications.problem(
+                    "lost the Redis pub/sub connection of the subscription manager; reconnecting and resubscribing"
+                        .into(),
+                );
+            }
+            _ => {}
         }
     }
 }
@@ -567,10 +572,10 @@ mod tests {
 
     #[test]
     fn batches_list_tokens_after_each_payload() {
-        let mut b = NotificationBatch::default();
-        b.push(b"{}", &[4, 5]);
-        b.push(b"[]", &[6]);
-        assert_eq!(b.words, vec![0, 2, 2, 4, 5, 2, 2, 1, 6]);
-        assert_eq!(b.bytes, b"{}[]");
+        let mut b = IndexedBytes::default();
+        push_notification(&mut b, b"{}", &[4, 5]);
+        push_notification(&mut b, b"[]", &[6]);
+        assert_eq!(b.words(), &[0, 2, 2, 4, 5, 2, 2, 1, 6]);
+        assert_eq!(b.bytes(), b"{}[]");
     }
 }
