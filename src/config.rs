@@ -292,8 +292,8 @@ fn cluster_source(
     let mut builder = ClusterClientBuilder::new(nodes.clone())
         .use_protocol(ProtocolVersion::RESP3)
         .tcp_settings(info.tcp_settings().clone())
-        .connection_timeout(options.connect_timeout())
-        .response_timeout(options.command_timeout())
+        // The connection and response timeouts are set per connection, where they
+        // override the builder's (`ClusterConfig` in `connection::cluster_link`).
         // The crate's retries (MOVED, a node down) end a little before our per-call
         // deadline, so a part of a pipeline whose master is down fails on its own and the
         // calls of the other parts are still answered in time.
