@@ -507,23 +507,51 @@ async fn run_pipeline(shared: Arc<Shared>, batch: Vec<Submission>) -> Completion
     answers
 }
 
+/// Runs the follow-up work of a call (see [`FollowUp`]) on its own connection.
 async fn run_follow_up(mut connection: Link, keys: &Keys, job: FollowUp) -> Outcome {
-    let (pattern, kind) = match &job {
-        FollowUp::RemoveFromSubscriptionSets(_) => (keys.subscriptions_pattern(), "set"),
-        FollowUp::PublishToAliveSessions(_) => (keys.alive_pattern(), "string"),
+    match job {
         FollowUp::RemoveFromSets { id, sets } => {
             let mut pipe = Pipeline::new();
-            for set in sets {
-                pipe.cmd("SREM").arg(set).arg(id).ignore();
+            for set in &sets {
+                pipe.cmd("SREM").arg(set).arg(&id).ignore();
             }
             pipe.query_async::<()>(&mut connection)
                 .await
                 .map_err(|e| describe_redis_error(&e))?;
-            return Ok(Reply::Done);
         }
-    };
+        FollowUp::RemoveFromSubscriptionSets(id) => {
+            let pattern = keys.subscriptions_pattern();
+            scan_and_apply(&mut connection, &pattern, "set", |pipe, key| {
+                pipe.cmd("SREM").arg(key).arg(&id).ignore();
+            })
+            .await?;
+        }
+        FollowUp::PublishToAliveSessions(data) => {
+            let pattern = keys.alive_pattern();
+            scan_and_apply(&mut connection, &pattern, "string", |pipe, key| {
+                if let Some(id) = keys.id_from_alive(key) {
+                    pipe.cmd(keys.publish())
+                        .arg(keys.session_channel(id))
+                        .arg(&data)
+                        .ignore();
+                }
+            })
+            .await?;
+        }
+    }
+    Ok(Reply::Done)
+}
+
+/// SCANs for the keys of `pattern` and `kind` (on a cluster, every master in turn) and
+/// runs, per batch found, one pipeline that `each_key` fills.
+async fn scan_and_apply(
+    connection: &mut Link,
+    pattern: &str,
+    kind: &str,
+    mut each_key: impl FnMut(&mut Pipeline, &str),
+) -> Result<(), String> {
     // A cluster's keys are spread over its masters: each is scanned in turn.
-    let nodes = match &connection {
+    let nodes = match &*connection {
         Link::Single(_) => vec![None],
         Link::Cluster(cluster) => crate::cluster::masters(cluster)
             .await
@@ -538,16 +566,16 @@ async fn run_follow_up(mut connection: Link, keys: &Keys, job: FollowUp) -> Outc
             let mut scan = redis::cmd("SCAN");
             scan.arg(cursor)
                 .arg("MATCH")
-                .arg(&pattern)
+                .arg(pattern)
                 .arg("COUNT")
                 .arg(SCAN_COUNT)
                 .arg("TYPE")
                 .arg(kind);
-            let reply = match (&node, &connection) {
+            let reply = match (&node, &*connection) {
                 (Some(node), Link::Cluster(cluster)) => {
                     crate::cluster::on_node(cluster, scan, node).await
                 }
-                _ => scan.query_async::<Value>(&mut connection).await,
+                _ => scan.query_async::<Value>(&mut *connection).await,
             };
             let (next, found): (u64, Vec<String>) = reply
                 .and_then(|v| redis::from_redis_value(v).map_err(Into::into))
@@ -555,22 +583,9 @@ async fn run_follow_up(mut connection: Link, keys: &Keys, job: FollowUp) -> Outc
             if !found.is_empty() {
                 let mut pipe = Pipeline::new();
                 for key in &found {
-                    match &job {
-                        FollowUp::RemoveFromSubscriptionSets(id) => {
-                            pipe.cmd("SREM").arg(key).arg(id).ignore();
-                        }
-                        FollowUp::PublishToAliveSessions(data) => {
-                            if let Some(id) = keys.id_from_alive(key) {
-                                pipe.cmd(keys.publish())
-                                    .arg(keys.session_channel(id))
-                                    .arg(data)
-                                    .ignore();
-                            }
-                        }
-                        FollowUp::RemoveFromSets { .. } => {}
-                    }
+                    each_key(&mut pipe, key);
                 }
-                pipe.query_async::<()>(&mut connection)
+                pipe.query_async::<()>(&mut *connection)
                     .await
                     .map_err(|e| describe_redis_error(&e))?;
             }
@@ -580,7 +595,7 @@ async fn run_follow_up(mut connection: Link, keys: &Keys, job: FollowUp) -> Outc
             cursor = next;
         }
     }
-    Ok(Reply::Done)
+    Ok(())
 }
 
 /// The first server error among a call's replies, as its failure.
