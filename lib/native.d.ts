@@ -146,7 +146,7 @@ export interface NativeSentinel {
   /** Password on the sentinels, when they require one. */
   password?: string
   /** Reach the sentinels over TLS, verified with the `tls` option's material. */
-  tls?: boolean
+  tls: boolean
 }
 
 /** PEM material for `rediss://` connections. */

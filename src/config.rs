@@ -75,7 +75,7 @@ pub struct NativeSentinel {
     /// Password on the sentinels, when they require one.
     pub password: Option<String>,
     /// Reach the sentinels over TLS, verified with the `tls` option's material.
-    pub tls: Option<bool>,
+    pub tls: bool,
 }
 
 impl std::fmt::Debug for NativeSentinel {
@@ -119,10 +119,7 @@ const SCHEMES: &[&str] = &[
 /// Where the connections of these options go: the URL's server, or with `sentinel` the
 /// master of the group the URL's host names.
 pub fn source_for(url: &str, options: &NativeOptions) -> Result<Source, String> {
-    let sentinel_tls = options
-        .sentinel
-        .as_ref()
-        .is_some_and(|s| s.tls == Some(true));
+    let sentinel_tls = options.sentinel.as_ref().is_some_and(|s| s.tls);
     // With TLS to the sentinels, the `tls` material serves them even when the data
     // nodes are reached in plain text (a redis:// URL).
     let data_tls = match &options.tls {

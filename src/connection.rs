@@ -383,6 +383,17 @@ impl<S: Send + Sync + 'static> PushRoute<S> {
     }
 }
 
+/// The channel and payload of a `message` / `smessage` push; None for a malformed one.
+pub fn message_parts(data: Vec<Value>) -> Option<(Vec<u8>, Vec<u8>)> {
+    let mut data = data.into_iter();
+    match (data.next(), data.next()) {
+        (Some(Value::BulkString(channel)), Some(Value::BulkString(payload))) => {
+            Some((channel, payload))
+        }
+        _ => None,
+    }
+}
+
 /// A self-reconnecting connection that is also replaced when its peer goes silent.
 pub struct Connection {
     source: Source,

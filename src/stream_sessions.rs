@@ -32,7 +32,9 @@ use tokio::task::{unconstrained, JoinHandle};
 use tokio::time::Instant;
 
 use crate::commands::{decode_text, first_error, Commands, FollowUp, Op, ReplyTo};
-use crate::connection::{jittered, random_u64, Checked, Connection, Failure, PushRoute, Source};
+use crate::connection::{
+    jittered, message_parts, random_u64, Checked, Connection, Failure, PushRoute, Source,
+};
 use crate::delivery::{CompletionBatch, Deliveries, DeliveryKind, Outcome, Reply};
 use crate::keys::{Channel, Keys};
 
@@ -342,10 +344,7 @@ impl Shared {
     /// Delivers one message to its local session (or every one, for a broadcast); a
     /// delete message closes the session here.
     fn route(&self, data: Vec<Value>) {
-        let mut data = data.into_iter();
-        let (Some(Value::BulkString(channel)), Some(Value::BulkString(payload))) =
-            (data.next(), data.next())
-        else {
+        let Some((channel, payload)) = message_parts(data) else {
             return;
         };
         let Ok(channel) = std::str::from_utf8(&channel) else {

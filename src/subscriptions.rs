@@ -24,7 +24,7 @@ use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
 use crate::commands::Commands;
-use crate::connection::{jittered, Checked, Connection, Failure, PushRoute, Source};
+use crate::connection::{jittered, message_parts, Checked, Connection, Failure, PushRoute, Source};
 use crate::delivery::{Batches, CompletionBatch, Gatherer, IndexedBytes, Reply, Shelved};
 
 /// Call code: PUBLISH a notification on the subscriptions channel.
@@ -453,10 +453,7 @@ impl Shared {
     /// Matches one message against the local interests; only matches cross to
     /// JavaScript.
     fn route(&self, data: Vec<Value>) {
-        let mut data = data.into_iter();
-        let (Some(Value::BulkString(channel)), Some(Value::BulkString(payload))) =
-            (data.next(), data.next())
-        else {
+        let Some((channel, payload)) = message_parts(data) else {
             return;
         };
         if channel != self.channel.as_bytes() {
