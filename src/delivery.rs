@@ -244,7 +244,7 @@ impl IndexedBytes {
     }
 }
 
-pub(crate) unsafe fn typed_array(
+unsafe fn typed_array(
     env: sys::napi_env,
     kind: sys::napi_typedarray_type,
     bytes: &[u8],
@@ -269,7 +269,7 @@ pub(crate) unsafe fn typed_array(
 }
 
 /// `[Uint8Array, Uint32Array]` of a batch's payload bytes and its `u32` index words.
-pub(crate) unsafe fn bytes_and_words(
+unsafe fn bytes_and_words(
     env: sys::napi_env,
     bytes: &[u8],
     words: &[u32],
@@ -291,7 +291,7 @@ pub(crate) unsafe fn bytes_and_words(
 
 /// Bytes gathered into one batch for JavaScript (a stream manager's deliveries, a
 /// subscription manager's notifications) before the next one starts.
-pub const MAX_DELIVERY_BYTES: usize = 1 << 20;
+const MAX_DELIVERY_BYTES: usize = 1 << 20;
 
 /// The batches of one gatherer: those handed to the threadsafe function and not yet
 /// taken by the JavaScript thread, and emptied ones kept for reuse, so a busy stream
