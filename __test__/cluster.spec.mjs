@@ -10,6 +10,7 @@ import {
 } from '../index.mjs';
 import { onNode, slotOf, startCluster } from './helpers/cluster.mjs';
 import { spawnPeer } from './helpers/peer.mjs';
+import { rollingDeployKeepsSessions } from './helpers/rolling.mjs';
 import { deliveryResumes, eventually, recorder, until } from './helpers/redis.mjs';
 import { useCleanups } from './helpers/suite.mjs';
 import { failOnUnhandledRejections } from './helpers/unhandled.mjs';
@@ -108,7 +109,7 @@ describe('Redis Cluster', () => {
 		expect(receiver.errors).toEqual([]);
 	});
 
-	it('close() drops the liveness keys of sessions on every master (one DEL split across slots)', async () => {
+	it('close() drops the liveness keys of sessions on every master (one release per key, across slots)', async () => {
 		const { streams, errors } = managers();
 		const observer = managers();
 		const ids = await idsOnEveryMaster('close');
@@ -118,6 +119,10 @@ describe('Redis Cluster', () => {
 		for (const { id } of ids) expect(await observer.streams.has(id)).toBe(false);
 		expect(errors).toEqual([]);
 	});
+
+	it('a rolling deploy: close() of the old process keeps a session the new process re-created', async () => {
+		await rollingDeployKeepsSessions(cluster.url, options(), 'rolled-cluster', (p) => cleanups.push(() => p.kill()));
+	}, 30_000);
 
 	it('info: every method, and delete removes keys and reverse-index entries on several masters', async () => {
 		const { info } = managers();

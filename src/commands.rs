@@ -29,6 +29,7 @@ use crate::connection::{Connection, Link, Source};
 use crate::delivery::{CompletionBatch, Completions, Outcome, Reply};
 use crate::error::{
     describe_redis_error, not_sent, timed_out_after_sending, timed_out_before_sending,
+    unexpected_reply,
 };
 use crate::info_sessions::InfoOp;
 use crate::js_calls::JsCalls;
@@ -621,7 +622,7 @@ pub fn decode_text(value: Value) -> Outcome {
             .map_err(|_| "value stored in Redis is not valid UTF-8".to_string()),
         Value::SimpleString(s) => Ok(Reply::Text(s)),
         Value::VerbatimString { text, .. } => Ok(Reply::Text(text)),
-        other => Err(format!("unexpected reply from Redis: {other:?}")),
+        other => Err(unexpected_reply(&other)),
     }
 }
 

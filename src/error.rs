@@ -43,6 +43,34 @@ pub fn timed_out_after_sending(timeout_ms: u32) -> String {
     format!("Redis did not answer within {timeout_ms} ms (commandTimeout); the command may still have run")
 }
 
+/// Characters of a stored value an error message quotes at most: data in Redis is
+/// untrusted, and a megabyte of garbage must not become a megabyte of error message.
+pub const MAX_QUOTED_CHARS: usize = 100;
+
+/// A value read from Redis, quoted for an error message: JSON-escaped, cut after
+/// [`MAX_QUOTED_CHARS`] characters with the full length said.
+pub fn quote_stored(value: &str) -> String {
+    let mut chars = value.char_indices();
+    match chars.nth(MAX_QUOTED_CHARS) {
+        None => serde_json::to_string(value).unwrap_or_default(),
+        Some((cut, _)) => format!(
+            "{}… ({} bytes)",
+            serde_json::to_string(&value[..cut]).unwrap_or_default(),
+            value.len()
+        ),
+    }
+}
+
+/// A reply of a shape the call did not expect, for an error message (cut like
+/// [`quote_stored`]: it may hold a stored value).
+pub fn unexpected_reply(value: &redis::Value) -> String {
+    let shown = format!("{value:?}");
+    match shown.char_indices().nth(MAX_QUOTED_CHARS) {
+        None => format!("unexpected reply from Redis: {shown}"),
+        Some((cut, _)) => format!("unexpected reply from Redis: {}…", &shown[..cut]),
+    }
+}
+
 /// Turns a message into a JavaScript `Error` for napi returns.
 pub fn js_error(message: impl Into<String>) -> napi::Error {
     napi::Error::new(napi::Status::GenericFailure, message.into())
@@ -57,6 +85,15 @@ pub fn js_type_error(message: impl Into<String>) -> napi::Error {
 mod tests {
     use super::*;
     use std::io;
+
+    #[test]
+    fn quotes_at_most_a_hundred_characters_of_a_stored_value() {
+        assert_eq!(quote_stored("debug!"), "\"debug!\"");
+        let long = "é".repeat(1 << 19);
+        let quoted = quote_stored(&long);
+        assert_eq!(quoted.matches('é').count(), MAX_QUOTED_CHARS);
+        assert!(quoted.ends_with(&format!("… ({} bytes)", long.len())));
+    }
 
     #[test]
     fn names_the_kind_of_failure() {

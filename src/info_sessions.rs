@@ -8,6 +8,7 @@ use redis::{Pipeline, Value};
 
 use crate::commands::{decode_text, first_error, FollowUp};
 use crate::delivery::{Field, Outcome, Reply};
+use crate::error::{quote_stored, unexpected_reply};
 use crate::keys::Keys;
 
 // Call codes, exported to `lib/wire.js`.
@@ -59,8 +60,10 @@ fn decode_field(value: Value, field: usize, id: &str) -> Field {
         Ok(Reply::Text(text)) if field == LOG_LEVEL => read_log_level(&text)
             .map(|level| Field::Text(level.to_string()))
             .unwrap_or_else(|| {
-                let shown = serde_json::to_string(&text).unwrap_or_default();
-                Field::Failed(format!("Invalid log level {shown} stored for session {id}"))
+                Field::Failed(format!(
+                    "Invalid log level {} stored for session {id}",
+                    quote_stored(&text)
+                ))
             }),
         Ok(Reply::Text(text)) => Field::Text(text),
         Ok(_) => Field::Missing,
@@ -251,7 +254,7 @@ impl InfoOp {
                     .collect::<Result<Vec<_>, _>>()
                     .map(Reply::List),
                 Value::Nil => Ok(Reply::List(Vec::new())),
-                other => Err(format!("unexpected reply from Redis: {other:?}")),
+                other => Err(unexpected_reply(&other)),
             },
             _ => Ok(Reply::Done),
         }

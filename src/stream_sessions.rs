@@ -36,6 +36,7 @@ use crate::connection::{
     jittered, message_parts, random_u64, Checked, Connection, Failure, PushRoute, Source,
 };
 use crate::delivery::{CompletionBatch, Deliveries, DeliveryKind, Outcome, Reply};
+use crate::error::unexpected_reply;
 use crate::keys::{Channel, Keys};
 
 // Call codes, exported to `lib/wire.js`.
@@ -56,46 +57,78 @@ pub const CHANGE_CREATE: u32 = 0;
 #[napi]
 pub const CHANGE_DROP: u32 = 1;
 
-/// Reads the data epoch and extends its TTL, in one step that needs only GET and SET
-/// (the README's minimal ACL rule allows EVAL, GET and SET, not GETEX or EXPIRE).
-const READ_EPOCH_SCRIPT: &str = r"
-local v = redis.call('GET', KEYS[1])
-if v then redis.call('SET', KEYS[1], v, 'EX', ARGV[1]) end
+/// Reads the data epoch and extends its TTL; with a candidate (`ARGV[2]` not empty)
+/// writes it first when the epoch is missing. Data in Redis is untrusted: an epoch of the
+/// wrong type or shape (anything but a short hex string, which is all we ever write) is
+/// treated as lost, so a corrupt key costs one rewrite instead of blocking every
+/// creation. Needs only GET and SET (the README's minimal ACL rule allows EVAL, GET and
+/// SET, not GETEX or EXPIRE).
+const EPOCH_SCRIPT: &str = r"
+local v = redis.pcall('GET', KEYS[1])
+if type(v) ~= 'string' or #v > 64 or not string.match(v, '^%x+$') then
+  if ARGV[2] == '' then return false end
+  v = ARGV[2]
+end
+redis.call('SET', KEYS[1], v, 'EX', ARGV[1])
 return v
 ";
 
-/// Adds the commands that write the data epoch if it is missing and read it back.
-fn learn_epoch(pipe: &mut Pipeline, keys: &Keys, ttl: u32) {
-    pipe.cmd("SET")
-        .arg(keys.epoch())
-        .arg(epoch_candidate())
-        .arg("NX")
-        .arg("EX")
-        .arg(epoch_ttl(ttl));
-    read_epoch(pipe, keys, ttl);
-}
-
-/// Adds the command that reads the data epoch (and keeps it while sessions live).
-fn read_epoch(pipe: &mut Pipeline, keys: &Keys, ttl: u32) {
+/// Adds the command that reads the data epoch (and keeps it while sessions live),
+/// writing `candidate` when it is missing or corrupt.
+fn add_epoch(pipe: &mut Pipeline, keys: &Keys, ttl: u32, candidate: Option<&str>) {
     pipe.cmd("EVAL")
-        .arg(READ_EPOCH_SCRIPT)
+        .arg(EPOCH_SCRIPT)
         .arg(1)
         .arg(keys.epoch())
-        .arg(epoch_ttl(ttl));
+        .arg(epoch_ttl(ttl))
+        .arg(candidate.unwrap_or(""));
 }
 
-/// Adds `SET available:session:{id} active EX ttl`, with `XX` only refreshing a key that
-/// still exists (a refresh must never bring back a key a delete removed).
-fn mark_alive(pipe: &mut Pipeline, keys: &Keys, id: &str, ttl: u32, only_if_present: bool) {
-    let set = pipe
-        .cmd("SET")
+/// Extends a liveness key's TTL and keeps its value, which names the process holding
+/// the stream now (ours, another process's, or upstream's `active`): a refresh never
+/// takes a session over. Replies 1 when the key was kept, 0 when it is missing (the
+/// session was ended elsewhere). With `ARGV[3]` = `1` a missing key is written with our
+/// value (Redis lost its data). A key of the wrong type (written by someone else) is
+/// replaced by ours: this process holds the session.
+const LIVENESS_SCRIPT: &str = r"
+local v = redis.pcall('GET', KEYS[1])
+if type(v) == 'string' then
+  redis.call('SET', KEYS[1], v, 'EX', ARGV[1])
+  return 1
+end
+if type(v) == 'table' or ARGV[3] == '1' then
+  redis.call('SET', KEYS[1], ARGV[2], 'EX', ARGV[1])
+  return 1
+end
+return 0
+";
+
+/// Removes a liveness key only while it still names this process: another process
+/// that re-created the session since (a client that reconnected elsewhere) keeps it.
+const RELEASE_SCRIPT: &str = r"
+if redis.pcall('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0
+";
+
+/// Adds `SET available:session:{id} <holder> EX ttl`: a new local session, taken over
+/// from whoever held it before.
+fn mark_alive(pipe: &mut Pipeline, keys: &Keys, id: &str, holder: &str, ttl: u32) {
+    pipe.cmd("SET")
         .arg(keys.alive(id))
-        .arg("active")
+        .arg(holder)
         .arg("EX")
         .arg(ttl);
-    if only_if_present {
-        set.arg("XX");
-    }
+}
+
+/// Adds a refresh of a liveness key (see [`LIVENESS_SCRIPT`]).
+fn keep_alive_key(pipe: &mut Pipeline, keys: &Keys, id: &str, holder: &str, ttl: u32, write: bool) {
+    pipe.cmd("EVAL")
+        .arg(LIVENESS_SCRIPT)
+        .arg(1)
+        .arg(keys.alive(id))
+        .arg(ttl)
+        .arg(holder)
+        .arg(if write { "1" } else { "0" });
 }
 
 /// The epoch outlives the liveness keys (refreshed with them), and expires a while
@@ -120,11 +153,15 @@ pub enum StreamOp {
     Broadcast { data: String, scan: bool },
     /// End the session everywhere: tell its owner, drop its liveness key.
     Delete(String),
-    /// Mark new local sessions live (`SET … EX`), and learn the data epoch (written
-    /// first if missing): replies with the epoch.
-    MarkLive { ids: Vec<String>, ttl: u32 },
-    /// Drop the liveness keys of sessions that ended here.
-    MarkGone(Vec<String>),
+    /// Mark new local sessions live (`SET … EX`, the value naming `holder`), and learn
+    /// the data epoch (written first if missing): replies with the epoch.
+    MarkLive {
+        ids: Vec<String>,
+        ttl: u32,
+        holder: Arc<str>,
+    },
+    /// Drop the liveness keys of sessions that ended here, those `holder` still holds.
+    MarkGone { ids: Vec<String>, holder: Arc<str> },
 }
 
 impl StreamOp {
@@ -158,7 +195,7 @@ impl StreamOp {
             StreamOp::Has(id) | StreamOp::Delete(id) => id.len(),
             StreamOp::Publish { data, ids } => ids.iter().map(|id| id.len() + data.len()).sum(),
             StreamOp::Broadcast { data, .. } => data.len(),
-            StreamOp::MarkLive { ids, .. } | StreamOp::MarkGone(ids) => {
+            StreamOp::MarkLive { ids, .. } | StreamOp::MarkGone { ids, .. } => {
                 ids.iter().map(String::len).sum()
             }
         }
@@ -192,19 +229,22 @@ impl StreamOp {
                 pipe.cmd("DEL").arg(keys.alive(id));
                 2
             }
-            StreamOp::MarkLive { ids, ttl } => {
-                learn_epoch(pipe, keys, *ttl);
+            StreamOp::MarkLive { ids, ttl, holder } => {
+                add_epoch(pipe, keys, *ttl, Some(&epoch_candidate()));
                 for id in ids {
-                    mark_alive(pipe, keys, id, *ttl, false);
+                    mark_alive(pipe, keys, id, holder, *ttl);
                 }
-                ids.len() + 2
+                ids.len() + 1
             }
-            StreamOp::MarkGone(ids) => {
-                let del = pipe.cmd("DEL");
+            StreamOp::MarkGone { ids, holder } => {
                 for id in ids {
-                    del.arg(keys.alive(id));
+                    pipe.cmd("EVAL")
+                        .arg(RELEASE_SCRIPT)
+                        .arg(1)
+                        .arg(keys.alive(id))
+                        .arg(holder.as_ref());
                 }
-                1
+                ids.len()
             }
         }
     }
@@ -215,10 +255,12 @@ impl StreamOp {
         match self {
             StreamOp::Has(_) => match values.next() {
                 Some(Value::Int(n)) => Ok(Reply::Int(n)),
-                other => Err(format!("unexpected reply from Redis: {other:?}")),
+                other => Err(unexpected_reply(&other.unwrap_or(Value::Nil))),
             },
-            // Replies: SET NX of the epoch, then the epoch read back (see `learn_epoch`).
-            StreamOp::MarkLive { .. } => decode_text(values.nth(1).unwrap_or(Value::Nil)),
+            // The first reply is the epoch (see `add_epoch`).
+            StreamOp::MarkLive { .. } => {
+                Ok(read_epoch_reply(values.next()).map_or(Reply::Nil, Reply::Text))
+            }
             _ => Ok(Reply::Done),
         }
     }
@@ -305,6 +347,9 @@ struct Shared {
     /// To the control task: pushes other than messages, and sessions ended by a delete
     /// message (their keys to drop).
     control: mpsc::UnboundedSender<Control>,
+    /// The value of the liveness keys this manager writes: `active:` and a random id,
+    /// so it removes only keys it still holds (see [`RELEASE_SCRIPT`]).
+    holder: Arc<str>,
 }
 
 /// What the control task is told.
@@ -397,6 +442,7 @@ impl StreamSessions {
             wake_subscriber: Notify::new(),
             check_now: Notify::new(),
             control,
+            holder: format!("active:{:016x}", random_u64()).into(),
         });
         route.set(&shared);
         let tasks = vec![
@@ -469,6 +515,7 @@ impl StreamSessions {
             Op::Stream(StreamOp::MarkLive {
                 ids,
                 ttl: options.session_ttl_seconds,
+                holder: shared.holder.clone(),
             }),
         )]);
         let mut subscribed = Vec::with_capacity(created.len());
@@ -544,7 +591,10 @@ impl StreamSessions {
             } else {
                 shared
                     .commands
-                    .run(Op::Stream(StreamOp::MarkGone(ids)))
+                    .run(Op::Stream(StreamOp::MarkGone {
+                        ids,
+                        holder: shared.holder.clone(),
+                    }))
                     .await
             };
             shared.commands.completions().one(call, outcome);
@@ -561,6 +611,15 @@ impl Drop for StreamSessions {
     }
 }
 
+/// The epoch as [`EPOCH_SCRIPT`] replied it; `None` when missing (or, from a server that
+/// ran something else, not text).
+fn read_epoch_reply(value: Option<Value>) -> Option<String> {
+    match decode_text(value?) {
+        Ok(Reply::Text(epoch)) => Some(epoch),
+        _ => None,
+    }
+}
+
 /// A fresh value for the data epoch key, different in every process and call.
 fn epoch_candidate() -> String {
     format!("{:016x}", random_u64())
@@ -571,7 +630,10 @@ async fn mark_gone(shared: &Shared, ids: Vec<String>) {
     let count = ids.len();
     if let Err(reason) = shared
         .commands
-        .run(Op::Stream(StreamOp::MarkGone(ids)))
+        .run(Op::Stream(StreamOp::MarkGone {
+            ids,
+            holder: shared.holder.clone(),
+        }))
         .await
     {
         shared.deliveries.problem(&format!(
@@ -1005,8 +1067,9 @@ async fn check_subscriber(shared: &Shared) {
     }
 }
 
-/// Refreshes the liveness keys of confirmed local sessions (`SET … XX`: never brings
-/// back a key a delete removed). Keys found missing while the data epoch is unchanged
+/// Refreshes the liveness keys of confirmed local sessions (see [`LIVENESS_SCRIPT`]:
+/// never brings back a key a delete removed, never takes over a key another process
+/// holds now). Keys found missing while the data epoch is unchanged
 /// belong to sessions ended elsewhere: they are closed here. If the epoch changed,
 /// Redis lost its data: every key is written again.
 async fn refresh(shared: &Shared) -> Result<(), String> {
@@ -1033,16 +1096,13 @@ async fn refresh(shared: &Shared) -> Result<(), String> {
     };
     let ttl = options.session_ttl_seconds;
     let mut pipe = Pipeline::new();
-    read_epoch(&mut pipe, keys, ttl);
+    add_epoch(&mut pipe, keys, ttl, None);
     for (id, _) in &ids {
-        mark_alive(&mut pipe, keys, id, ttl, true);
+        keep_alive_key(&mut pipe, keys, id, &shared.holder, ttl, false);
     }
     let values = query(shared, &pipe).await.map_err(failed)?;
     let mut values = values.into_iter();
-    let epoch = values.next().and_then(|v| match decode_text(v) {
-        Ok(Reply::Text(epoch)) => Some(epoch),
-        _ => None,
-    });
+    let epoch = read_epoch_reply(values.next());
     let replies: Vec<Value> = values.collect();
     first_error(&replies).map_err(failed)?;
     // Read after the query: if the connection followed a new master meanwhile, the
@@ -1053,7 +1113,7 @@ async fn refresh(shared: &Shared) -> Result<(), String> {
         {
             let mut table = shared.table.lock().unwrap();
             for ((id, token), reply) in ids.iter().zip(&replies) {
-                if matches!(reply, Value::Nil) && table.owned(id, *token) {
+                if matches!(reply, Value::Int(0)) && table.owned(id, *token) {
                     table.remove(id);
                     ended.push(*token);
                 }
@@ -1065,15 +1125,16 @@ async fn refresh(shared: &Shared) -> Result<(), String> {
     // Redis lost its data, a new master took over (it may lack the last writes), or this
     // is the first look at the epoch: write everything.
     let mut pipe = Pipeline::new();
-    learn_epoch(&mut pipe, keys, ttl);
+    add_epoch(&mut pipe, keys, ttl, Some(&epoch_candidate()));
     for (id, _) in &ids {
-        mark_alive(&mut pipe, keys, id, ttl, false);
+        // Written where missing; a key another process holds now is kept as it is.
+        keep_alive_key(&mut pipe, keys, id, &shared.holder, ttl, true);
         pipe.ignore();
     }
     let values = query(shared, &pipe).await.map_err(failed)?;
     first_error(&values).map_err(failed)?;
     let mut table = shared.table.lock().unwrap();
-    if let Some(Ok(Reply::Text(epoch))) = values.into_iter().nth(1).map(decode_text) {
+    if let Some(epoch) = read_epoch_reply(values.into_iter().next()) {
         table.epoch = Some(epoch);
     }
     table.master = master;
@@ -1141,16 +1202,28 @@ mod tests {
         let op = StreamOp::MarkLive {
             ids: vec!["a".into(), "b".into()],
             ttl: 10,
+            holder: "active:1".into(),
         };
         let mut pipe = Pipeline::new();
-        assert_eq!(op.encode(&Keys::default(), &mut pipe), 4);
-        let values = vec![
-            Value::Nil,
-            Value::BulkString(b"e0".to_vec()),
-            Value::Okay,
-            Value::Okay,
-        ];
+        assert_eq!(op.encode(&Keys::default(), &mut pipe), 3);
+        let packed = String::from_utf8(pipe.get_packed_pipeline()).unwrap();
+        assert!(packed.contains("active:1"));
+        let values = vec![Value::BulkString(b"e0".to_vec()), Value::Okay, Value::Okay];
         assert_eq!(op.decode(values), Ok(Reply::Text("e0".into())));
+    }
+
+    #[test]
+    fn mark_gone_removes_only_the_keys_this_manager_still_holds() {
+        let op = StreamOp::MarkGone {
+            ids: vec!["a".into(), "b".into()],
+            holder: "active:2".into(),
+        };
+        let mut pipe = Pipeline::new();
+        assert_eq!(op.encode(&Keys::default(), &mut pipe), 2);
+        let packed = String::from_utf8(pipe.get_packed_pipeline()).unwrap();
+        assert_eq!(packed.matches(RELEASE_SCRIPT).count(), 2);
+        assert_eq!(packed.matches("active:2").count(), 2);
+        assert!(!packed.contains("\r\nDEL\r\n"));
     }
 
     /// Parks a creation of `id` on `round`; its answer arrives on the receiver.

@@ -18,7 +18,8 @@ use napi::check_status;
 use napi::sys;
 use napi_derive::napi;
 use redis::{PushInfo, PushKind, Value};
-use serde::Deserialize;
+use serde::de::{Error as _, IgnoredAny, MapAccess, Visitor};
+use serde::{Deserialize, Deserializer};
 use tokio::sync::{mpsc, Notify};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
@@ -44,18 +45,120 @@ const RETRY_PAUSE: Duration = Duration::from_millis(100);
 const MAX_RETRY_PAUSE: Duration = Duration::from_secs(5);
 
 /// The two fields matching needs, borrowed from the message where it has no escapes.
-#[derive(Deserialize)]
+///
+/// Read by hand rather than derived: serde's derived structs also accept a JSON array
+/// (fields by position), so `["notifications/tools/list_changed"]` would match. Data on
+/// the channel is untrusted (SPEC §6): only a JSON object with a string `method`, and
+/// an object `params` where present, is a notification.
 struct Probe<'a> {
-    #[serde(borrow)]
     method: Cow<'a, str>,
-    #[serde(default, borrow)]
     params: Option<ProbeParams<'a>>,
 }
 
-#[derive(Deserialize)]
 struct ProbeParams<'a> {
-    #[serde(default, borrow)]
     uri: Option<Cow<'a, str>>,
+}
+
+/// A JSON string, borrowed from the message when it has no escapes (serde's own
+/// `Cow<str>` always copies).
+struct Text<'a>(Cow<'a, str>);
+
+impl<'de: 'a, 'a> Deserialize<'de> for Text<'a> {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Visit<'a>(std::marker::PhantomData<&'a ()>);
+        impl<'de: 'a, 'a> Visitor<'de> for Visit<'a> {
+            type Value = Text<'a>;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a string")
+            }
+            fn visit_borrowed_str<E>(self, v: &'de str) -> Result<Text<'a>, E> {
+                Ok(Text(Cow::Borrowed(v)))
+            }
+            fn visit_str<E>(self, v: &str) -> Result<Text<'a>, E> {
+                Ok(Text(Cow::Owned(v.to_string())))
+            }
+            fn visit_string<E>(self, v: String) -> Result<Text<'a>, E> {
+                Ok(Text(Cow::Owned(v)))
+            }
+        }
+        deserializer.deserialize_str(Visit(std::marker::PhantomData))
+    }
+}
+
+/// Reads a JSON object's fields: `read` takes the value of each key it knows (and says
+/// so); the others are skipped.
+fn visit_object<'de, A>(
+    mut map: A,
+    mut read: impl FnMut(&str, &mut A) -> Result<bool, A::Error>,
+) -> Result<(), A::Error>
+where
+    A: MapAccess<'de>,
+{
+    while let Some(Text(key)) = map.next_key::<Text<'de>>()? {
+        if !read(&key, &mut map)? {
+            map.next_value::<IgnoredAny>()?;
+        }
+    }
+    Ok(())
+}
+
+impl<'de: 'a, 'a> Deserialize<'de> for Probe<'a> {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Visit<'a>(std::marker::PhantomData<&'a ()>);
+        impl<'de: 'a, 'a> Visitor<'de> for Visit<'a> {
+            type Value = Probe<'a>;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a notification object")
+            }
+            fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<Probe<'a>, A::Error> {
+                let mut method: Option<Cow<'a, str>> = None;
+                let mut params: Option<ProbeParams<'a>> = None;
+                visit_object(map, |key, map| {
+                    match key {
+                        "method" if method.is_none() => {
+                            method = Some(map.next_value::<Text<'a>>()?.0)
+                        }
+                        "params" if params.is_none() => params = Some(map.next_value()?),
+                        "method" | "params" => return Err(A::Error::custom("duplicate field")),
+                        _ => return Ok(false),
+                    }
+                    Ok(true)
+                })?;
+                Ok(Probe {
+                    method: method.ok_or_else(|| A::Error::missing_field("method"))?,
+                    params,
+                })
+            }
+        }
+        deserializer.deserialize_map(Visit(std::marker::PhantomData))
+    }
+}
+
+impl<'de: 'a, 'a> Deserialize<'de> for ProbeParams<'a> {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Visit<'a>(std::marker::PhantomData<&'a ()>);
+        impl<'de: 'a, 'a> Visitor<'de> for Visit<'a> {
+            type Value = ProbeParams<'a>;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a params object")
+            }
+            fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<ProbeParams<'a>, A::Error> {
+                let mut uri: Option<Option<Cow<'a, str>>> = None;
+                visit_object(map, |key, map| {
+                    match key {
+                        "uri" if uri.is_none() => {
+                            uri = Some(map.next_value::<Option<Text<'a>>>()?.map(|t| t.0))
+                        }
+                        "uri" => return Err(A::Error::custom("duplicate field")),
+                        _ => return Ok(false),
+                    }
+                    Ok(true)
+                })?;
+                Ok(ProbeParams { uri: uri.flatten() })
+            }
+        }
+        deserializer.deserialize_map(Visit(std::marker::PhantomData))
+    }
 }
 
 /// Which local subscriptions (by token) want which notifications.
@@ -545,6 +648,34 @@ mod tests {
         assert_eq!(m("not json"), Matched::Malformed);
         assert_eq!(m(r#"{"id":1}"#), Matched::Malformed);
         assert_eq!(m(r#"[1,2]"#), Matched::Malformed);
+        // Arrays are not notifications, nor are params that are not an object (serde's
+        // derived structs read both by position).
+        assert_eq!(
+            m(r#"["notifications/tools/list_changed"]"#),
+            Matched::Malformed
+        );
+        assert_eq!(
+            m(r#"["notifications/resources/updated",{"uri":"file:///a"}]"#),
+            Matched::Malformed
+        );
+        assert_eq!(
+            m(r#"{"method":"notifications/resources/updated","params":["file:///a"]}"#),
+            Matched::Malformed
+        );
+        assert_eq!(
+            m(r#"{"method":"notifications/tools/list_changed","params":null}"#),
+            Matched::Malformed
+        );
+        assert_eq!(
+            m(r#"{"method":"notifications/tools/list_changed","method":"x"}"#),
+            Matched::Malformed
+        );
+        assert_eq!(
+            m(
+                r#"{"params":{"uri":"file:///a","other":[1,{"a":2}]},"method":"notifications/resources/updated","x":1}"#
+            ),
+            Matched::Tokens(vec![1, 3])
+        );
     }
 
     #[test]
