@@ -347,6 +347,53 @@ describe('Redis Cluster', () => {
 		expect(await shardSubscribers(replica, 'tmcp:subscriptions')).toBe(1);
 	});
 
+	it('its only seed node killed for good: delivery, info and liveness keep working from the nodes last seen', async () => {
+		// Its own cluster: the seed master is killed and never comes back.
+		const own = await startCluster();
+		cleanups.push(() => own.stop());
+		const seedPort = (await own.topology()).find((n) => n.master && n.slots.length > 0).port;
+		const errors = [];
+		// Only the seed: what a user with `{ cluster: true }` and one URL has.
+		const opts = { cluster: true, commandTimeout: 3000, connectTimeout: 1000, sessionTtlSeconds: 3, onError: (e) => errors.push(e.message) };
+		const streams = new RedisStreamSessionManager(`redis://127.0.0.1:${seedPort}`, opts);
+		const info = new RedisInfoSessionManager(`redis://127.0.0.1:${seedPort}`, opts);
+		const watcher = new RedisStreamSessionManager(own.url, { cluster: { nodes: own.seeds }, commandTimeout: 3000 });
+		cleanups.push(() => streams.close(), () => info.close(), () => watcher.close());
+		// A session on every master, the seed's among them.
+		const ids = [];
+		const owners = new Set();
+		for (let i = 0; owners.size < 3; i++) {
+			const id = `seed-${i}`;
+			const owner = await own.ownerOf(slotOf(`session:${id}`));
+			if (owners.has(owner)) continue;
+			owners.add(owner);
+			ids.push(id);
+		}
+		const recs = new Map(ids.map((id) => [id, recorder()]));
+		for (const id of ids) await streams.create(id, recs.get(id));
+		for (const id of ids) {
+			await streams.send([id], 'before');
+			await eventually(() => recs.get(id).chunks.includes('before'), 5000, 'delivery before the kill');
+		}
+		const replica = await own.replicaOf(seedPort);
+		await own.kill(seedPort);
+		const promoted = async () => (await own.topology(replica)).find((n) => n.port === replica)?.master;
+		await eventually(promoted, 30_000, 'the replica to be promoted');
+		for (const id of ids) await deliveryResumes(streams, recs.get(id), id, `after ${id}`, 30_000);
+		await until(() => info.setClientInfo('seed-info', { name: 'after', version: '1' }), 'a write after the kill');
+		expect(await info.getClientInfo('seed-info')).toEqual({ name: 'after', version: '1' });
+		// Liveness: longer than two TTLs later the keys are still there and no stream ended.
+		const started = Date.now();
+		while (Date.now() - started < 7500) {
+			for (const id of ids) expect(await watcher.has(id), id).toBe(true);
+			await new Promise((r) => setTimeout(r, 500));
+		}
+		for (const id of ids) expect(recs.get(id).closed).toBe(false);
+		for (const id of ids) await deliveryResumes(streams, recs.get(id), id, `still ${id}`, 10_000);
+		// What went wrong while the node was down was reported; nothing after.
+		expect(errors.filter((e) => !/pub\/sub|did not answer|refresh|reach/.test(e))).toEqual([]);
+	}, 120_000);
+
 	it("an ACL user with the README's minimal rule plus the cluster additions runs every method", async () => {
 		const password = 'Clust3r-pw';
 		// Keep in sync with the README ("Redis ACL"): ACLs are per node, so on every node.

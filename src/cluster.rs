@@ -192,6 +192,14 @@ pub type SlotOwners = Vec<(u16, u16, String, u16)>;
 
 /// The slot ranges and their masters now, from CLUSTER SLOTS (asked of any node).
 pub async fn slot_owners(connection: &ClusterConnection) -> RedisResult<SlotOwners> {
+    Ok(topology(connection).await?.0)
+}
+
+/// The slot ranges and their masters now, and every node that serves a range (masters
+/// and replicas), from CLUSTER SLOTS (asked of any node).
+pub async fn topology(
+    connection: &ClusterConnection,
+) -> RedisResult<(SlotOwners, Vec<(String, u16)>)> {
     let mut slots = redis::cmd("CLUSTER");
     slots.arg("SLOTS");
     let reply = connection
@@ -203,6 +211,7 @@ pub async fn slot_owners(connection: &ClusterConnection) -> RedisResult<SlotOwne
         .await?;
     let ranges: Vec<Value> = redis::from_redis_value(reply)?;
     let mut owners = SlotOwners::new();
+    let mut nodes = Vec::new();
     for range in ranges {
         // [start, end, [host, port, id, ...], replicas...]
         let Value::Array(parts) = range else { continue };
@@ -212,19 +221,39 @@ pub async fn slot_owners(connection: &ClusterConnection) -> RedisResult<SlotOwne
         else {
             continue;
         };
-        let mut master = master.into_iter();
-        let (Some(host), Some(port)) = (master.next(), master.next()) else {
+        let Some((host, port)) = node_address(master) else {
             continue;
         };
+        for replica in parts {
+            if let Some(node) = node_address_of(replica) {
+                nodes.push(node);
+            }
+        }
+        nodes.push((host.clone(), port));
         owners.push((
             redis::from_redis_value(start)?,
             redis::from_redis_value(end)?,
-            redis::from_redis_value(host)?,
-            redis::from_redis_value(port)?,
+            host,
+            port,
         ));
     }
     owners.sort();
-    Ok(owners)
+    Ok((owners, nodes))
+}
+
+/// `(host, port)` of a CLUSTER SLOTS node entry (`[host, port, id, ...]`).
+fn node_address(entry: Vec<Value>) -> Option<(String, u16)> {
+    let mut entry = entry.into_iter();
+    let host: String = redis::from_redis_value(entry.next()?).ok()?;
+    let port: u16 = redis::from_redis_value(entry.next()?).ok()?;
+    Some((host, port))
+}
+
+fn node_address_of(entry: Value) -> Option<(String, u16)> {
+    match entry {
+        Value::Array(entry) => node_address(entry),
+        _ => None,
+    }
 }
 
 /// The masters of the cluster now, for work that must visit every one of them: SCANs
@@ -246,6 +275,52 @@ pub async fn on_node(connection: &ClusterConnection, cmd: Cmd, node: &Node) -> R
         port: node.port,
     });
     connection.clone().route_command(cmd, routing).await
+}
+
+/// How many shard channels this client's connection to `node` is subscribed to: the
+/// `ssub` field of CLIENT INFO, sent on that very connection.
+pub async fn shard_subscriptions(
+    connection: &ClusterConnection,
+    host: &str,
+    port: u16,
+) -> Option<u64> {
+    let mut info = redis::cmd("CLIENT");
+    info.arg("INFO");
+    let routing = RoutingInfo::SingleNode(SingleNodeRoutingInfo::ByAddress {
+        host: host.to_string(),
+        port,
+    });
+    let reply = connection.clone().route_command(info, routing).await.ok()?;
+    let text: String = redis::from_redis_value(reply).ok()?;
+    text.split_ascii_whitespace()
+        .find_map(|field| field.strip_prefix("ssub="))
+        .and_then(|n| n.parse().ok())
+}
+
+/// How many of `channels` each master of `owners` serves, by master address.
+pub fn expected_per_master(owners: &SlotOwners, channels: &[String]) -> Vec<((String, u16), u64)> {
+    let mut counts: Vec<((String, u16), u64)> = Vec::new();
+    // The crate computes a key's slot but does not show its number: a table of every
+    // slot's master (16,384 entries, built once per check) turns a slot into its master.
+    let mut master_of: HashMap<Slot, usize> = HashMap::with_capacity(16_384);
+    for (first, last, host, port) in owners {
+        let at = match counts.iter().position(|((h, p), _)| h == host && p == port) {
+            Some(at) => at,
+            None => {
+                counts.push(((host.clone(), *port), 0));
+                counts.len() - 1
+            }
+        };
+        for slot in (*first..=*last).filter_map(Slot::new) {
+            master_of.insert(slot, at);
+        }
+    }
+    for channel in channels {
+        if let Some(&at) = master_of.get(&Slot::for_key(channel.as_bytes())) {
+            counts[at].1 += 1;
+        }
+    }
+    counts
 }
 
 /// Channels grouped by slot, in first-seen order.
@@ -348,5 +423,20 @@ mod tests {
         let groups = by_slot(&channels);
         assert_eq!(groups.len(), 2);
         assert_eq!(groups[0], vec![&channels[0], &channels[2]]);
+    }
+
+    #[test]
+    fn expected_subscriptions_are_counted_at_each_slot_owner() {
+        let owners: SlotOwners = vec![
+            (0, 8191, "a".into(), 1),
+            (8192, 16000, "b".into(), 2),
+            (16001, 16383, "a".into(), 1),
+        ];
+        // "foo" is in slot 12182, "bar" in 5061, "{x}y" and "x" share slot 16287.
+        let channels: Vec<String> = ["foo", "bar", "{x}y", "x"].map(String::from).into();
+        assert_eq!(
+            expected_per_master(&owners, &channels),
+            vec![(("a".into(), 1), 3), (("b".into(), 2), 1)]
+        );
     }
 }

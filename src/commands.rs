@@ -462,8 +462,13 @@ async fn run_pipeline(shared: Arc<Shared>, batch: Vec<Submission>) -> Completion
             values
         }
         Ok(Err(e)) => {
-            shared.connection.suspect(&e);
-            let reason = shared.connection.describe(&e).await;
+            shared.connection.failed(&e, ticket);
+            // The crate's own deadline (a cluster's): written, so it may still run.
+            let reason = if e.is_timeout() {
+                timed_out_after_sending(options.command_timeout_ms)
+            } else {
+                shared.connection.describe(&e).await
+            };
             fail_pipeline(live, &reason, &mut answers);
             return answers;
         }

@@ -10,7 +10,7 @@ use redis::{
     TlsMode,
 };
 
-use crate::connection::{ClusterSource, SentinelSource, Source};
+use crate::connection::{node_like, ClusterSource, SentinelSource, Source};
 
 /// PEM material for `rediss://` connections.
 #[napi(object)]
@@ -270,41 +270,34 @@ fn cluster_source(
                 "Option \"cluster.nodes\" must hold Redis URLs or host:port strings".to_string()
             })?
         };
-        // Same scheme, credentials and TLS settings as the seed URL.
-        let addr = match info.addr() {
-            ConnectionAddr::TcpTls {
-                insecure,
-                tls_params,
-                ..
-            } => ConnectionAddr::TcpTls {
-                host,
-                port,
-                insecure: *insecure,
-                tls_params: tls_params.clone(),
-            },
-            _ => ConnectionAddr::Tcp(host, port),
-        };
-        nodes.push(info.clone().set_addr(addr));
+        nodes.push(node_like(&info, host, port));
     }
-    let mut builder = ClusterClientBuilder::new(nodes.clone())
-        .use_protocol(ProtocolVersion::RESP3)
-        .tcp_settings(info.tcp_settings().clone())
-        // The connection and response timeouts are set per connection, where they
-        // override the builder's (`ClusterConfig` in `connection::cluster_link`).
-        // The crate's retries (MOVED, a node down) end a little before our per-call
-        // deadline, so a part of a pipeline whose master is down fails on its own and the
-        // calls of the other parts are still answered in time.
-        .overall_response_timeout(Some(options.command_timeout().mul_f64(0.9)));
-    if secure {
-        builder = builder.tls(TlsMode::Secure);
-        if let Some(tls) = &options.tls {
-            builder = builder.certs(certificates(tls));
+    let tcp = info.tcp_settings().clone();
+    let overall = options.command_timeout().mul_f64(0.9);
+    let certs = options.tls.as_ref().map(certificates);
+    // Builds a client from a list of nodes: the seeds at first, then (for a replacement
+    // connection) the seeds and every node of the topology last seen.
+    let build = move |nodes: Vec<redis::ConnectionInfo>| {
+        let mut builder = ClusterClientBuilder::new(nodes)
+            .use_protocol(ProtocolVersion::RESP3)
+            .tcp_settings(tcp.clone())
+            // The connection and response timeouts are set per connection, where they
+            // override the builder's (`ClusterConfig` in `connection::cluster_link`).
+            // The crate's retries (MOVED, a node down) end a little before our per-call
+            // deadline, so a part of a pipeline whose master is down fails on its own
+            // and the calls of the other parts are still answered in time.
+            .overall_response_timeout(Some(overall));
+        if secure {
+            builder = builder.tls(TlsMode::Secure);
+            if let Some(certs) = &certs {
+                builder = builder.certs(certs.clone());
+            }
         }
-    }
-    let client = builder
-        .build()
-        .map_err(|e| format!("Invalid cluster settings: {}", describe(&e)))?;
-    Ok(Source::Cluster(ClusterSource::new(client, nodes)))
+        builder.build()
+    };
+    ClusterSource::new(Box::new(build), nodes)
+        .map(Source::Cluster)
+        .map_err(|e| format!("Invalid cluster settings: {}", describe(&e)))
 }
 
 /// Whether the URL asks for TLS (`rediss://`, `valkeys://`); a URL that does not parse

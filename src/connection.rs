@@ -27,7 +27,8 @@ use redis::cluster::{ClusterClient, ClusterConfig};
 use redis::cluster_async::ClusterConnection;
 use redis::sentinel::SentinelClient;
 use redis::{
-    Client, Cmd, Pipeline, PushInfo, PushKind, RedisError, RedisFuture, RedisResult, Value,
+    Client, Cmd, ConnectionAddr, ConnectionInfo, Pipeline, PushInfo, PushKind, RedisError,
+    RedisFuture, RedisResult, Value,
 };
 use tokio::sync::mpsc;
 use tokio::time::Instant;
@@ -49,28 +50,108 @@ pub enum Source {
     Cluster(Arc<ClusterSource>),
 }
 
+/// Builds a cluster client for a list of nodes, with the settings the options give.
+pub type BuildClusterClient =
+    Box<dyn Fn(Vec<ConnectionInfo>) -> RedisResult<ClusterClient> + Send + Sync>;
+
 /// A Redis Cluster: the crate's client, and a count of the topology changes its
 /// connections noticed (a failover may lose a shard's last writes).
+///
+/// No single node matters: a new connection is seeded with the configured seeds and
+/// every node (master or replica) of the topology last seen, so a manager whose seed
+/// node died for good still connects. The crate itself only ever goes back to the
+/// nodes its client was built with.
 pub struct ClusterSource {
-    client: ClusterClient,
+    build: BuildClusterClient,
+    /// The client new connections come from: the seeds and the nodes last seen.
+    client: Mutex<ClusterClient>,
     changes: AtomicU64,
-    /// The seed nodes, to find out why none could be reached (see `why_unreachable`).
-    seeds: Vec<redis::ConnectionInfo>,
-    /// The last such finding and when it was made.
+    /// The configured seed nodes (the URL's first; its credentials and TLS apply to all).
+    seeds: Vec<ConnectionInfo>,
+    /// Every node of the topology last read (see [`ClusterSource::saw_nodes`]).
+    seen: Mutex<Vec<(String, u16)>>,
+    /// The last finding of `why_unreachable` and when it was made.
     unreachable: tokio::sync::Mutex<Option<(Instant, String)>>,
 }
 
 /// How long a finding of `why_unreachable` is reused.
 const UNREACHABLE_REUSED_FOR: Duration = Duration::from_secs(2);
 
+/// The connection settings of `template` (scheme, credentials, TLS) for another node.
+pub fn node_like(template: &ConnectionInfo, host: String, port: u16) -> ConnectionInfo {
+    let addr = match template.addr() {
+        ConnectionAddr::TcpTls {
+            insecure,
+            tls_params,
+            ..
+        } => ConnectionAddr::TcpTls {
+            host,
+            port,
+            insecure: *insecure,
+            tls_params: tls_params.clone(),
+        },
+        _ => ConnectionAddr::Tcp(host, port),
+    };
+    template.clone().set_addr(addr)
+}
+
+/// A node's address, to compare nodes.
+fn address(info: &ConnectionInfo) -> Option<(&str, u16)> {
+    match info.addr() {
+        ConnectionAddr::Tcp(host, port) | ConnectionAddr::TcpTls { host, port, .. } => {
+            Some((host.as_str(), *port))
+        }
+        _ => None,
+    }
+}
+
 impl ClusterSource {
-    pub fn new(client: ClusterClient, seeds: Vec<redis::ConnectionInfo>) -> Arc<Self> {
-        Arc::new(ClusterSource {
-            client,
+    pub fn new(build: BuildClusterClient, seeds: Vec<ConnectionInfo>) -> RedisResult<Arc<Self>> {
+        let client = build(seeds.clone())?;
+        Ok(Arc::new(ClusterSource {
+            build,
+            client: Mutex::new(client),
             changes: AtomicU64::new(0),
             seeds,
+            seen: Mutex::new(Vec::new()),
             unreachable: tokio::sync::Mutex::new(None),
-        })
+        }))
+    }
+
+    /// The nodes a new connection starts from: the seeds, then the nodes last seen.
+    fn nodes(&self) -> Vec<ConnectionInfo> {
+        let mut nodes = self.seeds.clone();
+        let template = &self.seeds[0];
+        for (host, port) in self.seen.lock().unwrap().iter() {
+            if !nodes
+                .iter()
+                .any(|n| address(n) == Some((host.as_str(), *port)))
+            {
+                nodes.push(node_like(template, host.clone(), *port));
+            }
+        }
+        nodes
+    }
+
+    /// Records the nodes of a topology just read; new connections are seeded with them.
+    pub fn saw_nodes(&self, mut nodes: Vec<(String, u16)>) {
+        nodes.sort();
+        nodes.dedup();
+        nodes.retain(|(host, _)| !host.is_empty() && host != "?");
+        {
+            let mut seen = self.seen.lock().unwrap();
+            if nodes.is_empty() || *seen == nodes {
+                return;
+            }
+            *seen = nodes;
+        }
+        if let Ok(client) = (self.build)(self.nodes()) {
+            *self.client.lock().unwrap() = client;
+        }
+    }
+
+    fn client(&self) -> ClusterClient {
+        self.client.lock().unwrap().clone()
     }
 
     /// When redis-rs reached no node at all it only says "No connections found": connect to
@@ -87,7 +168,7 @@ impl ClusterSource {
         let mut reason = None;
         // One deadline for all seeds: the calls waiting for this answer have their own.
         let deadline = Instant::now() + timeout;
-        for seed in &self.seeds {
+        for seed in self.nodes() {
             let attempt = async {
                 redis::Client::open(seed.clone())?
                     .get_multiplexed_async_connection()
@@ -416,6 +497,10 @@ pub struct Connection {
     topology: Mutex<Option<crate::cluster::SlotOwners>>,
     /// On a cluster: the number of the cluster connection in use (see `cluster_link`).
     link_in_use: Arc<AtomicU64>,
+    /// On a cluster: a call found no node reachable (see [`Connection::failed`]).
+    lost_every_node: AtomicBool,
+    /// When the connection was last replaced for that (milliseconds since `epoch`).
+    reseeded_at_ms: AtomicU64,
 }
 
 /// A lazily connecting cluster connection (the crate connects in the background), the
@@ -444,7 +529,7 @@ fn cluster_link(
     }
     Link::Cluster(
         cluster
-            .client
+            .client()
             .get_pending_async_connection_with_config(config),
     )
 }
@@ -495,6 +580,8 @@ impl Connection {
             options: options.clone(),
             topology: Mutex::new(None),
             link_in_use: Arc::new(AtomicU64::new(0)),
+            lost_every_node: AtomicBool::new(false),
+            reseeded_at_ms: AtomicU64::new(0),
         });
         // A Sentinel master is resolved at the first use.
         let first = connection
@@ -594,6 +681,47 @@ impl Connection {
         }
     }
 
+    /// A call handed over with `ticket` failed with `error`: a Sentinel source may ask
+    /// for the master again; on a cluster the crate's own timeout counts as silence
+    /// (see [`Connection::stalled`]), and a connection that reaches no node is replaced
+    /// by one seeded with every node last seen (see [`ClusterSource`]).
+    pub fn failed(&self, error: &RedisError, ticket: Ticket) {
+        self.suspect(error);
+        if error.is_timeout() {
+            self.stalled(ticket);
+        } else if error.kind() == redis::ErrorKind::ClusterConnectionNotFound {
+            self.lost_every_node.store(true, Ordering::Release);
+            // A connection carrying no subscriptions is replaced at once; a pub/sub one
+            // at its next check, which resubscribes (see `Connection::check`).
+            if self.push.is_none() {
+                self.reseeded();
+            }
+        }
+    }
+
+    /// On a cluster whose connection reached no node: replaces it (at most once a
+    /// second) with one seeded from every node last seen. Returns whether it did.
+    fn reseeded(&self) -> bool {
+        if !self.lost_every_node.load(Ordering::Acquire) {
+            return false;
+        }
+        let now = self.now_ms();
+        let last = self.reseeded_at_ms.load(Ordering::Acquire);
+        if last != 0 && now.saturating_sub(last) < 1000 {
+            return false;
+        }
+        if self
+            .reseeded_at_ms
+            .compare_exchange(last, now.max(1), Ordering::AcqRel, Ordering::Acquire)
+            .is_err()
+        {
+            return false;
+        }
+        self.lost_every_node.store(false, Ordering::Release);
+        self.renew();
+        true
+    }
+
     /// Records that Redis answered (anything, even an error reply).
     pub fn answered(&self) {
         self.last_answer_ms
@@ -628,11 +756,12 @@ impl Connection {
         let Some(Link::Cluster(connection)) = via.current() else {
             return false;
         };
-        let Ok(Ok(owners)) =
-            tokio::time::timeout(timeout, crate::cluster::slot_owners(&connection)).await
+        let Ok(Ok((owners, nodes))) =
+            tokio::time::timeout(timeout, crate::cluster::topology(&connection)).await
         else {
             return false;
         };
+        cluster.saw_nodes(nodes);
         let changed = {
             let mut known = self.topology.lock().unwrap();
             let changed = known.as_ref().is_some_and(|known| *known != owners);
@@ -738,6 +867,9 @@ pub enum Checked {
     /// Replaced by a fresh connection, which has no subscriptions: because it stopped
     /// answering (`silent`), or because a cluster's slots changed owners.
     Replaced { silent: bool },
+    /// Replaced because the subscriptions held at the cluster's masters did not match the
+    /// wanted ones (see [`Connection::check`]).
+    Resynced,
     /// The PING failed; the reason.
     Failed(String),
 }
@@ -841,7 +973,7 @@ impl Connection {
                 Ok(values)
             }
             Ok(Err(e)) => {
-                self.suspect(&e);
+                self.failed(&e, ticket);
                 Err(self.describe(&e).await)
             }
             Err(_) => {
@@ -854,15 +986,75 @@ impl Connection {
     /// The periodic check of a pub/sub connection: on a cluster whose slots changed
     /// owners, a fresh connection (see `follow_topology`); else a PING, and a connection
     /// silent for too long is replaced (see [`Connection::stalled`]).
-    pub async fn check(&self, via: &Connection, timeout: Duration) -> Checked {
+    ///
+    /// On a cluster it also counts, on each master, the shard channels this connection is
+    /// subscribed to there (CLIENT INFO's `ssub`) against the `wanted` channels that
+    /// master serves (`wanted` gives None while subscriptions are changing): the crate
+    /// may replace a node's connection during a topology change and resubscribe it
+    /// wrongly or not at all, without a word. A mismatch seen twice, 300 ms apart, gets a
+    /// fresh connection with everything subscribed again.
+    pub async fn check(
+        &self,
+        via: &Connection,
+        timeout: Duration,
+        wanted: impl Fn() -> Option<Vec<String>>,
+    ) -> Checked {
         if self.follow_topology(via, timeout).await {
             return Checked::Replaced { silent: false };
+        }
+        if self.reseeded() {
+            return Checked::Replaced { silent: false };
+        }
+        if matches!(self.source, Source::Cluster(_))
+            && self.shard_subscriptions_off(&wanted, timeout).await
+        {
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            if self.shard_subscriptions_off(&wanted, timeout).await {
+                self.renew();
+                return Checked::Resynced;
+            }
         }
         match self.ping(timeout).await {
             Ok(()) | Err(Failure::TimedOut { replaced: false }) => Checked::Fine,
             Err(Failure::TimedOut { replaced: true }) => Checked::Replaced { silent: true },
             Err(Failure::Refused(reason)) => Checked::Failed(reason),
         }
+    }
+
+    /// Whether some master holds more or fewer of this connection's shard subscriptions
+    /// than the wanted channels it serves (see [`Connection::check`]). False when that
+    /// cannot be told (subscriptions changing, no topology read yet, a node not
+    /// answering: the other checks handle those).
+    async fn shard_subscriptions_off(
+        &self,
+        wanted: &impl Fn() -> Option<Vec<String>>,
+        timeout: Duration,
+    ) -> bool {
+        let Some(owners) = self.topology.lock().unwrap().clone() else {
+            return false;
+        };
+        let Some(Link::Cluster(link)) = self.current() else {
+            return false;
+        };
+        let Some(channels) = wanted() else {
+            return false;
+        };
+        let expected = crate::cluster::expected_per_master(&owners, &channels);
+        let counts = futures_util::future::join_all(expected.iter().map(|((host, port), _)| {
+            tokio::time::timeout(
+                timeout,
+                crate::cluster::shard_subscriptions(&link, host, *port),
+            )
+        }))
+        .await;
+        // Read again: a change while the counts were asked makes them incomparable.
+        if wanted().map(|now| now.len()) != Some(channels.len()) {
+            return false;
+        }
+        expected
+            .iter()
+            .zip(counts)
+            .any(|((_, want), got)| matches!(got, Ok(Some(n)) if n != *want))
     }
 
     /// PINGs; a connection silent for too long is replaced (see [`Connection::stalled`]).
@@ -905,8 +1097,12 @@ impl Connection {
                 self.answered();
                 Ok(())
             }
+            // The crate's own deadline (a cluster's): no answer, as for ours.
+            Ok(Err(e)) if e.is_timeout() => Err(Failure::TimedOut {
+                replaced: self.stalled(ticket),
+            }),
             Ok(Err(e)) => {
-                self.suspect(&e);
+                self.failed(&e, ticket);
                 Err(Failure::Refused(self.describe(&e).await))
             }
             Err(_) => Err(Failure::TimedOut {

@@ -300,6 +300,10 @@ struct Table {
     /// The master the keys were last written to (a Sentinel failover changes it, and
     /// may lose the last writes: the keys are then written again).
     master: u64,
+    /// When the last refresh that reached every key was sent: keys written then expire
+    /// no sooner than a TTL later. Past that (Redis or a master unreachable for a
+    /// while), a missing key may have expired rather than been deleted.
+    refreshed_from: Option<Instant>,
 }
 
 impl Table {
@@ -340,6 +344,9 @@ struct Shared {
     deliveries: Deliveries,
     /// Redis dropped our subscriptions (lost or replaced connection).
     resubscribe: AtomicBool,
+    /// No subscription round in flight or waiting to be retried: Redis should hold what
+    /// the table wants (see `wanted_channels`).
+    subscriptions_settled: AtomicBool,
     /// Wakes the subscriber task: the wanted channels changed, or must be restored.
     wake_subscriber: Notify,
     /// Wakes the liveness timer for an early check (after a resubscription).
@@ -439,6 +446,7 @@ impl StreamSessions {
             subscriber,
             deliveries,
             resubscribe: AtomicBool::new(false),
+            subscriptions_settled: AtomicBool::new(false),
             wake_subscriber: Notify::new(),
             check_now: Notify::new(),
             control,
@@ -551,6 +559,7 @@ impl StreamSessions {
                 let mut table = shared.table.lock().unwrap();
                 if let Ok(Reply::Text(epoch)) = &marked {
                     table.epoch.get_or_insert_with(|| epoch.clone());
+                    table.refreshed_from.get_or_insert_with(Instant::now);
                 }
                 let ours = table.sessions.get_mut(&id).filter(|s| s.token == token);
                 match (&outcome, ours) {
@@ -675,6 +684,10 @@ async fn keep_subscribed(shared: Arc<Shared>) {
                 rounds.push_back(unconstrained(round.run(shared.clone())));
             }
         }
+        let settled = rounds.is_empty() && retry_at.is_none() && state.uncertain.is_empty();
+        shared
+            .subscriptions_settled
+            .store(settled, Ordering::Release);
     }
 }
 
@@ -1048,13 +1061,22 @@ async fn check_subscriber(shared: &Shared) {
     let timeout = shared.commands.options().command_timeout();
     match shared
         .subscriber
-        .check(shared.commands.connection(), timeout)
+        .check(shared.commands.connection(), timeout, || {
+            wanted_channels(shared)
+        })
         .await
     {
         Checked::Fine => {}
         Checked::Failed(reason) => shared
             .deliveries
             .problem(&format!("Redis pub/sub connection check failed: {reason}")),
+        Checked::Resynced => {
+            shared.resubscribe.store(true, Ordering::Release);
+            shared.wake_subscriber.notify_one();
+            shared.deliveries.problem(
+                "the cluster's nodes did not hold the wanted pub/sub subscriptions; subscribing everything again on a fresh connection",
+            );
+        }
         Checked::Replaced { silent } => {
             shared.resubscribe.store(true, Ordering::Release);
             shared.wake_subscriber.notify_one();
@@ -1067,13 +1089,39 @@ async fn check_subscriber(shared: &Shared) {
     }
 }
 
+/// Every channel the table wants subscribed, when Redis should hold exactly those: no
+/// round in flight or pending, no change waiting for the next round.
+fn wanted_channels(shared: &Shared) -> Option<Vec<String>> {
+    if !shared.subscriptions_settled.load(Ordering::Acquire) {
+        return None;
+    }
+    let table = shared.table.lock().unwrap();
+    if !table.dirty.is_empty()
+        || !table.waiters.is_empty()
+        || shared.resubscribe.load(Ordering::Acquire)
+    {
+        return None;
+    }
+    let keys = shared.keys();
+    let mut channels = Vec::with_capacity(table.sessions.len() * 2 + 1);
+    for id in table.sessions.keys() {
+        channels.push(keys.session_channel(id));
+        channels.push(keys.delete_channel(id));
+    }
+    if !table.sessions.is_empty() {
+        channels.push(keys.broadcast_channel());
+    }
+    Some(channels)
+}
+
 /// Refreshes the liveness keys of confirmed local sessions (see [`LIVENESS_SCRIPT`]:
 /// never brings back a key a delete removed, never takes over a key another process
 /// holds now). Keys found missing while the data epoch is unchanged
 /// belong to sessions ended elsewhere: they are closed here. If the epoch changed,
 /// Redis lost its data: every key is written again.
 async fn refresh(shared: &Shared) -> Result<(), String> {
-    let (ids, known, written_to) = {
+    let started = Instant::now();
+    let (ids, known, written_to, may_have_expired) = {
         let table = shared.table.lock().unwrap();
         let ids: Vec<(String, u32)> = table
             .sessions
@@ -1081,7 +1129,12 @@ async fn refresh(shared: &Shared) -> Result<(), String> {
             .filter(|(_, s)| s.confirmed)
             .map(|(id, s)| (id.clone(), s.token))
             .collect();
-        (ids, table.epoch.clone(), table.master)
+        let ttl = Duration::from_secs(u64::from(shared.commands.options().session_ttl_seconds));
+        // A margin for the server's clock and the time the write took to arrive.
+        let may_have_expired = table
+            .refreshed_from
+            .is_some_and(|at| at.elapsed() + Duration::from_millis(250) >= ttl);
+        (ids, table.epoch.clone(), table.master, may_have_expired)
     };
     if ids.is_empty() {
         return Ok(());
@@ -1108,10 +1161,11 @@ async fn refresh(shared: &Shared) -> Result<(), String> {
     // Read after the query: if the connection followed a new master meanwhile, the
     // replies came from it.
     let master = shared.commands.connection().master_number();
-    if epoch.is_some() && epoch == known && master == written_to {
+    if !may_have_expired && epoch.is_some() && epoch == known && master == written_to {
         let mut ended = Vec::new();
         {
             let mut table = shared.table.lock().unwrap();
+            table.refreshed_from = Some(started);
             for ((id, token), reply) in ids.iter().zip(&replies) {
                 if matches!(reply, Value::Int(0)) && table.owned(id, *token) {
                     table.remove(id);
@@ -1122,8 +1176,9 @@ async fn refresh(shared: &Shared) -> Result<(), String> {
         shared.close_ended(&ended);
         return Ok(());
     }
-    // Redis lost its data, a new master took over (it may lack the last writes), or this
-    // is the first look at the epoch: write everything.
+    // Redis lost its data, a new master took over (it may lack the last writes), the keys
+    // went unrefreshed for a TTL (a master was unreachable), or this is the first look at
+    // the epoch: write everything.
     let mut pipe = Pipeline::new();
     add_epoch(&mut pipe, keys, ttl, Some(&epoch_candidate()));
     for (id, _) in &ids {
@@ -1138,6 +1193,7 @@ async fn refresh(shared: &Shared) -> Result<(), String> {
         table.epoch = Some(epoch);
     }
     table.master = master;
+    table.refreshed_from = Some(started);
     Ok(())
 }
 

@@ -501,10 +501,23 @@ async fn check_connection(shared: &Shared) {
     let timeout = shared.commands.options().command_timeout();
     match shared
         .subscriber
-        .check(shared.commands.connection(), timeout)
+        .check(shared.commands.connection(), timeout, || {
+            // One channel, wanted while subscribed (see `keep_subscribed`).
+            shared
+                .subscribed
+                .load(Ordering::Acquire)
+                .then(|| vec![shared.channel.clone()])
+        })
         .await
     {
         Checked::Fine | Checked::Failed(_) => {}
+        Checked::Resynced => {
+            shared.subscribed.store(false, Ordering::Release);
+            shared.notifications.problem(
+                "the cluster's nodes did not hold the subscription manager's pub/sub subscription; subscribing again on a fresh connection"
+                    .into(),
+            );
+        }
         Checked::Replaced { silent } => {
             // A fresh connection: subscribed again.
             shared.subscribed.store(false, Ordering::Release);
