@@ -1,6 +1,9 @@
 // A private Redis Cluster for tests: three masters and three replicas, each a redis-server
 // on a free loopback port (cluster bus on port + 10000), stopped by PID.
 import { execFileSync } from 'node:child_process';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { createClient } from 'redis';
 import { eventually, freePort, startRedis } from './redis.mjs';
 
@@ -53,8 +56,10 @@ const CONFIG = [
  * TLS clients with the TLS ports).
  * @param {{ replicas?: number, tls?: { cert: string, key: string, ca: string } }} [options]
  */
-export async function startCluster({ replicas = 1, tls } = {}) {
+export async function startCluster({ replicas = 1, tls, keepDirs = false } = {}) {
 	const nodes = [];
+	// With keepDirs each node keeps its directory (nodes.conf) for a restart on its port.
+	const dirs = [];
 	const tlsArgs = (tlsPort) => tls
 		? [
 				'--tls-port', String(tlsPort),
@@ -70,8 +75,11 @@ export async function startCluster({ replicas = 1, tls } = {}) {
 		for (let i = 0; i < 3 * (1 + replicas); i++) {
 			const port = await freePort({ bus: true });
 			const tlsPort = tls ? await freePort({ bus: true }) : undefined;
-			const node = await startRedis({ port, args: [...CONFIG, ...tlsArgs(tlsPort)] });
+			const dir = keepDirs ? mkdtempSync(join(tmpdir(), 'tmcp-cluster-')) : undefined;
+			if (dir) dirs.push(dir);
+			const node = await startRedis({ port, dir, args: [...CONFIG, ...tlsArgs(tlsPort)] });
 			node.tlsPort = tlsPort;
+			node.args = [...CONFIG, ...tlsArgs(tlsPort)];
 			nodes.push(node);
 		}
 		execFileSync('redis-cli', [
@@ -85,6 +93,7 @@ export async function startCluster({ replicas = 1, tls } = {}) {
 		], { stdio: 'ignore', timeout: 60_000 });
 	} catch (e) {
 		for (const n of nodes) await n.stop();
+		for (const dir of dirs) rmSync(dir, { recursive: true, force: true });
 		throw e;
 	}
 	const cluster = {
@@ -163,8 +172,19 @@ export async function startCluster({ replicas = 1, tls } = {}) {
 				await onNode(n.port, ['CLUSTER', 'SETSLOT', String(slot), 'NODE', to.id]).catch(() => {});
 			}
 		},
+		/** Starts a killed node again on its port, from its nodes.conf (needs keepDirs). */
+		async restart(port) {
+			const at = nodes.findIndex((n) => n.port === port);
+			const old = nodes[at];
+			if (!keepDirs) throw new Error('restart needs startCluster({ keepDirs: true })');
+			const node = await startRedis({ port, dir: old.dir, args: old.args });
+			node.tlsPort = old.tlsPort;
+			node.args = old.args;
+			nodes[at] = node;
+		},
 		async stop() {
 			for (const n of nodes) await n.stop();
+			for (const dir of dirs) rmSync(dir, { recursive: true, force: true });
 		},
 	};
 	await eventually(() => cluster.healthy(), 30_000, 'the cluster to be ready');

@@ -107,13 +107,14 @@ export function redisServerPath() {
 /**
  * Starts a private redis-server. `port` reuses a port (restart on the same address).
  * `config` starts it from a config file, `sentinel` as a sentinel (with that file).
- * @param {{ port?: number, args?: string[], config?: string, sentinel?: boolean }} [options]
+ * @param {{ port?: number, args?: string[], config?: string, sentinel?: boolean, dir?: string }} [options]
  */
 export async function startRedis(options = {}) {
 	const port = options.port ?? (await freePort());
 	// Its own working directory: a replica's full sync or a cluster's nodes.conf is written
 	// there, never into the project.
-	const dir = mkdtempSync(join(tmpdir(), 'tmcp-redis-'));
+	// A given `dir` (a restart that must find its nodes.conf) is the caller's to remove.
+	const dir = options.dir ?? mkdtempSync(join(tmpdir(), 'tmcp-redis-'));
 	const base = ['--port', String(port), '--bind', '127.0.0.1', '--dir', dir];
 	const args = options.config
 		? [options.config, ...(options.sentinel ? ['--sentinel'] : []), ...base, ...(options.args ?? [])]
@@ -122,9 +123,9 @@ export async function startRedis(options = {}) {
 	let output = '';
 	child.stdout.on('data', (d) => (output += d));
 	child.stderr.on('data', (d) => (output += d));
-	const exited = new Promise((resolve) => child.once('exit', resolve)).then(() =>
-		rmSync(dir, { recursive: true, force: true }),
-	);
+	const exited = new Promise((resolve) => child.once('exit', resolve)).then(() => {
+		if (!options.dir) rmSync(dir, { recursive: true, force: true });
+	});
 	for (let i = 0; i < 200; i++) {
 		if (child.exitCode !== null) break;
 		// Answered, and still running: the answer came from this server.

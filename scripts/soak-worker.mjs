@@ -1,0 +1,208 @@
+// One process of the soak (scripts/soak.mjs): a holder of stream sessions, the sender,
+// or the info worker, driven by the parent over IPC. Everything it counts goes back in
+// one report when the parent asks.
+// Usage (by soak.mjs only): node soak-worker.mjs <role> <name> <url> <options JSON> <extra JSON>
+import { RedisInfoSessionManager, RedisStreamSessionManager } from '../index.mjs';
+
+const [role, name, url, optionsJson, extraJson] = process.argv.slice(2);
+const extra = JSON.parse(extraJson);
+const counts = { unhandled: 0, uncaught: 0, onError: 0, errorsByText: {} };
+process.on('unhandledRejection', (e) => {
+	counts.unhandled++;
+	note(`unhandledRejection: ${e?.message ?? e}`);
+});
+process.on('uncaughtException', (e) => {
+	counts.uncaught++;
+	note(`uncaughtException: ${e?.message ?? e}`);
+});
+function note(text) {
+	const key = String(text).replace(/\d+/g, 'N').slice(0, 160);
+	counts.errorsByText[key] = (counts.errorsByText[key] ?? 0) + 1;
+}
+const options = {
+	...JSON.parse(optionsJson),
+	onError: (e) => {
+		counts.onError++;
+		note(e.message);
+	},
+};
+const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
+let running = true;
+let rssBase = 0;
+
+/** A holder: `extra.sessions` stream sessions, counting every message each receives. */
+async function hold() {
+	const streams = new RedisStreamSessionManager(url, options);
+	const decoder = new TextDecoder();
+	/** targeted message seq → times received */
+	const got = new Map();
+	/** broadcast number → times received, per session */
+	const broadcasts = new Map();
+	let ended = 0;
+	let received = 0;
+	let dropped = 0;
+	const ids = Array.from({ length: extra.sessions }, (_, i) => `${name}-s${i}`);
+	for (const id of ids) {
+		const perSession = new Map();
+		broadcasts.set(id, perSession);
+		let closed = false;
+		await untilDone(() =>
+			streams.create(id, {
+				enqueue(chunk) {
+					const text = decoder.decode(chunk);
+					received++;
+					if (text.startsWith('s:')) {
+						// The self-test of the soak: a build that loses 1 message in N.
+						if (extra.dropOneIn && received % extra.dropOneIn === 0) {
+							dropped++;
+							return;
+						}
+						const seq = Number(text.slice(2));
+						got.set(seq, (got.get(seq) ?? 0) + 1);
+					} else if (text.startsWith('b:')) {
+						const n = Number(text.slice(2));
+						perSession.set(n, (perSession.get(n) ?? 0) + 1);
+					}
+				},
+				close() {
+					if (!closed && running) ended++;
+					closed = true;
+				},
+				error() {},
+			}),
+		);
+	}
+	return {
+		stop: () => streams.close(),
+		report: () => ({
+			ended,
+			received,
+			dropped,
+			got: [...got.entries()],
+			broadcasts: [...broadcasts.entries()].map(([id, m]) => [id, [...m.entries()]]),
+		}),
+	};
+}
+
+/** Retries a call until it resolves (creation while a fault lasts). */
+async function untilDone(call) {
+	for (;;) {
+		try {
+			return await call();
+		} catch {
+			await sleep(200);
+		}
+	}
+}
+
+/** The sender: targeted sends at `extra.rate`/s to random sessions, a broadcast every 2 s. */
+async function send() {
+	const streams = new RedisStreamSessionManager(url, options);
+	const targets = extra.targets;
+	let seq = 0;
+	let broadcast = 0;
+	// seq → [target index, resolved at (ms) or -1 when rejected]
+	const sent = [];
+	const broadcastsSent = [];
+	let random = extra.seed >>> 0 || 1;
+	const next = () => {
+		random ^= random << 13;
+		random ^= random >>> 17;
+		random ^= random << 5;
+		return (random >>> 0) / 4294967296;
+	};
+	const perTick = Math.max(1, Math.round(extra.rate / 100));
+	let lastBroadcast = Date.now();
+	const loop = (async () => {
+		while (running) {
+			const tick = [];
+			for (let i = 0; i < perTick; i++) {
+				const s = seq++;
+				const target = Math.floor(next() * targets.length);
+				sent[s] = [target, -2];
+				tick.push(
+					streams.send([targets[target]], `s:${s}`).then(
+						() => (sent[s][1] = Date.now()),
+						() => (sent[s][1] = -1),
+					),
+				);
+			}
+			if (Date.now() - lastBroadcast >= 2000) {
+				lastBroadcast = Date.now();
+				const b = broadcast++;
+				broadcastsSent[b] = -2;
+				tick.push(
+					streams.send(undefined, `b:${b}`).then(
+						() => (broadcastsSent[b] = Date.now()),
+						() => (broadcastsSent[b] = -1),
+					),
+				);
+			}
+			await Promise.all([Promise.all(tick), sleep(10)]);
+		}
+	})();
+	return {
+		stop: async () => {
+			await loop;
+			await streams.close();
+		},
+		report: () => ({ sent, broadcastsSent }),
+	};
+}
+
+/** The info worker: `extra.rate` set+get pairs/s, each read checked against its write. */
+async function info() {
+	const manager = new RedisInfoSessionManager(url, options);
+	let pairs = 0;
+	let failed = 0;
+	let mismatches = 0;
+	const perTick = Math.max(1, Math.round(extra.rate / 100));
+	let n = 0;
+	const loop = (async () => {
+		while (running) {
+			const tick = [];
+			for (let i = 0; i < perTick; i++) {
+				const id = `${name}-i${n % 500}`;
+				const value = { name: 'soak', version: String(n++) };
+				tick.push(
+					(async () => {
+						try {
+							await manager.setClientInfo(id, value);
+							const read = await manager.getClientInfo(id);
+							pairs++;
+							// Another pair for the same id may have written since: only older is wrong.
+							if (Number(read.version) < Number(value.version)) mismatches++;
+						} catch {
+							failed++;
+						}
+					})(),
+				);
+			}
+			await Promise.all([Promise.all(tick), sleep(10)]);
+		}
+	})();
+	return {
+		stop: async () => {
+			await loop;
+			await manager.close();
+		},
+		report: () => ({ pairs, failed, mismatches }),
+	};
+}
+
+const roles = { hold, send, info };
+const worker = await roles[role]();
+process.send({ ready: true });
+process.on('message', async (msg) => {
+	if (msg.cmd === 'baseline') {
+		rssBase = process.memoryUsage().rss;
+		process.send({ baseline: true });
+	} else if (msg.cmd === 'stop') {
+		running = false;
+		const rssEnd = process.memoryUsage().rss;
+		await worker.stop().catch((e) => note(`close: ${e.message}`));
+		const report = { role, name, ...worker.report(), ...counts, rssGrowth: rssBase ? rssEnd - rssBase : 0 };
+		// Disconnected once the (large) report is written, so the process can exit.
+		process.send({ report }, () => process.disconnect());
+	}
+});
