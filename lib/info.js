@@ -2,7 +2,8 @@
 
 const { inspect } = require('node:util');
 const { Link } = require('./link.js');
-const { checkId, describe } = require('./options.js');
+const { argumentError, describe, describeThrown } = require('./errors.js');
+const { checkId } = require('./options.js');
 const wire = require('./wire.js');
 
 // Positions in the GET_SESSION reply.
@@ -123,7 +124,7 @@ class RedisInfoSessionManager {
 			delete this.#snapshots[id];
 			return this.#written(this.#call(wire.INFO_DELETE, [id], `Could not delete session info ${id}`));
 		} catch (error) {
-			return this.#refused(error, `Could not delete session info ${String(id)}`);
+			return this.#refused(error, `Could not delete session info ${shown(id)}`);
 		}
 	}
 
@@ -203,7 +204,7 @@ class RedisInfoSessionManager {
 			const text = field === LOG_LEVEL ? checkLevel(value) : serialise(value, FIELD_NAMES[field], id);
 			return this.#written(this.#call(STORE_CODES[field], [id, text], `${STORE_FAILED[field]} ${id}`));
 		} catch (error) {
-			return this.#refused(error, `${STORE_FAILED[field]} ${String(id)}`);
+			return this.#refused(error, `${STORE_FAILED[field]} ${shown(id)}`);
 		}
 	}
 
@@ -220,7 +221,7 @@ class RedisInfoSessionManager {
 			checkId('resource uri', uri);
 			return this.#written(this.#call(code, [id, uri], `Could not ${verb} session ${id} ${preposition} ${uri}`));
 		} catch (error) {
-			return this.#refused(error, `Could not ${verb} session ${String(id)} ${preposition} ${String(uri)}`);
+			return this.#refused(error, `Could not ${verb} session ${shown(id)} ${preposition} ${shown(uri)}`);
 		}
 	}
 
@@ -242,13 +243,22 @@ class RedisInfoSessionManager {
 	 * @returns {Promise<void>}
 	 */
 	#refused(error, what) {
-		const err = /** @type {Error} */ (error);
-		const Kind = err instanceof TypeError ? TypeError : Error;
-		this.#link.reporter.report(new Kind(`${what}: ${err.message}`, { cause: err }));
+		// Only argument checks run before the write: every refusal is a TypeError.
+		const err = argumentError(error);
+		this.#link.reporter.report(new TypeError(`${what}: ${describeThrown(err)}`, { cause: err }));
 		const rejection = Promise.reject(err);
 		rejection.catch(noop);
 		return rejection;
 	}
+}
+
+/**
+ * An argument in a message: a string as it is (upstream's wording), anything else by its
+ * kind (see describe).
+ * @param {unknown} value
+ */
+function shown(value) {
+	return typeof value === 'string' ? value : describe(value);
 }
 
 /**
@@ -272,9 +282,8 @@ function serialise(value, what, id) {
 	try {
 		json = JSON.stringify(value);
 	} catch (error) {
-		throw new TypeError(
-			`${what} for session ${id} is not JSON-serialisable: ${/** @type {Error} */ (error).message}`,
-		);
+		// A throwing toJSON or getter of the app's value, or a cycle.
+		throw new TypeError(`${what} for session ${id} is not JSON-serialisable: ${describeThrown(error)}`, { cause: error });
 	}
 	if (json === undefined) {
 		throw new TypeError(`${what} for session ${id} must be a JSON value, got ${describe(value)}`);

@@ -1,6 +1,7 @@
 'use strict';
 
 const { NativeClient } = require('./binding.js');
+const { argumentError, describeThrown, toError } = require('./errors.js');
 const { checkUrl, nativeOptions, normalizeOptions } = require('./options.js');
 const { FAILED_ANSWER } = require('./wire.js');
 
@@ -25,9 +26,9 @@ class Reporter {
 		this.#onError = onError;
 	}
 
-	/** @param {unknown} error */
+	/** @param {unknown} error anything, even a value whose `toString` throws */
 	report(error) {
-		const err = error instanceof Error ? error : new Error(String(error));
+		const err = toError(error);
 		if (this.#onError) {
 			try {
 				this.#onError(err);
@@ -44,7 +45,7 @@ class Reporter {
 		const more = this.#suppressed ? ` (${this.#suppressed} similar messages suppressed)` : '';
 		this.#lastWarning = now;
 		this.#suppressed = 0;
-		process.emitWarning(`${err.message}${more}`, { code: 'TMCP_REDIS' });
+		process.emitWarning(`${describeThrown(err)}${more}`, { code: 'TMCP_REDIS' });
 	}
 }
 
@@ -167,7 +168,15 @@ class Link {
 	 */
 	static acquire(redisUrl, options) {
 		checkUrl(redisUrl);
-		const shared = options && /** @type {any} */ (options)[LINK];
+		let shared;
+		try {
+			const given = options && /** @type {any} */ (options)[LINK];
+			// A brand check: no trap of a look-alike runs.
+			shared = typeof given === 'object' && given !== null && #users in given ? given : undefined;
+		} catch (error) {
+			// A getter or trap of the options object: a bad argument like any other.
+			throw argumentError(error);
+		}
 		return (shared ?? new Link(redisUrl, normalizeOptions(options))).retain();
 	}
 
@@ -316,7 +325,7 @@ class Link {
 	 * @param {unknown} error
 	 */
 	fail(id, error) {
-		this.#settle(id, error instanceof Error ? error.message : String(error), true);
+		this.#settle(id, describeThrown(error), true);
 	}
 
 	/** @param {number} id @param {unknown} reply @param {boolean} isError */

@@ -1,5 +1,7 @@
 'use strict';
 
+const { argumentError, describe } = require('./errors.js');
+
 const DEFAULTS = Object.freeze({
 	keyPrefix: '',
 	sessionTtlSeconds: 10,
@@ -14,7 +16,7 @@ const DEFAULTS = Object.freeze({
 
 /**
  * The object option `name`, checked: a plain object holding only `known` keys (`shape`
- * describes it in the error).
+ * describes it in the error). A copy: each property is read once (getters included).
  * @param {string} name @param {unknown} value @param {string[]} known @param {string} shape
  * @returns {Record<string, unknown>}
  */
@@ -22,12 +24,24 @@ function plainObject(name, value, known, shape) {
 	if (typeof value !== 'object' || value === null || Array.isArray(value)) {
 		throw new TypeError(`Option "${name}" must be ${shape}, got ${describe(value)}`);
 	}
-	for (const key of Object.keys(value)) {
+	const copy = { ...value };
+	for (const key of Object.keys(copy)) {
 		if (!known.includes(key)) {
 			throw new TypeError(`Unknown option "${name}.${key}" (known: ${known.join(', ')})`);
 		}
 	}
-	return /** @type {Record<string, unknown>} */ (value);
+	return copy;
+}
+
+/**
+ * A copy of the array option `name` (its iterator read once), or undefined when it is not
+ * a non-empty array.
+ * @param {unknown} value
+ */
+function arrayCopy(value) {
+	if (!Array.isArray(value)) return undefined;
+	const copy = Array.from(value);
+	return copy.length > 0 ? copy : undefined;
 }
 
 const TLS_KEYS = ['ca', 'cert', 'key'];
@@ -56,9 +70,10 @@ const SENTINEL_KEYS = ['nodes', 'username', 'password', 'tls'];
  */
 function normalizeSentinel(sentinel) {
 	const given = plainObject('sentinel', sentinel, SENTINEL_KEYS, 'an object { nodes, username?, password?, tls? }');
-	const { nodes, username, password, tls } = given;
-	if (!Array.isArray(nodes) || nodes.length === 0) {
-		throw new TypeError(`Option "sentinel.nodes" must be a non-empty array of "host:port" strings, got ${describe(nodes)}`);
+	const { username, password, tls } = given;
+	const nodes = arrayCopy(given.nodes);
+	if (!nodes) {
+		throw new TypeError(`Option "sentinel.nodes" must be a non-empty array of "host:port" strings, got ${describe(given.nodes)}`);
 	}
 	for (const node of nodes) {
 		if (typeof node !== 'string' || !/^(\[[^\]]+\]|[^:\s]+):\d{1,5}$/.test(node)) {
@@ -66,14 +81,14 @@ function normalizeSentinel(sentinel) {
 		}
 	}
 	for (const [name, value] of [['username', username], ['password', password]]) {
-		if (value !== undefined && typeof value !== 'string') {
-			throw new TypeError(`Option "sentinel.${name}" must be a string, got ${describe(value)}`);
+		if (value !== undefined && (typeof value !== 'string' || !isWellFormed(value))) {
+			throw new TypeError(`Option "sentinel.${name}" must be a well-formed string, got ${describe(value)}`);
 		}
 	}
 	if (tls !== undefined && typeof tls !== 'boolean') {
 		throw new TypeError(`Option "sentinel.tls" must be a boolean, got ${describe(tls)}`);
 	}
-	return { nodes: [...nodes], username, password, tls: tls === true };
+	return { nodes, username, password, tls: tls === true };
 }
 
 const CLUSTER_KEYS = ['nodes'];
@@ -86,10 +101,11 @@ const CLUSTER_KEYS = ['nodes'];
 function normalizeCluster(cluster) {
 	if (cluster === false) return undefined;
 	if (cluster === true) return { nodes: [] };
-	const { nodes } = plainObject('cluster', cluster, CLUSTER_KEYS, 'true or an object { nodes }');
-	if (!Array.isArray(nodes) || nodes.length === 0) {
+	const given = plainObject('cluster', cluster, CLUSTER_KEYS, 'true or an object { nodes }');
+	const nodes = arrayCopy(given.nodes);
+	if (!nodes) {
 		throw new TypeError(
-			`Option "cluster.nodes" must be a non-empty array of Redis URLs or "host:port" strings, got ${describe(nodes)}`,
+			`Option "cluster.nodes" must be a non-empty array of Redis URLs or "host:port" strings, got ${describe(given.nodes)}`,
 		);
 	}
 	for (const node of nodes) {
@@ -97,7 +113,7 @@ function normalizeCluster(cluster) {
 			throw new TypeError(`Option "cluster.nodes" must hold Redis URLs or "host:port" strings, got ${describe(node)}`);
 		}
 	}
-	return { nodes: [...nodes] };
+	return { nodes };
 }
 
 /** @param {string} name @param {unknown} value @param {number} min @param {number} max */
@@ -110,25 +126,27 @@ function integer(name, value, min, max) {
 	return value;
 }
 
-/** @param {unknown} value */
-function describe(value) {
-	if (typeof value === 'string') return JSON.stringify(value);
-	if (typeof value === 'bigint') return `${value}n`;
-	if (value === null) return 'null';
-	if (typeof value === 'object') return Array.isArray(value) ? 'an array' : 'an object';
-	return String(value);
-}
-
 /**
- * Validates the optional options object and fills in defaults.
+ * Validates the optional options object and fills in defaults. Throws only TypeErrors,
+ * whatever the object's getters or traps throw.
  * @param {unknown} options
  */
 function normalizeOptions(options) {
+	try {
+		return readOptions(options);
+	} catch (error) {
+		throw argumentError(error);
+	}
+}
+
+/** @param {unknown} options */
+function readOptions(options) {
 	if (options === undefined || options === null) return { ...DEFAULTS };
 	if (typeof options !== 'object' || Array.isArray(options)) {
 		throw new TypeError(`options must be an object, got ${describe(options)}`);
 	}
-	const given = /** @type {Record<string, unknown>} */ (options);
+	// A copy: each option is read once, so what was checked is what is used.
+	const given = /** @type {Record<string, unknown>} */ ({ ...options });
 	for (const key of Object.keys(given)) {
 		if (!(key in DEFAULTS)) {
 			throw new TypeError(
@@ -138,8 +156,9 @@ function normalizeOptions(options) {
 	}
 	const result = { ...DEFAULTS };
 	if (given.keyPrefix !== undefined) {
-		if (typeof given.keyPrefix !== 'string') {
-			throw new TypeError(`Option "keyPrefix" must be a string, got ${describe(given.keyPrefix)}`);
+		// It starts every key and channel: a lone surrogate would make two prefixes one.
+		if (typeof given.keyPrefix !== 'string' || !isWellFormed(given.keyPrefix)) {
+			throw new TypeError(`Option "keyPrefix" must be a well-formed string, got ${describe(given.keyPrefix)}`);
 		}
 		result.keyPrefix = given.keyPrefix;
 	}
@@ -195,13 +214,31 @@ function nativeOptions(options) {
 	};
 }
 
+/** A string with a lone surrogate (the fallback where String.prototype.isWellFormed is missing). */
+const LONE_SURROGATE = /\p{Surrogate}/u;
+
 /**
+ * Whether `text` is well-formed UTF-16: only such strings round-trip through UTF-8 (in
+ * Redis a lone surrogate becomes U+FFFD, so ids differing only in one would collide).
+ * @param {string} text
+ */
+const isWellFormed =
+	typeof String.prototype.isWellFormed === 'function'
+		? (/** @type {string} */ text) => text.isWellFormed()
+		: (/** @type {string} */ text) => !LONE_SURROGATE.test(text);
+
+/**
+ * An id (or anything else that becomes part of a key or channel): a non-empty,
+ * well-formed string.
  * @param {string} what
  * @param {unknown} value
  */
 function checkId(what, value) {
 	if (typeof value !== 'string' || value.length === 0) {
 		throw new TypeError(`${what} must be a non-empty string, got ${describe(value)}`);
+	}
+	if (!isWellFormed(value)) {
+		throw new TypeError(`${what} must be well-formed UTF-16 (it has a lone surrogate), got ${describe(value)}`);
 	}
 }
 
@@ -212,4 +249,4 @@ function checkUrl(url) {
 	}
 }
 
-module.exports = { normalizeOptions, nativeOptions, checkId, checkUrl, describe };
+module.exports = { normalizeOptions, nativeOptions, checkId, checkUrl, isWellFormed };

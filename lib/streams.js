@@ -3,7 +3,8 @@
 const { inspect } = require('node:util');
 const { NativeStreams } = require('./binding.js');
 const { Link } = require('./link.js');
-const { checkId, describe } = require('./options.js');
+const { argumentError, describe, describeThrown } = require('./errors.js');
+const { checkId } = require('./options.js');
 const wire = require('./wire.js');
 
 const { CHANGE_CREATE: CREATE, CHANGE_DROP: DROP } = wire;
@@ -65,6 +66,10 @@ class RedisStreamSessionManager {
 					`controller must be a ReadableStreamDefaultController (an object with enqueue()), got ${describe(controller)}`,
 				);
 			}
+		} catch (error) {
+			return Promise.reject(argumentError(error));
+		}
+		try {
 			this.#assertOpen('create');
 		} catch (error) {
 			return Promise.reject(error);
@@ -97,7 +102,7 @@ class RedisStreamSessionManager {
 		try {
 			checkId('session id', id);
 		} catch (error) {
-			return Promise.reject(error);
+			return Promise.reject(argumentError(error));
 		}
 		const session = this.#byId.get(id);
 		if (session) {
@@ -127,20 +132,28 @@ class RedisStreamSessionManager {
 	 * @param {string} data
 	 */
 	send(sessions, data) {
+		/** @type {string[] | undefined} */
+		let ids;
 		try {
 			if (typeof data !== 'string') {
 				throw new TypeError(`data must be a string, got ${describe(data)}`);
 			}
-			if (sessions == null) return this.#call(wire.BROADCAST, [data], 'Could not broadcast');
-			if (!Array.isArray(sessions)) {
-				throw new TypeError(`sessions must be an array of session ids or undefined, got ${describe(sessions)}`);
+			if (sessions != null) {
+				if (!Array.isArray(sessions)) {
+					throw new TypeError(`sessions must be an array of session ids or undefined, got ${describe(sessions)}`);
+				}
+				// Read once (its iterator, like upstream's for…of): what was checked is what
+				// is sent, and a bad id rejects this call only, not the others of its tick.
+				ids = Array.from(sessions);
+				for (let i = 0; i < ids.length; i++) checkId('each session id', ids[i]);
 			}
-			for (const id of sessions) checkId('each session id', id);
-			if (sessions.length === 0) return Promise.resolve();
-			return this.#call(wire.PUBLISH, [data, ...sessions], 'Could not send to sessions');
 		} catch (error) {
-			return Promise.reject(error);
+			return Promise.reject(argumentError(error));
 		}
+		if (ids === undefined) return this.#call(wire.BROADCAST, [data], 'Could not broadcast');
+		if (ids.length === 0) return Promise.resolve();
+		ids.unshift(data);
+		return this.#call(wire.PUBLISH, ids, 'Could not send to sessions');
 	}
 
 	/** Closes every local stream, removes their liveness keys and the connections. */
@@ -248,9 +261,12 @@ class RedisStreamSessionManager {
 	#endLocally(session, error) {
 		this.#forget(session);
 		this.#change(DROP, session.token, 1, session.id);
-		const reason = error instanceof Error ? error.message : String(error);
+		// Whatever the app threw, even a value whose toString throws, reaches onError as an
+		// Error (with the value as its cause).
 		this.#link.reporter.report(
-			new Error(`Stream of session ${session.id} no longer accepts data (${reason}); ended it locally`),
+			new Error(`Stream of session ${session.id} no longer accepts data (${describeThrown(error)}); ended it locally`, {
+				cause: error,
+			}),
 		);
 	}
 

@@ -3,7 +3,8 @@
 const { inspect } = require('node:util');
 const { NativeSubscriptions } = require('./binding.js');
 const { Link } = require('./link.js');
-const { describe } = require('./options.js');
+const { argumentError, describe, describeThrown, toError } = require('./errors.js');
+const { isWellFormed } = require('./options.js');
 const wire = require('./wire.js');
 
 const decoder = new TextDecoder();
@@ -12,9 +13,11 @@ const REASONS = ['closed', 'cancelled'];
 
 /**
  * @typedef {{ toolsListChanged?: boolean, promptsListChanged?: boolean, resourcesListChanged?: boolean, resourceSubscriptions?: string[] }} Filters
+ * @typedef {{ toolsListChanged: boolean, promptsListChanged: boolean, resourcesListChanged: boolean, resourceSubscriptions: string[] }} ReadFilters
  * @typedef {{ id: string | number, origin: string, filters: Filters }} Subscription
+ * @typedef {{ id: string | number, origin: string, filters: ReadFilters }} ReadSubscription
  * @typedef {{ acknowledge: () => void | Promise<void>, send: (notification: any) => void | Promise<void>, close: (reason: 'closed' | 'cancelled') => void | Promise<void> }} Callbacks
- * @typedef {{ token: number, subscription: Subscription, callbacks: Callbacks, queue: Promise<'active' | 'failed'>, closing?: Promise<boolean> }} Registration
+ * @typedef {{ token: number, subscription: ReadSubscription, callbacks: Callbacks, queue: Promise<'active' | 'failed'>, closing?: Promise<boolean> }} Registration
  */
 
 /**
@@ -58,8 +61,17 @@ class RedisSubscriptionManager {
 	 * @returns {Promise<boolean>}
 	 */
 	async create(subscription, callbacks) {
-		const { id, origin, filters } = checkSubscription(subscription);
-		checkCallbacks(callbacks);
+		let read;
+		let calls;
+		try {
+			// Every argument read once, here, before anything is stored: a throwing getter
+			// leaves nothing behind.
+			read = readSubscription(subscription);
+			calls = readCallbacks(callbacks);
+		} catch (error) {
+			throw argumentError(error);
+		}
+		const { id, origin, filters } = read;
 		if (this.#disposing) throw new Error('Cannot create: the subscription manager is disposed');
 		const existing = this.#byOrigin.get(origin);
 		if (existing?.has(id)) return false;
@@ -70,6 +82,10 @@ class RedisSubscriptionManager {
 		if (this.#disposing) throw new Error('Cannot create: the subscription manager is disposed');
 		let byId = this.#byOrigin.get(origin);
 		if (byId?.has(id)) return false;
+		const token = this.#nextToken;
+		this.#nextToken = (this.#nextToken + 1) >>> 0 || 1;
+		// The native side first: should it refuse, nothing is stored.
+		this.#native.watch(token, interestFlags(filters), filters.resourceSubscriptions);
 		if (!byId) this.#byOrigin.set(origin, (byId = new Map()));
 
 		/** @type {(value?: unknown) => void} */
@@ -80,13 +96,11 @@ class RedisSubscriptionManager {
 			acknowledged = resolve;
 			refused = reject;
 		});
-		const token = this.#nextToken;
-		this.#nextToken = (this.#nextToken + 1) >>> 0 || 1;
 		/** @type {Registration} */
 		const registration = {
 			token,
 			subscription: { id, origin, filters },
-			callbacks,
+			callbacks: calls,
 			// Notifications queue behind the acknowledgement.
 			queue: acknowledgement.then(
 				() => /** @type {const} */ ('active'),
@@ -95,9 +109,8 @@ class RedisSubscriptionManager {
 		};
 		byId.set(id, registration);
 		this.#byToken.set(token, registration);
-		this.#native.watch(token, interestFlags(filters), filters.resourceSubscriptions ?? []);
 		try {
-			Promise.resolve(callbacks.acknowledge()).then(acknowledged, refused);
+			Promise.resolve(calls.acknowledge()).then(acknowledged, refused);
 		} catch (error) {
 			refused(error);
 		}
@@ -108,7 +121,7 @@ class RedisSubscriptionManager {
 			return true;
 		} catch (error) {
 			if (!registration.closing) this.#forget(registration);
-			throw error;
+			throw toError(error);
 		}
 	}
 
@@ -120,12 +133,15 @@ class RedisSubscriptionManager {
 	send(notification) {
 		let json;
 		try {
-			if (typeof notification !== 'object' || notification === null || typeof notification.method !== 'string') {
-				throw new TypeError(`notification must be a JSON-RPC notification object with a string method, got ${describe(notification)}`);
+			if (typeof notification !== 'object' || notification === null || Array.isArray(notification)) {
+				throw notANotification(notification);
 			}
-			json = JSON.stringify(notification);
+			// A copy: each property is read once, so the method checked is the one published.
+			const copy = { ...notification };
+			if (typeof copy.method !== 'string') throw notANotification(notification);
+			json = JSON.stringify(copy);
 		} catch (error) {
-			return Promise.reject(error);
+			return Promise.reject(argumentError(error));
 		}
 		if (this.#disposing) return Promise.reject(new Error('Could not send notification: the subscription manager is disposed'));
 		return this.#link.call(wire.NOTIFY, [json], 'Could not send notification');
@@ -149,6 +165,8 @@ class RedisSubscriptionManager {
 				await registration.queue;
 				await registration.callbacks.close(closeReason);
 				return true;
+			} catch (error) {
+				throw toError(error);
 			} finally {
 				this.#forget(registration);
 			}
@@ -226,8 +244,9 @@ class RedisSubscriptionManager {
 			return /** @type {const} */ ('active');
 		});
 		registration.queue = delivery.catch((error) => {
+			// Whatever send threw, even a value whose toString throws, reaches onError as an Error.
 			this.#link.reporter.report(
-				new Error(`A subscription stream did not take a notification: ${error instanceof Error ? error.message : String(error)}`),
+				new Error(`A subscription stream did not take a notification: ${describeThrown(error)}`, { cause: error }),
 			);
 			return /** @type {const} */ ('active');
 		});
@@ -269,7 +288,12 @@ class RedisSubscriptionManager {
 	}
 }
 
-/** @param {Filters} filters */
+/** @param {unknown} notification */
+function notANotification(notification) {
+	return new TypeError(`notification must be a JSON-RPC notification object with a string method, got ${describe(notification)}`);
+}
+
+/** @param {ReadFilters} filters */
 function interestFlags(filters) {
 	return (
 		(filters.toolsListChanged === true ? wire.WANTS_TOOLS_LIST_CHANGED : 0) |
@@ -279,10 +303,12 @@ function interestFlags(filters) {
 }
 
 /**
+ * The subscription, checked and copied: each property and filter read once (upstream
+ * reads the filters at every send; a copy keeps what was checked what is used).
  * @param {unknown} subscription
- * @returns {Subscription}
+ * @returns {ReadSubscription}
  */
-function checkSubscription(subscription) {
+function readSubscription(subscription) {
 	if (typeof subscription !== 'object' || subscription === null) {
 		throw new TypeError(`subscription must be an object { id, origin, filters }, got ${describe(subscription)}`);
 	}
@@ -296,19 +322,49 @@ function checkSubscription(subscription) {
 	if (typeof filters !== 'object' || filters === null) {
 		throw new TypeError(`subscription.filters must be an object, got ${describe(filters)}`);
 	}
-	const uris = filters.resourceSubscriptions;
-	if (uris !== undefined && !(Array.isArray(uris) && uris.every((u) => typeof u === 'string'))) {
-		throw new TypeError(`subscription.filters.resourceSubscriptions must be an array of strings, got ${describe(uris)}`);
+	const { toolsListChanged, promptsListChanged, resourcesListChanged, resourceSubscriptions } = filters;
+	/** @type {string[]} */
+	let uris = [];
+	if (resourceSubscriptions !== undefined) {
+		const wrong = `subscription.filters.resourceSubscriptions must be an array of well-formed strings, got`;
+		if (!Array.isArray(resourceSubscriptions)) throw new TypeError(`${wrong} ${describe(resourceSubscriptions)}`);
+		uris = Array.from(resourceSubscriptions);
+		for (let i = 0; i < uris.length; i++) {
+			// Matched on the native side, as UTF-8: a lone surrogate would make two URIs one.
+			if (typeof uris[i] !== 'string' || !isWellFormed(uris[i])) {
+				throw new TypeError(`${wrong} ${describe(uris[i])} at index ${i}`);
+			}
+		}
 	}
-	return { id, origin, filters };
+	return {
+		id,
+		origin,
+		filters: {
+			toolsListChanged: toolsListChanged === true,
+			promptsListChanged: promptsListChanged === true,
+			resourcesListChanged: resourcesListChanged === true,
+			resourceSubscriptions: uris,
+		},
+	};
 }
 
-/** @param {unknown} callbacks */
-function checkCallbacks(callbacks) {
+/**
+ * The callbacks, checked; each function read once and later called on the object, as
+ * upstream calls them.
+ * @param {unknown} callbacks
+ * @returns {Callbacks}
+ */
+function readCallbacks(callbacks) {
 	const c = /** @type {any} */ (callbacks);
-	if (!c || typeof c.acknowledge !== 'function' || typeof c.send !== 'function' || typeof c.close !== 'function') {
+	const { acknowledge, send, close } = c ?? {};
+	if (!c || typeof acknowledge !== 'function' || typeof send !== 'function' || typeof close !== 'function') {
 		throw new TypeError('callbacks must be an object with acknowledge(), send() and close() functions');
 	}
+	return {
+		acknowledge: () => Reflect.apply(acknowledge, c, []),
+		send: (notification) => Reflect.apply(send, c, [notification]),
+		close: (reason) => Reflect.apply(close, c, [reason]),
+	};
 }
 
 module.exports = { RedisSubscriptionManager };
