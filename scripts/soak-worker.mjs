@@ -34,8 +34,9 @@ let rssBase = 0;
 async function hold() {
 	const streams = new RedisStreamSessionManager(url, options);
 	const decoder = new TextDecoder();
-	/** targeted message seq → times received */
-	const got = new Map();
+	/** Times each targeted message (by seq) was received: preallocated, so the soak's own
+	 * bookkeeping does not show as RSS growth. */
+	const got = new Uint8Array(extra.capacity);
 	/** broadcast number → times received, per session */
 	const broadcasts = new Map();
 	let ended = 0;
@@ -58,7 +59,7 @@ async function hold() {
 							return;
 						}
 						const seq = Number(text.slice(2));
-						got.set(seq, (got.get(seq) ?? 0) + 1);
+						if (seq < got.length && got[seq] < 255) got[seq]++;
 					} else if (text.startsWith('b:')) {
 						const n = Number(text.slice(2));
 						perSession.set(n, (perSession.get(n) ?? 0) + 1);
@@ -78,7 +79,7 @@ async function hold() {
 			ended,
 			received,
 			dropped,
-			got: [...got.entries()],
+			got: [...got.entries()].filter(([, n]) => n > 0),
 			broadcasts: [...broadcasts.entries()].map(([id, m]) => [id, [...m.entries()]]),
 		}),
 	};
@@ -101,8 +102,10 @@ async function send() {
 	const targets = extra.targets;
 	let seq = 0;
 	let broadcast = 0;
-	// seq → [target index, resolved at (ms) or -1 when rejected]
-	const sent = [];
+	// Per seq: the target's index, and when the send resolved (0: pending, -1: rejected).
+	// Preallocated: the soak's own bookkeeping must not show as RSS growth.
+	const targetOf = new Int32Array(extra.capacity);
+	const resolvedAt = new Float64Array(extra.capacity);
 	const broadcastsSent = [];
 	let random = extra.seed >>> 0 || 1;
 	const next = () => {
@@ -114,16 +117,16 @@ async function send() {
 	const perTick = Math.max(1, Math.round(extra.rate / 100));
 	let lastBroadcast = Date.now();
 	const loop = (async () => {
-		while (running) {
+		while (running && seq + perTick < extra.capacity) {
 			const tick = [];
 			for (let i = 0; i < perTick; i++) {
 				const s = seq++;
 				const target = Math.floor(next() * targets.length);
-				sent[s] = [target, -2];
+				targetOf[s] = target;
 				tick.push(
 					streams.send([targets[target]], `s:${s}`).then(
-						() => (sent[s][1] = Date.now()),
-						() => (sent[s][1] = -1),
+						() => (resolvedAt[s] = Date.now()),
+						() => (resolvedAt[s] = -1),
 					),
 				);
 			}
@@ -146,7 +149,7 @@ async function send() {
 			await loop;
 			await streams.close();
 		},
-		report: () => ({ sent, broadcastsSent }),
+		report: () => ({ sent: Array.from({ length: seq }, (_, s) => [targetOf[s], resolvedAt[s] || -2]), broadcastsSent }),
 	};
 }
 

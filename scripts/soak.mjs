@@ -84,7 +84,18 @@ async function cluster() {
 	return {
 		urls: () => c.nodes.map((n) => `redis://127.0.0.1:${n.port}`),
 		options: { cluster: true },
-		healthy: () => c.healthy().catch(() => false),
+		// Every node reports ok and every node sees the same masters for the same slots (a
+		// restarted master believes for a moment that it still owns its old slots).
+		healthy: async () => {
+			if (!(await c.healthy().catch(() => false))) return false;
+			const views = new Set();
+			for (const n of c.nodes.filter((n) => n.alive !== false)) {
+				const slots = await tryOn(n.port, ['CLUSTER', 'SLOTS']);
+				if (!Array.isArray(slots)) return false;
+				views.add(JSON.stringify(slots.map(([from, to, [, port]]) => [from, to, port]).sort((a, b) => a[0] - b[0])));
+			}
+			return views.size === 1;
+		},
 		faults: {
 			async 'master SIGKILL+restart'() {
 				const victim = pick(await masters());
@@ -198,12 +209,14 @@ const deployment = await { single, cluster, sentinel }[mode]();
 const urls = deployment.urls();
 const urlFor = (i) => urls[i % urls.length];
 const options = { ...deployment.options, commandTimeout: 3000, connectTimeout: 1000 };
+// Room for every targeted message of the run (1,500/s), with a margin.
+const capacity = Math.ceil(seconds * 1500 * 1.3) + 10_000;
 const targets = ['h1', 'h2'].flatMap((h) => Array.from({ length: SESSIONS }, (_, i) => `${h}-s${i}`));
 log(`soak ${mode}, seed ${seed}, ${seconds} s${dropOneIn ? `, self-test: holders drop 1 message in ${dropOneIn}` : ''}`);
 // The holders first: messages to sessions not yet created are dropped, as they should be.
 const holders = [
-	spawnWorker('hold', 'h1', urlFor(0), options, { sessions: SESSIONS, dropOneIn }),
-	spawnWorker('hold', 'h2', urlFor(1), options, { sessions: SESSIONS, dropOneIn }),
+	spawnWorker('hold', 'h1', urlFor(0), options, { sessions: SESSIONS, dropOneIn, capacity }),
+	spawnWorker('hold', 'h2', urlFor(1), options, { sessions: SESSIONS, dropOneIn, capacity }),
 ];
 let crashed = 0;
 for (const w of holders) {
@@ -211,7 +224,7 @@ for (const w of holders) {
 }
 const workers = [
 	...holders,
-	spawnWorker('send', 'sender', urlFor(2), options, { rate: 1500, targets, seed }),
+	spawnWorker('send', 'sender', urlFor(2), options, { rate: 1500, targets, seed, capacity }),
 	spawnWorker('info', 'info', urlFor(3), options, { rate: 300 }),
 ];
 for (const w of workers.slice(2)) {
@@ -280,6 +293,7 @@ let lost = 0;
 let lostInWindows = 0;
 const lostAt = [];
 const lostAll = [];
+const lostWhere = [];
 for (let seq = 0; seq < sent.length; seq++) {
 	const [, at] = sent[seq];
 	if (at === -1) rejected++;
@@ -291,6 +305,7 @@ for (let seq = 0; seq < sent.length; seq++) {
 	else {
 		lost++;
 		lostAt.push(at);
+		lostWhere.push([at, targets[sent[seq][0]].split('-')[0]]);
 	}
 }
 // Broadcasts: each resolved one reaches every session once (none was ever deleted).
@@ -321,8 +336,13 @@ const info = reports.info ?? { pairs: 0, failed: 0, mismatches: 0 };
 const failed = lost + broadcastLost + duplicates + crashed + unhandled + ended + info.mismatches > 0 || rss >= 32;
 
 if (lostAt.length) {
-	const shown = lostAt.slice(0, 12).map((at) => `${((at - t0) / 1000).toFixed(1)} s`);
-	log(`lost outside fault windows, first ${shown.length} resolved at: ${shown.join(', ')}`);
+	// Where the losses fall: per second of the run, per holder.
+	const bySecond = new Map();
+	for (const [at, holder] of lostWhere) {
+		const key = `${Math.floor((at - t0) / 1000)} s ${holder}`;
+		bySecond.set(key, (bySecond.get(key) ?? 0) + 1);
+	}
+	log(`lost outside fault windows (second of the run, holder: count): ${[...bySecond].slice(0, 40).map(([k, n]) => `${k}: ${n}`).join(', ')}`);
 }
 for (const r of all) {
 	const top = Object.entries(r.errorsByText).sort((a, b) => b[1] - a[1]).slice(0, 5);

@@ -200,14 +200,31 @@ pub async fn slot_owners(connection: &ClusterConnection) -> RedisResult<SlotOwne
 pub async fn topology(
     connection: &ClusterConnection,
 ) -> RedisResult<(SlotOwners, Vec<(String, u16)>)> {
+    topology_from(connection, SingleNodeRoutingInfo::Random).await
+}
+
+/// [`topology`] as one node sees it.
+pub async fn topology_at(
+    connection: &ClusterConnection,
+    host: &str,
+    port: u16,
+) -> RedisResult<(SlotOwners, Vec<(String, u16)>)> {
+    let node = SingleNodeRoutingInfo::ByAddress {
+        host: host.to_string(),
+        port,
+    };
+    topology_from(connection, node).await
+}
+
+async fn topology_from(
+    connection: &ClusterConnection,
+    node: SingleNodeRoutingInfo,
+) -> RedisResult<(SlotOwners, Vec<(String, u16)>)> {
     let mut slots = redis::cmd("CLUSTER");
     slots.arg("SLOTS");
     let reply = connection
         .clone()
-        .route_command(
-            slots,
-            RoutingInfo::SingleNode(SingleNodeRoutingInfo::Random),
-        )
+        .route_command(slots, RoutingInfo::SingleNode(node))
         .await?;
     let ranges: Vec<Value> = redis::from_redis_value(reply)?;
     let mut owners = SlotOwners::new();
@@ -292,9 +309,18 @@ pub async fn shard_subscriptions(
     });
     let reply = connection.clone().route_command(info, routing).await.ok()?;
     let text: String = redis::from_redis_value(reply).ok()?;
-    text.split_ascii_whitespace()
-        .find_map(|field| field.strip_prefix("ssub="))
-        .and_then(|n| n.parse().ok())
+    let field = |name: &str| {
+        text.split_ascii_whitespace()
+            .find_map(|field| field.strip_prefix(name))
+    };
+    // The crate may answer from another node's connection when it has none to this one:
+    // `laddr` (the server's end of the connection) says which node answered.
+    let answered_by = field("laddr=")?;
+    let expected = format!("{host}:{port}");
+    if answered_by != expected && answered_by != format!("[{host}]:{port}") {
+        return None;
+    }
+    field("ssub=").and_then(|n| n.parse().ok())
 }
 
 /// How many of `channels` each master of `owners` serves, by master address.

@@ -39,6 +39,11 @@ use crate::error::describe_redis_error;
 /// Pause between attempts while Redis refuses connections.
 const REFUSED_PAUSE: Duration = Duration::from_millis(100);
 
+/// How long after a fault a cluster's topology is read often (see `Connection::unsettle`).
+const UNSETTLED_FOR_MS: u64 = 20_000;
+/// How often the topology is read meanwhile.
+pub const UNSETTLED_CHECK_EVERY: Duration = Duration::from_millis(300);
+
 /// Where a connection's server is.
 #[derive(Clone)]
 pub enum Source {
@@ -76,6 +81,13 @@ pub struct ClusterSource {
 
 /// How long a finding of `why_unreachable` is reused.
 const UNREACHABLE_REUSED_FOR: Duration = Duration::from_secs(2);
+
+/// How long one node is given to say who serves which slots: a node that takes longer
+/// is down or busy, and the others are asked at the same time.
+const TOPOLOGY_READ_TIMEOUT: Duration = Duration::from_millis(1000);
+
+/// Who serves which slots, and every node that serves one (see `cluster::topology`).
+type Topology = (crate::cluster::SlotOwners, Vec<(String, u16)>);
 
 /// The connection settings of `template` (scheme, credentials, TLS) for another node.
 pub fn node_like(template: &ConnectionInfo, host: String, port: u16) -> ConnectionInfo {
@@ -152,6 +164,44 @@ impl ClusterSource {
 
     fn client(&self) -> ClusterClient {
         self.client.lock().unwrap().clone()
+    }
+
+    /// Who serves which slots, and every node, as most of up to three of `masters` (a
+    /// different three each time) say within a short deadline (see
+    /// `Connection::follow_topology`). Masters only: they are the nodes the crate keeps
+    /// connections to (asking another makes it open one, which has made it replace its
+    /// other connections). Before any master is known, one node's word.
+    async fn read_topology(
+        &self,
+        connection: &ClusterConnection,
+        masters: Vec<(String, u16)>,
+        timeout: Duration,
+    ) -> Option<Topology> {
+        let timeout = timeout.min(TOPOLOGY_READ_TIMEOUT);
+        let mut asked = masters;
+        if asked.is_empty() {
+            return tokio::time::timeout(timeout, crate::cluster::topology(connection))
+                .await
+                .ok()?
+                .ok();
+        }
+        let start = (random_u64() as usize) % asked.len();
+        asked.rotate_left(start);
+        asked.truncate(3);
+        let views = futures_util::future::join_all(asked.iter().map(|(host, port)| {
+            tokio::time::timeout(
+                timeout,
+                crate::cluster::topology_at(connection, host, *port),
+            )
+        }))
+        .await;
+        let views: Vec<Topology> = views.into_iter().filter_map(|v| v.ok()?.ok()).collect();
+        let answered = views.len();
+        let (votes, view) = views
+            .iter()
+            .map(|view| (views.iter().filter(|v| v.0 == view.0).count(), view))
+            .max_by_key(|(votes, _)| *votes)?;
+        (votes * 2 > answered).then(|| view.clone())
     }
 
     /// When redis-rs reached no node at all it only says "No connections found": connect to
@@ -501,6 +551,9 @@ pub struct Connection {
     lost_every_node: AtomicBool,
     /// When the connection was last replaced for that (milliseconds since `epoch`).
     reseeded_at_ms: AtomicU64,
+    /// On a cluster: until when (milliseconds since `epoch`) the topology may still be
+    /// changing after a fault (see [`Connection::unsettled`]).
+    unsettled_until_ms: AtomicU64,
 }
 
 /// A lazily connecting cluster connection (the crate connects in the background), the
@@ -582,6 +635,7 @@ impl Connection {
             link_in_use: Arc::new(AtomicU64::new(0)),
             lost_every_node: AtomicBool::new(false),
             reseeded_at_ms: AtomicU64::new(0),
+            unsettled_until_ms: AtomicU64::new(0),
         });
         // A Sentinel master is resolved at the first use.
         let first = connection
@@ -687,6 +741,7 @@ impl Connection {
     /// by one seeded with every node last seen (see [`ClusterSource`]).
     pub fn failed(&self, error: &RedisError, ticket: Ticket) {
         self.suspect(error);
+        self.unsettle();
         if error.is_timeout() {
             self.stalled(ticket);
         } else if error.kind() == redis::ErrorKind::ClusterConnectionNotFound {
@@ -722,6 +777,23 @@ impl Connection {
         true
     }
 
+    /// On a cluster, a fault was seen (a lost or replaced connection, a failed call): for
+    /// a while the topology is read often (see [`Connection::unsettled`]), so a failover
+    /// or a node's return is followed within a fraction of a second, not at the next
+    /// periodic check.
+    pub fn unsettle(&self) {
+        if matches!(self.source, Source::Cluster(_)) {
+            self.unsettled_until_ms
+                .fetch_max(self.now_ms() + UNSETTLED_FOR_MS, Ordering::AcqRel);
+        }
+    }
+
+    /// Whether a fault was seen lately on this cluster connection: the managers then
+    /// follow the topology every [`UNSETTLED_CHECK_EVERY`].
+    pub fn unsettled(&self) -> bool {
+        self.unsettled_until_ms.load(Ordering::Acquire) > self.now_ms()
+    }
+
     /// Records that Redis answered (anything, even an error reply).
     pub fn answered(&self) {
         self.last_answer_ms
@@ -740,15 +812,22 @@ impl Connection {
         }
     }
 
-    /// On a cluster: reads who serves which slots, and if that changed since the last look
-    /// (a failover, a migration), replaces the connection and returns true: the caller
-    /// then subscribes everything again at the owners of now. A fresh connection leaves no
-    /// subscription behind at a node that no longer owns the slot (a demoted master still
-    /// gets its shard's messages, which would then arrive twice), and redis-rs may have
-    /// replaced a node's connection during the change without a word, taking its
-    /// subscriptions along.
-    /// CLUSTER SLOTS goes over `via` (the command connection): on a pub/sub connection a
-    /// server-sent `sunsubscribe` can be taken by redis-rs for the reply to a request.
+    /// On a cluster: reads who serves which slots, and returns true if that changed since
+    /// the last look (a failover, a migration): the caller then subscribes everything
+    /// again on the same connection, which sends each channel to its slot's owner of now
+    /// (channels that did not move are subscribed already: Redis only confirms them
+    /// again). A connection is not replaced for this: a fresh one would drop every
+    /// subscription on every node and lose the messages of every session until they are
+    /// back. What the change left behind (a subscription at a demoted master, one the
+    /// crate dropped while it replaced a node's connection) shows in the subscription
+    /// counts of [`Connection::check`].
+    ///
+    /// The topology is read from up to three nodes at once, over `via` (the command
+    /// connection: on a pub/sub connection a server-sent `sunsubscribe` can be taken by
+    /// redis-rs for the reply to a request), each within a short deadline: one node may
+    /// be down, and one may have a stale view (a master restarted from its nodes.conf
+    /// believes for a moment that it still owns its slots). A view is taken when most
+    /// of the nodes that answered agree on it.
     pub async fn follow_topology(&self, via: &Connection, timeout: Duration) -> bool {
         let Source::Cluster(cluster) = &self.source else {
             return false;
@@ -756,8 +835,17 @@ impl Connection {
         let Some(Link::Cluster(connection)) = via.current() else {
             return false;
         };
-        let Ok(Ok((owners, nodes))) =
-            tokio::time::timeout(timeout, crate::cluster::topology(&connection)).await
+        let masters = {
+            let known = self.topology.lock().unwrap();
+            let mut masters: Vec<(String, u16)> = Vec::new();
+            for (_, _, host, port) in known.iter().flatten() {
+                if !masters.iter().any(|(h, p)| h == host && p == port) {
+                    masters.push((host.clone(), *port));
+                }
+            }
+            masters
+        };
+        let Some((owners, nodes)) = cluster.read_topology(&connection, masters, timeout).await
         else {
             return false;
         };
@@ -769,7 +857,7 @@ impl Connection {
             changed
         };
         if changed {
-            self.renew();
+            self.unsettle();
             // A failed master's last writes may be gone: the liveness keys are written
             // again (see `master_number`).
             cluster.changes.fetch_add(1, Ordering::AcqRel);
@@ -786,6 +874,7 @@ impl Connection {
         if !matches!(self.source, Source::Cluster(_)) {
             return;
         }
+        self.unsettle();
         self.generation.fetch_add(1, Ordering::AcqRel);
         if let Ok(fresh) = self.fresh_link() {
             *self.current.lock().unwrap() = fresh.map(|link| (link, 0));
@@ -867,9 +956,12 @@ pub enum Checked {
     /// Replaced by a fresh connection, which has no subscriptions: because it stopped
     /// answering (`silent`), or because a cluster's slots changed owners.
     Replaced { silent: bool },
-    /// Replaced because the subscriptions held at the cluster's masters did not match the
+    /// Replaced because the subscriptions held at the cluster's nodes did not match the
     /// wanted ones (see [`Connection::check`]).
     Resynced,
+    /// A cluster's slots changed owners: everything is to be subscribed again (on the
+    /// same connection, see [`Connection::follow_topology`]).
+    Moved,
     /// The PING failed; the reason.
     Failed(String),
 }
@@ -1000,7 +1092,7 @@ impl Connection {
         wanted: impl Fn() -> Option<Vec<String>>,
     ) -> Checked {
         if self.follow_topology(via, timeout).await {
-            return Checked::Replaced { silent: false };
+            return Checked::Moved;
         }
         if self.reseeded() {
             return Checked::Replaced { silent: false };
@@ -1039,7 +1131,10 @@ impl Connection {
         let Some(channels) = wanted() else {
             return false;
         };
+        // Masters only: asking a node the crate has no connection to makes it open one,
+        // and that made it replace its other connections here, subscriptions and all.
         let expected = crate::cluster::expected_per_master(&owners, &channels);
+        let timeout = timeout.min(TOPOLOGY_READ_TIMEOUT);
         let counts = futures_util::future::join_all(expected.iter().map(|((host, port), _)| {
             tokio::time::timeout(
                 timeout,
@@ -1051,10 +1146,11 @@ impl Connection {
         if wanted().map(|now| now.len()) != Some(channels.len()) {
             return false;
         }
-        expected
+        let off = expected
             .iter()
-            .zip(counts)
-            .any(|((_, want), got)| matches!(got, Ok(Some(n)) if n != *want))
+            .zip(counts.iter())
+            .any(|((_, want), got)| matches!(got, Ok(Some(n)) if n != want));
+        off
     }
 
     /// PINGs; a connection silent for too long is replaced (see [`Connection::stalled`]).
@@ -1098,16 +1194,22 @@ impl Connection {
                 Ok(())
             }
             // The crate's own deadline (a cluster's): no answer, as for ours.
-            Ok(Err(e)) if e.is_timeout() => Err(Failure::TimedOut {
-                replaced: self.stalled(ticket),
-            }),
+            Ok(Err(e)) if e.is_timeout() => {
+                self.unsettle();
+                Err(Failure::TimedOut {
+                    replaced: self.stalled(ticket),
+                })
+            }
             Ok(Err(e)) => {
                 self.failed(&e, ticket);
                 Err(Failure::Refused(self.describe(&e).await))
             }
-            Err(_) => Err(Failure::TimedOut {
-                replaced: self.stalled(ticket),
-            }),
+            Err(_) => {
+                self.unsettle();
+                Err(Failure::TimedOut {
+                    replaced: self.stalled(ticket),
+                })
+            }
         }
     }
 }

@@ -34,6 +34,7 @@ use tokio::time::Instant;
 use crate::commands::{decode_text, first_error, Commands, FollowUp, Op, ReplyTo};
 use crate::connection::{
     jittered, message_parts, random_u64, Checked, Connection, Failure, PushRoute, Source,
+    UNSETTLED_CHECK_EVERY,
 };
 use crate::delivery::{CompletionBatch, Deliveries, DeliveryKind, Outcome, Reply};
 use crate::error::unexpected_reply;
@@ -140,6 +141,9 @@ fn epoch_ttl(session_ttl: u32) -> u32 {
 /// First pause before subscribing again after a failure; doubles up to the maximum.
 const RETRY_PAUSE: Duration = Duration::from_millis(100);
 const MAX_RETRY_PAUSE: Duration = Duration::from_secs(5);
+/// The longest pause while restoring lost subscriptions: messages are being lost until
+/// they are back, so delivery resumes within about a second of Redis being healthy.
+const MAX_RESTORE_PAUSE: Duration = Duration::from_secs(1);
 
 /// One stream-manager call that is plain commands (sent through the shared pipeline).
 #[derive(Debug, PartialEq)]
@@ -955,9 +959,13 @@ impl Subscribed {
                     ));
                 }
                 shared.wake_subscriber.notify_one();
-                let pause = self
-                    .pause
-                    .map_or(RETRY_PAUSE, |p| (p * 2).min(MAX_RETRY_PAUSE));
+                let pause = self.pause.map_or(RETRY_PAUSE, |p| {
+                    (p * 2).min(if round.restoring {
+                        MAX_RESTORE_PAUSE
+                    } else {
+                        MAX_RETRY_PAUSE
+                    })
+                });
                 self.pause = Some(pause);
                 Some(jittered(pause))
             }
@@ -989,6 +997,7 @@ fn on_control_push(push: PushInfo, shared: &Shared) {
         PushKind::SUnsubscribe if dropped_by_server(&push.data, shared) => {
             // A cluster moved the channel's slot (migration, failover) and dropped the
             // subscription: subscribe everything again at the slots' owners of now.
+            shared.subscriber.unsettle();
             shared.resubscribe.store(true, Ordering::Release);
             shared.wake_subscriber.notify_one();
         }
@@ -1026,11 +1035,17 @@ async fn keep_alive(shared: Arc<Shared>) {
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     tick.tick().await;
     loop {
+        let unsettled = shared.subscriber.unsettled();
         tokio::select! {
             _ = tick.tick() => check_subscriber(&shared).await,
             // After the first subscription and every restore: the topology they were
             // made under is the one to compare with.
             _ = shared.check_now.notified() => follow_topology(&shared).await,
+            // A cluster after a fault: a failover is followed as soon as it happened.
+            _ = tokio::time::sleep(UNSETTLED_CHECK_EVERY), if unsettled => {
+                follow_topology(&shared).await;
+                continue;
+            }
         }
         if let Err(reason) = refresh(&shared).await {
             shared.deliveries.problem(&reason);
@@ -1038,8 +1053,8 @@ async fn keep_alive(shared: Arc<Shared>) {
     }
 }
 
-/// On a cluster whose slots changed owners since the last look: a fresh pub/sub
-/// connection, everything subscribed again.
+/// On a cluster whose slots changed owners since the last look: everything subscribed
+/// again, each channel at its slot's owner of now.
 async fn follow_topology(shared: &Shared) {
     let timeout = shared.commands.options().command_timeout();
     if shared
@@ -1070,6 +1085,10 @@ async fn check_subscriber(shared: &Shared) {
         Checked::Failed(reason) => shared
             .deliveries
             .problem(&format!("Redis pub/sub connection check failed: {reason}")),
+        Checked::Moved => {
+            shared.resubscribe.store(true, Ordering::Release);
+            shared.wake_subscriber.notify_one();
+        }
         Checked::Resynced => {
             shared.resubscribe.store(true, Ordering::Release);
             shared.wake_subscriber.notify_one();

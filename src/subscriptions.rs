@@ -25,7 +25,9 @@ use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
 use crate::commands::Commands;
-use crate::connection::{jittered, message_parts, Checked, Connection, Failure, PushRoute, Source};
+use crate::connection::{
+    jittered, message_parts, Checked, Connection, Failure, PushRoute, Source, UNSETTLED_CHECK_EVERY,
+};
 use crate::delivery::{Batches, CompletionBatch, Gatherer, IndexedBytes, Reply, Shelved};
 
 /// Call code: PUBLISH a notification on the subscriptions channel.
@@ -42,7 +44,9 @@ pub const WANTS_RESOURCES_LIST_CHANGED: u32 = 4;
 
 /// First pause before subscribing again after a failure; doubles up to the maximum.
 const RETRY_PAUSE: Duration = Duration::from_millis(100);
-const MAX_RETRY_PAUSE: Duration = Duration::from_secs(5);
+/// Notifications are lost while the channel is not subscribed: retried at least every
+/// second, so delivery resumes within about a second of Redis being healthy.
+const MAX_RETRY_PAUSE: Duration = Duration::from_secs(1);
 
 /// The two fields matching needs, borrowed from the message where it has no escapes.
 ///
@@ -450,9 +454,20 @@ async fn keep_subscribed(shared: Arc<Shared>) {
     let mut check = tokio::time::interval_at(Instant::now() + every, every);
     check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
+        let unsettled = shared.subscriber.unsettled();
         tokio::select! {
             _ = shared.wake.notified() => {}
             _ = check.tick() => check_connection(&shared).await,
+            // A cluster after a fault: a failover is followed as soon as it happened.
+            _ = tokio::time::sleep(UNSETTLED_CHECK_EVERY), if unsettled => {
+                if shared
+                    .subscriber
+                    .follow_topology(shared.commands.connection(), timeout)
+                    .await
+                {
+                    shared.subscribed.store(false, Ordering::Release);
+                }
+            }
         }
         // Connected lazily: only once a subscription was asked for.
         if !shared.wanted.load(Ordering::Acquire) {
@@ -511,6 +526,7 @@ async fn check_connection(shared: &Shared) {
         .await
     {
         Checked::Fine | Checked::Failed(_) => {}
+        Checked::Moved => shared.subscribed.store(false, Ordering::Release),
         Checked::Resynced => {
             shared.subscribed.store(false, Ordering::Release);
             shared.notifications.problem(
