@@ -5,7 +5,29 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { RedisInfoSessionManager, RedisStreamSessionManager, RedisSubscriptionManager } from '../index.mjs';
 import { eventually, observer, recorder, startRedis } from './helpers/redis.mjs';
 
+/** Everything an error or warning shows: message, stack and util.inspect. */
+const everything = (errors) => errors.map((e) => `${e.message}\n${e.stack}\n${inspect(e)}`).join('\n');
+
+/**
+ * TMCP_REDIS warnings emitted while `run` runs, up to a sentinel warning emitted after
+ * it: warnings arrive in order, so once the sentinel arrived, so did the others.
+ */
+async function warningsDuring(run) {
+	const warnings = [];
+	const onWarning = (w) => (w.code === 'TMCP_REDIS' || w.code === 'TEST_SENTINEL') && warnings.push(w);
+	process.on('warning', onWarning);
+	try {
+		await run();
+		process.emitWarning('sentinel', { code: 'TEST_SENTINEL' });
+		await eventually(() => warnings.some((w) => w.code === 'TEST_SENTINEL'), 5000, 'the sentinel warning');
+	} finally {
+		process.off('warning', onWarning);
+	}
+	return warnings.filter((w) => w.code === 'TMCP_REDIS');
+}
+
 const PASSWORD = 'Sup3r-s3cret-pw';
+const READER_PASSWORD = 'R3ader-s3cret-pw';
 // Keep in sync with the README ("Redis ACL").
 const MINIMAL_RULE =
 	'on >' +
@@ -21,6 +43,8 @@ beforeAll(async () => {
 		args: [
 			...['--user', 'tmcp', ...MINIMAL_RULE.split(' ')],
 			...['--user', 'admin', 'on', '>adminpw', '~*', '&*', '+@all'],
+			// May read but not write: its writes get NOPERM.
+			...['--user', 'reader', 'on', `>${READER_PASSWORD}`, 'resetchannels', '~*', '&*', '-@all', '+hello', '+ping', '+select', '+get', '+exists'],
 			...['--user', 'default', 'off'],
 		],
 	});
@@ -92,10 +116,54 @@ describe('a wrong password', () => {
 		}
 		await streams.close();
 		await info.close();
-		const everything = [...failures, ...errors].map((e) => `${e.message}\n${e.stack}\n${inspect(e)}`).join('\n');
-		expect(everything).not.toContain(wrong);
+		expect(errors.length).toBeGreaterThan(0);
+		expect(everything([...failures, ...errors])).not.toContain(wrong);
 		expect(inspect(info)).not.toContain(wrong);
 		expect(inspect(streams)).not.toContain(wrong);
 		expect(inspect(info)).toContain('tmcp:***@');
+	});
+});
+
+describe('an ACL denial (NOPERM)', () => {
+	it('rejects with Redis\'s NOPERM, reads go on, and the password shows nowhere', async () => {
+		const url = `redis://reader:${READER_PASSWORD}@127.0.0.1:${server.port}`;
+		const errors = [];
+		const info = new RedisInfoSessionManager(url, { commandTimeout: 2000, onError: (e) => errors.push(e) });
+		await admin.set('tmcp:client_info:r', JSON.stringify({ name: 'r', version: '1' }));
+		expect(await info.getClientInfo('r')).toEqual({ name: 'r', version: '1' });
+		const failures = await Promise.all([
+			info.setClientInfo('r', { name: 'w', version: '2' }).catch((e) => e),
+			info.setLogLevel('r', 'info').catch((e) => e),
+		]);
+		expect(failures[0].message).toMatch(/^Could not store client info for session r: .*NOPERM/);
+		expect(failures[1].message).toMatch(/^Could not store log level for session r: .*NOPERM/);
+		expect(errors.map((e) => e.message)).toEqual(failures.map((e) => e.message));
+		await info.close();
+		expect(everything([...failures, ...errors])).not.toContain(READER_PASSWORD);
+		expect(inspect(info)).not.toContain(READER_PASSWORD);
+		expect(inspect(info)).toContain('reader:***@');
+	});
+});
+
+describe('warnings (no onError)', () => {
+	it('background failures with a password in the URL (wrong password, NOPERM) are warned about without it', async () => {
+		const wrong = 'Wr0ng-pa55word';
+		const refused = new RedisInfoSessionManager(`redis://tmcp:${wrong}@127.0.0.1:${server.port}`, { commandTimeout: 2000 });
+		const denied = new RedisInfoSessionManager(`redis://reader:${READER_PASSWORD}@127.0.0.1:${server.port}/0?pass=${READER_PASSWORD}`, {
+			commandTimeout: 2000,
+		});
+		const warnings = await warningsDuring(async () => {
+			// Setters whose promises the app dropped: their failures become warnings.
+			await Promise.allSettled([refused.setLogLevel('x', 'info'), denied.setLogLevel('y', 'info')]);
+		});
+		await refused.close();
+		await denied.close();
+		// One warning per manager (each rate-limited on its own), saying what failed.
+		expect(warnings.map((w) => w.message).sort()).toEqual([
+			expect.stringMatching(/^Could not store log level for session x: .*(WRONGPASS|invalid username-password)/),
+			expect.stringMatching(/^Could not store log level for session y: .*NOPERM/),
+		]);
+		expect(everything(warnings)).not.toContain(wrong);
+		expect(everything(warnings)).not.toContain(READER_PASSWORD);
 	});
 });

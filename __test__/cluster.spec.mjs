@@ -1,6 +1,7 @@
 // Redis Cluster: sharded session channels, per-slot pipelines, and recovery from a manual
 // failover, a killed master and a live slot migration, against a private cluster of six
 // real redis-server processes (three masters, three replicas) on free loopback ports.
+import { inspect } from 'node:util';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import {
 	RedisInfoSessionManager,
@@ -70,6 +71,50 @@ async function idsOn(port, count, prefix) {
 async function shardSubscribers(port, channel) {
 	const reply = await onNode(port, ['PUBSUB', 'SHARDNUMSUB', channel]);
 	return Number(reply[1]);
+}
+
+/**
+ * What onError may report while a master is killed and replaced: the lost connection,
+ * restores, refreshes and checks that failed while it was unreachable, and the check
+ * that finds subscriptions missing while the topology changes (README, "Redis Cluster").
+ */
+const KILL_REPORTS = new RegExp(
+	'^(' +
+		[
+			'lost the Redis pub/sub connection; reconnecting and resubscribing$',
+			'could not restore the pub/sub subscriptions: .*; retrying$',
+			'could not refresh \\d+ session liveness key\\(s\\): ',
+			'Redis pub/sub connection check failed: ',
+			"the cluster's nodes did not hold the wanted pub/sub subscriptions; subscribing everything again on a fresh connection$",
+			'the Redis pub/sub connection stopped answering; replaced it and resubscribing$',
+		].join('|') +
+		')',
+);
+/** Never part of a fault report: what a restore sent wrongly, or a failure of ours. */
+const NEVER_REPORTED = /CROSSSLOT|internal error|unexpected reply|no longer accepts data/i;
+
+/** Subscribers of a sharded channel on every live node: `{ total, [port]: n }`. */
+async function subscribersEverywhere(channel) {
+	const found = { total: 0 };
+	for (const node of cluster.nodes.filter((n) => n.alive !== false)) {
+		const n = await shardSubscribers(node.port, channel);
+		if (n > 0) found[node.port] = n;
+		found.total += n;
+	}
+	return found;
+}
+
+/**
+ * Sends numbered messages to `id`, then a marker, all from one manager to one channel (in
+ * order); once the marker arrived, each message must have arrived exactly once.
+ */
+async function eachOnce(streams, rec, id, label, count = 5) {
+	const sent = Array.from({ length: count }, (_, i) => `${label} ${i}`);
+	for (const message of sent) await streams.send([id], message);
+	await streams.send([id], `${label} marker`);
+	await eventually(() => rec.chunks.includes(`${label} marker`), 5000, `${label} marker`);
+	for (const message of sent) expect(rec.chunks.filter((c) => c === message), `${id}: ${message}`).toEqual([message]);
+	expect(rec.chunks.filter((c) => c === `${label} marker`)).toHaveLength(1);
 }
 
 describe('Redis Cluster', () => {
@@ -213,13 +258,13 @@ describe('Redis Cluster', () => {
 		expect(await other.has('blip-Y')).toBe(true);
 	});
 
-	it('a live slot migration moves the subscription to the new owner and delivery resumes', async () => {
+	it('a live slot migration moves the subscription to the new owner and delivery resumes, each message once', async () => {
 		const { streams, errors } = managers();
 		const [{ id, port: from }] = await idsOnEveryMaster('mig');
 		const rec = recorder();
 		await streams.create(id, rec);
-		await streams.send([id], 'before');
-		await eventually(() => rec.chunks.includes('before'), 5000, 'delivery before');
+		await eachOnce(streams, rec, id, 'before');
+		expect(await subscribersEverywhere(`session:${id}`)).toEqual({ total: 1, [from]: 1 });
 
 		const slot = slotOf(`session:${id}`);
 		const to = (await cluster.topology()).find((n) => n.master && !n.failed && n.port !== from).port;
@@ -230,7 +275,14 @@ describe('Redis Cluster', () => {
 		await eventually(async () => (await shardSubscribers(to, `session:${id}`)) === 1, 10_000, 'the subscription at the new owner');
 		const ms = await deliveryResumes(streams, rec, id, 'after migration', 20_000, moved);
 		console.log(`cluster slot migration: delivery resumed ${ms} ms after the migration began`);
-		expect(errors.filter((e) => !/pub\/sub/.test(e))).toEqual([]);
+		// Subscribed once, at the new owner only (the old owner dropped it with the slot).
+		expect(await subscribersEverywhere(`session:${id}`)).toEqual({ total: 1, [to]: 1 });
+		await eachOnce(streams, rec, id, 'migrated');
+		expect(await subscribersEverywhere(`session:${id}`)).toEqual({ total: 1, [to]: 1 });
+		console.log(`cluster slot migration: onError got ${JSON.stringify(errors)}`);
+		// Nothing was lost for the manager: a migration reports nothing (a pub/sub
+		// connection the server dropped would be reported as such).
+		expect(errors.filter((e) => !/^lost the Redis pub\/sub connection/.test(e))).toEqual([]);
 	});
 
 	it('a manual failover (CLUSTER FAILOVER): subscriptions restored at the promoted replica', async () => {
@@ -271,8 +323,8 @@ describe('Redis Cluster', () => {
 		expect(await streams.has(id)).toBe(true);
 	});
 
-	it('a master killed (SIGKILL): its replica takes over, subscriptions and liveness come back', async () => {
-		const { streams, info } = managers();
+	it('a master killed (SIGKILL): its replica takes over, subscriptions and liveness come back, each message once', async () => {
+		const { streams, info, errors } = managers();
 		const ids = await idsOnEveryMaster('k');
 		const recs = new Map();
 		for (const { id } of ids) {
@@ -310,8 +362,27 @@ describe('Redis Cluster', () => {
 			await streams.send([other.id], 'still here');
 			await eventually(() => recs.get(other.id).chunks.includes('still here'), 5000, 'delivery on another master');
 		}
+		// Every session subscribed once, at its slot's owner now (the promoted replica for
+		// the victim's), and nowhere else.
+		for (const session of recs.keys()) {
+			const owner = await cluster.ownerOf(slotOf(`session:${session}`), replica);
+			await eventually(
+				async () => JSON.stringify(await subscribersEverywhere(`session:${session}`)) === JSON.stringify({ total: 1, [owner]: 1 }),
+				10_000,
+				`${session} subscribed once, at ${owner}`,
+			);
+		}
+		// Each message once, on every session; the send of the kill's tick to the live master
+		// arrived once, the one to the dead master at most once.
+		for (const [session, rec] of recs) await eachOnce(streams, rec, session, 'after recovery');
+		expect(recs.get(ids[1].id).chunks.filter((c) => c === 'while down')).toEqual(['while down']);
+		expect(recs.get(id).chunks.filter((c) => c === 'while down').length).toBeLessThanOrEqual(1);
 		await eventually(() => streams.has(id), 15_000, 'the liveness key on the new master');
 		await until(() => info.setClientInfo(id, { name: 'x', version: '1' }), 'a write after the failover');
+		console.log(`cluster master SIGKILL: onError got ${JSON.stringify(errors)}`);
+		// The loss was reported, and nothing but what a dead master causes.
+		expect(errors.some((e) => /^lost the Redis pub\/sub connection/.test(e))).toBe(true);
+		expect(errors.filter((e) => !KILL_REPORTS.test(e) || NEVER_REPORTED.test(e))).toEqual([]);
 	});
 
 	it('subscriptions/listen: the master of tmcp:subscriptions killed, the subscription comes back at its replica', async () => {
@@ -394,7 +465,7 @@ describe('Redis Cluster', () => {
 		expect(errors.filter((e) => !/pub\/sub|did not answer|refresh|reach/.test(e))).toEqual([]);
 	}, 120_000);
 
-	it("an ACL user with the README's minimal rule plus the cluster additions runs every method", async () => {
+	it("an ACL user with the README's minimal rule plus the cluster additions runs every method of the three classes", async () => {
 		const password = 'Clust3r-pw';
 		// Keep in sync with the README ("Redis ACL"): ACLs are per node, so on every node.
 		const rule = [
@@ -414,25 +485,100 @@ describe('Redis Cluster', () => {
 		const info = new RedisInfoSessionManager(url, all);
 		const subscriptions = new RedisSubscriptionManager(url, all);
 		cleanups.push(() => streams.close(), () => info.close(), () => subscriptions.dispose());
+		// Every method of the three classes, on sessions, uris and channels in several slots.
 		const rec = recorder();
 		await streams.create('acl-c', rec);
+		expect(await streams.has('acl-c')).toBe(true);
 		await streams.send(['acl-c'], 'direct');
 		await streams.send(undefined, 'broadcast');
 		await eventually(() => rec.chunks.length === 2, 5000, 'deliveries');
+		expect(rec.chunks).toEqual(['direct', 'broadcast']);
 		await info.setClientInfo('acl-c', { name: 'n', version: '1' });
+		await info.setClientCapabilities('acl-c', { roots: { listChanged: true } });
+		await info.setLogLevel('acl-c', 'warning');
 		await info.addSubscription('acl-c', 'file:///acl-1');
 		await info.addSubscription('acl-c', 'file:///acl-2');
+		await info.addSubscription('acl-c', 'file:///acl-3');
+		await info.removeSubscription('acl-c', 'file:///acl-3');
 		expect(await info.getClientInfo('acl-c')).toEqual({ name: 'n', version: '1' });
+		expect(await info.getClientCapabilities('acl-c')).toEqual({ roots: { listChanged: true } });
+		expect(await info.getLogLevel('acl-c')).toBe('warning');
+		expect(await info.getSubscriptions('file:///acl-1')).toEqual(['acl-c']);
+		expect(await info.getSubscriptions('file:///acl-3')).toEqual([]);
 		await info.delete('acl-c');
 		expect(await info.getSubscriptions('file:///acl-1')).toEqual([]);
+		expect(await info.getSubscriptions('file:///acl-2')).toEqual([]);
+		await expect(info.getClientInfo('acl-c')).rejects.toThrow(/not found/);
+		await expect(info.getLogLevel('acl-c')).rejects.toThrow(/not found/);
 		const received = [];
-		const listener = { async acknowledge() {}, async send(n) { received.push(n); }, async close() {} };
-		await subscriptions.create({ id: 1, origin: 'o', filters: { toolsListChanged: true } }, listener);
+		const closed = [];
+		const listener = (tag) => ({
+			async acknowledge() {},
+			async send(n) {
+				received.push(`${tag} ${n.method}`);
+			},
+			async close(reason) {
+				closed.push(`${tag} ${reason}`);
+			},
+		});
+		expect(await subscriptions.create({ id: 1, origin: 'o', filters: { toolsListChanged: true } }, listener('a'))).toBe(true);
+		expect(await subscriptions.create({ id: 2, origin: 'p', filters: { toolsListChanged: true } }, listener('b'))).toBe(true);
 		await subscriptions.send({ jsonrpc: '2.0', method: 'notifications/tools/list_changed' });
-		await eventually(() => received.length === 1, 5000, 'the notification');
+		await eventually(() => received.length === 2, 5000, 'the notification');
+		expect(received.sort()).toEqual(['a notifications/tools/list_changed', 'b notifications/tools/list_changed']);
+		expect(await subscriptions.close(1, 'o', 'cancelled')).toBe(true);
+		await subscriptions.closeAll('p', 'closed');
+		expect(closed.sort()).toEqual(['a cancelled', 'b closed']);
 		await streams.delete('acl-c');
 		expect(await streams.has('acl-c')).toBe(false);
+		await eventually(() => rec.closed, 5000, 'the deleted stream closed');
+		await streams.create('acl-d', recorder());
+		await streams.close();
+		expect(await info.getSubscriptions('file:///acl-1')).toEqual([]);
 		expect(errors).toEqual([]);
+	});
+
+	it('a seed with a wrong password: calls reject with the seed\'s reason, and the password shows nowhere', async () => {
+		const password = 'S33d-user-pw';
+		const wrong = 'Wr0ng-s33d-pw';
+		for (const node of cluster.nodes.filter((n) => n.alive !== false)) {
+			await onNode(node.port, ['ACL', 'SETUSER', 'seeduser', 'reset', 'on', `>${password}`, '~*', '&*', '+@all']);
+		}
+		const url = cluster.url.replace('redis://', `redis://seeduser:${wrong}@`);
+		const errors = [];
+		const all = options({ commandTimeout: 2000, onError: (e) => errors.push(e) });
+		const info = new RedisInfoSessionManager(url, all);
+		const streams = new RedisStreamSessionManager(url, all);
+		// Without onError: the warning path.
+		const quiet = new RedisInfoSessionManager(url, options({ commandTimeout: 2000 }));
+		cleanups.push(() => streams.close(), () => info.close(), () => quiet.close());
+		const warnings = [];
+		const onWarning = (w) => (w.code === 'TMCP_REDIS' || w.code === 'TEST_SENTINEL') && warnings.push(w);
+		process.on('warning', onWarning);
+		let failures;
+		try {
+			failures = await Promise.all([
+				info.getClientInfo('x').catch((e) => e),
+				streams.create('x', recorder()).catch((e) => e),
+				info.setLogLevel('x', 'info').catch((e) => e),
+			]);
+			await Promise.allSettled([quiet.setLogLevel('y', 'info')]);
+			process.emitWarning('sentinel', { code: 'TEST_SENTINEL' });
+			await eventually(() => warnings.some((w) => w.code === 'TEST_SENTINEL'), 5000, 'the sentinel warning');
+		} finally {
+			process.off('warning', onWarning);
+		}
+		for (const error of failures) {
+			expect(error).toBeInstanceOf(Error);
+			// redis-rs says only "No connections found"; the seed's own answer is added.
+			expect(error.message).toMatch(/WRONGPASS|invalid username-password/);
+		}
+		const ours = warnings.filter((w) => w.code === 'TMCP_REDIS');
+		expect(ours.map((w) => w.message)).toEqual([expect.stringMatching(/^Could not store log level for session y: .*(WRONGPASS|invalid username-password)/)]);
+		const shown = [...failures, ...errors, ...ours].map((e) => `${e.message}\n${e.stack}\n${inspect(e)}`).join('\n');
+		expect(shown).not.toContain(wrong);
+		expect(inspect(info)).not.toContain(wrong);
+		expect(inspect(info)).toContain('seeduser:***@');
 	});
 
 	it('bad cluster options are a clear TypeError at construction', () => {

@@ -1,7 +1,7 @@
 // Redis faults: restarts, outages and freezes, each on redis-server processes this file
 // starts and stops by PID. Any unhandled rejection or uncaught exception fails the file.
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { RedisInfoSessionManager, RedisStreamSessionManager } from '../index.mjs';
+import { createSessionManagers, RedisInfoSessionManager, RedisStreamSessionManager } from '../index.mjs';
 import { spawnPeer } from './helpers/peer.mjs';
 import { eventually, freePort, observer, recorder, startRedis } from './helpers/redis.mjs';
 import { useCleanups } from './helpers/suite.mjs';
@@ -24,6 +24,9 @@ async function serverWithObserver() {
 	cleanups.push(() => redis.quit());
 	return { server, redis };
 }
+
+/** Added to a timeout a call must keep: the event loop of a busy machine may answer late. */
+const GRACE_MS = 1500;
 
 /** Fails if `promise` has not settled within `ms` (a bound on hanging, not a measurement). */
 function within(promise, ms, what) {
@@ -136,7 +139,8 @@ describe('redis unreachable', () => {
 		const port = await freePort();
 		const url = `redis://127.0.0.1:${port}`;
 		const errors = [];
-		const options = { commandTimeout: 1500, connectTimeout: 500, onError: (e) => errors.push(e) };
+		const commandTimeout = 1500;
+		const options = { commandTimeout, connectTimeout: 500, onError: (e) => errors.push(e) };
 		const info = new RedisInfoSessionManager(url, options);
 		const streams = new RedisStreamSessionManager(url, options);
 		cleanups.push(() => info.close(), () => streams.close());
@@ -153,10 +157,13 @@ describe('redis unreachable', () => {
 			create: streams.create('u', recorder()),
 			streamDelete: streams.delete('u'),
 		};
-		// Handlers attached at once: the calls run concurrently.
+		// Handlers attached at once: the calls run concurrently. Each must settle within
+		// commandTimeout of the calls, plus a grace for a busy machine's event loop (a
+		// bound on the wait, not a measurement).
 		const settled = Object.entries(calls).map(([name, call]) => [name, call.then(() => null, (e) => e)]);
+		const deadline = Date.now() + commandTimeout + GRACE_MS;
 		for (const [name, outcome] of settled) {
-			const error = await within(outcome, 10_000, name);
+			const error = await within(outcome, Math.max(0, deadline - Date.now()), `${name} (commandTimeout ${commandTimeout} ms + ${GRACE_MS} ms)`);
 			expect(error, name).toBeInstanceOf(Error);
 			expect(error.message, name).toMatch(/Redis|connect/);
 		}
@@ -212,6 +219,74 @@ describe('redis frozen (SIGSTOP)', () => {
 		expect(await info.getClientInfo('f1')).toEqual({ name: 'x', version: '1' });
 		await streams.send(['f1'], 'thawed');
 		await eventually(() => rec.chunks.includes('thawed'), 5000, 'delivery after SIGCONT');
+	});
+});
+
+describe('close() while Redis is down', () => {
+	it.each([
+		['stopped', (server) => server.stop('SIGKILL')],
+		['frozen (SIGSTOP)', (server) => server.signal('SIGSTOP')],
+	])('%s: close() resolves, local streams are closed, the failure goes to onError', async (name, down) => {
+		const server = await startRedis();
+		let frozen = false;
+		cleanups.push(async () => {
+			if (frozen) server.signal('SIGCONT');
+			await server.stop();
+		});
+		const errors = [];
+		const options = { commandTimeout: 1000, connectTimeout: 500, onError: (e) => errors.push(e.message) };
+		const streams = new RedisStreamSessionManager(server.url, options);
+		const info = new RedisInfoSessionManager(server.url, options);
+		const { streams: sharedStreams, info: sharedInfo } = createSessionManagers(server.url, options);
+		const rec = recorder();
+		const sharedRec = recorder();
+		await streams.create('down1', rec);
+		await sharedStreams.create('down2', sharedRec);
+		await info.setClientInfo('down1', { name: 'x', version: '1' });
+
+		frozen = name !== 'stopped';
+		await down(server);
+		for (const [name, closing] of Object.entries({
+			'streams.close()': streams.close(),
+			'info.close()': info.close(),
+			'shared streams.close()': sharedStreams.close(),
+			'shared info.close()': sharedInfo.close(),
+		})) {
+			await expect(within(closing, 10_000, name), name).resolves.toBeUndefined();
+		}
+		expect(rec.closed).toBe(true);
+		expect(sharedRec.closed).toBe(true);
+		// Removing the liveness keys failed: reported (they expire by their TTL).
+		expect(errors.filter((m) => /^Could not close the stream session manager: /.test(m))).toHaveLength(2);
+		await expect(streams.send(['down1'], 'x')).rejects.toThrow(/closed/);
+		await expect(info.getClientInfo('down1')).rejects.toThrow(/closed/);
+	});
+});
+
+describe('a Redis that lost its data (FLUSHALL)', () => {
+	it('is told apart from a delete elsewhere by the data epoch: keys written again, streams kept', async () => {
+		const { server, redis } = await serverWithObserver();
+		const errors = [];
+		// A refresh (and the epoch check with it) every second.
+		const streams = new RedisStreamSessionManager(server.url, { sessionTtlSeconds: 3, onError: (e) => errors.push(e.message) });
+		const other = new RedisStreamSessionManager(server.url);
+		cleanups.push(() => streams.close(), () => other.close());
+		const rec = recorder();
+		await streams.create('fl1', rec);
+		await streams.create('fl2', recorder());
+		expect(await redis.exists('tmcp:epoch')).toBe(1);
+
+		await redis.flushAll();
+		expect(await other.has('fl1')).toBe(false);
+		// A key gone while the epoch is intact means "deleted elsewhere" (the stream would be
+		// closed); with the epoch gone too, Redis lost its data: every key is written again.
+		await eventually(async () => (await other.has('fl1')) && (await other.has('fl2')), 10_000, 'the liveness keys written again');
+		expect(await redis.exists('tmcp:epoch')).toBe(1);
+		expect(rec.closed).toBe(false);
+		await other.send(['fl1'], 'after the flush');
+		await eventually(() => rec.chunks.includes('after the flush'), 5000, 'delivery after the flush');
+		expect(rec.closed).toBe(false);
+		expect(errors).toEqual([]);
 	});
 });
 

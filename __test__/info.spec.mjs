@@ -1,6 +1,7 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { inspect } from 'node:util';
 import { RedisInfoSessionManager, createSessionManagers } from '../index.mjs';
-import { observer, testRedis } from './helpers/redis.mjs';
+import { eventually, observer, recorder, startRedis, testRedis } from './helpers/redis.mjs';
 
 let server;
 let redis;
@@ -224,12 +225,18 @@ describe('bad input changes nothing', () => {
 
 	it('setters whose promise is dropped never produce unhandled rejections', async () => {
 		errors = [];
+		await redis.set('tmcp:subscriptions:file:///not-a-set', 'x');
 		info.setClientInfo('bad', { n: 1n });
 		info.setLogLevel('bad', 'nope');
 		info.addSubscription(undefined, 'file:///x');
 		info.delete(null);
-		await new Promise((r) => setTimeout(r, 50));
-		expect(errors.map((e) => e.constructor.name)).toEqual(['TypeError', 'TypeError', 'TypeError', 'TypeError']);
+		// Last, one that fails at Redis: its failure comes back a round trip later, after an
+		// unhandled rejection of any call above would have surfaced, and is one itself if
+		// not handled.
+		info.addSubscription('dropped', 'file:///not-a-set');
+		await eventually(() => errors.length >= 5, 5000, 'the failure at Redis reported');
+		expect(errors.map((e) => e.constructor.name)).toEqual(['TypeError', 'TypeError', 'TypeError', 'TypeError', 'Error']);
+		expect(errors[4].message).toMatch(/^Could not subscribe session dropped to file:\/\/\/not-a-set: .*WRONGTYPE/);
 		expect(unhandled).toEqual([]);
 	});
 });
@@ -261,13 +268,22 @@ describe('construction and lifecycle', () => {
 		expect(() => new RedisInfoSessionManager(url)).toThrow(message);
 	});
 
-	it('a bad URL error never repeats the password', () => {
+	it.each([
+		['mysql://user:hunter2@h:1/0', /unsupported scheme "mysql:"/],
+		['redis://user:hunter2@', /empty host/],
+		['redis://user:hunter2@h:99999', /invalid port number/],
+		['rediss://user:hunter2@h:1/#insecure', /a #fragment is not allowed/],
+	])('a bad URL error names the problem and never repeats the password (%s)', (url, problem) => {
+		let error;
 		try {
-			new RedisInfoSessionManager('mysql://user:hunter2@h:1/0');
-			expect.unreachable();
-		} catch (error) {
-			expect(error.message).not.toContain('hunter2');
+			new RedisInfoSessionManager(url);
+		} catch (thrown) {
+			error = thrown;
 		}
+		// Outside the try: if construction stopped throwing, this fails.
+		expect(error).toBeInstanceOf(TypeError);
+		expect(error.message).toMatch(problem);
+		expect(`${error.message}\n${error.stack}\n${inspect(error)}`).not.toContain('hunter2');
 	});
 
 	it.each([
@@ -298,15 +314,35 @@ describe('construction and lifecycle', () => {
 		await prefixed.close();
 	});
 
-	it('createSessionManagers shares one connection between both managers', async () => {
-		const { streams, info: shared } = createSessionManagers(server.url, { keyPrefix: 'sh:' });
-		await shared.setLogLevel('x', 'info');
-		expect(await shared.getLogLevel('x')).toBe('info');
-		expect(await streams.has('x')).toBe(false);
-		await streams.close();
-		expect(await shared.getLogLevel('x')).toBe('info');
-		await shared.close();
-		await expect(shared.getLogLevel('x')).rejects.toThrow(/closed/);
+	it('createSessionManagers shares one command connection between its managers', async () => {
+		// A server of its own: every connection on it is the observer's or the managers'.
+		const own = await startRedis();
+		const look = await observer(own.url);
+		const clients = async (type) => String(await look.sendCommand(['CLIENT', 'LIST', 'TYPE', type])).split('\n').filter((l) => l.trim()).length;
+		try {
+			expect(await clients('normal')).toBe(1);
+			const { streams, info: shared, subscriptions } = createSessionManagers(own.url, { keyPrefix: 'sh:' });
+			await shared.setLogLevel('x', 'info');
+			expect(await shared.getLogLevel('x')).toBe('info');
+			expect(await streams.has('x')).toBe(false);
+			await streams.send(['x'], 'nobody listens');
+			await subscriptions.send({ jsonrpc: '2.0', method: 'notifications/tools/list_changed' });
+			// The observer and one command connection for all three managers; no pub/sub
+			// connection until one is needed.
+			expect(await clients('normal')).toBe(2);
+			expect(await clients('pubsub')).toBe(0);
+			await streams.create('s', recorder());
+			expect(await clients('pubsub')).toBe(1);
+			expect(await clients('normal')).toBe(2);
+			await streams.close();
+			expect(await shared.getLogLevel('x')).toBe('info');
+			await subscriptions.dispose();
+			await shared.close();
+			await expect(shared.getLogLevel('x')).rejects.toThrow(/closed/);
+		} finally {
+			await look.quit();
+			await own.stop();
+		}
 	});
 
 	it('calls after close reject clearly', async () => {

@@ -76,10 +76,13 @@ describe('streams', () => {
 		const rec = recorder();
 		await ours.create('ours-bc2', rec);
 		await ours.send(undefined, 'compat broadcast');
-		await eventually(async () => (await received(up, 'up-bc')).chunks.includes('compat broadcast'), 5000, 'upstream got it');
-		await eventually(() => rec.chunks.includes('compat broadcast'), 5000, 'ours got it');
-		await new Promise((r) => setTimeout(r, 50));
-		expect(rec.chunks.filter((c) => c === 'compat broadcast')).toHaveLength(1);
+		// A second broadcast from the same sender arrives after the first (on each channel
+		// and connection): once it arrived, a duplicate of the first would have too.
+		await ours.send(undefined, 'sentinel');
+		await eventually(async () => (await received(up, 'up-bc')).chunks.includes('sentinel'), 5000, 'upstream got it');
+		await eventually(() => rec.chunks.includes('sentinel'), 5000, 'ours got it');
+		expect(rec.chunks).toEqual(['compat broadcast', 'sentinel']);
+		expect((await received(up, 'up-bc')).chunks).toEqual(['compat broadcast', 'sentinel']);
 		await ours.close();
 	});
 

@@ -42,10 +42,13 @@ describe('two OS processes', () => {
 
 		const local = new RedisStreamSessionManager(server.url);
 		await local.send(undefined, 'all of you');
-		await eventually(async () => (await p1.request('received', { session: 'proc-1' })).chunks.length === 2);
-		await eventually(async () => (await p2.request('received', { session: 'proc-2' })).chunks.length === 2);
-		expect((await p1.request('received', { session: 'proc-1' })).chunks[1]).toBe('all of you');
-		expect((await p2.request('received', { session: 'proc-2' })).chunks[1]).toBe('all of you');
+		// Sent last from the same connection: once these arrived, a duplicate of anything
+		// before them would have too.
+		await local.send(['proc-1', 'proc-2'], 'sentinel');
+		await eventually(async () => (await p1.request('received', { session: 'proc-1' })).chunks.includes('sentinel'), 5000, 'sentinel in p1');
+		await eventually(async () => (await p2.request('received', { session: 'proc-2' })).chunks.includes('sentinel'), 5000, 'sentinel in p2');
+		expect((await p1.request('received', { session: 'proc-1' })).chunks).toEqual(['from p2', 'all of you', 'sentinel']);
+		expect((await p2.request('received', { session: 'proc-2' })).chunks).toEqual(['from p1', 'all of you', 'sentinel']);
 
 		await p2.request('streams', { method: 'delete', args: ['proc-1'] });
 		expect(await local.has('proc-1')).toBe(false);

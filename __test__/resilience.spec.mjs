@@ -111,29 +111,81 @@ describe('a command connection whose peer goes silent', () => {
 });
 
 describe('a Redis that stops reading (SIGSTOP)', () => {
-	it('bounds queued data: calls beyond the limit reject at once as not sent', async () => {
-		const { server } = await serverWithObserver();
+	it('bounds queued data: calls beyond 64 MiB reject at once as not sent, memory stays bounded, refused writes never land', async () => {
+		const { server, redis } = await serverWithObserver();
 		cleanups.push(() => server.signal('SIGCONT'));
-		const info = new RedisInfoSessionManager(server.url, { commandTimeout: 3000 });
-		cleanups.push(() => info.close());
+		const commandTimeout = 1000;
+		const { streams, info } = createSessionManagers(server.url, { commandTimeout });
+		cleanups.push(() => streams.close(), () => info.close());
 		await info.setClientInfo('warm', { name: 'w', version: '1' });
 		server.signal('SIGSTOP');
 
-		// 100 values of 1 MiB: more than the 64 MiB a connection may hold queued.
+		// 100 values of 1 MiB in one tick: more than the 64 MiB a connection may hold queued.
 		const value = { name: 'x'.repeat(1 << 20), version: '1' };
 		const outcomes = await Promise.all(
 			Array.from({ length: 100 }, (_, i) => info.setClientInfo(`big${i}`, value).then(() => 'ok', (e) => e.message)),
 		);
 		const refused = outcomes.filter((m) => /more than 64 MiB of calls are waiting for Redis; the command was not sent/.test(m));
-		const timedOut = outcomes.filter((m) => /did not answer within 3000 ms \(commandTimeout\); the command (may still have run|was not sent)/.test(m));
+		const timedOut = outcomes.filter((m) => /did not answer within 1000 ms \(commandTimeout\); the command (may still have run|was not sent)/.test(m));
 		expect(refused.length).toBeGreaterThanOrEqual(30);
 		expect(refused.length + timedOut.length).toBe(100);
+
+		// The app keeps writing while Redis reads nothing: 1 MiB sends (one string, so the
+		// app itself holds nothing per call), 8 per tick, at least 4 GiB and four command
+		// timeouts (queued calls time out and make room for more). Memory is sampled as
+		// it goes: whatever waits for Redis is bounded, so the process grows by a small
+		// multiple of the 64 MiB bound (measured: about 300 MB at the peak), never by
+		// what was written.
+		const big = 'y'.repeat(1 << 20);
+		const baseline = process.memoryUsage();
+		let peakRss = baseline.rss;
+		let peakExternal = baseline.external;
+		let written = 0;
+		const counts = { refused: 0, timedOut: 0, other: [] };
+		const sends = [];
+		const began = Date.now();
+		while (written < 4096 || Date.now() - began < 4 * commandTimeout) {
+			for (let k = 0; k < 8; k++, written++) {
+				sends.push(
+					streams.send(['nobody'], big).then(
+						() => counts.other.push('resolved'),
+						(e) => {
+							if (/more than 64 MiB of calls are waiting for Redis; the command was not sent/.test(e.message)) counts.refused++;
+							else if (/did not answer within 1000 ms \(commandTimeout\)/.test(e.message)) counts.timedOut++;
+							else counts.other.push(e.message);
+						},
+					),
+				);
+			}
+			await new Promise((r) => setImmediate(r));
+			const now = process.memoryUsage();
+			peakRss = Math.max(peakRss, now.rss);
+			peakExternal = Math.max(peakExternal, now.external);
+			// A send settles within its timeout: keep only what is still pending.
+			if (sends.length > 4096) await Promise.all(sends.splice(0, sends.length - 1024));
+		}
+		await Promise.all(sends);
+		const MiB = 1 << 20;
+		expect(counts.other).toEqual([]);
+		expect(counts.refused).toBeGreaterThan(written / 4);
+		expect(counts.refused + counts.timedOut).toBe(written);
+		expect((peakRss - baseline.rss) / MiB, `peak RSS growth (MiB) after writing ${written} MiB`).toBeLessThan(512);
+		expect((peakExternal - baseline.external) / MiB, 'peak external growth (MiB)').toBeLessThan(64);
+
 		server.signal('SIGCONT');
 		await eventually(() => info.getClientInfo('warm').then(() => true, () => false), 10_000, 'recovered');
+		// A write after the others on the same connection: once it is answered, Redis has
+		// run everything written before it.
+		await info.setClientInfo('after', { name: 'a', version: '1' });
+		const notSent = outcomes.flatMap((m, i) => (/the command was not sent/.test(m) ? [`tmcp:client_info:big${i}`] : []));
+		expect(notSent.length).toBe(refused.length + timedOut.filter((m) => /was not sent/.test(m)).length);
+		const landed = [];
+		for (const key of notSent) if (await redis.exists(key)) landed.push(key);
+		expect(landed).toEqual([]);
 	});
 
 	it('timed-out sends say whether they may still run, and a call never sent is never delivered', async () => {
-		const { server } = await serverWithObserver();
+		const { server, redis } = await serverWithObserver();
 		cleanups.push(() => server.signal('SIGCONT'));
 		const options = { commandTimeout: 800 };
 		const receiver = new RedisStreamSessionManager(server.url);
@@ -142,20 +194,34 @@ describe('a Redis that stops reading (SIGSTOP)', () => {
 		const rec = recorder();
 		await receiver.create('chaos', rec);
 		await sender.has('chaos');
+		const publishes = async () => Number(/cmdstat_publish:calls=(\d+)/.exec(await redis.info('commandstats'))?.[1] ?? 0);
+		const publishedBefore = await publishes();
 
 		server.signal('SIGSTOP');
+		// More calls in one tick than the connection is handed at once (64 pipelines of 32
+		// calls): the rest wait in the queue behind pipelines Redis never answers, and
+		// their deadline passes there, so they are never handed over.
+		const total = 5000;
 		const results = await Promise.all(
-			Array.from({ length: 32 }, (_, i) => sender.send(['chaos'], `m${i}`).then(() => 'ok', (e) => e.message)),
+			Array.from({ length: total }, (_, i) => sender.send(['chaos'], `m${i}`).then(() => 'ok', (e) => e.message)),
 		);
 		server.signal('SIGCONT');
 		for (const message of results) {
 			expect(message).toMatch(/did not answer within 800 ms \(commandTimeout\); the command (may still have run|was not sent)/);
 		}
+		const notSent = results.flatMap((m, i) => (/was not sent/.test(m) ? [`m${i}`] : []));
+		const mayHaveRun = total - notSent.length;
+		expect(notSent.length).toBeGreaterThanOrEqual(1000);
+
+		// The marker is published after everything written before it, and Redis delivers a
+		// connection's messages in order: once it arrived, every earlier one that ran did.
 		await sender.send(['chaos'], 'marker');
 		await eventually(() => rec.chunks.includes('marker'), 10_000, 'delivery after SIGCONT');
-		for (let i = 0; i < 32; i++) {
-			if (/was not sent/.test(results[i])) expect(rec.chunks).not.toContain(`m${i}`);
-		}
+		const arrived = new Set(rec.chunks);
+		expect(notSent.filter((m) => arrived.has(m))).toEqual([]);
+		expect(rec.chunks.length, 'each message at most once').toBe(arrived.size);
+		// And at Redis itself: no PUBLISH ran beyond those that may have run and the marker.
+		expect((await publishes()) - publishedBefore).toBeLessThanOrEqual(mayHaveRun + 1);
 	});
 });
 

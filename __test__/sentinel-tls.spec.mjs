@@ -70,8 +70,15 @@ describe('Sentinel over TLS', () => {
 		cleanups.push(() => own.stop());
 		const mutual = { ca: certs.ca, cert: certs.clientCert, key: certs.clientKey };
 		expect(await roundTrip(url, tlsOptions(own, mutual))).toEqual({ name: url, version: '1' });
+		// 'x' exists, so the same read without the certificate can only fail at the
+		// sentinels' handshake (a missing key would say "not found").
+		const writer = new RedisInfoSessionManager(url, tlsOptions(own, mutual));
+		await writer.setClientInfo('x', { name: 'mutual', version: '1' });
+		await writer.close();
+		expect(await readError(tlsOptions(own, mutual))).toEqual({ name: 'mutual', version: '1' });
 		const error = await readError(tlsOptions(own, { ca: certs.ca }));
 		expect(error).toBeInstanceOf(Error);
+		expect(error.message).toMatch(/^Could not read session info for session x: .*CertificateRequired/);
 	});
 
 	it('TLS everywhere: rediss:// data nodes found through TLS sentinels, followed across a failover', async () => {

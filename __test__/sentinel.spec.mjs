@@ -1,10 +1,20 @@
 // Redis Sentinel: the master is found through the sentinels and followed across a
-// failover (SENTINEL FAILOVER, and a master killed with SIGKILL), against a private set
-// of real redis-server processes (master, replica, three sentinels) on free ports.
+// failover (SENTINEL FAILOVER, a master killed with SIGKILL, a frozen master heard of by
+// +switch-master, also after the listened-to sentinel froze) and after a timeout alone;
+// sentinels that require credentials. Against private sets of real redis-server
+// processes (master, replica, three sentinels) on free ports.
+import { inspect } from 'node:util';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { RedisInfoSessionManager, RedisStreamSessionManager } from '../index.mjs';
-import { deliveryResumes, eventually, recorder, until } from './helpers/redis.mjs';
-import { MASTER_NAME, currentMasterPort, startSentinelSet } from './helpers/sentinel.mjs';
+import { deliveryResumes, eventually, observer, recorder, until } from './helpers/redis.mjs';
+import { roundTrip } from './helpers/roundtrip.mjs';
+import {
+	MASTER_NAME,
+	currentMasterPort,
+	sentinelClient,
+	startSentinelSet,
+	subscribedClients,
+} from './helpers/sentinel.mjs';
 import { useCleanups, useSteps } from './helpers/suite.mjs';
 import { failOnUnhandledRejections } from './helpers/unhandled.mjs';
 
@@ -114,5 +124,106 @@ describe('Sentinel', () => {
 
 		const sender = managers({}, own);
 		await deliveryResumes(sender.streams, rec, 'w1', 'via the new master', 15_000);
+	});
+
+	// Its own set: a sentinel and then the master are frozen.
+	it('moves to the next sentinel when the one it listens on stops answering, and still hears +switch-master', async () => {
+		const own = await startSentinelSet();
+		cleanups.push(() => own.stop());
+		// A stream manager alone (one listener), idle, with the liveness check out of the
+		// window: only the +switch-master listener can move its subscription. (What it
+		// reports about the frozen master is not what this test checks.)
+		const streams = new RedisStreamSessionManager(url, { ...options(own), sessionTtlSeconds: 600, onError: () => {} });
+		cleanups.push(() => streams.close());
+		const rec = recorder();
+		await streams.create('n1', rec);
+		const listening = async () => Promise.all(own.sentinels.map((s) => subscribedClients(s.port)));
+		await eventually(async () => (await listening()).reduce((a, b) => a + b) === 1, 10_000, 'the listener on one sentinel');
+		const stopped = own.sentinels[(await listening()).indexOf(1)];
+		const others = own.sentinels.filter((s) => s !== stopped);
+
+		stopped.signal('SIGSTOP');
+		cleanups.push(() => stopped.signal('SIGCONT'));
+		// It finds out by a PING unanswered after a quiet while (15 s + 2 s here).
+		await eventually(async () => {
+			const counts = await Promise.all(others.map((s) => subscribedClients(s.port)));
+			return counts.reduce((a, b) => a + b) === 1;
+		}, 30_000, 'the listener on another sentinel');
+
+		// The two answering sentinels still make a majority: they fail the master over.
+		cleanups.push(await own.freezeMaster(others[0].port));
+		const sender = new RedisStreamSessionManager(url, { sentinel: { nodes: others.map((s) => `127.0.0.1:${s.port}`) }, commandTimeout: 2000 });
+		cleanups.push(() => sender.close());
+		await deliveryResumes(sender, rec, 'n1', 'via the new master', 15_000);
+		expect(rec.closed).toBe(false);
+	}, 90_000);
+
+	it('a call that times out makes the manager ask the sentinels again (no +switch-master)', async () => {
+		const own = await startSentinelSet();
+		cleanups.push(() => own.stop());
+		const { streams, info } = managers({ commandTimeout: 1000, sessionTtlSeconds: 600 }, own);
+		const rec = recorder();
+		await streams.create('t1', rec);
+		await info.setClientInfo('t1', { name: 'before', version: '1' });
+		const sentinels = await Promise.all(own.sentinels.map((s) => sentinelClient(s.port)));
+		cleanups.push(() => sentinels.forEach((c) => c.destroy()));
+		const published = [];
+		const watcher = await sentinelClient(own.sentinels[0].port);
+		cleanups.push(() => watcher.destroy());
+		await watcher.subscribe('+switch-master', (m) => published.push(m));
+
+		// The sentinels are pointed at the replica (made a master) without a failover, so
+		// no +switch-master is published; the old master is frozen, so calls to it only
+		// time out (no refusal, no READONLY).
+		const replica = await observer(own.replica.url);
+		cleanups.push(() => replica.quit());
+		await replica.sendCommand(['REPLICAOF', 'NO', 'ONE']);
+		for (const c of sentinels) {
+			await c.sendCommand(['SENTINEL', 'REMOVE', MASTER_NAME]);
+			await c.sendCommand(['SENTINEL', 'MONITOR', MASTER_NAME, '127.0.0.1', String(own.replica.port), '2']);
+		}
+		for (const s of own.sentinels) expect(await currentMasterPort(s.port)).toBe(own.replica.port);
+		own.master.signal('SIGSTOP');
+		cleanups.push(() => own.master.signal('SIGCONT'));
+
+		const first = await info.setClientInfo('t1', { name: 'after', version: '2' }).catch((e) => e);
+		if (first instanceof Error) expect(first.message).toMatch(/did not answer within 1000 ms \(commandTimeout\)/);
+		await until(() => info.setClientInfo('t1', { name: 'after', version: '2' }), 'a write after the timeout', 15_000);
+		expect(JSON.parse(await replica.get('tmcp:client_info:t1'))).toEqual({ name: 'after', version: '2' });
+		// The stream manager's own calls time out too, and both its connections follow.
+		await deliveryResumes(streams, rec, 't1', 'on the new master', 15_000);
+		expect(await replica.exists('available:session:t1')).toBe(1);
+		expect(published).toEqual([]);
+	});
+
+	it.each([
+		['an ACL user (sentinel.username + sentinel.password)', { username: 'sentineluser', password: 'S3ntinel-pw' }],
+		['requirepass (sentinel.password)', { password: 'S3ntinel-pw' }],
+	])('sentinels that require a password: %s', async (_name, auth) => {
+		const own = await startSentinelSet({ auth });
+		cleanups.push(() => own.stop());
+		const nodes = own.nodes;
+		expect(await roundTrip(url, { sentinel: { nodes, ...auth }, commandTimeout: 2000 })).toEqual({ name: url, version: '1' });
+		// Without the sentinels' credentials, or with a wrong password, the master cannot be
+		// found: a clear error that never shows the password.
+		const wrong = 'Wr0ng-s3ntinel-pw';
+		for (const [sentinel, reason] of [
+			[{ nodes }, /NOAUTH/],
+			[{ nodes, ...auth, password: wrong }, /Password authentication failed/],
+		]) {
+			const errors = [];
+			const info = new RedisInfoSessionManager(url, { sentinel, commandTimeout: 2000, onError: (e) => errors.push(e) });
+			const failures = await Promise.all([info.getClientInfo('x').catch((e) => e), info.setLogLevel('x', 'info').catch((e) => e)]);
+			await info.close();
+			for (const error of failures) {
+				expect(error).toBeInstanceOf(Error);
+				expect(error.message).toMatch(/^Could not (read session info|store log level) for session x: /);
+				expect(error.message).toMatch(reason);
+			}
+			expect(errors.map((e) => e.message)).toEqual([failures[1].message]);
+			const shown = [...failures, ...errors].map((e) => `${e.message}\n${e.stack}\n${inspect(e)}`).join('\n') + inspect(info);
+			expect(shown).not.toContain(wrong);
+			expect(shown).not.toContain(auth.password);
+		}
 	});
 });

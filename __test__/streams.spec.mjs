@@ -29,6 +29,22 @@ afterAll(async () => {
 	expect(unhandled).toEqual([]);
 });
 
+/**
+ * Two managers of their own (a prefix of their own: their broadcasts reach only each
+ * other's sessions), closed after the file; `errors` is what the owner reported.
+ */
+const pairs = [];
+async function pair(keyPrefix) {
+	const errors = [];
+	const owner = new RedisStreamSessionManager(server.url, { keyPrefix, onError: (e) => errors.push(e.message) });
+	const other = new RedisStreamSessionManager(server.url, { keyPrefix });
+	pairs.push(owner, other);
+	return { owner, other, errors };
+}
+afterAll(async () => {
+	for (const m of pairs) await m.close();
+});
+
 describe('create / has / send / delete', () => {
 	it('a send issued right after create resolves is delivered, from another instance', async () => {
 		const rec = recorder();
@@ -63,17 +79,29 @@ describe('create / has / send / delete', () => {
 		expect(await b.has('never-created')).toBe(false);
 	});
 
-	it('delete from another instance closes the owner’s controller and has() is false everywhere', async () => {
+	it('delete from another instance closes the owner’s controller, unsubscribes it, and has() is false everywhere', async () => {
+		const { owner, other, errors } = await pair('del-remote:');
 		const rec = recorder();
-		await a.create('del-remote', rec);
-		await b.delete('del-remote');
-		expect(await a.has('del-remote')).toBe(false);
-		expect(await b.has('del-remote')).toBe(false);
+		const kept = recorder();
+		await owner.create('gone', rec);
+		await owner.create('kept', kept);
+		await other.delete('gone');
+		expect(await owner.has('gone')).toBe(false);
+		expect(await other.has('gone')).toBe(false);
 		await eventually(() => rec.closed, 5000, 'owner closing the controller');
-		expect(await redis.exists('available:session:del-remote')).toBe(0);
-		await b.send(['del-remote'], 'after delete');
-		await new Promise((r) => setTimeout(r, 100));
+		expect(await redis.exists('del-remote:available:session:gone')).toBe(0);
+		const channels = ['del-remote:session:gone', 'del-remote:delete:session:gone'];
+		await eventually(async () => Object.values(await redis.pubSubNumSub(channels)).every((n) => n === 0), 5000, 'no subscription left');
+		// Nothing reaches the ended session any more, targeted or broadcast; the sentinel,
+		// sent last on the same connection, arrives after anything sent before it.
+		await other.send(['gone'], 'after delete');
+		await other.send(undefined, 'broadcast after delete');
+		await other.send(['kept'], 'sentinel');
+		await eventually(() => kept.chunks.includes('sentinel'), 5000, 'the sentinel');
+		expect(kept.chunks).toEqual(['broadcast after delete', 'sentinel']);
 		expect(rec.chunks).toEqual([]);
+		expect(rec.late).toEqual([]);
+		expect(errors).toEqual([]);
 	});
 
 	it('delete on the owner closes its controller and has() is false everywhere', async () => {
@@ -86,17 +114,22 @@ describe('create / has / send / delete', () => {
 	});
 
 	it('a second create for a live id replaces and closes the old controller: no double delivery', async () => {
+		const { owner, other, errors } = await pair('dup:');
 		const first = recorder();
 		const second = recorder();
-		await a.create('dup', first);
-		await a.create('dup', second);
+		await owner.create('dup', first);
+		await owner.create('dup', second);
 		expect(first.closed).toBe(true);
-		await b.send(['dup'], 'once');
-		await eventually(() => second.chunks.length === 1, 5000, 'delivery');
-		await b.send(['dup'], 'twice');
-		await eventually(() => second.chunks.length === 2, 5000, 'delivery');
+		expect((await redis.pubSubNumSub(['dup:session:dup']))['dup:session:dup']).toBe(1);
+		await other.send(['dup'], 'once');
+		await other.send(undefined, 'to everyone');
+		await other.send(['dup'], 'twice');
+		// 'twice' went last on one connection: once it arrived, so did anything before it.
+		await eventually(() => second.chunks.includes('twice'), 5000, 'delivery');
+		expect(second.chunks).toEqual(['once', 'to everyone', 'twice']);
 		expect(first.chunks).toEqual([]);
-		expect(second.chunks).toEqual(['once', 'twice']);
+		expect(first.late).toEqual([]);
+		expect(errors).toEqual([]);
 	});
 
 	it('create and delete in the same tick leave neither a subscription nor a liveness key', async () => {
@@ -125,8 +158,10 @@ describe('broadcast', () => {
 		await a.create('bc-a', ra);
 		await b.create('bc-b', rb);
 		await a.send(undefined, 'to everyone');
-		await eventually(() => ra.chunks.includes('to everyone') && rb.chunks.includes('to everyone'), 5000, 'broadcast');
-		await new Promise((r) => setTimeout(r, 50));
+		// A second broadcast from the same sender arrives after the first everywhere: once
+		// it arrived, a duplicate of the first would have too.
+		await a.send(undefined, 'sentinel');
+		await eventually(() => ra.chunks.includes('sentinel') && rb.chunks.includes('sentinel'), 5000, 'broadcast');
 		expect(ra.chunks.filter((c) => c === 'to everyone')).toHaveLength(1);
 		expect(rb.chunks.filter((c) => c === 'to everyone')).toHaveLength(1);
 	});
@@ -228,7 +263,15 @@ describe('liveness', () => {
 		expect(await redis.exists(['ttl:available:session:t1', 'ttl:available:session:t2'])).toBe(2);
 		// A deleted session is no longer refreshed, and no refresh brings its key back.
 		await short.delete('t1');
-		await new Promise((r) => setTimeout(r, 2500));
+		// Wait for a refresh after the delete (t2's TTL goes back up): it would have
+		// written t1's key too, had t1 still been refreshed.
+		let last = await redis.pTTL('ttl:available:session:t2');
+		await eventually(async () => {
+			const now = await redis.pTTL('ttl:available:session:t2');
+			const refreshed = now > last;
+			last = now;
+			return refreshed;
+		}, 5000, 'a refresh after the delete');
 		expect(await redis.exists('ttl:available:session:t1')).toBe(0);
 		expect(await redis.exists('ttl:available:session:t2')).toBe(1);
 		await short.close();

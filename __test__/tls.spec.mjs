@@ -56,11 +56,26 @@ describe('TLS', () => {
 
 	it('mutual TLS: a client certificate is accepted, none is refused', async () => {
 		const url = await tlsServer(true);
-		expect(await roundTrip(url, { tls: { ca: pem.ca, cert: pem.cert, key: pem.key } })).toEqual({ name: url, version: '1' });
-		const info = new RedisInfoSessionManager(url, { commandTimeout: 3000, tls: { ca: pem.ca } });
-		const error = await info.getClientInfo('x').catch((e) => e);
-		await info.close();
+		const mutual = { ca: pem.ca, cert: pem.cert, key: pem.key };
+		expect(await roundTrip(url, { tls: mutual })).toEqual({ name: url, version: '1' });
+		// The same read with and without the certificate: 'x' exists, so only a refused
+		// handshake can make the second one fail (a missing key would say "not found").
+		const read = async (tls) => {
+			const info = new RedisInfoSessionManager(url, { commandTimeout: 3000, tls });
+			try {
+				return await info.getClientInfo('x').catch((e) => e);
+			} finally {
+				await info.close();
+			}
+		};
+		const writer = new RedisInfoSessionManager(url, { commandTimeout: 3000, tls: mutual });
+		await writer.setClientInfo('x', { name: 'mutual', version: '1' });
+		await writer.close();
+		expect(await read(mutual)).toEqual({ name: 'mutual', version: '1' });
+		const error = await read({ ca: pem.ca });
 		expect(error).toBeInstanceOf(Error);
+		// rustls's wording of the server's alert (TLS 1.3 reports it after the handshake).
+		expect(error.message).toMatch(/^Could not read session info for session x: .*received fatal alert: CertificateRequired/);
 	});
 
 	it('rejects TLS options that cannot work, at construction', () => {

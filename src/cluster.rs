@@ -22,6 +22,8 @@ use futures_util::future::{join_all, try_join_all};
 use redis::aio::ConnectionLike;
 use redis::cluster_async::ClusterConnection;
 use redis::cluster_routing::{Route, RoutingInfo, SingleNodeRoutingInfo, Slot, SlotAddr};
+use std::time::Duration;
+
 use redis::{Arg, Cmd, Pipeline, RedisResult, Value};
 
 /// Where one command of a pipeline goes.
@@ -29,6 +31,8 @@ use redis::{Arg, Cmd, Pipeline, RedisResult, Value};
 enum Part {
     /// With the other commands of this slot, in one pipeline to the slot's master.
     Slot(Slot),
+    /// A publish: on its own, at most once (see [`publish`]).
+    Publish(Slot),
     /// On its own, routed by the crate: a multi-key DEL (split across slots), a keyless
     /// or unknown command.
     Alone,
@@ -72,15 +76,24 @@ fn part_of(cmd: &Cmd) -> Part {
     } else {
         None
     };
-    key.map_or(Part::Alone, |key| Part::Slot(Slot::for_key(key)))
+    let publishes = name.eq_ignore_ascii_case(b"SPUBLISH") || name.eq_ignore_ascii_case(b"PUBLISH");
+    match key {
+        Some(key) if publishes => Part::Publish(Slot::for_key(key)),
+        Some(key) => Part::Slot(Slot::for_key(key)),
+        None => Part::Alone,
+    }
 }
 
 /// Runs `pipeline` on the cluster: one pipeline per slot (sent to the slot's master),
 /// multi-slot and keyless commands on their own, all at once; replies in command order.
 /// Commands of one slot keep their order, so do pipelines of one slot sent one after
 /// the other (the crate queues requests in the order they are made).
+///
+/// With `publish` (a connection that never retries, and the time a publish may take),
+/// publishes go there one by one (see [`publish`]); without, they go with their slot.
 pub async fn query(
     connection: &ClusterConnection,
+    publish: Option<&(ClusterConnection, Duration)>,
     pipeline: &Pipeline,
     offset: usize,
     count: usize,
@@ -89,8 +102,18 @@ pub async fn query(
     let mut slots: Vec<(Slot, Vec<usize>)> = Vec::new();
     let mut slot_index: HashMap<Slot, usize> = HashMap::new();
     let mut alone: Vec<usize> = Vec::new();
+    let mut publishes: Vec<(usize, Slot)> = Vec::new();
     for (i, cmd) in commands.iter().enumerate() {
-        match part_of(cmd) {
+        let part = match (part_of(cmd), publish) {
+            (Part::Publish(slot), Some(_)) => {
+                publishes.push((i, slot));
+                continue;
+            }
+            (Part::Publish(slot), None) => Part::Slot(slot),
+            (part, _) => part,
+        };
+        match part {
+            Part::Publish(_) => unreachable!("handled above"),
             Part::Slot(slot) => {
                 let at = *slot_index.entry(slot).or_insert_with(|| {
                     slots.push((slot, Vec::new()));
@@ -101,7 +124,7 @@ pub async fn query(
             Part::Alone => alone.push(i),
         }
     }
-    if alone.is_empty() && slots.len() == 1 {
+    if alone.is_empty() && publishes.is_empty() && slots.len() == 1 {
         // The common case of one session's call: the pipeline as it is.
         let route = Route::with_slot(slots[0].0, SlotAddr::Master);
         return connection
@@ -132,10 +155,15 @@ pub async fn query(
         let cmd = commands[i];
         async move { connection.req_packed_command(cmd).await }
     });
+    let published = publishes.iter().map(|&(i, slot)| {
+        let (connection, budget) = publish.expect("publishes are split off only with a connection");
+        publish_once(connection, commands[i], slot, *budget)
+    });
     // `join_all` polls in order, so each part is queued in the order built. A part that
     // fails (its master unreachable during a failover) fails only its own commands.
-    let (slot_replies, single_replies) =
-        futures_util::future::join(join_all(by_slot), join_all(singles)).await;
+    let (slot_replies, single_replies, publish_replies) =
+        futures_util::future::join3(join_all(by_slot), join_all(singles), join_all(published))
+            .await;
     let mut replies: Vec<Option<Value>> = vec![None; commands.len()];
     let mut failures = 0;
     let mut first_failure = None;
@@ -160,9 +188,12 @@ pub async fn query(
     for (&i, result) in alone.iter().zip(single_replies) {
         place(&[i], result.map(|value| vec![value]));
     }
+    for (&(i, _), reply) in publishes.iter().zip(publish_replies) {
+        place(&[i], Ok(vec![reply]));
+    }
     match first_failure {
         // Nothing went through: the error as it is (a refused connection is retried).
-        Some(e) if failures == slots.len() + alone.len() => Err(e),
+        Some(e) if failures == slots.len() + alone.len() && publishes.is_empty() => Err(e),
         _ => Ok(replies
             .into_iter()
             .skip(offset)
@@ -170,6 +201,87 @@ pub async fn query(
             .map(|v| v.unwrap_or(Value::Nil))
             .collect()),
     }
+}
+
+/// Sends one publish at most once: again only while Redis says it did not run it (the
+/// slot moved, the cluster is down, the node is loading, nothing could be connected) and
+/// `budget` allows. A lost connection or a missing answer may mean it ran: that fails,
+/// saying so (see `error::may_have_run`).
+async fn publish_once(
+    connection: &ClusterConnection,
+    cmd: &Cmd,
+    slot: Slot,
+    budget: Duration,
+) -> Value {
+    let deadline = tokio::time::Instant::now() + budget;
+    let mut pause = Duration::from_millis(20);
+    let mut asking: Option<(String, u16)> = None;
+    loop {
+        let mut connection = connection.clone();
+        let attempt = match asking.take() {
+            // ASK: this one command goes to the importing node, after ASKING.
+            Some((host, port)) => {
+                let mut pipe = Pipeline::with_capacity(2);
+                pipe.cmd("ASKING").ignore();
+                pipe.add_command(cmd.clone());
+                let node = SingleNodeRoutingInfo::ByAddress { host, port };
+                connection
+                    .route_pipeline(pipe, 0, 1, node)
+                    .await
+                    .map(|mut v| v.pop().unwrap_or(Value::Nil))
+            }
+            None => {
+                let route = Route::with_slot(slot, SlotAddr::Master);
+                let node = RoutingInfo::SingleNode(SingleNodeRoutingInfo::SpecificNode(route));
+                connection.route_command(cmd.clone(), node).await
+            }
+        };
+        let error = match attempt {
+            Ok(Value::ServerError(e)) => redis::RedisError::from(e),
+            Ok(value) => return value,
+            Err(e) => e,
+        };
+        if !not_run(&error) {
+            return failed_saying(&error, "the command may still have run");
+        }
+        if tokio::time::Instant::now() + pause >= deadline {
+            return failed_saying(&error, "the command was not sent");
+        }
+        if error.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::Ask) {
+            asking = error
+                .redirect_node()
+                .and_then(|(node, _)| node.rsplit_once(':'))
+                .and_then(|(host, port)| Some((host.to_string(), port.parse().ok()?)));
+        }
+        tokio::time::sleep(pause).await;
+        pause = (pause * 2).min(Duration::from_millis(200));
+    }
+}
+
+/// Whether Redis said a command did not run (so sending it again cannot duplicate it).
+fn not_run(error: &redis::RedisError) -> bool {
+    use redis::{ErrorKind, ServerErrorKind};
+    matches!(
+        error.kind(),
+        ErrorKind::Server(
+            ServerErrorKind::Moved
+                | ServerErrorKind::Ask
+                | ServerErrorKind::TryAgain
+                | ServerErrorKind::ClusterDown
+                | ServerErrorKind::MasterDown
+                | ServerErrorKind::BusyLoading
+        ) | ErrorKind::ClusterConnectionNotFound
+    ) || error.is_connection_refusal()
+}
+
+/// A publish's reply when it failed: why, and whether it may have run.
+fn failed_saying(error: &redis::RedisError, outcome: &str) -> Value {
+    let reason = crate::error::describe_redis_error(error)
+        .lines()
+        .collect::<Vec<_>>()
+        .join(" ");
+    redis::parse_redis_value(format!("-ERR {reason}; {outcome}\r\n").as_bytes())
+        .unwrap_or(Value::Nil)
 }
 
 /// A command's reply when its part of a pipeline failed: a server error carrying why.
@@ -414,7 +526,27 @@ mod tests {
         assert_eq!(part_of(&eval), Part::Slot(Slot::for_key("k")));
         let mut publish = redis::cmd("SPUBLISH");
         publish.arg("session:a").arg("x");
-        assert_eq!(part_of(&publish), Part::Slot(Slot::for_key("session:a")));
+        // Publishes go on their own, at most once (see `publish_once`).
+        assert_eq!(part_of(&publish), Part::Publish(Slot::for_key("session:a")));
+    }
+
+    #[test]
+    fn only_replies_that_say_the_command_did_not_run_allow_sending_it_again() {
+        let error = |reply: &[u8]| match redis::parse_redis_value(reply).unwrap() {
+            Value::ServerError(e) => redis::RedisError::from(e),
+            other => panic!("{other:?}"),
+        };
+        assert!(not_run(&error(b"-MOVED 3999 127.0.0.1:6381\r\n")));
+        assert!(not_run(&error(b"-TRYAGAIN Multiple keys request during rehashing\r\n")));
+        assert!(not_run(&error(b"-CLUSTERDOWN The cluster is down\r\n")));
+        assert!(not_run(&error(b"-LOADING Redis is loading\r\n")));
+        let refused = std::io::Error::from(std::io::ErrorKind::ConnectionRefused);
+        assert!(not_run(&redis::RedisError::from(refused)));
+        let reset = std::io::Error::from(std::io::ErrorKind::ConnectionReset);
+        assert!(!not_run(&redis::RedisError::from(reset)));
+        let timeout = std::io::Error::from(std::io::ErrorKind::TimedOut);
+        assert!(!not_run(&redis::RedisError::from(timeout)));
+        assert!(!not_run(&error(b"-ERR something else\r\n")));
     }
 
     #[test]

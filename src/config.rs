@@ -277,7 +277,7 @@ fn cluster_source(
     let certs = options.tls.as_ref().map(certificates);
     // Builds a client from a list of nodes: the seeds at first, then (for a replacement
     // connection) the seeds and every node of the topology last seen.
-    let build = move |nodes: Vec<redis::ConnectionInfo>| {
+    let build = move |nodes: Vec<redis::ConnectionInfo>, no_retries: bool| {
         let mut builder = ClusterClientBuilder::new(nodes)
             .use_protocol(ProtocolVersion::RESP3)
             .tcp_settings(tcp.clone())
@@ -292,6 +292,9 @@ fn cluster_source(
             if let Some(certs) = &certs {
                 builder = builder.certs(certs.clone());
             }
+        }
+        if no_retries {
+            builder = builder.retries(0);
         }
         builder.build()
     };

@@ -56,8 +56,10 @@ pub enum Source {
 }
 
 /// Builds a cluster client for a list of nodes, with the settings the options give.
+/// The `bool` asks for a client whose connections never retry a command themselves (see
+/// [`ClusterLink`]).
 pub type BuildClusterClient =
-    Box<dyn Fn(Vec<ConnectionInfo>) -> RedisResult<ClusterClient> + Send + Sync>;
+    Box<dyn Fn(Vec<ConnectionInfo>, bool) -> RedisResult<ClusterClient> + Send + Sync>;
 
 /// A Redis Cluster: the crate's client, and a count of the topology changes its
 /// connections noticed (a failover may lose a shard's last writes).
@@ -68,8 +70,9 @@ pub type BuildClusterClient =
 /// nodes its client was built with.
 pub struct ClusterSource {
     build: BuildClusterClient,
-    /// The client new connections come from: the seeds and the nodes last seen.
-    client: Mutex<ClusterClient>,
+    /// The clients new connections come from (the seeds and the nodes last seen): one
+    /// whose connections retry (MOVED, a lost connection), one whose never do.
+    client: Mutex<(ClusterClient, ClusterClient)>,
     changes: AtomicU64,
     /// The configured seed nodes (the URL's first; its credentials and TLS apply to all).
     seeds: Vec<ConnectionInfo>,
@@ -119,7 +122,7 @@ fn address(info: &ConnectionInfo) -> Option<(&str, u16)> {
 
 impl ClusterSource {
     pub fn new(build: BuildClusterClient, seeds: Vec<ConnectionInfo>) -> RedisResult<Arc<Self>> {
-        let client = build(seeds.clone())?;
+        let client = (build(seeds.clone(), false)?, build(seeds.clone(), true)?);
         Ok(Arc::new(ClusterSource {
             build,
             client: Mutex::new(client),
@@ -157,13 +160,21 @@ impl ClusterSource {
             }
             *seen = nodes;
         }
-        if let Ok(client) = (self.build)(self.nodes()) {
-            *self.client.lock().unwrap() = client;
+        let nodes = self.nodes();
+        if let (Ok(retrying), Ok(once)) = (
+            (self.build)(nodes.clone(), false),
+            (self.build)(nodes, true),
+        ) {
+            *self.client.lock().unwrap() = (retrying, once);
         }
     }
 
     fn client(&self) -> ClusterClient {
-        self.client.lock().unwrap().clone()
+        self.client.lock().unwrap().0.clone()
+    }
+
+    fn client_without_retries(&self) -> ClusterClient {
+        self.client.lock().unwrap().1.clone()
     }
 
     /// Who serves which slots, and every node, as most of up to three of `masters` (a
@@ -244,7 +255,32 @@ impl ClusterSource {
 #[derive(Clone)]
 pub enum Link {
     Single(ConnectionManager),
-    Cluster(ClusterConnection),
+    Cluster(ClusterLink),
+}
+
+/// A cluster connection, and for a command connection a second one that never retries a
+/// command by itself: publishes go there. The crate resends a command whose connection
+/// was lost or whose answer timed out, and resends a whole pipeline when one reply in it
+/// is MOVED: a publish that did reach Redis would be delivered twice. Publishes are sent
+/// one by one on the connection without retries, and [`crate::cluster::query`] sends one
+/// again only when Redis said it did not run it (see `cluster::publish`).
+#[derive(Clone)]
+pub struct ClusterLink {
+    connection: ClusterConnection,
+    publish: Option<(ClusterConnection, Duration)>,
+}
+
+impl std::ops::Deref for ClusterLink {
+    type Target = ClusterConnection;
+    fn deref(&self) -> &ClusterConnection {
+        &self.connection
+    }
+}
+
+impl std::ops::DerefMut for ClusterLink {
+    fn deref_mut(&mut self) -> &mut ClusterConnection {
+        &mut self.connection
+    }
 }
 
 impl ConnectionLike for Link {
@@ -264,9 +300,13 @@ impl ConnectionLike for Link {
         match self {
             Link::Single(manager) => manager.req_packed_commands(pipeline, offset, count),
             // One pipeline per slot: the crate sends a whole pipeline to one node.
-            Link::Cluster(cluster) => {
-                Box::pin(crate::cluster::query(cluster, pipeline, offset, count))
-            }
+            Link::Cluster(cluster) => Box::pin(crate::cluster::query(
+                &cluster.connection,
+                cluster.publish.as_ref(),
+                pipeline,
+                offset,
+                count,
+            )),
         }
     }
 
@@ -580,11 +620,25 @@ fn cluster_link(
             Ok::<(), ()>(())
         });
     }
-    Link::Cluster(
-        cluster
+    // A command connection: publishes on a connection of their own that never retries
+    // (see `ClusterLink`), within the crate's overall deadline for a call.
+    let publish = push.is_none().then(|| {
+        let config = ClusterConfig::new()
+            .set_connection_timeout(options.connect_timeout())
+            .set_response_timeout(options.command_timeout());
+        (
+            cluster
+                .client_without_retries()
+                .get_pending_async_connection_with_config(config),
+            options.command_timeout().mul_f64(0.9),
+        )
+    });
+    Link::Cluster(ClusterLink {
+        connection: cluster
             .client()
             .get_pending_async_connection_with_config(config),
-    )
+        publish,
+    })
 }
 
 /// Which connection a call was handed to, to tell later whether it was replaced since.

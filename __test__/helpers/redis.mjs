@@ -204,9 +204,14 @@ export function recorder() {
 		chunks: [],
 		/** @type {Uint8Array[]} */
 		raw: [],
+		/** What was enqueued after close (it threw, as a real controller does): never wanted. @type {string[]} */
+		late: [],
 		closed: false,
 		enqueue(chunk) {
-			if (rec.closed) throw new TypeError('Invalid state: Controller is already closed');
+			if (rec.closed) {
+				rec.late.push(chunk instanceof Uint8Array ? decoder.decode(chunk) : String(chunk));
+				throw new TypeError('Invalid state: Controller is already closed');
+			}
 			if (!(chunk instanceof Uint8Array)) throw new TypeError('chunk is not a Uint8Array');
 			rec.raw.push(chunk);
 			rec.chunks.push(decoder.decode(chunk));

@@ -8,17 +8,21 @@ import { eventually, freePort, startRedis } from './redis.mjs';
 
 export const MASTER_NAME = 'tmcpmaster';
 
-/** A node-redis client on `port` that ignores errors (for looking and for SENTINEL commands). */
-async function client(port) {
-	const c = createClient({ url: `redis://127.0.0.1:${port}` });
+/**
+ * A node-redis client on `port` that ignores errors (for looking and for SENTINEL
+ * commands), as `auth` (`{ username?, password }`) when the sentinels require it.
+ */
+export async function sentinelClient(port, auth) {
+	const c = createClient({ url: `redis://127.0.0.1:${port}`, username: auth?.username, password: auth?.password });
 	c.on('error', () => {});
 	await c.connect();
 	return c;
 }
+const client = sentinelClient;
 
-/** The master's port as the sentinels see it now. */
-export async function currentMasterPort(sentinelPort) {
-	const c = await client(sentinelPort);
+/** The master's port as the sentinels see it now (asking the sentinel on `sentinelPort`). */
+export async function currentMasterPort(sentinelPort, auth) {
+	const c = await client(sentinelPort, auth);
 	try {
 		const [, port] = await c.sendCommand(['SENTINEL', 'GET-MASTER-ADDR-BY-NAME', MASTER_NAME]);
 		return Number(port);
@@ -48,15 +52,28 @@ async function startDataNode(tls, replicaOf) {
 	return node;
 }
 
+/** How many clients of the sentinel on `port` are subscribed (a manager's `+switch-master` listener). */
+export async function subscribedClients(port, auth) {
+	const c = await client(port, auth);
+	try {
+		const list = String(await c.sendCommand(['CLIENT', 'LIST']));
+		return list.split('\n').filter((line) => / sub=[1-9]/.test(line)).length;
+	} finally {
+		c.destroy();
+	}
+}
+
 /**
- * Starts the set. With `tls` (the server's PEM file paths, see helpers/tls.mjs) each
+ * Starts the set. With `auth` (`{ username?, password }`) the sentinels require it (an
+ * ACL user, or `requirepass` without a username), and use it among themselves. With
+ * `tls` (the server's PEM file paths, see helpers/tls.mjs) each
  * sentinel also listens for TLS on a port of its own (`tlsNodes`), requiring a client
  * certificate when `authClients`; the plain ports stay for the tests' own looks. With
  * `dataTls` too, the master and replica also serve TLS, replicate over it, and the
  * sentinels monitor and announce their TLS ports: TLS everywhere.
  * @param {{ tls?: { ca: string, cert: string, key: string }, authClients?: boolean, dataTls?: boolean }} [options]
  */
-export async function startSentinelSet({ tls, authClients = false, dataTls = false } = {}) {
+export async function startSentinelSet({ tls, authClients = false, dataTls = false, auth } = {}) {
 	const dir = mkdtempSync(join(tmpdir(), 'tmcp-sentinel-'));
 	const master = await startDataNode(dataTls && tls);
 	const replica = await startDataNode(dataTls && tls, master);
@@ -87,6 +104,11 @@ export async function startSentinelSet({ tls, authClients = false, dataTls = fal
 							`tls-replication ${dataTls ? 'yes' : 'no'}`,
 						]
 					: []),
+				...(auth?.username
+					? [`user default off`, `user ${auth.username} on >${auth.password} ~* &* +@all`, `sentinel sentinel-user ${auth.username}`, `sentinel sentinel-pass ${auth.password}`]
+					: auth
+						? [`requirepass ${auth.password}`, `sentinel sentinel-pass ${auth.password}`]
+						: []),
 				'',
 			].join('\n'),
 		);
@@ -95,7 +117,7 @@ export async function startSentinelSet({ tls, authClients = false, dataTls = fal
 	// Ready when every sentinel knows the replica and the other sentinels.
 	await eventually(async () => {
 		for (const s of sentinels) {
-			const c = await client(s.port);
+			const c = await client(s.port, auth);
 			try {
 				const replicas = await c.sendCommand(['SENTINEL', 'REPLICAS', MASTER_NAME]);
 				const peers = await c.sendCommand(['SENTINEL', 'SENTINELS', MASTER_NAME]);
@@ -113,7 +135,7 @@ export async function startSentinelSet({ tls, authClients = false, dataTls = fal
 		nodes: sentinels.map((s) => `127.0.0.1:${s.port}`),
 		tlsNodes: tlsPorts.map((port) => `127.0.0.1:${port}`),
 		async failover() {
-			const c = await client(sentinels[0].port);
+			const c = await client(sentinels[0].port, auth);
 			try {
 				await c.sendCommand(['SENTINEL', 'FAILOVER', MASTER_NAME]);
 			} finally {
@@ -122,15 +144,16 @@ export async function startSentinelSet({ tls, authClients = false, dataTls = fal
 		},
 		/**
 		 * Freezes the current master (SIGSTOP) and waits until the sentinels promote the
-		 * replica. Returns the thaw (SIGCONT), for the test's cleanups.
+		 * replica, asking the sentinel on `askPort`. Returns the thaw (SIGCONT), for the
+		 * test's cleanups.
 		 */
-		async freezeMaster() {
-			const before = await currentMasterPort(sentinels[0].port);
+		async freezeMaster(askPort = sentinels[0].port) {
+			const before = await currentMasterPort(askPort, auth);
 			const frozen = [master, replica].find((n) => (n.tlsPort ?? n.port) === before);
 			frozen.signal('SIGSTOP');
 			const thaw = () => frozen.signal('SIGCONT');
 			try {
-				await eventually(async () => (await currentMasterPort(sentinels[0].port)) !== before, 30_000, 'the sentinels to promote the replica');
+				await eventually(async () => (await currentMasterPort(askPort, auth)) !== before, 30_000, 'the sentinels to promote the replica');
 			} catch (error) {
 				thaw();
 				throw error;
