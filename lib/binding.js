@@ -4,9 +4,16 @@
 // which platforms have one.
 
 /** The platforms with a prebuilt binary package (`npm/<platform>`). */
-const PLATFORMS = Object.freeze(['linux-x64-gnu', 'linux-arm64-gnu', 'linux-x64-musl', 'linux-arm64-musl']);
+const PLATFORMS = Object.freeze([
+	'linux-x64-gnu',
+	'linux-arm64-gnu',
+	'linux-x64-musl',
+	'linux-arm64-musl',
+	'darwin-arm64',
+	'darwin-x64',
+]);
 
-/** e.g. `linux-x64-gnu`, `linux-arm64-musl`, `darwin-arm64`. */
+/** e.g. `linux-x64-gnu`, `linux-arm64-musl`, `darwin-arm64`, `win32-x64`. */
 function platformName() {
 	if (process.platform !== 'linux') return `${process.platform}-${process.arch}`;
 	let glibc = false;

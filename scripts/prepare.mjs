@@ -1,6 +1,7 @@
 // Makes a fresh checkout ready to run: npm dependencies, a redis-server binary (from
 // the OS packages when missing) and an up-to-date release build of the addon.
-// Usage: node scripts/prepare.mjs [--no-redis]
+// Usage: node scripts/prepare.mjs [--no-redis] [--no-addon]
+// (--no-addon: no build of lib/'s addon, for the commands that test the platform packages)
 import { spawnSync } from 'node:child_process';
 import { existsSync, statSync } from 'node:fs';
 import { join } from 'node:path';
@@ -36,7 +37,9 @@ if (!process.argv.includes('--no-redis') && !process.env.REDIS_URL && !has('redi
 
 const binary = join(root, 'lib', 'session-manager-redis.linux-x64-gnu.node');
 const sources = sourcesChangedAt();
-if (!existsSync(binary) || statSync(binary).mtimeMs < sources) {
+if (process.argv.includes('--no-addon')) {
+	// test:platforms and test:runtimes use the platform packages' own builds.
+} else if (!existsSync(binary) || statSync(binary).mtimeMs < sources) {
 	console.log('prepare: building the native addon (release)');
 	run('npm', ['run', 'build']);
 } else {

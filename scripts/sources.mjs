@@ -19,5 +19,5 @@ function newest(paths) {
 
 /** Newest modification time of the Rust sources and build files. */
 export function sourcesChangedAt() {
-	return newest(['src', 'Cargo.toml', 'Cargo.lock', 'build.rs']);
+	return newest(['src', 'Cargo.toml', 'Cargo.lock', 'build.rs', '.cargo']);
 }
