@@ -45,6 +45,159 @@ export interface RedisSessionManagerOptions {
 	onError?: (error: Error) => void;
 }
 
+/**
+ * The stable `code` of every Error a manager rejects with or reports (README
+ * "Observability"). Errors an app's own callback threw are handed on as thrown when they
+ * are Errors; anything else it threw is wrapped with `TMCP_REDIS_CALLBACK`.
+ */
+export type TmcpRedisErrorCode =
+	/** Never handed to Redis (also when `commandTimeout` passed first): safe to retry. */
+	| 'TMCP_REDIS_NOT_SENT'
+	/** Handed to Redis, no answer within `commandTimeout`: it may still have run. */
+	| 'TMCP_REDIS_TIMEOUT'
+	/** No usable connection: refused, lost, TLS, authentication, no node reachable. */
+	| 'TMCP_REDIS_CONNECTION'
+	/** An error reply from Redis (e.g. NOPERM). */
+	| 'TMCP_REDIS_REPLY'
+	/** The manager was closed. */
+	| 'TMCP_REDIS_CLOSED'
+	/** A value read from Redis is corrupt (wrong type, not JSON, not UTF-8, unknown log level). */
+	| 'TMCP_REDIS_BAD_DATA'
+	/** A getter's value is not stored (upstream's "… not found for session …"). */
+	| 'TMCP_REDIS_NOT_FOUND'
+	/** An app callback (a controller's enqueue, a subscription's send or close) threw. */
+	| 'TMCP_REDIS_CALLBACK'
+	/** A bad argument or option (always a TypeError). */
+	| 'TMCP_REDIS_BAD_ARGUMENT';
+
+/** An Error of this package. */
+export interface TmcpRedisError extends Error {
+	code: TmcpRedisErrorCode;
+}
+
+/** The codes by name. */
+export declare const ERROR_CODES: Readonly<{
+	NOT_SENT: 'TMCP_REDIS_NOT_SENT';
+	TIMEOUT: 'TMCP_REDIS_TIMEOUT';
+	CONNECTION: 'TMCP_REDIS_CONNECTION';
+	REPLY: 'TMCP_REDIS_REPLY';
+	CLOSED: 'TMCP_REDIS_CLOSED';
+	BAD_DATA: 'TMCP_REDIS_BAD_DATA';
+	NOT_FOUND: 'TMCP_REDIS_NOT_FOUND';
+	CALLBACK: 'TMCP_REDIS_CALLBACK';
+	BAD_ARGUMENT: 'TMCP_REDIS_BAD_ARGUMENT';
+}>;
+
+/** The `node:diagnostics_channel` names (node-redis's style). */
+export declare const CHANNELS: Readonly<{
+	/** TracingChannel (`start`/`end`/`asyncStart`/`asyncEnd`/`error`), context {@link CommandContext}. */
+	command: 'tmcp-redis:command';
+	/** {@link ConnectionEvent} */
+	connection: 'tmcp-redis:connection';
+	/** {@link TopologyEvent} */
+	topology: 'tmcp-redis:topology';
+	/** {@link ErrorEvent} */
+	error: 'tmcp-redis:error';
+}>;
+
+/** The context of a `tmcp-redis:command` trace: what the call is and where it goes, never an argument. */
+export interface CommandContext {
+	/** The method, e.g. `send`, `setClientInfo`, `create`. */
+	operation: string;
+	manager: 'streams' | 'info' | 'subscriptions';
+	/** Host (a Unix socket's path; a Sentinel master as last resolved, its group name until then; a cluster's seed). */
+	serverAddress: string | undefined;
+	serverPort: number | undefined;
+	database: number;
+	/** Set by the TracingChannel when the call resolved / rejected. */
+	result?: unknown;
+	error?: TmcpRedisError;
+}
+
+/** `tmcp-redis:connection`: a connection became usable, or was lost (and is being re-established). */
+export interface ConnectionEvent {
+	event: 'ready' | 'lost';
+	role: 'command' | 'pubsub';
+	serverAddress: string | undefined;
+	serverPort: number | undefined;
+}
+
+/** `tmcp-redis:topology`: a Sentinel failover (`+switch-master`) or a cluster's slots changing owners, followed. */
+export interface TopologyEvent {
+	event: 'master-switched' | 'slots-moved';
+	role: 'command' | 'pubsub';
+	serverAddress: string | undefined;
+	serverPort: number | undefined;
+}
+
+/** `tmcp-redis:error`: what `onError` gets (its message may name a session, as onError's does). */
+export interface ErrorEvent {
+	error: Error;
+	code: TmcpRedisErrorCode | undefined;
+}
+
+/**
+ * What every manager's `stats()` returns: counters since construction, gauges as of
+ * now, all finite numbers. The command connection's figures (`reconnects`,
+ * `topologyChanges`, `timeouts`, `connections`) appear in every manager built on it.
+ */
+export interface ManagerStats {
+	/** Calls handed to Redis and not yet settled (gauge). */
+	commandsInFlight: number;
+	/** Calls settled, succeeded or failed. */
+	commands: number;
+	/** Calls that failed. */
+	commandErrors: number;
+	/** Calls that timed out (sent or not) and background work (subscriptions, checks, liveness refreshes) that did. */
+	timeouts: number;
+	/** Connections re-established after a loss. */
+	reconnects: number;
+	/** Sentinel switches and cluster slot-owner changes followed (the most any one connection followed). */
+	topologyChanges: number;
+	/** Connections up now (gauge). */
+	connections: number;
+}
+
+export interface StreamSessionManagerStats extends ManagerStats {
+	/** Sessions held here (gauge). */
+	sessions: number;
+	/** Messages Redis accepted from `send`: one per target session, one per broadcast. */
+	sent: number;
+	/** Messages handed to a controller's `enqueue`. */
+	delivered: number;
+	/** Messages that arrived for no live local session, or whose `enqueue` threw. */
+	dropped: number;
+	/** Local sessions whose channels this manager wants subscribed (gauge). */
+	subscriptionsWanted: number;
+	/** Local sessions whose message channel Redis confirmed (gauge; sessions, not channels). */
+	subscriptionsConfirmed: number;
+	/** Messages received and not yet handed to JavaScript (gauge). */
+	deliveryQueue: number;
+}
+
+export interface InfoSessionManagerStats extends ManagerStats {}
+
+export interface SubscriptionManagerStats extends ManagerStats {
+	/** Local subscriptions (gauge). */
+	subscriptions: number;
+	/** Same as `subscriptions` (the earlier name). */
+	active: number;
+	/** Notifications Redis accepted from `send`. */
+	notificationsSent: number;
+	/** Notifications a local subscription's `send` took. */
+	notificationsDelivered: number;
+	/** Notifications a local subscription's `send` threw on (or that came for one since closed). */
+	dropped: number;
+	/** Messages on the channel dropped as malformed or foreign. */
+	ignored: number;
+	/** Notifications no local subscription wanted. */
+	unwanted: number;
+	/** 1 while the notification channel is subscribed, else 0 (gauge). */
+	subscribed: number;
+	/** Notifications matched and not yet handed to JavaScript (gauge). */
+	deliveryQueue: number;
+}
+
 /** Owns this process's SSE streams; routes notifications to them through Redis pub/sub. */
 export declare class RedisStreamSessionManager {
 	constructor(redisUrl: string, options?: RedisSessionManagerOptions);
@@ -59,6 +212,8 @@ export declare class RedisStreamSessionManager {
 	/** Closes local streams, removes their liveness keys and the connections. */
 	close(): Promise<void>;
 	[Symbol.asyncDispose](): Promise<void>;
+	/** Counters and gauges (synchronous, a fresh object each call). */
+	stats(): StreamSessionManagerStats;
 }
 
 /** Persists per-session metadata so stateless requests can rebuild the MCP context. */
@@ -78,6 +233,8 @@ export declare class RedisInfoSessionManager {
 	/** Releases the connection; calls already made still complete. */
 	close(): Promise<void>;
 	[Symbol.asyncDispose](): Promise<void>;
+	/** Counters and gauges (synchronous, a fresh object each call). */
+	stats(): InfoSessionManagerStats;
 }
 
 type Subscription = import('@tmcp/session-manager').Subscription;
@@ -102,8 +259,8 @@ export declare class RedisSubscriptionManager {
 	/** Closes every subscription and releases the connections (the manager's own lifecycle). */
 	dispose(): Promise<void>;
 	[Symbol.asyncDispose](): Promise<void>;
-	/** Local subscriptions; messages on the channel dropped as malformed or foreign; notifications no local subscription wanted. */
-	readonly stats: { active: number; ignored: number; unwanted: number };
+	/** Counters and gauges (synchronous, a fresh object each call). */
+	stats(): SubscriptionManagerStats;
 }
 
 /** The three managers on one shared command connection. */

@@ -5,6 +5,8 @@ const { RedisInfoSessionManager } = require('./lib/info.js');
 const { RedisSubscriptionManager } = require('./lib/subscriptions.js');
 const { Link } = require('./lib/link.js');
 const { normalizeOptions, checkUrl } = require('./lib/options.js');
+const { CODES } = require('./lib/errors.js');
+const { CHANNELS } = require('./lib/observe.js');
 
 /**
  * Builds the three managers on one shared command connection (the stream and
@@ -27,4 +29,6 @@ module.exports = {
 	RedisInfoSessionManager,
 	RedisSubscriptionManager,
 	createSessionManagers,
+	CHANNELS,
+	ERROR_CODES: CODES,
 };

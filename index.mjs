@@ -1,3 +1,3 @@
 import cjs from './index.js';
 
-export const { RedisStreamSessionManager, RedisInfoSessionManager, RedisSubscriptionManager, createSessionManagers } = cjs;
+export const { RedisStreamSessionManager, RedisInfoSessionManager, RedisSubscriptionManager, createSessionManagers, CHANNELS, ERROR_CODES } = cjs;

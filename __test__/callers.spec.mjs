@@ -222,7 +222,7 @@ describe('item 6: a subscription whose send throws a value that cannot be shown'
 		expect(await outcome(m.close(1, 'c6-close', 'closed'))).toBe('Error');
 		expect(await outcome(bounded(m.closeAll('c6-close'), 'closeAll'))).toBe('resolved');
 		expect(errors.map(kind)).toEqual(['Error']);
-		expect(m.stats.active).toBe(0);
+		expect(m.stats().active).toBe(0);
 	});
 
 	it('an acknowledge that throws such a value: create rejects with an Error', async () => {
@@ -232,7 +232,7 @@ describe('item 6: a subscription whose send throws a value that cannot be shown'
 			throw evilProxy();
 		};
 		expect(await outcome(m.create({ id: 1, origin: 'c6-ack', filters: {} }, s))).toBe('Error');
-		expect(m.stats.active).toBe(0);
+		expect(m.stats().active).toBe(0);
 	});
 });
 
@@ -245,7 +245,7 @@ describe('item 7: a create that fails reading its arguments', () => {
 			},
 		};
 		await expect(m.create({ id: 'z', origin: 'o', filters }, stream())).rejects.toThrow(/filters/);
-		expect(m.stats.active).toBe(0);
+		expect(m.stats().active).toBe(0);
 		const s = stream();
 		expect(await m.create({ id: 'z', origin: 'o', filters: { toolsListChanged: true } }, s)).toBe(true);
 		await m.send({ jsonrpc: '2.0', method: 'notifications/tools/list_changed', params: {} });
@@ -263,7 +263,7 @@ describe('item 7: a create that fails reading its arguments', () => {
 	])('%s: rejects with a TypeError, nothing registered', async (_name, filters) => {
 		const m = subscriptions();
 		expect(await outcome(m.create({ id: 'y', origin: 'o', filters }, stream()))).toBe('TypeError');
-		expect(m.stats.active).toBe(0);
+		expect(m.stats().active).toBe(0);
 		expect(await m.create({ id: 'y', origin: 'o', filters: {} }, stream())).toBe(true);
 		await bounded(m.dispose(), 'dispose');
 	});

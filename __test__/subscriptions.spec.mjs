@@ -172,7 +172,7 @@ describe('RedisSubscriptionManager', () => {
 		await redis.publish('tmcp:subscriptions', JSON.stringify(updated('file:///nobody', 0)));
 		await a.send(toolsChanged(7));
 		await eventually(() => s.received.length === 1, 5000, 'delivery');
-		expect(a.stats).toEqual({ active: 1, ignored: 2, unwanted: 1 });
+		expect(a.stats()).toMatchObject({ active: 1, ignored: 2, unwanted: 1 });
 	});
 
 	it('keyPrefix applies to the channel', async () => {

@@ -180,6 +180,29 @@ const scenarios = [
 			return { v: matching ? r.received / r.seconds : 0, cpu: r.cpuUs };
 		},
 	})),
+	{
+		// Ours against ours: what a node:diagnostics_channel subscriber (on every channel of
+		// ours, as an APM attaches one) costs the main thread of a sender (one trace per
+		// send) and of a receiver (nothing per message: deliveries are not traced).
+		name: 'observability: delivery to 100 sessions in another process, 256 sends in flight, no subscriber vs a subscriber on every tmcp-redis channel',
+		impls: ['ours', 'ours-observed'],
+		rows: [
+			['(delivered messages/s)', 'v', 'higher'],
+			['receiver main-thread CPU per message (µs)', 'rcpu', 'lower'],
+			['sender main-thread CPU per send (µs)', 'scpu', 'lower'],
+		],
+		run: async (impl) => {
+			const observe = impl === 'ours-observed';
+			const messages = quick ? 30_000 : 100_000;
+			const receiver = spawnWorker('ours', 'receiver', { sessions: 100, prefix: 'o', expect: messages, observe });
+			await receiver.ready;
+			const sender = await runSender('ours', { prefix: 'o', sessions: 100, messages, concurrency: 256, payload: 300, observe });
+			const r = await receiver.settle(messages);
+			sender.finish();
+			check(r.received === messages, `${impl} observability: received ${r.received}/${messages}`);
+			return { v: r.received / r.seconds, rcpu: r.cpuUs, scpu: sender.result.cpuUs };
+		},
+	},
 	...[0, 200_000].map((unrelated) => ({
 		name: `broadcast to 1,000 sessions in 2 processes, ${unrelated.toLocaleString('en')} unrelated keys (broadcasts/s)`,
 		setup: async () => {
@@ -244,30 +267,34 @@ const fmt = (x) =>
 	Math.abs(x) >= 100 ? Math.round(x).toLocaleString('en') : Math.abs(x) >= 10 ? x.toFixed(1) : x.toFixed(2);
 
 const table = [];
+// Scenarios of ours against ours (`impls`): a table of their own.
+const oursTable = [];
 const notes = [];
 for (const scenario of scenarios.filter((s) => !only || s.name.includes(only))) {
 	const rows = scenario.rows ?? [['', 'v', 'higher']];
+	const impls = scenario.impls ?? IMPLS;
 	const perRound = rows.map(() => ({ upstream: [], ours: [], ratio: [] }));
 	for (let round = 0; round < ROUNDS; round++) {
 		await admin.flushAll();
 		await scenario.setup?.();
-		const order = round % 2 ? [...IMPLS].reverse() : IMPLS;
+		const order = round % 2 ? [...impls].reverse() : impls;
 		const got = {};
 		for (const impl of order) got[impl] = await scenario.run(impl);
 		rows.forEach(([, key, better], i) => {
-			const up = got.upstream[key];
-			const ours = got.ours[key];
+			// "upstream" and "ours" stand for the scenario's first and second impl.
+			const up = got[impls[0]][key];
+			const ours = got[impls[1]][key];
 			perRound[i].upstream.push(up);
 			perRound[i].ours.push(ours);
 			if (better === 'higher') perRound[i].ratio.push(ours / up);
 			else if (better === 'lower') perRound[i].ratio.push(up / ours);
 		});
-		if (got.upstream.unhandled) notes.push(`${scenario.name}: upstream process saw ${got.upstream.unhandled} unhandled rejections (round ${round + 1})`);
+		if (got.upstream?.unhandled) notes.push(`${scenario.name}: upstream process saw ${got.upstream.unhandled} unhandled rejections (round ${round + 1})`);
 		process.stderr.write('.');
 	}
 	rows.forEach(([label, , better], i) => {
 		const r = perRound[i];
-		table.push([
+		(scenario.impls ? oursTable : table).push([
 			label ? `${scenario.name} ${label}` : scenario.name,
 			fmt(median(r.upstream)),
 			fmt(median(r.ours)),
@@ -276,8 +303,20 @@ for (const scenario of scenarios.filter((s) => !only || s.name.includes(only))) 
 	});
 }
 process.stderr.write('\n');
+/** Ours without and with a diagnostics subscriber (see the observability scenario). */
+const oursLines = oursTable.length
+	? [
+			'',
+			'Ours without and with a node:diagnostics_channel subscriber:',
+			'',
+			'| scenario | no subscriber | subscriber | ratio (> 1 = subscriber better) |',
+			'|---|---|---|---|',
+			...oursTable.map((r) => `| ${r.join(' | ')} |`),
+		]
+	: [];
 if (only) {
-	console.log(['| scenario | upstream | ours | ratio |', '|---|---|---|---|', ...table.map((r) => `| ${r.join(' | ')} |`)].join('\n'));
+	const lines = table.length ? ['| scenario | upstream | ours | ratio |', '|---|---|---|---|', ...table.map((r) => `| ${r.join(' | ')} |`)] : [];
+	console.log([...lines, ...oursLines].join('\n'));
 	await admin.quit();
 	await server.stop();
 	process.exit(0);
@@ -372,6 +411,7 @@ lines.push(
 	'|---|---|---|---|',
 	...clusterTable.map((r) => `| ${r.join(' | ')} |`),
 );
+lines.push(...oursLines);
 if (notes.length) lines.push('', ...notes.map((n) => `- ${n}`));
 const output = lines.join('\n');
 console.log(output);

@@ -17,6 +17,26 @@ const mod =
 			? await import('../index.mjs')
 			: {};
 const { RedisInfoSessionManager, RedisStreamSessionManager, RedisSubscriptionManager } = mod;
+// `observe` (ours only): a diagnostics subscriber as an APM would attach one, on every
+// channel of ours: a duration per traced call, a count of every other event.
+if (p.observe) {
+	const dc = await import('node:diagnostics_channel');
+	const { CHANNELS } = mod;
+	const started = new WeakMap();
+	const seen = { traced: 0, totalMs: 0, events: 0 };
+	dc.tracingChannel(CHANNELS.command).subscribe({
+		start: (context) => started.set(context, performance.now()),
+		end() {},
+		asyncStart() {},
+		asyncEnd(context) {
+			seen.traced++;
+			seen.totalMs += performance.now() - started.get(context);
+		},
+		error() {},
+	});
+	for (const name of [CHANNELS.connection, CHANNELS.topology, CHANNELS.error]) dc.subscribe(name, () => seen.events++);
+	globalThis.observed = seen;
+}
 // `options` (ours only): e.g. { cluster: true } for the cluster rows.
 const newInfo = () => new RedisInfoSessionManager(p.url, p.options);
 const newStreams = () => new RedisStreamSessionManager(p.url, p.options);

@@ -1,5 +1,8 @@
 // The main job, end to end: two TMCP server processes share one Redis; an MCP SDK
 // client opens its SSE stream on process A and sends every request to process B.
+// `--cluster`: on a private Redis Cluster. `--mixed`: a migration under way, process A
+// still runs upstream's @tmcp/session-manager-redis and B runs ours with
+// `upstreamCompatible: true`.
 import { createClient, createCluster } from 'redis';
 import { Client } from '@modelcontextprotocol/sdk/client/index.js';
 import { StreamableHTTPClientTransport } from '@modelcontextprotocol/sdk/client/streamableHttp.js';
@@ -17,7 +20,16 @@ const say = (line) => console.log(line);
 const started = [];
 // `npm run demo -- --cluster`: the same on a private Redis Cluster (3 masters + 3 replicas).
 const onCluster = process.argv.includes('--cluster');
+// `npm run demo -- --mixed`: A runs upstream's managers, B ours (as during a migration).
+const mixed = process.argv.includes('--mixed');
+if (mixed && onCluster) {
+	console.error('--mixed runs on one Redis: upstream has no cluster mode');
+	process.exit(2);
+}
 const managerOptions = onCluster ? { cluster: true } : {};
+// While an upstream process shares the Redis, ours runs with upstreamCompatible: true, or
+// B's broadcasts (tools/list_changed) would not reach the stream upstream holds on A.
+const bOptions = mixed ? { upstreamCompatible: true } : managerOptions;
 let redisServer;
 
 /**
@@ -91,11 +103,11 @@ try {
 	const redis = await observe(redisUrl);
 
 	const [a, b] = await Promise.all([
-		startProcess('A', redisUrl, started, say, managerOptions),
-		startProcess('B', redisUrl, started, say, managerOptions),
+		startProcess('A', redisUrl, started, say, managerOptions, { upstream: mixed }),
+		startProcess('B', redisUrl, started, say, bOptions),
 	]);
-	say(`• server process A: pid ${a.pid} at ${a.url}`);
-	say(`• server process B: pid ${b.pid} at ${b.url}`);
+	say(`• server process A: pid ${a.pid} at ${a.url}${mixed ? ' (upstream: @tmcp/session-manager-redis)' : ''}`);
+	say(`• server process B: pid ${b.pid} at ${b.url}${mixed ? ' (ours, upstreamCompatible: true)' : ''}`);
 
 	const transport = new StreamableHTTPClientTransport(new URL(b.url), {
 		fetch: (url, init) => fetch((init?.method ?? 'GET') === 'GET' ? a.url : b.url, init),
@@ -116,6 +128,8 @@ try {
 	await client.connect(transport);
 	const id = transport.sessionId;
 	for (let i = 0; i < 100 && !(await redis.exists(`available:session:${id}`)); i++) await new Promise((r) => setTimeout(r, 20));
+	// Upstream's create resolves before its subscription exists: wait for it as well.
+	for (let i = 0; i < 100 && !(await redis.subscribers(`session:${id}`)); i++) await new Promise((r) => setTimeout(r, 20));
 	say(`   session ${id}`);
 	say(`   Redis: tmcp:client_info:${id} = ${await redis.get(`tmcp:client_info:${id}`)}`);
 	say(`   Redis: available:session:${id} = ${await redis.get(`available:session:${id}`)} (A holds the stream)`);
@@ -154,9 +168,25 @@ try {
 	for (const line of got) say(`   ← listen stream (held by A): ${line}`);
 	if (!got.some((l) => l.startsWith('notifications/tools/list_changed'))) throw new Error('listen stream got no list_changed');
 	const numsub = onCluster ? 'PUBSUB SHARDNUMSUB' : 'PUBSUB NUMSUB';
-	say(`   Redis: ${numsub} tmcp:subscriptions = ${await redis.subscribers('tmcp:subscriptions')} (only A: a process subscribes once it holds a listen stream)`);
+	const whoListens = mixed
+		? "only A: upstream's manager subscribes when it is built, ours once it holds a listen stream"
+		: 'only A: a process subscribes once it holds a listen stream';
+	say(`   Redis: ${numsub} tmcp:subscriptions = ${await redis.subscribers('tmcp:subscriptions')} (${whoListens})`);
 	await redis.quit();
-	say('\n✓ demo complete: stream on A, requests on B, notifications from B delivered through A');
+
+	say('\n7. each process\'s stats() (README "Observability": what a metrics scrape reads)');
+	for (const p of [a, b]) {
+		const all = await (await fetch(p.allStats)).json();
+		for (const [manager, figures] of Object.entries(all)) {
+			const shown = figures ? Object.entries(figures).map(([name, value]) => `${name}=${value}`).join(' ') : '(upstream: no stats())';
+			say(`   ${p.name} ${manager}: ${shown}`);
+		}
+	}
+	say(
+		mixed
+			? '\n✓ demo complete (mixed): stream on A (upstream), requests on B (ours, upstreamCompatible), notifications from B delivered through A'
+			: '\n✓ demo complete: stream on A, requests on B, notifications from B delivered through A',
+	);
 } catch (error) {
 	console.error(`\n✗ demo failed: ${error?.stack ?? error}`);
 	exitCode = 1;

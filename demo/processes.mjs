@@ -5,11 +5,12 @@ import { fileURLToPath } from 'node:url';
 
 /**
  * Starts `demo/server.mjs` as process `name` on a free port (with manager `options`, e.g.
- * `{ cluster: true }`); resolves with its URL once it listens. Its log lines go to `say`; the child is added to `started`.
+ * `{ cluster: true }`, or upstream's managers with `{ upstream: true }` as the last
+ * argument); resolves with its URL once it listens. Its log lines go to `say`; the child is added to `started`.
  */
-export function startProcess(name, redisUrl, started, say = () => {}, options = {}) {
+export function startProcess(name, redisUrl, started, say = () => {}, options = {}, { upstream = false } = {}) {
 	const script = fileURLToPath(new URL('./server.mjs', import.meta.url));
-	const args = [script, name, '0', redisUrl, JSON.stringify(options)];
+	const args = [script, name, '0', redisUrl, JSON.stringify(options), ...(upstream ? ['upstream'] : [])];
 	const child = spawn(process.execPath, args, { stdio: ['ignore', 'pipe', 'inherit'] });
 	started.push(child);
 	return new Promise((resolve, reject) => {
@@ -23,7 +24,7 @@ export function startProcess(name, redisUrl, started, say = () => {}, options = 
 				const ready = /^READY (\d+)$/.exec(line);
 				if (ready) {
 					const base = `http://127.0.0.1:${ready[1]}`;
-					resolve({ name, pid: child.pid, url: `${base}/mcp`, stats: `${base}/stats` });
+					resolve({ name, pid: child.pid, url: `${base}/mcp`, stats: `${base}/stats`, allStats: `${base}/stats/all` });
 				} else say(`      ${line}`);
 			}
 		});

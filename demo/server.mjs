@@ -1,6 +1,7 @@
 // A TMCP server (McpServer + HttpTransport) whose sessions live in Redis through our
-// managers. Imported by the demo and the tests; run directly it serves until SIGTERM:
-//   node demo/server.mjs <name> <port> <redisUrl>
+// managers (or upstream's: `upstream`, for `npm run demo -- --mixed`). Imported by the
+// demo and the tests; run directly it serves until SIGTERM:
+//   node demo/server.mjs <name> <port> <redisUrl> [optionsJson] [upstream]
 import { createServer } from 'node:http';
 import { Readable } from 'node:stream';
 import { pathToFileURL } from 'node:url';
@@ -11,9 +12,25 @@ import { createSessionManagers } from '../index.mjs';
 export const RESOURCE_URI = 'demo://counter';
 
 /**
- * @param {{ name: string, port?: number, redisUrl: string, log?: (line: string) => void }} options
+ * The three managers of @tmcp/session-manager-redis (upstream), as a process that has not
+ * migrated yet runs them. They take no options and have no close().
+ * @param {string} redisUrl
  */
-export async function startServer({ name, port = 0, redisUrl, options = {}, log = () => {} }) {
+async function upstreamManagers(redisUrl) {
+	const upstream = await import('@tmcp/session-manager-redis');
+	return {
+		streams: new upstream.RedisStreamSessionManager(redisUrl),
+		info: new upstream.RedisInfoSessionManager(redisUrl),
+		subscriptions: new upstream.RedisSubscriptionManager(redisUrl),
+	};
+}
+
+/**
+ * @param {{ name: string, port?: number, redisUrl: string, options?: object, upstream?: boolean,
+ *   log?: (line: string) => void }} options `upstream`: upstream's managers instead of ours
+ *   (`options` is then ignored)
+ */
+export async function startServer({ name, port = 0, redisUrl, options = {}, upstream = false, log = () => {} }) {
 	const server = new McpServer(
 		{ name: `demo-${name}`, version: '1.0.0', description: `demo server ${name}` },
 		{
@@ -55,10 +72,12 @@ export async function startServer({ name, port = 0, redisUrl, options = {}, log 
 		return { content: [{ type: 'text', text: `counter is ${counter}` }] };
 	});
 
-	const managers = createSessionManagers(redisUrl, {
-		...options,
-		onError: (error) => log(`[${name}] session manager: ${error.message}`),
-	});
+	const managers = upstream
+		? await upstreamManagers(redisUrl)
+		: createSessionManagers(redisUrl, {
+				...options,
+				onError: (error) => log(`[${name}] session manager: ${error.message}`),
+			});
 	const transport = new HttpTransport(server, {
 		path: '/mcp',
 		sessionManager: { streams: managers.streams, info: managers.info },
@@ -71,7 +90,19 @@ export async function startServer({ name, port = 0, redisUrl, options = {}, log 
 			// What this process's subscription manager holds and has dropped (for the demo
 			// and the tests).
 			res.writeHead(200, { 'content-type': 'application/json' });
-			res.end(JSON.stringify(managers.subscriptions.stats));
+			res.end(JSON.stringify(statsOf(managers.subscriptions)));
+			return;
+		}
+		if (req.method === 'GET' && req.url === '/stats/all') {
+			// Every manager's stats() (README "Observability"), printed by the demo at the end.
+			res.writeHead(200, { 'content-type': 'application/json' });
+			res.end(
+				JSON.stringify({
+					streams: statsOf(managers.streams),
+					info: statsOf(managers.info),
+					subscriptions: statsOf(managers.subscriptions),
+				}),
+			);
 			return;
 		}
 		const abort = new AbortController();
@@ -123,6 +154,8 @@ export async function startServer({ name, port = 0, redisUrl, options = {}, log 
 		async close() {
 			http.closeAllConnections();
 			await new Promise((resolve) => http.close(() => resolve(undefined)));
+			// Upstream's managers cannot be closed: the process exits with them.
+			if (upstream) return;
 			await managers.streams.close();
 			await managers.info.close();
 			await managers.subscriptions.dispose();
@@ -130,13 +163,22 @@ export async function startServer({ name, port = 0, redisUrl, options = {}, log 
 	};
 }
 
+/**
+ * A manager's stats() (README "Observability"); null for upstream's, which has none.
+ * @param {any} manager
+ */
+function statsOf(manager) {
+	return typeof manager.stats === 'function' ? manager.stats() : null;
+}
+
 if (import.meta.url === pathToFileURL(process.argv[1]).href) {
-	const [name, port, redisUrl, optionsJson] = process.argv.slice(2);
+	const [name, port, redisUrl, optionsJson, implementation] = process.argv.slice(2);
 	const running = await startServer({
 		name,
 		port: Number(port),
 		redisUrl,
 		options: optionsJson ? JSON.parse(optionsJson) : {},
+		upstream: implementation === 'upstream',
 		log: (line) => console.log(line),
 	});
 	console.log(`READY ${running.port}`);

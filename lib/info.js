@@ -2,7 +2,17 @@
 
 const { inspect } = require('node:util');
 const { Link } = require('./link.js');
-const { argumentError, describe, describeThrown } = require('./errors.js');
+const {
+	argumentError,
+	argumentTypeError,
+	closedError,
+	codedError,
+	CODES,
+	describe,
+	describeThrown,
+	nativeError,
+} = require('./errors.js');
+const { Meter, OBSERVED, register, retire } = require('./observe.js');
 const { checkId } = require('./options.js');
 const wire = require('./wire.js');
 
@@ -14,6 +24,9 @@ const FIELD_NAMES = wire.SESSION_FIELDS;
 const FIELD_TITLES = FIELD_NAMES.map((name) => name[0].toUpperCase() + name.slice(1));
 const STORE_FAILED = FIELD_NAMES.map((name) => `Could not store ${name} for session`);
 const STORE_CODES = [wire.SET_CLIENT_INFO, wire.SET_CLIENT_CAPABILITIES, wire.SET_LOG_LEVEL];
+// Method names, for traces.
+const GETTERS = ['getClientInfo', 'getClientCapabilities', 'getLogLevel'];
+const SETTERS = ['setClientInfo', 'setClientCapabilities', 'setLogLevel'];
 const noop = () => {};
 
 const LOG_LEVELS = wire.LOG_LEVELS;
@@ -28,6 +41,8 @@ const LOG_LEVELS = wire.LOG_LEVELS;
 class RedisInfoSessionManager {
 	#link;
 	#closed = false;
+	#meter = new Meter('info');
+	#registered;
 	/**
 	 * One round trip (three GETs) serves the three reads a request makes (client info,
 	 * capabilities, log level): id → the pending or settled read, and which of its values
@@ -63,6 +78,7 @@ class RedisInfoSessionManager {
 	 */
 	constructor(redisUrl, options) {
 		this.#link = Link.acquire(redisUrl, options);
+		this.#registered = register(this);
 	}
 
 	/** @param {string} id */
@@ -101,17 +117,17 @@ class RedisInfoSessionManager {
 	 */
 	async getSubscriptions(uri) {
 		checkId('resource uri', uri);
-		return this.#call(wire.GET_SUBSCRIPTIONS, [uri], `Could not read subscriptions of ${uri}`);
+		return this.#call(wire.GET_SUBSCRIPTIONS, [uri], `Could not read subscriptions of ${uri}`, 'getSubscriptions');
 	}
 
 	/** @param {string} id @param {string} uri */
 	addSubscription(id, uri) {
-		return this.#subscription(wire.ADD_SUBSCRIPTION, id, uri, 'subscribe', 'to');
+		return this.#subscription(wire.ADD_SUBSCRIPTION, id, uri, 'subscribe', 'to', 'addSubscription');
 	}
 
 	/** @param {string} id @param {string} uri */
 	removeSubscription(id, uri) {
-		return this.#subscription(wire.REMOVE_SUBSCRIPTION, id, uri, 'unsubscribe', 'from');
+		return this.#subscription(wire.REMOVE_SUBSCRIPTION, id, uri, 'unsubscribe', 'from', 'removeSubscription');
 	}
 
 	/**
@@ -122,7 +138,7 @@ class RedisInfoSessionManager {
 		try {
 			checkId('session id', id);
 			delete this.#snapshots[id];
-			return this.#written(this.#call(wire.INFO_DELETE, [id], `Could not delete session info ${id}`));
+			return this.#written(this.#call(wire.INFO_DELETE, [id], `Could not delete session info ${id}`, 'delete'));
 		} catch (error) {
 			return this.#refused(error, `Could not delete session info ${shown(id)}`);
 		}
@@ -134,17 +150,45 @@ class RedisInfoSessionManager {
 	 * @param {number} code
 	 * @param {string[]} args
 	 * @param {string} what
+	 * @param {string} operation the method's name, for traces
 	 */
-	#call(code, args, what) {
-		if (this.#closed) return Promise.reject(new Error(`${what}: the session manager is closed`));
-		return this.#link.call(code, args, what);
+	#call(code, args, what, operation) {
+		if (this.#closed) return Promise.reject(closedError(`${what}: the session manager is closed`));
+		return this.#link.call(code, args, what, this.#meter, operation);
 	}
 
 	/** Releases the connection; calls already made still complete. */
 	async close() {
 		if (this.#closed) return;
 		this.#closed = true;
+		retire(this.#registered, 'info', {});
 		this.#link.release();
+	}
+
+	/**
+	 * Counters since construction and gauges as of now (README "Observability"): fresh
+	 * plain numbers each call. One round trip serves the three getters of a request: it
+	 * counts once. `reconnects`, `topologyChanges` and `timeouts` (of liveness refreshes)
+	 * are the command connection's, shared with the managers built with this one by
+	 * createSessionManagers.
+	 */
+	stats() {
+		const link = this.#link.figures();
+		const m = this.#meter;
+		return {
+			commandsInFlight: m.calls - m.settled,
+			commands: m.settled,
+			commandErrors: m.failed,
+			timeouts: m.timeouts + link[2],
+			reconnects: link[0],
+			topologyChanges: link[1],
+			connections: link[3],
+		};
+	}
+
+	/** What the otel entry reads (see observe.js). */
+	[OBSERVED]() {
+		return { kind: 'info', link: this.#link, counters: {} };
 	}
 
 	[Symbol.asyncDispose]() {
@@ -169,7 +213,7 @@ class RedisInfoSessionManager {
 			entry.used |= bit;
 			values = await entry.read;
 		} else {
-			const read = this.#call(wire.GET_SESSION, [id], `Could not read session info for session ${id}`);
+			const read = this.#call(wire.GET_SESSION, [id], `Could not read session info for session ${id}`, GETTERS[field]);
 			const fresh = { read, used: bit };
 			this.#snapshots[id] = fresh;
 			try {
@@ -183,10 +227,10 @@ class RedisInfoSessionManager {
 			}
 		}
 		const raw = values[field];
-		if (raw === null) throw new Error(`${FIELD_TITLES[field]} not found for session ${id}`);
+		if (raw === null) throw codedError(CODES.NOT_FOUND, `${FIELD_TITLES[field]} not found for session ${id}`);
 		// This key could not be read (e.g. wrong type, an unknown log level); the other two
-		// could. The native side words the whole message.
-		if (typeof raw === 'object') throw new Error(raw.error);
+		// could. The native side words the whole message and gives its kind.
+		if (typeof raw === 'object') throw nativeError(raw.kind, raw.error);
 		// The native side already read the log level in either stored form and checked it.
 		return field === LOG_LEVEL ? raw : parseStored(raw, FIELD_NAMES[field], id);
 	}
@@ -202,7 +246,7 @@ class RedisInfoSessionManager {
 			checkId('session id', id);
 			delete this.#snapshots[id];
 			const text = field === LOG_LEVEL ? checkLevel(value) : serialise(value, FIELD_NAMES[field], id);
-			return this.#written(this.#call(STORE_CODES[field], [id, text], `${STORE_FAILED[field]} ${id}`));
+			return this.#written(this.#call(STORE_CODES[field], [id, text], `${STORE_FAILED[field]} ${id}`, SETTERS[field]));
 		} catch (error) {
 			return this.#refused(error, `${STORE_FAILED[field]} ${shown(id)}`);
 		}
@@ -214,12 +258,13 @@ class RedisInfoSessionManager {
 	 * @param {string} uri
 	 * @param {string} verb
 	 * @param {string} preposition
+	 * @param {string} operation the method's name, for traces
 	 */
-	#subscription(code, id, uri, verb, preposition) {
+	#subscription(code, id, uri, verb, preposition, operation) {
 		try {
 			checkId('session id', id);
 			checkId('resource uri', uri);
-			return this.#written(this.#call(code, [id, uri], `Could not ${verb} session ${id} ${preposition} ${uri}`));
+			return this.#written(this.#call(code, [id, uri], `Could not ${verb} session ${id} ${preposition} ${uri}`, operation));
 		} catch (error) {
 			return this.#refused(error, `Could not ${verb} session ${shown(id)} ${preposition} ${shown(uri)}`);
 		}
@@ -245,7 +290,7 @@ class RedisInfoSessionManager {
 	#refused(error, what) {
 		// Only argument checks run before the write: every refusal is a TypeError.
 		const err = argumentError(error);
-		this.#link.reporter.report(new TypeError(`${what}: ${describeThrown(err)}`, { cause: err }));
+		this.#link.reporter.report(argumentTypeError(`${what}: ${describeThrown(err)}`, { cause: err }));
 		const rejection = Promise.reject(err);
 		rejection.catch(noop);
 		return rejection;
@@ -267,7 +312,7 @@ function shown(value) {
  */
 function checkLevel(level) {
 	if (typeof level !== 'string' || !LOG_LEVELS.includes(level)) {
-		throw new TypeError(`Invalid log level ${describe(level)}: expected one of ${LOG_LEVELS.join(', ')}`);
+		throw argumentTypeError(`Invalid log level ${describe(level)}: expected one of ${LOG_LEVELS.join(', ')}`);
 	}
 	return level;
 }
@@ -283,10 +328,10 @@ function serialise(value, what, id) {
 		json = JSON.stringify(value);
 	} catch (error) {
 		// A throwing toJSON or getter of the app's value, or a cycle.
-		throw new TypeError(`${what} for session ${id} is not JSON-serialisable: ${describeThrown(error)}`, { cause: error });
+		throw argumentTypeError(`${what} for session ${id} is not JSON-serialisable: ${describeThrown(error)}`, { cause: error });
 	}
 	if (json === undefined) {
-		throw new TypeError(`${what} for session ${id} must be a JSON value, got ${describe(value)}`);
+		throw argumentTypeError(`${what} for session ${id} must be a JSON value, got ${describe(value)}`);
 	}
 	return json;
 }
@@ -300,7 +345,8 @@ function parseStored(raw, what, id) {
 	try {
 		return JSON.parse(raw);
 	} catch (error) {
-		throw new Error(
+		throw codedError(
+			CODES.BAD_DATA,
 			`Corrupt ${what} stored for session ${id}: not valid JSON (${/** @type {Error} */ (error).message})`,
 		);
 	}

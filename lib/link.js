@@ -1,7 +1,19 @@
 'use strict';
 
 const { NativeClient } = require('./binding.js');
-const { argumentError, describeThrown, toError } = require('./errors.js');
+const {
+	argumentError,
+	argumentTypeError,
+	closedError,
+	codedError,
+	CODES,
+	describeThrown,
+	isTimeoutKind,
+	nativeError,
+	NOT_SENT_KIND,
+	toError,
+} = require('./errors.js');
+const { accumulate, command, commandTraced, Meter, publishError, publishEvent, serverOf } = require('./observe.js');
 const { checkUrl, nativeOptions, normalizeOptions } = require('./options.js');
 const { FAILED_ANSWER } = require('./wire.js');
 
@@ -29,6 +41,7 @@ class Reporter {
 	/** @param {unknown} error anything, even a value whose `toString` throws */
 	report(error) {
 		const err = toError(error);
+		publishError(err);
 		if (this.#onError) {
 			try {
 				this.#onError(err);
@@ -71,7 +84,7 @@ const TAGS = 2 ** 7;
  * entries to new ones, and an answer for a reused slot's previous call is ignored.
  */
 class PendingCalls {
-	/** @type {({ id: number, resolve: (v: any) => void, reject: (e: Error) => void, what: string } | undefined)[]} */
+	/** @type {({ id: number, resolve: (v: any) => void, reject: (e: Error) => void, what: string, meter: Meter, sent: number, trace: any } | undefined)[]} */
 	#slots = [];
 	/** @type {number[]} */
 	#free = [];
@@ -87,15 +100,18 @@ class PendingCalls {
 	/**
 	 * Files a call; its id, or 0 when the table is full.
 	 * @param {(v: any) => void} resolve @param {(e: Error) => void} reject @param {string} what
+	 * @param {Meter} meter the calling manager's counters
+	 * @param {number} sent messages it publishes (counted when it succeeds)
+	 * @param {object} [trace] its `tmcp-redis:command` context, when traced
 	 */
-	add(resolve, reject, what) {
+	add(resolve, reject, what, meter, sent, trace) {
 		let slot;
 		if (this.#free.length > 0) slot = /** @type {number} */ (this.#free.pop());
 		else if (this.#slots.length < this.#capacity) slot = this.#slots.push(undefined) - 1;
 		else return 0;
 		this.#tag = (this.#tag % (TAGS - 1)) + 1;
 		const id = this.#tag * SLOTS + slot;
-		this.#slots[slot] = { id, resolve, reject, what };
+		this.#slots[slot] = { id, resolve, reject, what, meter, sent, trace };
 		this.size++;
 		return id;
 	}
@@ -145,16 +161,24 @@ class Link {
 	constructor(url, options) {
 		this.options = options;
 		this.reporter = new Reporter(options.onError);
-		// The native side holds its callback strongly: reach `this` weakly from it so an
+		// The native side holds its callbacks strongly: reach `this` weakly from them so an
 		// idle, dropped manager can be garbage-collected.
 		const self = new WeakRef(this);
 		try {
-			this.#native = new NativeClient(url, nativeOptions(options), (answers) => self.deref()?.#answer(answers));
+			this.#native = new NativeClient(
+				url,
+				nativeOptions(options),
+				(answers) => self.deref()?.#answer(answers),
+				(event) => self.deref()?.#event(event),
+			);
 		} catch (error) {
 			const err = /** @type {Error & { code?: string }} */ (error);
 			// The native side flags bad input with InvalidArg; JS callers expect TypeError.
-			throw err.code === 'InvalidArg' ? new TypeError(err.message) : err;
+			if (err.code === 'InvalidArg') throw argumentTypeError(err.message);
+			throw codedError(CODES.CONNECTION, err.message, { cause: err });
 		}
+		/** The server command payloads name (see serverOf; a Sentinel master once known). */
+		this.server = serverOf(this.#native.url, options);
 		this.#keepAlive = setInterval(noop, 2 ** 30);
 		this.#keepAlive.unref();
 		timers.register(this, this.#keepAlive);
@@ -204,27 +228,93 @@ class Link {
 	 * calls already pending the id is 0, which no answer settles, and the promise is
 	 * already rejected.
 	 * @param {string} what context for error messages ('' for none)
+	 * @param {Meter} meter the calling manager's counters
+	 * @param {number} [sent] messages the call publishes (stats' `sent`)
+	 * @param {object} [trace] its `tmcp-redis:command` context, when traced (see `call`)
 	 * @returns {{ id: number, promise: Promise<any> }}
 	 */
-	track(what) {
+	track(what, meter, sent = 0, trace = undefined) {
 		let id = 0;
+		meter.calls++;
 		const promise = new Promise((resolve, reject) => {
-			id = this.#pending.add(resolve, reject, what);
-			if (id === 0) reject(new Error(`${what}: more than ${SLOTS} calls are pending on this connection`));
+			id = this.#pending.add(resolve, reject, what, meter, sent, trace);
+			if (id === 0) {
+				meter.settled++;
+				meter.failed++;
+				const error = codedError(CODES.NOT_SENT, `${what}: more than ${SLOTS} calls are pending on this connection`);
+				if (trace) settled(trace, undefined, error);
+				reject(error);
+			}
 		});
 		if (this.#pending.size === 1 && id !== 0) this.#updateRef();
 		return { id, promise };
 	}
 
 	/**
-	 * Queues one call for this tick's batch.
+	 * Runs `run` (which makes one call and returns its promise) inside the
+	 * `tmcp-redis:command` trace when that channel has subscribers; else just runs it.
+	 * @template T
+	 * @param {Meter} meter
+	 * @param {string} operation the method's name
+	 * @param {() => Promise<T>} run
+	 * @returns {Promise<T>}
+	 */
+	traced(meter, operation, run) {
+		if (!commandTraced()) return run();
+		return command.tracePromise(run, this.#context(meter, operation));
+	}
+
+	/**
+	 * A trace's context: what the call is and where it goes; never an argument.
+	 * @param {Meter} meter @param {string} operation
+	 */
+	#context(meter, operation) {
+		const { serverAddress, serverPort, database } = this.server;
+		return { operation, manager: meter.manager, serverAddress, serverPort, database };
+	}
+
+	/**
+	 * Queues one call for this tick's batch. When `tmcp-redis:command` has subscribers it
+	 * is traced as `tracePromise` would (start, end, then error, asyncStart, asyncEnd
+	 * before the promise settles, with `result` or `error` on the context), without the
+	 * extra promise and closures: the settlement publishes them (see #settle).
 	 * @param {number} code see wire.js
 	 * @param {string[]} args
 	 * @param {string} what context for error messages
+	 * @param {Meter} meter the calling manager's counters
+	 * @param {string} operation the method's name, for traces
+	 * @param {number} [sent] messages the call publishes (stats' `sent`)
 	 */
-	call(code, args, what) {
-		if (this.closed) return Promise.reject(new Error(`${what}: the session manager is closed`));
-		const { id, promise } = this.track(what);
+	call(code, args, what, meter, operation, sent = 0) {
+		if (!commandTraced()) return this.#call(code, args, what, meter, sent, undefined);
+		const context = this.#context(meter, operation);
+		return command.start.runStores(context, this.#tracedCall, this, code, args, what, meter, sent, context);
+	}
+
+	/**
+	 * `#call` between a trace's start and end.
+	 * @param {number} code @param {string[]} args @param {string} what @param {Meter} meter
+	 * @param {number} sent @param {object} context
+	 */
+	#tracedCall(code, args, what, meter, sent, context) {
+		try {
+			return this.#call(code, args, what, meter, sent, context);
+		} finally {
+			command.end.publish(context);
+		}
+	}
+
+	/**
+	 * @param {number} code @param {string[]} args @param {string} what @param {Meter} meter
+	 * @param {number} sent @param {object | undefined} trace
+	 */
+	#call(code, args, what, meter, sent, trace) {
+		if (this.closed) {
+			const error = closedError(`${what}: the session manager is closed`);
+			if (trace) settled(trace, undefined, error);
+			return Promise.reject(error);
+		}
+		const { id, promise } = this.track(what, meter, sent, trace);
 		if (id === 0) return promise;
 		this.#calls.push(id, code, args.length);
 		for (let i = 0; i < args.length; i++) {
@@ -302,18 +392,36 @@ class Link {
 	/**
 	 * Settles answered calls (see CompletionBatch in src/delivery.rs): `id` for a call
 	 * answered undefined, `-(id + 1), value` for one answered with a value, and
-	 * `id + 2^32, message` for a failed one. Runs from a threadsafe function: it never
-	 * throws (a throw there would be fatal to the process).
+	 * `id + 2^32 × kind, message` for a failed one (kind: the native ErrorKind, 1 or
+	 * more). Runs from a threadsafe function: it never throws (a throw there would be
+	 * fatal to the process).
 	 * @param {unknown[]} answers
 	 */
 	#answer(answers) {
 		try {
 			for (let i = 0; i < answers.length; ) {
 				const head = /** @type {number} */ (answers[i++]);
-				if (head < 0) this.#settle(-head - 1, answers[i++], false);
-				else if (head >= FAILED_ANSWER) this.#settle(head - FAILED_ANSWER, answers[i++], true);
-				else this.#settle(head, undefined, false);
+				if (head < 0) this.#settle(-head - 1, answers[i++], 0);
+				else if (head >= FAILED_ANSWER) {
+					const kind = Math.floor(head / FAILED_ANSWER);
+					this.#settle(head - kind * FAILED_ANSWER, answers[i++], kind);
+				} else this.#settle(head, undefined, 0);
 			}
+		} catch (error) {
+			this.reporter.report(error);
+		}
+	}
+
+	/**
+	 * Connection and topology events of the native side (see src/stats.rs): a Sentinel
+	 * master it names becomes the server of later payloads; published where someone
+	 * listens. Runs from a threadsafe function: it never throws.
+	 * @param {string[]} event `[channel, event, role, address, port]`
+	 */
+	#event(event) {
+		try {
+			if (event[3]) this.server = { ...this.server, serverAddress: event[3], serverPort: Number(event[4]) || undefined };
+			publishEvent(event, this.server);
 		} catch (error) {
 			this.reporter.report(error);
 		}
@@ -323,18 +431,45 @@ class Link {
 	 * Fails a tracked call that could not be handed to the native side.
 	 * @param {number} id
 	 * @param {unknown} error
+	 * @param {number} [kind] the native ErrorKind it fails with (default: not sent)
 	 */
-	fail(id, error) {
-		this.#settle(id, describeThrown(error), true);
+	fail(id, error, kind = NOT_SENT_KIND) {
+		this.#settle(id, describeThrown(error), kind);
 	}
 
-	/** @param {number} id @param {unknown} reply @param {boolean} isError */
-	#settle(id, reply, isError) {
+	/**
+	 * @param {number} id @param {unknown} reply
+	 * @param {number} kind 0 for success, else the native ErrorKind of the failure
+	 */
+	#settle(id, reply, kind) {
 		const entry = this.#pending.take(id);
 		if (!entry) return;
 		if (this.#pending.size === 0) this.#updateRef();
-		if (isError) entry.reject(new Error(entry.what ? `${entry.what}: ${reply}` : String(reply)));
-		else entry.resolve(reply);
+		const meter = entry.meter;
+		meter.settled++;
+		if (kind === 0) {
+			meter.sent += entry.sent;
+			if (entry.trace) settled(entry.trace, reply, undefined);
+			entry.resolve(reply);
+			return;
+		}
+		meter.failed++;
+		if (isTimeoutKind(kind)) meter.timeouts++;
+		const error = nativeError(kind, entry.what ? `${entry.what}: ${reply}` : String(reply));
+		if (entry.trace) settled(entry.trace, undefined, error);
+		entry.reject(error);
+	}
+
+	/**
+	 * The command connection's figures: `[reconnects, topologyChanges, timeouts,
+	 * connected]` (timeouts: of background work, the liveness refreshes).
+	 * @returns {Float64Array}
+	 */
+	figures() {
+		const figures = this.#native.stats();
+		// Closed: the connection is going away with its last user.
+		if (this.closed) figures[3] = 0;
+		return figures;
 	}
 
 	/** @param {boolean} holding whether a stream manager of this link has live sessions */
@@ -358,9 +493,28 @@ class Link {
 	release() {
 		if (--this.#users > 0 || this.closed) return;
 		this.closed = true;
+		const [reconnects] = this.#native.stats();
+		// A metric that sums the links' counters must not go down (see observe.js).
+		accumulate('link', { reconnects });
 		this.#native.close();
 		this.#updateRef();
 	}
+}
+
+/**
+ * Ends a trace (see Link#call) as `tracePromise` does: `error` (on failure), then
+ * `asyncStart` and `asyncEnd`, with `result` or `error` on the context.
+ * @param {any} context @param {unknown} result @param {Error | undefined} error
+ */
+function settled(context, result, error) {
+	if (error) {
+		context.error = error;
+		command.error.publish(context);
+	} else {
+		context.result = result;
+	}
+	command.asyncStart.publish(context);
+	command.asyncEnd.publish(context);
 }
 
 module.exports = { Link, PendingCalls };

@@ -843,6 +843,7 @@ module.exports.BROADCAST = nativeBinding.BROADCAST
 module.exports.CHANGE_CREATE = nativeBinding.CHANGE_CREATE
 module.exports.CHANGE_DROP = nativeBinding.CHANGE_DROP
 module.exports.DeliveryKind = nativeBinding.DeliveryKind
+module.exports.ErrorKind = nativeBinding.ErrorKind
 module.exports.FAILED_ANSWER = nativeBinding.FAILED_ANSWER
 module.exports.GET_SESSION = nativeBinding.GET_SESSION
 module.exports.GET_SUBSCRIPTIONS = nativeBinding.GET_SUBSCRIPTIONS

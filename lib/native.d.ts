@@ -11,8 +11,17 @@ export declare const __napiBindingTarget: 'native' | 'wasm32-wasi' | 'wasm32-was
 
 /** A command connection with its dispatcher. Both managers may share one. */
 export declare class NativeClient {
-  /** `on_complete(answers)` answers every submitted call (see `CompletionBatch`). */
-  constructor(url: string, options: NativeOptions, onComplete: (answers: unknown[]) => void)
+  /**
+   * `on_complete(answers)` answers every submitted call (see `CompletionBatch`);
+   * `on_event([channel, event, role, address, port])` hears of connections ready or
+   * lost and topology changes followed (see `stats::Events`).
+   */
+  constructor(url: string, options: NativeOptions, onComplete: (answers: unknown[]) => void, onEvent: (event: string[]) => void)
+  /**
+   * The command connection's `[reconnects, topologyChanges, timeouts, connected]`
+   * (timeouts of background work: liveness refreshes).
+   */
+  stats(): Float64Array
   /**
    * Queues one tick's calls (see [`js_calls`]): `words[..count]` holds
    * `[id, code, argCount, …argument lengths]` per call, `text` the arguments
@@ -38,6 +47,12 @@ export declare class NativeStreams {
    * calls cross, see [`js_calls`]).
    */
   apply(changes: Uint32Array, ids: string): void
+  /**
+   * The pub/sub connection's `[reconnects, topologyChanges, timeouts, connected]`,
+   * then `[subscriptionsWanted, subscriptionsConfirmed, deliveryQueue, unrouted]` (see
+   * `stats::StreamStats`); empty once closed.
+   */
+  stats(): Float64Array
   /** Ends every local session and the background tasks; answers `call` when done. */
   close(call: number): boolean
 }
@@ -47,9 +62,9 @@ export declare class NativeSubscriptions {
   /**
    * `on_notify(batch)` receives the notifications local subscriptions want:
    * `[bytes, words]` with `[offset, length, count, token…]` per message, or
-   * `[message]` for a background problem.
+   * `[message, kind]` for a background problem (see `ErrorKind`).
    */
-  constructor(client: NativeClient, onNotify: (batch: [Uint8Array, Uint32Array] | [string]) => void)
+  constructor(client: NativeClient, onNotify: (batch: [Uint8Array, Uint32Array] | [string, number]) => void)
   /** Answers `call` once the notification channel is subscribed. */
   ready(call: number): void
   /**
@@ -59,10 +74,11 @@ export declare class NativeSubscriptions {
   watch(token: number, flags: number, uris: Array<string>): void
   unwatch(token: number): void
   /**
-   * `[ignored, unwanted]`: messages dropped as malformed or foreign, and
-   * notifications no local subscription wanted.
+   * The pub/sub connection's `[reconnects, topologyChanges, timeouts, connected]`,
+   * then `[ignored, unwanted, deliveryQueue, subscribed]` (see `Subscriptions::stats`);
+   * empty once closed.
    */
-  counts(): Array<number>
+  stats(): Float64Array
   /** Stops receiving; returns false if already closed. */
   close(): boolean
 }
@@ -85,15 +101,51 @@ export declare const enum DeliveryKind {
   Broadcast = 1,
   /** The session was ended elsewhere: close the controller of `token`. */
   Close = 2,
-  /** A background problem; the payload is the message for `onError`. */
+  /**
+   * A background problem; the payload is the message for `onError`, the token word
+   * its `ErrorKind`.
+   */
   Problem = 3,
 }
 
-/** Added to the id of a failed call in a [`CompletionBatch`]; exported to `lib/wire.js`. */
+/**
+ * What kind of failure a message of ours reports; JavaScript gives the `Error` the
+ * matching stable `code` (`lib/errors.js`). Sent beside the message of every failed
+ * call, field and background problem.
+ */
+export declare const enum ErrorKind {
+  /** An error reply from Redis (`TMCP_REDIS_REPLY`). */
+  Reply = 1,
+  /** Never handed to Redis: a retry cannot duplicate it (`TMCP_REDIS_NOT_SENT`). */
+  NotSent = 2,
+  /**
+   * Not sent because `commandTimeout` passed first (`TMCP_REDIS_NOT_SENT`, and
+   * counted as a timeout).
+   */
+  NotSentInTime = 3,
+  /** No answer within the timeout: it may still have run (`TMCP_REDIS_TIMEOUT`). */
+  Timeout = 4,
+  /**
+   * No usable connection: refused, lost, TLS, authentication, no node reachable
+   * (`TMCP_REDIS_CONNECTION`).
+   */
+  Connection = 5,
+  /** The manager was closed (`TMCP_REDIS_CLOSED`). */
+  Closed = 6,
+  /** A value read from Redis is corrupt (`TMCP_REDIS_BAD_DATA`). */
+  BadData = 7,
+}
+
+/**
+ * Added to the id of a failed call in a [`CompletionBatch`], times its [`ErrorKind`];
+ * exported to `lib/wire.js`.
+ */
 export declare const FAILED_ANSWER: number
 
 export interface FieldError {
   error: string
+  /** See [`ErrorKind`]. */
+  kind: number
 }
 
 export declare const GET_SESSION: number

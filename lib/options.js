@@ -1,6 +1,6 @@
 'use strict';
 
-const { argumentError, describe } = require('./errors.js');
+const { argumentError, argumentTypeError, describe } = require('./errors.js');
 
 const DEFAULTS = Object.freeze({
 	keyPrefix: '',
@@ -22,12 +22,12 @@ const DEFAULTS = Object.freeze({
  */
 function plainObject(name, value, known, shape) {
 	if (typeof value !== 'object' || value === null || Array.isArray(value)) {
-		throw new TypeError(`Option "${name}" must be ${shape}, got ${describe(value)}`);
+		throw argumentTypeError(`Option "${name}" must be ${shape}, got ${describe(value)}`);
 	}
 	const copy = { ...value };
 	for (const key of Object.keys(copy)) {
 		if (!known.includes(key)) {
-			throw new TypeError(`Unknown option "${name}.${key}" (known: ${known.join(', ')})`);
+			throw argumentTypeError(`Unknown option "${name}.${key}" (known: ${known.join(', ')})`);
 		}
 	}
 	return copy;
@@ -56,7 +56,7 @@ function normalizeTls(tls) {
 		if (value === undefined) continue;
 		if (typeof value === 'string') result[/** @type {'ca'} */ (key)] = value;
 		else if (Buffer.isBuffer(value)) result[/** @type {'ca'} */ (key)] = value.toString('utf8');
-		else throw new TypeError(`Option "tls.${key}" must be a PEM string or Buffer, got ${describe(value)}`);
+		else throw argumentTypeError(`Option "tls.${key}" must be a PEM string or Buffer, got ${describe(value)}`);
 	}
 	return result;
 }
@@ -73,20 +73,20 @@ function normalizeSentinel(sentinel) {
 	const { username, password, tls } = given;
 	const nodes = arrayCopy(given.nodes);
 	if (!nodes) {
-		throw new TypeError(`Option "sentinel.nodes" must be a non-empty array of "host:port" strings, got ${describe(given.nodes)}`);
+		throw argumentTypeError(`Option "sentinel.nodes" must be a non-empty array of "host:port" strings, got ${describe(given.nodes)}`);
 	}
 	for (const node of nodes) {
 		if (typeof node !== 'string' || !/^(\[[^\]]+\]|[^:\s]+):\d{1,5}$/.test(node)) {
-			throw new TypeError(`Option "sentinel.nodes" must hold "host:port" strings, got ${describe(node)}`);
+			throw argumentTypeError(`Option "sentinel.nodes" must hold "host:port" strings, got ${describe(node)}`);
 		}
 	}
 	for (const [name, value] of [['username', username], ['password', password]]) {
 		if (value !== undefined && (typeof value !== 'string' || !isWellFormed(value))) {
-			throw new TypeError(`Option "sentinel.${name}" must be a well-formed string, got ${describe(value)}`);
+			throw argumentTypeError(`Option "sentinel.${name}" must be a well-formed string, got ${describe(value)}`);
 		}
 	}
 	if (tls !== undefined && typeof tls !== 'boolean') {
-		throw new TypeError(`Option "sentinel.tls" must be a boolean, got ${describe(tls)}`);
+		throw argumentTypeError(`Option "sentinel.tls" must be a boolean, got ${describe(tls)}`);
 	}
 	return { nodes, username, password, tls: tls === true };
 }
@@ -104,13 +104,13 @@ function normalizeCluster(cluster) {
 	const given = plainObject('cluster', cluster, CLUSTER_KEYS, 'true or an object { nodes }');
 	const nodes = arrayCopy(given.nodes);
 	if (!nodes) {
-		throw new TypeError(
+		throw argumentTypeError(
 			`Option "cluster.nodes" must be a non-empty array of Redis URLs or "host:port" strings, got ${describe(given.nodes)}`,
 		);
 	}
 	for (const node of nodes) {
 		if (typeof node !== 'string' || node.length === 0) {
-			throw new TypeError(`Option "cluster.nodes" must hold Redis URLs or "host:port" strings, got ${describe(node)}`);
+			throw argumentTypeError(`Option "cluster.nodes" must hold Redis URLs or "host:port" strings, got ${describe(node)}`);
 		}
 	}
 	return { nodes };
@@ -119,7 +119,7 @@ function normalizeCluster(cluster) {
 /** @param {string} name @param {unknown} value @param {number} min @param {number} max */
 function integer(name, value, min, max) {
 	if (!Number.isInteger(value) || value < min || value > max) {
-		throw new TypeError(
+		throw argumentTypeError(
 			`Option "${name}" must be an integer from ${min} to ${max}, got ${describe(value)}`,
 		);
 	}
@@ -143,13 +143,13 @@ function normalizeOptions(options) {
 function readOptions(options) {
 	if (options === undefined || options === null) return { ...DEFAULTS };
 	if (typeof options !== 'object' || Array.isArray(options)) {
-		throw new TypeError(`options must be an object, got ${describe(options)}`);
+		throw argumentTypeError(`options must be an object, got ${describe(options)}`);
 	}
 	// A copy: each option is read once, so what was checked is what is used.
 	const given = /** @type {Record<string, unknown>} */ ({ ...options });
 	for (const key of Object.keys(given)) {
 		if (!(key in DEFAULTS)) {
-			throw new TypeError(
+			throw argumentTypeError(
 				`Unknown option "${key}" (known: ${Object.keys(DEFAULTS).join(', ')})`,
 			);
 		}
@@ -158,7 +158,7 @@ function readOptions(options) {
 	if (given.keyPrefix !== undefined) {
 		// It starts every key and channel: a lone surrogate would make two prefixes one.
 		if (typeof given.keyPrefix !== 'string' || !isWellFormed(given.keyPrefix)) {
-			throw new TypeError(`Option "keyPrefix" must be a well-formed string, got ${describe(given.keyPrefix)}`);
+			throw argumentTypeError(`Option "keyPrefix" must be a well-formed string, got ${describe(given.keyPrefix)}`);
 		}
 		result.keyPrefix = given.keyPrefix;
 	}
@@ -173,7 +173,7 @@ function readOptions(options) {
 	}
 	if (given.upstreamCompatible !== undefined) {
 		if (typeof given.upstreamCompatible !== 'boolean') {
-			throw new TypeError(
+			throw argumentTypeError(
 				`Option "upstreamCompatible" must be a boolean, got ${describe(given.upstreamCompatible)}`,
 			);
 		}
@@ -181,7 +181,7 @@ function readOptions(options) {
 	}
 	if (given.onError !== undefined) {
 		if (typeof given.onError !== 'function') {
-			throw new TypeError(`Option "onError" must be a function, got ${describe(given.onError)}`);
+			throw argumentTypeError(`Option "onError" must be a function, got ${describe(given.onError)}`);
 		}
 		result.onError = /** @type {(error: Error) => void} */ (given.onError);
 	}
@@ -195,7 +195,7 @@ function readOptions(options) {
 		result.cluster = normalizeCluster(given.cluster);
 	}
 	if (result.cluster && result.sentinel) {
-		throw new TypeError('Options "cluster" and "sentinel" exclude each other: a Redis Cluster does not run behind Sentinel');
+		throw argumentTypeError('Options "cluster" and "sentinel" exclude each other: a Redis Cluster does not run behind Sentinel');
 	}
 	return result;
 }
@@ -235,17 +235,17 @@ const isWellFormed =
  */
 function checkId(what, value) {
 	if (typeof value !== 'string' || value.length === 0) {
-		throw new TypeError(`${what} must be a non-empty string, got ${describe(value)}`);
+		throw argumentTypeError(`${what} must be a non-empty string, got ${describe(value)}`);
 	}
 	if (!isWellFormed(value)) {
-		throw new TypeError(`${what} must be well-formed UTF-16 (it has a lone surrogate), got ${describe(value)}`);
+		throw argumentTypeError(`${what} must be well-formed UTF-16 (it has a lone surrogate), got ${describe(value)}`);
 	}
 }
 
 /** @param {unknown} url */
 function checkUrl(url) {
 	if (typeof url !== 'string') {
-		throw new TypeError(`Redis URL must be a string, got ${describe(url)}`);
+		throw argumentTypeError(`Redis URL must be a string, got ${describe(url)}`);
 	}
 }
 

@@ -3,11 +3,23 @@
 const { inspect } = require('node:util');
 const { NativeStreams } = require('./binding.js');
 const { Link } = require('./link.js');
-const { argumentError, describe, describeThrown } = require('./errors.js');
+const { argumentError, argumentTypeError, closedError, codedError, CODES, describe, describeThrown, nativeError } = require('./errors.js');
+const { Meter, OBSERVED, register, retire } = require('./observe.js');
 const { checkId } = require('./options.js');
 const wire = require('./wire.js');
 
 const { CHANGE_CREATE: CREATE, CHANGE_DROP: DROP } = wire;
+
+// Positions in NativeStreams.stats() (src/stats.rs): the pub/sub connection's figures,
+// then the manager's own.
+const RECONNECTS = 0;
+const TOPOLOGY_CHANGES = 1;
+const TIMEOUTS = 2;
+const CONNECTED = 3;
+const WANTED = 4;
+const CONFIRMED = 5;
+const QUEUED = 6;
+const UNROUTED = 7;
 
 /** Stream managers with live sessions: kept reachable, like their open streams. */
 const live = new Set();
@@ -39,6 +51,14 @@ class RedisStreamSessionManager {
 	#holding = false;
 	/** @type {Promise<void> | undefined} */
 	#closing;
+	#meter = new Meter('streams');
+	/** Messages handed to a controller's `enqueue`. */
+	#delivered = 0;
+	/** Messages for no live local session here, or whose `enqueue` threw. */
+	#dropped = 0;
+	/** The native figures as of close() (the native side answers none after it). @type {Float64Array | undefined} */
+	#final;
+	#registered;
 
 	/**
 	 * @param {string} redisUrl
@@ -50,6 +70,7 @@ class RedisStreamSessionManager {
 		// sessions: an idle, dropped manager can be garbage-collected.
 		const self = new WeakRef(this);
 		this.#native = new NativeStreams(this.#link.native, (batch) => self.deref()?.#deliver(batch));
+		this.#registered = register(this);
 	}
 
 	/**
@@ -62,7 +83,7 @@ class RedisStreamSessionManager {
 		try {
 			checkId('session id', id);
 			if (!controller || typeof (/** @type {any} */ (controller).enqueue) !== 'function') {
-				throw new TypeError(
+				throw argumentTypeError(
 					`controller must be a ReadableStreamDefaultController (an object with enqueue()), got ${describe(controller)}`,
 				);
 			}
@@ -74,9 +95,17 @@ class RedisStreamSessionManager {
 		} catch (error) {
 			return Promise.reject(error);
 		}
+		return this.#link.traced(this.#meter, 'create', () => this.#create(id, controller));
+	}
+
+	/**
+	 * @param {string} id
+	 * @param {ReadableStreamDefaultController} controller
+	 */
+	#create(id, controller) {
 		const session = { id, token: this.#nextToken, controller };
 		this.#nextToken = (this.#nextToken + 1) >>> 0 || 1;
-		const { id: call, promise } = this.#link.track(`Could not create stream session ${id}`);
+		const { id: call, promise } = this.#link.track(`Could not create stream session ${id}`, this.#meter);
 		const previous = this.#byId.get(id);
 		this.#byId.set(id, session);
 		this.#byToken.set(session.token, session);
@@ -110,7 +139,7 @@ class RedisStreamSessionManager {
 			this.#change(DROP, session.token, 0, id);
 			closeQuietly(session.controller);
 		}
-		return this.#call(wire.STREAM_DELETE, [id], `Could not delete stream session ${id}`);
+		return this.#call(wire.STREAM_DELETE, [id], `Could not delete stream session ${id}`, 'delete');
 	}
 
 	/**
@@ -121,7 +150,7 @@ class RedisStreamSessionManager {
 		checkId('session id', id);
 		// Always asks Redis: a delete from another process must read as false at once,
 		// even before this process has heard of it.
-		const count = await this.#call(wire.HAS, [id], `Could not check stream session ${id}`);
+		const count = await this.#call(wire.HAS, [id], `Could not check stream session ${id}`, 'has');
 		return count > 0;
 	}
 
@@ -136,11 +165,11 @@ class RedisStreamSessionManager {
 		let ids;
 		try {
 			if (typeof data !== 'string') {
-				throw new TypeError(`data must be a string, got ${describe(data)}`);
+				throw argumentTypeError(`data must be a string, got ${describe(data)}`);
 			}
 			if (sessions != null) {
 				if (!Array.isArray(sessions)) {
-					throw new TypeError(`sessions must be an array of session ids or undefined, got ${describe(sessions)}`);
+					throw argumentTypeError(`sessions must be an array of session ids or undefined, got ${describe(sessions)}`);
 				}
 				// Read once (its iterator, like upstream's for…of): what was checked is what
 				// is sent, and a bad id rejects this call only, not the others of its tick.
@@ -150,10 +179,11 @@ class RedisStreamSessionManager {
 		} catch (error) {
 			return Promise.reject(argumentError(error));
 		}
-		if (ids === undefined) return this.#call(wire.BROADCAST, [data], 'Could not broadcast');
+		if (ids === undefined) return this.#call(wire.BROADCAST, [data], 'Could not broadcast', 'send', 1);
 		if (ids.length === 0) return Promise.resolve();
+		const targets = ids.length;
 		ids.unshift(data);
-		return this.#call(wire.PUBLISH, ids, 'Could not send to sessions');
+		return this.#call(wire.PUBLISH, ids, 'Could not send to sessions', 'send', targets);
 	}
 
 	/** Closes every local stream, removes their liveness keys and the connections. */
@@ -165,18 +195,72 @@ class RedisStreamSessionManager {
 	async #close() {
 		// Changes of this tick go first, so close() sees every session created before it.
 		this.#applyChanges();
-		const { id: call, promise } = this.#link.track('Could not close the stream session manager');
+		const { id: call, promise } = this.#link.track('Could not close the stream session manager', this.#meter);
 		const sessions = [...this.#byId.values()];
 		this.#byId.clear();
 		this.#byToken.clear();
 		this.#syncHold();
 		for (const session of sessions) closeQuietly(session.controller);
+		// Counters stay readable; gauges read zero from now on.
+		const final = this.#native.stats();
+		final[CONNECTED] = final[WANTED] = final[CONFIRMED] = final[QUEUED] = 0;
+		this.#final = final;
 		try {
 			// Shutdown must not fail because Redis is unreachable; keys then expire by TTL.
 			if (this.#native.close(call)) await promise.catch((error) => this.#link.reporter.report(error));
 		} finally {
+			retire(this.#registered, 'streams', this.#counters());
 			this.#link.release();
 		}
+	}
+
+	/**
+	 * Counters since construction and gauges as of now (README "Observability"): fresh
+	 * plain numbers each call, cheap enough for every metrics scrape. `reconnects`,
+	 * `topologyChanges` and `timeouts` cover this manager's pub/sub connection and its
+	 * command connection (shared with the managers built with it by
+	 * createSessionManagers); `subscriptionsWanted` / `subscriptionsConfirmed` count
+	 * local sessions (not channels): those whose channels this manager wants subscribed,
+	 * and those whose message channel Redis confirmed.
+	 */
+	stats() {
+		const own = this.#final ?? this.#native.stats();
+		const link = this.#link.figures();
+		const m = this.#meter;
+		return {
+			commandsInFlight: m.calls - m.settled,
+			commands: m.settled,
+			commandErrors: m.failed,
+			timeouts: m.timeouts + own[TIMEOUTS] + link[TIMEOUTS],
+			reconnects: own[RECONNECTS] + link[RECONNECTS],
+			topologyChanges: Math.max(own[TOPOLOGY_CHANGES], link[TOPOLOGY_CHANGES]),
+			connections: own[CONNECTED] + link[CONNECTED],
+			sessions: this.#byId.size,
+			sent: m.sent,
+			delivered: this.#delivered,
+			dropped: this.#dropped + own[UNROUTED],
+			subscriptionsWanted: own[WANTED],
+			subscriptionsConfirmed: own[CONFIRMED],
+			deliveryQueue: own[QUEUED],
+		};
+	}
+
+	/** What the otel entry reads (see observe.js): this manager's own counters. */
+	[OBSERVED]() {
+		return { kind: 'streams', link: this.#link, counters: this.#counters() };
+	}
+
+	/** Counters of this manager alone (its command connection's are the link's). */
+	#counters() {
+		const own = this.#final ?? this.#native.stats();
+		return {
+			sessions: this.#byId.size,
+			sent: this.#meter.sent,
+			delivered: this.#delivered,
+			dropped: this.#dropped + own[UNROUTED],
+			reconnects: own[RECONNECTS],
+			connections: own[CONNECTED],
+		};
 	}
 
 	[Symbol.asyncDispose]() {
@@ -193,16 +277,18 @@ class RedisStreamSessionManager {
 	 * @param {number} code
 	 * @param {string[]} args
 	 * @param {string} what
+	 * @param {string} operation the method's name, for traces
+	 * @param {number} [sent] messages it publishes
 	 */
-	#call(code, args, what) {
-		if (this.#closing) return Promise.reject(new Error(`${what}: the session manager is closed`));
-		return this.#link.call(code, args, what);
+	#call(code, args, what, operation, sent) {
+		if (this.#closing) return Promise.reject(closedError(`${what}: the session manager is closed`));
+		return this.#link.call(code, args, what, this.#meter, operation, sent);
 	}
 
 	/** @param {string} method */
 	#assertOpen(method) {
 		if (this.#closing || this.#link.closed) {
-			throw new Error(`Cannot ${method}: the session manager is closed`);
+			throw closedError(`Cannot ${method}: the session manager is closed`);
 		}
 	}
 
@@ -264,7 +350,7 @@ class RedisStreamSessionManager {
 		// Whatever the app threw, even a value whose toString throws, reaches onError as an
 		// Error (with the value as its cause).
 		this.#link.reporter.report(
-			new Error(`Stream of session ${session.id} no longer accepts data (${describeThrown(error)}); ended it locally`, {
+			codedError(CODES.CALLBACK, `Stream of session ${session.id} no longer accepts data (${describeThrown(error)}); ended it locally`, {
 				cause: error,
 			}),
 		);
@@ -277,7 +363,9 @@ class RedisStreamSessionManager {
 	#enqueue(session, chunk) {
 		try {
 			session.controller.enqueue(chunk);
+			this.#delivered++;
 		} catch (error) {
+			this.#dropped++;
 			this.#endLocally(session, error);
 		}
 	}
@@ -298,7 +386,9 @@ class RedisStreamSessionManager {
 				if (kind === wire.DELIVER_MESSAGE) {
 					const session = this.#byToken.get(entries[i + 1]);
 					if (session) this.#enqueue(session, slice.call(bytes, start, end));
+					else this.#dropped++;
 				} else if (kind === wire.DELIVER_BROADCAST) {
+					if (this.#byToken.size === 0) this.#dropped++;
 					for (const session of [...this.#byToken.values()]) {
 						this.#enqueue(session, slice.call(bytes, start, end));
 					}
@@ -310,7 +400,8 @@ class RedisStreamSessionManager {
 						closeQuietly(session.controller);
 					}
 				} else if (kind === wire.DELIVER_PROBLEM) {
-					this.#link.reporter.report(new Error(decoder.decode(bytes.subarray(start, end))));
+					// The token word carries the problem's kind (src/delivery.rs).
+					this.#link.reporter.report(nativeError(entries[i + 1], decoder.decode(bytes.subarray(start, end))));
 				}
 			} catch (error) {
 				this.#link.reporter.report(error);

@@ -3,13 +3,36 @@
 const { inspect } = require('node:util');
 const { NativeSubscriptions } = require('./binding.js');
 const { Link } = require('./link.js');
-const { argumentError, describe, describeThrown, toError } = require('./errors.js');
+const {
+	argumentError,
+	argumentTypeError,
+	closedError,
+	codedError,
+	CLOSED_KIND,
+	CODES,
+	describe,
+	describeThrown,
+	nativeError,
+	toError,
+} = require('./errors.js');
+const { Meter, OBSERVED, register, retire } = require('./observe.js');
 const { isWellFormed } = require('./options.js');
 const wire = require('./wire.js');
 
 const decoder = new TextDecoder();
 const noop = () => {};
 const REASONS = ['closed', 'cancelled'];
+
+// Positions in NativeSubscriptions.stats() (src/subscriptions.rs): the pub/sub
+// connection's figures, then the manager's own.
+const RECONNECTS = 0;
+const TOPOLOGY_CHANGES = 1;
+const TIMEOUTS = 2;
+const CONNECTED = 3;
+const IGNORED = 4;
+const UNWANTED = 5;
+const QUEUED = 6;
+const SUBSCRIBED = 7;
 
 /**
  * @typedef {{ toolsListChanged?: boolean, promptsListChanged?: boolean, resourcesListChanged?: boolean, resourceSubscriptions?: string[] }} Filters
@@ -41,6 +64,14 @@ class RedisSubscriptionManager {
 	#nextToken = 1;
 	/** @type {Promise<void> | undefined} */
 	#disposing;
+	#meter = new Meter('subscriptions');
+	/** Notifications a subscription's `send` took. */
+	#delivered = 0;
+	/** Notifications whose `send` threw (or that came for a subscription since closed). */
+	#dropped = 0;
+	/** The native figures as of dispose() (the native side answers none after it). @type {Float64Array | undefined} */
+	#final;
+	#registered;
 
 	/**
 	 * @param {string} redisUrl
@@ -51,6 +82,7 @@ class RedisSubscriptionManager {
 		// Reached weakly from the native callback: an idle, dropped manager can be collected.
 		const self = new WeakRef(this);
 		this.#native = new NativeSubscriptions(this.#link.native, (batch) => self.deref()?.#deliver(batch));
+		this.#registered = register(this);
 	}
 
 	/**
@@ -72,20 +104,31 @@ class RedisSubscriptionManager {
 			throw argumentError(error);
 		}
 		const { id, origin, filters } = read;
-		if (this.#disposing) throw new Error('Cannot create: the subscription manager is disposed');
+		if (this.#disposing) throw closedError('Cannot create: the subscription manager is disposed');
 		const existing = this.#byOrigin.get(origin);
 		if (existing?.has(id)) return false;
 		// Redis first: with Redis unreachable this rejects within commandTimeout.
-		const { id: call, promise } = this.#link.track('Could not create subscription');
-		this.#native.ready(call);
-		await promise;
-		if (this.#disposing) throw new Error('Cannot create: the subscription manager is disposed');
+		await this.#link.traced(this.#meter, 'create', () => {
+			const { id: call, promise } = this.#link.track('Could not create subscription', this.#meter);
+			try {
+				this.#native.ready(call);
+			} catch (error) {
+				// Closed meanwhile (the native side refuses after dispose()).
+				this.#link.fail(call, error, CLOSED_KIND);
+			}
+			return promise;
+		});
+		if (this.#disposing) throw closedError('Cannot create: the subscription manager is disposed');
 		let byId = this.#byOrigin.get(origin);
 		if (byId?.has(id)) return false;
 		const token = this.#nextToken;
 		this.#nextToken = (this.#nextToken + 1) >>> 0 || 1;
-		// The native side first: should it refuse, nothing is stored.
-		this.#native.watch(token, interestFlags(filters), filters.resourceSubscriptions);
+		// The native side first: should it refuse (disposed meanwhile), nothing is stored.
+		try {
+			this.#native.watch(token, interestFlags(filters), filters.resourceSubscriptions);
+		} catch (error) {
+			throw closedError(`Cannot create: ${describeThrown(error)}`);
+		}
 		if (!byId) this.#byOrigin.set(origin, (byId = new Map()));
 
 		/** @type {(value?: unknown) => void} */
@@ -143,8 +186,8 @@ class RedisSubscriptionManager {
 		} catch (error) {
 			return Promise.reject(argumentError(error));
 		}
-		if (this.#disposing) return Promise.reject(new Error('Could not send notification: the subscription manager is disposed'));
-		return this.#link.call(wire.NOTIFY, [json], 'Could not send notification');
+		if (this.#disposing) return Promise.reject(closedError('Could not send notification: the subscription manager is disposed'));
+		return this.#link.call(wire.NOTIFY, [json], 'Could not send notification', this.#meter, 'send', 1);
 	}
 
 	/**
@@ -186,7 +229,15 @@ class RedisSubscriptionManager {
 			if (origin !== undefined && storedOrigin !== origin) continue;
 			for (const id of byId.keys()) closing.push(this.close(id, storedOrigin, reason));
 		}
-		await Promise.all(closing.map((p) => p.catch((error) => this.#link.reporter.report(error))));
+		await Promise.all(
+			closing.map((p) =>
+				p.catch((error) =>
+					this.#link.reporter.report(
+						codedError(CODES.CALLBACK, `A subscription stream's close() failed: ${describeThrown(error)}`, { cause: error }),
+					),
+				),
+			),
+		);
 	}
 
 	/** Closes every subscription ('closed'), then releases the connections. */
@@ -195,7 +246,12 @@ class RedisSubscriptionManager {
 			try {
 				await this.closeAll(undefined, 'closed');
 			} finally {
+				// Counters stay readable; gauges read zero from now on.
+				const final = this.#native.stats();
+				final[CONNECTED] = final[QUEUED] = final[SUBSCRIBED] = 0;
+				this.#final = final;
 				this.#native.close();
+				retire(this.#registered, 'subscriptions', this.#counters());
 				this.#link.release();
 			}
 		})();
@@ -207,12 +263,54 @@ class RedisSubscriptionManager {
 	}
 
 	/**
-	 * `active`: local subscriptions; `ignored`: messages on the channel dropped as
-	 * malformed or foreign; `unwanted`: notifications no local subscription wanted.
+	 * Counters since construction and gauges as of now (README "Observability"): fresh
+	 * plain numbers each call. `subscriptions` (also `active`): local subscriptions;
+	 * `ignored`: messages on the channel dropped as malformed or foreign; `unwanted`:
+	 * notifications no local subscription wanted; `dropped`: notifications a
+	 * subscription's `send` threw on. `reconnects`, `topologyChanges` and `timeouts`
+	 * cover this manager's pub/sub connection and its command connection (shared with
+	 * the managers built with it by createSessionManagers).
 	 */
-	get stats() {
-		const [ignored, unwanted] = this.#disposing ? [0, 0] : this.#native.counts();
-		return { active: this.#byToken.size, ignored, unwanted };
+	stats() {
+		const own = this.#final ?? this.#native.stats();
+		const link = this.#link.figures();
+		const m = this.#meter;
+		return {
+			commandsInFlight: m.calls - m.settled,
+			commands: m.settled,
+			commandErrors: m.failed,
+			timeouts: m.timeouts + own[TIMEOUTS] + link[TIMEOUTS],
+			reconnects: own[RECONNECTS] + link[RECONNECTS],
+			topologyChanges: Math.max(own[TOPOLOGY_CHANGES], link[TOPOLOGY_CHANGES]),
+			connections: own[CONNECTED] + link[CONNECTED],
+			subscriptions: this.#byToken.size,
+			active: this.#byToken.size,
+			notificationsSent: m.sent,
+			notificationsDelivered: this.#delivered,
+			dropped: this.#dropped,
+			ignored: own[IGNORED],
+			unwanted: own[UNWANTED],
+			subscribed: own[SUBSCRIBED],
+			deliveryQueue: own[QUEUED],
+		};
+	}
+
+	/** What the otel entry reads (see observe.js): this manager's own counters. */
+	[OBSERVED]() {
+		return { kind: 'subscriptions', link: this.#link, counters: this.#counters() };
+	}
+
+	/** Counters of this manager alone (its command connection's are the link's). */
+	#counters() {
+		const own = this.#final ?? this.#native.stats();
+		return {
+			subscriptions: this.#byToken.size,
+			sent: this.#meter.sent,
+			delivered: this.#delivered,
+			dropped: this.#dropped,
+			reconnects: own[RECONNECTS],
+			connections: own[CONNECTED],
+		};
 	}
 
 	[inspect.custom]() {
@@ -241,12 +339,16 @@ class RedisSubscriptionManager {
 		const delivery = registration.queue.then(async (state) => {
 			if (state === 'failed' || registration.closing) return state;
 			await registration.callbacks.send(/** @type {any} */ (notification));
+			this.#delivered++;
 			return /** @type {const} */ ('active');
 		});
 		registration.queue = delivery.catch((error) => {
+			this.#dropped++;
 			// Whatever send threw, even a value whose toString throws, reaches onError as an Error.
 			this.#link.reporter.report(
-				new Error(`A subscription stream did not take a notification: ${describeThrown(error)}`, { cause: error }),
+				codedError(CODES.CALLBACK, `A subscription stream did not take a notification: ${describeThrown(error)}`, {
+					cause: error,
+				}),
 			);
 			return /** @type {const} */ ('active');
 		});
@@ -255,13 +357,14 @@ class RedisSubscriptionManager {
 	/**
 	 * Notifications from the native side: `[bytes, words]` with `[offset, length, count,
 	 * token…]` per message (each parsed once, the same object for every match), or
-	 * `[message]` for a background problem. Runs from a threadsafe function: never throws.
-	 * @param {[Uint8Array, Uint32Array] | [string]} batch
+	 * `[message, kind]` for a background problem. Runs from a threadsafe function: never
+	 * throws.
+	 * @param {[Uint8Array, Uint32Array] | [string, number]} batch
 	 */
 	#deliver(batch) {
 		try {
-			if (batch.length === 1) {
-				this.#link.reporter.report(new Error(/** @type {string} */ (batch[0])));
+			if (typeof batch[0] === 'string') {
+				this.#link.reporter.report(nativeError(/** @type {number} */ (batch[1]), batch[0]));
 				return;
 			}
 			const [bytes, words] = /** @type {[Uint8Array, Uint32Array]} */ (batch);
@@ -280,6 +383,7 @@ class RedisSubscriptionManager {
 				for (const end = i + count; i < end; i++) {
 					const registration = this.#byToken.get(words[i]);
 					if (registration && !registration.closing) this.#enqueue(registration, notification);
+					else this.#dropped++;
 				}
 			}
 		} catch (error) {
@@ -290,7 +394,7 @@ class RedisSubscriptionManager {
 
 /** @param {unknown} notification */
 function notANotification(notification) {
-	return new TypeError(`notification must be a JSON-RPC notification object with a string method, got ${describe(notification)}`);
+	return argumentTypeError(`notification must be a JSON-RPC notification object with a string method, got ${describe(notification)}`);
 }
 
 /** @param {ReadFilters} filters */
@@ -310,29 +414,29 @@ function interestFlags(filters) {
  */
 function readSubscription(subscription) {
 	if (typeof subscription !== 'object' || subscription === null) {
-		throw new TypeError(`subscription must be an object { id, origin, filters }, got ${describe(subscription)}`);
+		throw argumentTypeError(`subscription must be an object { id, origin, filters }, got ${describe(subscription)}`);
 	}
 	const { id, origin, filters } = /** @type {any} */ (subscription);
 	if (!(typeof id === 'string' || (typeof id === 'number' && Number.isFinite(id)))) {
-		throw new TypeError(`subscription.id must be a string or a number, got ${describe(id)}`);
+		throw argumentTypeError(`subscription.id must be a string or a number, got ${describe(id)}`);
 	}
 	if (typeof origin !== 'string') {
-		throw new TypeError(`subscription.origin must be a string, got ${describe(origin)}`);
+		throw argumentTypeError(`subscription.origin must be a string, got ${describe(origin)}`);
 	}
 	if (typeof filters !== 'object' || filters === null) {
-		throw new TypeError(`subscription.filters must be an object, got ${describe(filters)}`);
+		throw argumentTypeError(`subscription.filters must be an object, got ${describe(filters)}`);
 	}
 	const { toolsListChanged, promptsListChanged, resourcesListChanged, resourceSubscriptions } = filters;
 	/** @type {string[]} */
 	let uris = [];
 	if (resourceSubscriptions !== undefined) {
 		const wrong = `subscription.filters.resourceSubscriptions must be an array of well-formed strings, got`;
-		if (!Array.isArray(resourceSubscriptions)) throw new TypeError(`${wrong} ${describe(resourceSubscriptions)}`);
+		if (!Array.isArray(resourceSubscriptions)) throw argumentTypeError(`${wrong} ${describe(resourceSubscriptions)}`);
 		uris = Array.from(resourceSubscriptions);
 		for (let i = 0; i < uris.length; i++) {
 			// Matched on the native side, as UTF-8: a lone surrogate would make two URIs one.
 			if (typeof uris[i] !== 'string' || !isWellFormed(uris[i])) {
-				throw new TypeError(`${wrong} ${describe(uris[i])} at index ${i}`);
+				throw argumentTypeError(`${wrong} ${describe(uris[i])} at index ${i}`);
 			}
 		}
 	}
@@ -358,7 +462,7 @@ function readCallbacks(callbacks) {
 	const c = /** @type {any} */ (callbacks);
 	const { acknowledge, send, close } = c ?? {};
 	if (!c || typeof acknowledge !== 'function' || typeof send !== 'function' || typeof close !== 'function') {
-		throw new TypeError('callbacks must be an object with acknowledge(), send() and close() functions');
+		throw argumentTypeError('callbacks must be an object with acknowledge(), send() and close() functions');
 	}
 	return {
 		acknowledge: () => Reflect.apply(acknowledge, c, []),

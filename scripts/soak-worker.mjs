@@ -158,7 +158,9 @@ async function info() {
 	const manager = new RedisInfoSessionManager(url, options);
 	let pairs = 0;
 	let failed = 0;
-	let mismatches = 0;
+	/** When each stale read's write resolved (a write the old master acknowledged and a
+	 * failover lost): the parent keeps those inside fault windows apart. */
+	const stale = [];
 	const perTick = Math.max(1, Math.round(extra.rate / 100));
 	let n = 0;
 	const loop = (async () => {
@@ -171,10 +173,11 @@ async function info() {
 					(async () => {
 						try {
 							await manager.setClientInfo(id, value);
+							const written = Date.now();
 							const read = await manager.getClientInfo(id);
 							pairs++;
 							// Another pair for the same id may have written since: only older is wrong.
-							if (Number(read.version) < Number(value.version)) mismatches++;
+							if (Number(read.version) < Number(value.version)) stale.push(written);
 						} catch {
 							failed++;
 						}
@@ -189,7 +192,7 @@ async function info() {
 			await loop;
 			await manager.close();
 		},
-		report: () => ({ pairs, failed, mismatches }),
+		report: () => ({ pairs, failed, stale }),
 	};
 }
 

@@ -537,7 +537,9 @@ mod tests {
             other => panic!("{other:?}"),
         };
         assert!(not_run(&error(b"-MOVED 3999 127.0.0.1:6381\r\n")));
-        assert!(not_run(&error(b"-TRYAGAIN Multiple keys request during rehashing\r\n")));
+        assert!(not_run(&error(
+            b"-TRYAGAIN Multiple keys request during rehashing\r\n"
+        )));
         assert!(not_run(&error(b"-CLUSTERDOWN The cluster is down\r\n")));
         assert!(not_run(&error(b"-LOADING Redis is loading\r\n")));
         let refused = std::io::Error::from(std::io::ErrorKind::ConnectionRefused);

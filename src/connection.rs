@@ -594,6 +594,8 @@ pub struct Connection {
     /// On a cluster: until when (milliseconds since `epoch`) the topology may still be
     /// changing after a fault (see [`Connection::unsettled`]).
     unsettled_until_ms: AtomicU64,
+    /// What `stats()` and the diagnostics channels see of this connection.
+    pub stats: crate::stats::ConnectionStats,
 }
 
 /// A lazily connecting cluster connection (the crate connects in the background), the
@@ -679,6 +681,7 @@ impl Connection {
             source,
             config,
             current: Mutex::new(None),
+            stats: crate::stats::ConnectionStats::new(push.is_some()),
             push,
             last_answer_ms: AtomicU64::new(0),
             generation: AtomicU64::new(0),
@@ -719,6 +722,8 @@ impl Connection {
                     false
                 } else {
                     let had = current.is_some();
+                    let moved = current.as_ref().is_some_and(|(_, n)| *n != 0);
+                    self.stats.master_at(client.get_connection_info(), moved);
                     *current = Some((self.manager_for(client)?, number));
                     self.generation.fetch_add(1, Ordering::AcqRel);
                     had
@@ -794,6 +799,7 @@ impl Connection {
     /// (see [`Connection::stalled`]), and a connection that reaches no node is replaced
     /// by one seeded with every node last seen (see [`ClusterSource`]).
     pub fn failed(&self, error: &RedisError, ticket: Ticket) {
+        self.stats.failed(error);
         self.suspect(error);
         self.unsettle();
         if error.is_timeout() {
@@ -852,6 +858,7 @@ impl Connection {
     pub fn answered(&self) {
         self.last_answer_ms
             .fetch_max(self.now_ms(), Ordering::Relaxed);
+        self.stats.answered();
     }
 
     /// Records a pipeline's replies: Redis answered, and a `READONLY` among them means a
@@ -903,14 +910,27 @@ impl Connection {
         else {
             return false;
         };
-        cluster.saw_nodes(nodes);
-        let changed = {
+        cluster.saw_nodes(nodes.clone());
+        let (changed, demoted) = {
             let mut known = self.topology.lock().unwrap();
             let changed = known.as_ref().is_some_and(|known| *known != owners);
+            // A master that no longer serves any slot but is still there, demoted to a
+            // replica of its shard, where it still gets the shard's messages (a failed
+            // one is not listed; its connection, subscriptions and all, is gone).
+            let demoted = known.iter().flatten().any(|(_, _, host, port)| {
+                !owners.iter().any(|(_, _, h, p)| h == host && p == port)
+                    && nodes.iter().any(|(h, p)| h == host && p == port)
+            });
             *known = Some(owners);
-            changed
+            (changed, demoted)
         };
+        if changed && demoted && self.push.is_some() {
+            // Our subscriptions at a demoted master would deliver every message of its
+            // shard a second time: only a fresh connection is sure to leave none there.
+            self.renew();
+        }
         if changed {
+            self.stats.slots_moved();
             self.unsettle();
             // A failed master's last writes may be gone: the liveness keys are written
             // again (see `master_number`).
@@ -929,6 +949,7 @@ impl Connection {
             return;
         }
         self.unsettle();
+        self.stats.lost();
         self.generation.fetch_add(1, Ordering::AcqRel);
         if let Ok(fresh) = self.fresh_link() {
             *self.current.lock().unwrap() = fresh.map(|link| (link, 0));
@@ -992,6 +1013,7 @@ impl Connection {
             Ok(Some(fresh)) => {
                 // The old link's sockets close when its last clone is dropped.
                 *current = Some((fresh, *number));
+                self.stats.lost();
                 true
             }
             _ => false,
@@ -1001,6 +1023,14 @@ impl Connection {
     fn now_ms(&self) -> u64 {
         self.epoch.elapsed().as_millis() as u64
     }
+}
+
+/// How a cluster's nodes hold this connection's shard subscriptions, when not as wanted.
+enum Off {
+    /// Some node holds fewer than it should.
+    Missing,
+    /// Some node holds more than it should.
+    Extra,
 }
 
 /// What [`Connection::check`] found.
@@ -1123,6 +1153,7 @@ impl Connection {
                 Err(self.describe(&e).await)
             }
             Err(_) => {
+                self.stats.timed_out();
                 self.stalled(ticket);
                 Err("timed out".into())
             }
@@ -1137,8 +1168,9 @@ impl Connection {
     /// subscribed to there (CLIENT INFO's `ssub`) against the `wanted` channels that
     /// master serves (`wanted` gives None while subscriptions are changing): the crate
     /// may replace a node's connection during a topology change and resubscribe it
-    /// wrongly or not at all, without a word. A mismatch seen twice, 300 ms apart, gets a
-    /// fresh connection with everything subscribed again.
+    /// wrongly or not at all, without a word. A mismatch seen twice, 300 ms apart, has
+    /// everything subscribed again: on this connection when some are missing, on a
+    /// fresh one when a node holds more than it should.
     pub async fn check(
         &self,
         via: &Connection,
@@ -1152,12 +1184,24 @@ impl Connection {
             return Checked::Replaced { silent: false };
         }
         if matches!(self.source, Source::Cluster(_))
-            && self.shard_subscriptions_off(&wanted, timeout).await
+            && self
+                .shard_subscriptions_off(&wanted, timeout)
+                .await
+                .is_some()
         {
             tokio::time::sleep(Duration::from_millis(300)).await;
-            if self.shard_subscriptions_off(&wanted, timeout).await {
-                self.renew();
-                return Checked::Resynced;
+            match self.shard_subscriptions_off(&wanted, timeout).await {
+                // Some are missing: subscribed again where they belong, on this
+                // connection (the others stay; no message of theirs is lost).
+                Some(Off::Missing) => return Checked::Moved,
+                // A node holds more than it should (a channel left behind where it no
+                // longer belongs, which could deliver twice): only a fresh connection
+                // drops it.
+                Some(Off::Extra) => {
+                    self.renew();
+                    return Checked::Resynced;
+                }
+                None => {}
             }
         }
         match self.ping(timeout).await {
@@ -1168,23 +1212,19 @@ impl Connection {
     }
 
     /// Whether some master holds more or fewer of this connection's shard subscriptions
-    /// than the wanted channels it serves (see [`Connection::check`]). False when that
-    /// cannot be told (subscriptions changing, no topology read yet, a node not
+    /// than the wanted channels it serves (see [`Connection::check`]). None when they
+    /// match, or when that cannot be told (subscriptions changing, no topology read yet, a node not
     /// answering: the other checks handle those).
     async fn shard_subscriptions_off(
         &self,
         wanted: &impl Fn() -> Option<Vec<String>>,
         timeout: Duration,
-    ) -> bool {
-        let Some(owners) = self.topology.lock().unwrap().clone() else {
-            return false;
-        };
+    ) -> Option<Off> {
+        let owners = self.topology.lock().unwrap().clone()?;
         let Some(Link::Cluster(link)) = self.current() else {
-            return false;
+            return None;
         };
-        let Some(channels) = wanted() else {
-            return false;
-        };
+        let channels = wanted()?;
         // Masters only: asking a node the crate has no connection to makes it open one,
         // and that made it replace its other connections here, subscriptions and all.
         let expected = crate::cluster::expected_per_master(&owners, &channels);
@@ -1198,12 +1238,16 @@ impl Connection {
         .await;
         // Read again: a change while the counts were asked makes them incomparable.
         if wanted().map(|now| now.len()) != Some(channels.len()) {
-            return false;
+            return None;
         }
-        let off = expected
-            .iter()
-            .zip(counts.iter())
-            .any(|((_, want), got)| matches!(got, Ok(Some(n)) if n != want));
+        let mut off = None;
+        for ((_, want), got) in expected.iter().zip(&counts) {
+            match got {
+                Ok(Some(n)) if n > want => return Some(Off::Extra),
+                Ok(Some(n)) if n < want => off = Some(Off::Missing),
+                _ => {}
+            }
+        }
         off
     }
 
@@ -1250,6 +1294,7 @@ impl Connection {
             // The crate's own deadline (a cluster's): no answer, as for ours.
             Ok(Err(e)) if e.is_timeout() => {
                 self.unsettle();
+                self.stats.timed_out();
                 Err(Failure::TimedOut {
                     replaced: self.stalled(ticket),
                 })
@@ -1260,6 +1305,7 @@ impl Connection {
             }
             Err(_) => {
                 self.unsettle();
+                self.stats.timed_out();
                 Err(Failure::TimedOut {
                     replaced: self.stalled(ticket),
                 })

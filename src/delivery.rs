@@ -15,7 +15,10 @@ use napi::threadsafe_function::{ThreadsafeFunction, ThreadsafeFunctionCallMode};
 use napi::Status;
 use napi_derive::napi;
 use std::collections::VecDeque;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
+
+use crate::error::{error_kind, ErrorKind};
 
 /// The successful result of one call, as JavaScript sees it.
 #[derive(Clone, Debug, PartialEq)]
@@ -36,12 +39,14 @@ pub enum Field {
     Missing,
     Text(String),
     /// This value could not be read (e.g. a key of the wrong type); the others could.
-    Failed(String),
+    Failed(String, ErrorKind),
 }
 
 #[napi(object)]
 pub struct FieldError {
     pub error: String,
+    /// See [`ErrorKind`].
+    pub kind: u32,
 }
 
 impl ToNapiValue for Field {
@@ -49,7 +54,13 @@ impl ToNapiValue for Field {
         match val {
             Field::Missing => Null::to_napi_value(env, Null),
             Field::Text(s) => String::to_napi_value(env, s),
-            Field::Failed(error) => FieldError::to_napi_value(env, FieldError { error }),
+            Field::Failed(error, kind) => FieldError::to_napi_value(
+                env,
+                FieldError {
+                    error,
+                    kind: kind as u32,
+                },
+            ),
         }
     }
 }
@@ -74,13 +85,14 @@ pub type Outcome = Result<Reply, String>;
 ///
 /// JavaScript sees one flat array: a call answered `undefined` (every write) is just its
 /// id; a call answered with a value is `-(id + 1)` followed by the value; a failed call
-/// is its id offset by 2^32 followed by the message. One plain array per batch: typed
+/// is its id offset by 2^32 times its [`ErrorKind`] followed by the message. One plain array per batch: typed
 /// arrays cost more than the whole answer when a batch holds one call, and each element
 /// set is a Node-API call, so writes (most calls) cost one instead of two.
 #[derive(Default)]
 pub struct CompletionBatch(Vec<(u32, Outcome)>);
 
-/// Added to the id of a failed call in a [`CompletionBatch`]; exported to `lib/wire.js`.
+/// Added to the id of a failed call in a [`CompletionBatch`], times its [`ErrorKind`];
+/// exported to `lib/wire.js`.
 #[napi]
 pub const FAILED_ANSWER: f64 = 4_294_967_296.0;
 
@@ -134,7 +146,13 @@ impl ToNapiValue for CompletionBatch {
             let (head, reply) = match outcome {
                 Ok(Reply::Done) => (f64::from(id), None),
                 Ok(reply) => (-f64::from(id) - 1.0, Some(reply)),
-                Err(message) => (f64::from(id) + FAILED_ANSWER, Some(Reply::Text(message))),
+                Err(message) => {
+                    let kind = f64::from(error_kind(&message) as u32);
+                    (
+                        f64::from(id) + FAILED_ANSWER * kind,
+                        Some(Reply::Text(message)),
+                    )
+                }
             };
             put(f64::to_napi_value(env, head)?)?;
             if let Some(reply) = reply {
@@ -202,7 +220,8 @@ pub enum DeliveryKind {
     Broadcast = 1,
     /// The session was ended elsewhere: close the controller of `token`.
     Close = 2,
-    /// A background problem; the payload is the message for `onError`.
+    /// A background problem; the payload is the message for `onError`, the token word
+    /// its `ErrorKind`.
     Problem = 3,
 }
 
@@ -213,6 +232,8 @@ pub enum DeliveryKind {
 pub struct IndexedBytes {
     bytes: Vec<u8>,
     words: Vec<u32>,
+    /// Entries pushed (see [`Shelf::queued`]).
+    entries: u64,
 }
 
 impl IndexedBytes {
@@ -225,12 +246,14 @@ impl IndexedBytes {
     pub fn push(&mut self, payload: &[u8], words: impl IntoIterator<Item = u32>) {
         self.bytes.extend_from_slice(payload);
         self.words.extend(words);
+        self.entries += 1;
     }
 
     /// Empties the batch for reuse; its memory stays (see [`Shelf`]).
     fn clear(&mut self) {
         self.bytes.clear();
         self.words.clear();
+        self.entries = 0;
     }
 
     #[cfg(test)]
@@ -302,6 +325,8 @@ const MAX_DELIVERY_BYTES: usize = 1 << 20;
 struct Shelf {
     waiting: Mutex<VecDeque<IndexedBytes>>,
     spares: Mutex<Vec<IndexedBytes>>,
+    /// Entries gathered and not yet taken by the JavaScript thread (`deliveryQueue`).
+    queued: AtomicU64,
 }
 
 /// Spare batches kept at most, and the largest buffer kept (one message may exceed
@@ -375,6 +400,8 @@ impl<A: ToNapiValue + From<Shelved> + 'static> Gatherer<A> {
 
     /// Adds one entry of `payload_len` payload bytes, written by `write`.
     pub fn push(&self, payload_len: usize, write: impl FnOnce(&mut IndexedBytes)) {
+        // Counted before it can be taken, so the count never goes below zero.
+        self.shelf.queued.fetch_add(1, Ordering::Relaxed);
         {
             let mut waiting = self.shelf.waiting.lock().unwrap();
             if let Some(last) = waiting.back_mut() {
@@ -389,6 +416,11 @@ impl<A: ToNapiValue + From<Shelved> + 'static> Gatherer<A> {
         }
         self.batches.send(self.shelf.clone());
     }
+
+    /// Entries gathered and not yet taken by the JavaScript thread.
+    pub fn queued(&self) -> u64 {
+        self.shelf.queued.load(Ordering::Relaxed)
+    }
 }
 
 /// On the JavaScript thread, for one call of the threadsafe function: the oldest batch
@@ -400,6 +432,7 @@ fn take_waiting<A: From<Shelved>>(shelf: Arc<Shelf>) -> A {
         .unwrap()
         .pop_front()
         .unwrap_or_default();
+    shelf.queued.fetch_sub(batch.entries, Ordering::Relaxed);
     A::from(Shelved { batch, shelf })
 }
 
@@ -422,9 +455,15 @@ impl Deliveries {
         });
     }
 
-    /// Reports a background problem to `onError`.
+    /// Reports a background problem to `onError` (its [`ErrorKind`] in the token word).
     pub fn problem(&self, message: &str) {
-        self.push(DeliveryKind::Problem, 0, message.as_bytes());
+        let kind = error_kind(message) as u32;
+        self.push(DeliveryKind::Problem, kind, message.as_bytes());
+    }
+
+    /// Messages (and ends, problems) received and not yet taken by JavaScript.
+    pub fn queued(&self) -> u64 {
+        self.0.queued()
     }
 }
 

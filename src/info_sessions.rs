@@ -8,7 +8,7 @@ use redis::{Pipeline, Value};
 
 use crate::commands::{decode_text, first_error, FollowUp};
 use crate::delivery::{Field, Outcome, Reply};
-use crate::error::{quote_stored, unexpected_reply};
+use crate::error::{error_kind, quote_stored, unexpected_reply, ErrorKind};
 use crate::keys::Keys;
 
 // Call codes, exported to `lib/wire.js`.
@@ -48,10 +48,13 @@ fn field_name(field: usize) -> &'static str {
 /// carry the whole message JavaScript throws.
 fn decode_field(value: Value, field: usize, id: &str) -> Field {
     let failed = |message: String| {
-        Field::Failed(format!(
-            "Could not read {} for session {id}: {message}",
-            field_name(field)
-        ))
+        Field::Failed(
+            format!(
+                "Could not read {} for session {id}: {message}",
+                field_name(field)
+            ),
+            error_kind(&message),
+        )
     };
     if let Err(message) = first_error(std::slice::from_ref(&value)) {
         return failed(message);
@@ -60,10 +63,13 @@ fn decode_field(value: Value, field: usize, id: &str) -> Field {
         Ok(Reply::Text(text)) if field == LOG_LEVEL => read_log_level(&text)
             .map(|level| Field::Text(level.to_string()))
             .unwrap_or_else(|| {
-                Field::Failed(format!(
-                    "Invalid log level {} stored for session {id}",
-                    quote_stored(&text)
-                ))
+                Field::Failed(
+                    format!(
+                        "Invalid log level {} stored for session {id}",
+                        quote_stored(&text)
+                    ),
+                    ErrorKind::BadData,
+                )
             }),
         Ok(Reply::Text(text)) => Field::Text(text),
         Ok(_) => Field::Missing,
@@ -329,7 +335,10 @@ mod tests {
             op.decode(values),
             Ok(Reply::Fields(vec![
                 Field::Text(s("{}")),
-                Field::Failed(s("Could not read client capabilities for session a: Redis error: WRONGTYPE Operation against a key")),
+                Field::Failed(
+                    s("Could not read client capabilities for session a: Redis error: WRONGTYPE Operation against a key"),
+                    ErrorKind::BadData
+                ),
                 Field::Missing,
             ]))
         );
@@ -349,7 +358,10 @@ mod tests {
             Ok(Reply::Fields(vec![
                 Field::Missing,
                 Field::Missing,
-                Field::Failed(s("Invalid log level \"loud\" stored for session x")),
+                Field::Failed(
+                    s("Invalid log level \"loud\" stored for session x"),
+                    ErrorKind::BadData
+                ),
             ]))
         );
     }

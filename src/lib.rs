@@ -18,7 +18,8 @@
 //!   the session table, pub/sub receiving and the liveness timer;
 //! * [`subscriptions`]: `subscriptions/listen` notifications, matched in Rust;
 //! * [`delivery`]: batched crossings back to JavaScript;
-//! * [`error`]: error text (never with credentials).
+//! * [`stats`]: counters for `stats()` and connection/topology events;
+//! * [`error`]: error text (never with credentials) and its kinds.
 
 // The request path allocates per call on the tokio thread; glibc malloc showed up in
 // profiles, and mimalloc raised 64-in-flight set+get by ~15 % in bench/ (quick runs).
@@ -35,12 +36,13 @@ mod error;
 mod info_sessions;
 mod js_calls;
 mod keys;
+mod stats;
 mod stream_sessions;
 mod subscriptions;
 
 use std::sync::{Arc, Mutex};
 
-use napi::bindgen_prelude::{Function, Uint32ArraySlice};
+use napi::bindgen_prelude::{Float64Array, Function, Uint32ArraySlice};
 use napi_derive::napi;
 
 use commands::Commands;
@@ -49,6 +51,7 @@ use connection::Source;
 use delivery::{CompletionArgs, Completions, Deliveries};
 use error::{js_error, js_type_error};
 use js_calls::{JsCalls, JsText};
+use stats::{EventArgs, Events};
 use stream_sessions::StreamSessions;
 use subscriptions::{NotificationArgs, Notifications, Subscriptions};
 
@@ -101,29 +104,44 @@ pub struct NativeClient {
     /// the same view of the master).
     source: Source,
     shown_url: String,
+    /// Where every connection of this client and its managers reports events.
+    events: Arc<Events>,
 }
 
 #[napi]
 impl NativeClient {
-    /// `on_complete(answers)` answers every submitted call (see `CompletionBatch`).
+    /// `on_complete(answers)` answers every submitted call (see `CompletionBatch`);
+    /// `on_event([channel, event, role, address, port])` hears of connections ready or
+    /// lost and topology changes followed (see `stats::Events`).
     #[napi(
         constructor,
-        ts_args_type = "url: string, options: NativeOptions, onComplete: (answers: unknown[]) => void"
+        ts_args_type = "url: string, options: NativeOptions, onComplete: (answers: unknown[]) => void, onEvent: (event: string[]) => void"
     )]
     pub fn new(
         url: String,
         options: NativeOptions,
         on_complete: Function<'_, CompletionArgs, ()>,
+        on_event: Function<'_, EventArgs, ()>,
     ) -> napi::Result<Self> {
         let source = source_for(&url, &options).map_err(js_type_error)?;
         let completions = Completions::new(&on_complete)?;
+        let events = Events::new(&on_event)?;
         let commands = in_runtime(|| Commands::start(source.clone(), options, completions))?
             .map_err(js_error)?;
+        commands.connection().stats.set_events(events.clone());
         Ok(NativeClient {
             commands,
             source,
             shown_url: redact_url(&url),
+            events,
         })
+    }
+
+    /// The command connection's `[reconnects, topologyChanges, timeouts, connected]`
+    /// (timeouts of background work: liveness refreshes).
+    #[napi]
+    pub fn stats(&self) -> Float64Array {
+        Float64Array::new(self.commands.connection().stats.figures().to_vec())
     }
 
     /// Queues one tick's calls (see [`js_calls`]): `words[..count]` holds
@@ -209,6 +227,9 @@ impl NativeStreams {
         let commands = client.commands.clone();
         let sessions = in_runtime(|| StreamSessions::start(source, commands, deliveries))?
             .map_err(js_error)?;
+        sessions
+            .subscriber_stats()
+            .set_events(client.events.clone());
         Ok(NativeStreams {
             sessions: Open::new(sessions, "the session manager is closed"),
         })
@@ -234,6 +255,14 @@ impl NativeStreams {
             .with(|sessions| in_runtime(|| sessions.apply(&triples, ids)))?
     }
 
+    /// The pub/sub connection's `[reconnects, topologyChanges, timeouts, connected]`,
+    /// then `[subscriptionsWanted, subscriptionsConfirmed, deliveryQueue, unrouted]` (see
+    /// `stats::StreamStats`); empty once closed.
+    #[napi]
+    pub fn stats(&self) -> Float64Array {
+        Float64Array::new(self.sessions.with(|s| s.stats()).unwrap_or_default())
+    }
+
     /// Ends every local session and the background tasks; answers `call` when done.
     #[napi]
     pub fn close(&self, call: u32) -> bool {
@@ -257,10 +286,10 @@ pub struct NativeSubscriptions {
 impl NativeSubscriptions {
     /// `on_notify(batch)` receives the notifications local subscriptions want:
     /// `[bytes, words]` with `[offset, length, count, token…]` per message, or
-    /// `[message]` for a background problem.
+    /// `[message, kind]` for a background problem (see `ErrorKind`).
     #[napi(
         constructor,
-        ts_args_type = "client: NativeClient, onNotify: (batch: [Uint8Array, Uint32Array] | [string]) => void"
+        ts_args_type = "client: NativeClient, onNotify: (batch: [Uint8Array, Uint32Array] | [string, number]) => void"
     )]
     pub fn new(
         client: &NativeClient,
@@ -271,6 +300,9 @@ impl NativeSubscriptions {
         let commands = client.commands.clone();
         let subscriptions = in_runtime(|| Subscriptions::start(source, commands, notifications))?
             .map_err(js_error)?;
+        subscriptions
+            .subscriber_stats()
+            .set_events(client.events.clone());
         Ok(NativeSubscriptions {
             subscriptions: Open::new(subscriptions, "the subscription manager is closed"),
         })
@@ -294,16 +326,12 @@ impl NativeSubscriptions {
         let _ = self.subscriptions.with(|s| s.unwatch(token));
     }
 
-    /// `[ignored, unwanted]`: messages dropped as malformed or foreign, and
-    /// notifications no local subscription wanted.
+    /// The pub/sub connection's `[reconnects, topologyChanges, timeouts, connected]`,
+    /// then `[ignored, unwanted, deliveryQueue, subscribed]` (see `Subscriptions::stats`);
+    /// empty once closed.
     #[napi]
-    pub fn counts(&self) -> Vec<f64> {
-        self.subscriptions
-            .with(|s| {
-                let (ignored, unwanted) = s.counts();
-                vec![ignored as f64, unwanted as f64]
-            })
-            .unwrap_or_default()
+    pub fn stats(&self) -> Float64Array {
+        Float64Array::new(self.subscriptions.with(|s| s.stats()).unwrap_or_default())
     }
 
     /// Stops receiving; returns false if already closed.

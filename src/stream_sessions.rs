@@ -346,8 +346,12 @@ struct Shared {
     commands: Arc<Commands>,
     subscriber: Arc<Connection>,
     deliveries: Deliveries,
+    stats: Arc<crate::stats::StreamStats>,
     /// Redis dropped our subscriptions (lost or replaced connection).
     resubscribe: AtomicBool,
+    /// Channels a cluster node dropped by itself (their slot moved): subscribed again in
+    /// the next round.
+    dropped: Mutex<Vec<String>>,
     /// No subscription round in flight or waiting to be retried: Redis should hold what
     /// the table wants (see `wanted_channels`).
     subscriptions_settled: AtomicBool,
@@ -411,6 +415,8 @@ impl Shared {
                 let token = self.table.lock().unwrap().sessions.get(id).map(|s| s.token);
                 if let Some(token) = token {
                     self.deliveries.push(DeliveryKind::Message, token, &payload);
+                } else {
+                    self.stats.no_local_session();
                 }
             }
             Some(Channel::Delete(id)) => {
@@ -449,7 +455,9 @@ impl StreamSessions {
             commands,
             subscriber,
             deliveries,
+            stats: Arc::default(),
             resubscribe: AtomicBool::new(false),
+            dropped: Mutex::new(Vec::new()),
             subscriptions_settled: AtomicBool::new(false),
             wake_subscriber: Notify::new(),
             check_now: Notify::new(),
@@ -615,6 +623,20 @@ impl StreamSessions {
     }
 }
 
+impl StreamSessions {
+    /// See `StreamStats::snapshot`.
+    pub fn stats(&self) -> Vec<f64> {
+        let wanted = self.shared.table.lock().unwrap().sessions.len();
+        let queued = self.shared.deliveries.queued();
+        (self.shared.stats).snapshot(&self.shared.subscriber.stats, wanted, queued)
+    }
+
+    /// The pub/sub connection's figures and events.
+    pub fn subscriber_stats(&self) -> &crate::stats::ConnectionStats {
+        &self.shared.subscriber.stats
+    }
+}
+
 impl Drop for StreamSessions {
     fn drop(&mut self) {
         // The tasks hold the connections; without this they would outlive the manager.
@@ -664,6 +686,9 @@ async fn mark_gone(shared: &Shared, ids: Vec<String>) {
 /// answered when the round carrying (or following) its channels is confirmed.
 async fn keep_subscribed(shared: Arc<Shared>) {
     let mut state = Subscribed::default();
+    state
+        .confirmed
+        .report_to(shared.stats.clone(), shared.keys().clone());
     let mut rounds = FuturesOrdered::new();
     let mut retry_at: Option<Instant> = None;
     loop {
@@ -701,7 +726,7 @@ struct Subscribed {
     /// Channels asked for by rounds sent so far (confirmed or still in flight).
     requested: HashSet<String>,
     /// Channels Redis confirmed.
-    confirmed: HashSet<String>,
+    confirmed: crate::stats::Confirmed,
     /// Channels of a SUBSCRIBE that timed out: Redis may still run it later. Subscribed
     /// again if wanted, unsubscribed if not.
     uncertain: HashSet<String>,
@@ -789,6 +814,13 @@ impl Subscribed {
                 candidates.push((keys.delete_channel(&id), wanted));
             }
             candidates.push((keys.broadcast_channel(), !table.sessions.is_empty()));
+            for channel in std::mem::take(&mut *shared.dropped.lock().unwrap()) {
+                // Redis no longer holds it: asked for again if still wanted.
+                self.requested.remove(&channel);
+                self.confirmed.remove(&channel);
+                let wanted = table.wants(keys, &channel);
+                candidates.push((channel, wanted));
+            }
             for channel in &self.uncertain {
                 candidates.push((channel.clone(), table.wants(keys, channel)));
             }
@@ -996,15 +1028,23 @@ fn on_control_push(push: PushInfo, shared: &Shared) {
     match push.kind {
         PushKind::SUnsubscribe if dropped_by_server(&push.data, shared) => {
             // A cluster moved the channel's slot (migration, failover) and dropped the
-            // subscription: subscribe everything again at the slots' owners of now.
+            // subscription: that channel is subscribed again at its slot's owner of now
+            // (the others are where they were), and the topology followed closely.
+            if let Some(Value::BulkString(channel)) = push.data.first() {
+                let channel = String::from_utf8_lossy(channel).into_owned();
+                shared.dropped.lock().unwrap().push(channel);
+            }
             shared.subscriber.unsettle();
-            shared.resubscribe.store(true, Ordering::Release);
             shared.wake_subscriber.notify_one();
         }
         PushKind::Disconnection => {
-            // On a cluster, a fresh connection (see `Connection::renew`); a lost
-            // connection to one server reconnects by itself.
-            shared.subscriber.renew();
+            shared.subscriber.stats.lost();
+            // Everything subscribed again on the same connection: a lost connection to
+            // one server reconnects by itself; on a cluster the other nodes' subscriptions
+            // are still there (a fresh connection would drop them, and lose the messages
+            // of every session on healthy masters until they are back), and the topology
+            // is followed closely until it settles (see `Connection::unsettle`).
+            shared.subscriber.unsettle();
             shared.resubscribe.store(true, Ordering::Release);
             shared.wake_subscriber.notify_one();
             shared
@@ -1118,6 +1158,7 @@ fn wanted_channels(shared: &Shared) -> Option<Vec<String>> {
     if !table.dirty.is_empty()
         || !table.waiters.is_empty()
         || shared.resubscribe.load(Ordering::Acquire)
+        || !shared.dropped.lock().unwrap().is_empty()
     {
         return None;
     }

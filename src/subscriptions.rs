@@ -260,7 +260,7 @@ fn push_notification(batch: &mut IndexedBytes, payload: &[u8], tokens: &[u32]) {
     batch.push(payload, head.into_iter().chain(tokens.iter().copied()));
 }
 
-/// `[bytes, words]`, or `[message]` for a background problem.
+/// `[bytes, words]`, or `[message, kind]` for a background problem (see `ErrorKind`).
 pub enum NotificationArrays {
     Batch(Shelved),
     Problem(String),
@@ -274,7 +274,7 @@ impl From<Shelved> for NotificationArrays {
 
 impl TypeName for NotificationArrays {
     fn type_name() -> &'static str {
-        "[Uint8Array, Uint32Array] | [string]"
+        "[Uint8Array, Uint32Array] | [string, number]"
     }
 
     fn value_type() -> ValueType {
@@ -287,11 +287,14 @@ impl ToNapiValue for NotificationArrays {
         match val {
             NotificationArrays::Batch(batch) => Shelved::to_napi_value(env, batch),
             NotificationArrays::Problem(problem) => {
-                let mut one = std::ptr::null_mut();
-                check_status!(sys::napi_create_array_with_length(env, 1, &mut one))?;
+                let kind = crate::error::error_kind(&problem) as u32;
+                let mut pair = std::ptr::null_mut();
+                check_status!(sys::napi_create_array_with_length(env, 2, &mut pair))?;
                 let message = String::to_napi_value(env, problem)?;
-                check_status!(sys::napi_set_element(env, one, 0, message))?;
-                Ok(one)
+                check_status!(sys::napi_set_element(env, pair, 0, message))?;
+                let kind = u32::to_napi_value(env, kind)?;
+                check_status!(sys::napi_set_element(env, pair, 1, kind))?;
+                Ok(pair)
             }
         }
     }
@@ -415,13 +418,25 @@ impl Subscriptions {
         self.shared.interests.lock().unwrap().unwatch(token);
     }
 
-    /// Messages dropped as malformed or foreign, and notifications no local subscription
-    /// wanted.
-    pub fn counts(&self) -> (u64, u64) {
-        (
-            self.shared.ignored.load(Ordering::Relaxed),
-            self.shared.unwanted.load(Ordering::Relaxed),
-        )
+    /// The pub/sub connection's figures (see `stats::ConnectionStats::figures`), then
+    /// `[ignored, unwanted, deliveryQueue, subscribed]`: messages dropped as malformed or
+    /// foreign, notifications no local subscription wanted, notifications matched and
+    /// not yet taken by JavaScript, and whether the channel is subscribed now (0 or 1).
+    pub fn stats(&self) -> Vec<f64> {
+        let shared = &self.shared;
+        let mut figures = shared.subscriber.stats.figures().to_vec();
+        figures.extend([
+            shared.ignored.load(Ordering::Relaxed) as f64,
+            shared.unwanted.load(Ordering::Relaxed) as f64,
+            shared.notifications.matched.queued() as f64,
+            f64::from(u8::from(shared.subscribed.load(Ordering::Relaxed))),
+        ]);
+        figures
+    }
+
+    /// The pub/sub connection's figures and events.
+    pub fn subscriber_stats(&self) -> &crate::stats::ConnectionStats {
+        &self.shared.subscriber.stats
     }
 
     pub fn close(&mut self) {
@@ -616,6 +631,7 @@ async fn handle_control(mut told: mpsc::UnboundedReceiver<PushInfo>, shared: Arc
                 shared.wake.notify_one();
             }
             PushKind::Disconnection => {
+                shared.subscriber.stats.lost();
                 // On a cluster, a fresh connection (see `Connection::renew`).
                 shared.subscriber.renew();
                 shared.subscribed.store(false, Ordering::Release);

@@ -66,3 +66,22 @@ new RedisInfoSessionManager('redis://localhost', { ttl: 5 });
 new RedisStreamSessionManager(6379);
 // @ts-expect-error log levels are MCP's
 new RedisInfoSessionManager('redis://localhost').setLogLevel('x', 'verbose');
+
+// Observability (README "Observability"): stats() of each manager, error codes, channels,
+// and the otel entry's types.
+import { CHANNELS, ERROR_CODES, type StreamSessionManagerStats, type TmcpRedisErrorCode } from '@tmcp-rs/session-manager-redis';
+import { instrument } from '@tmcp-rs/session-manager-redis/otel';
+const figures: StreamSessionManagerStats = new RedisStreamSessionManager('redis://localhost').stats();
+const confirmed: number = figures.subscriptionsConfirmed + new RedisSubscriptionManager('redis://localhost').stats().active;
+const commands: number = new RedisInfoSessionManager('redis://localhost').stats().commands;
+void confirmed;
+void commands;
+const code: TmcpRedisErrorCode = ERROR_CODES.NOT_SENT;
+// @ts-expect-error codes are the listed ones
+const wrong: TmcpRedisErrorCode = 'TMCP_REDIS_OTHER';
+void code;
+void wrong;
+const channel: 'tmcp-redis:command' = CHANNELS.command;
+void channel;
+instrument({ meterProvider: { getMeter: () => ({}) } }).dispose();
+instrument();
