@@ -910,16 +910,14 @@ impl Connection {
         else {
             return false;
         };
-        cluster.saw_nodes(nodes.clone());
+        cluster.saw_nodes(nodes);
         let (changed, demoted) = {
             let mut known = self.topology.lock().unwrap();
             let changed = known.as_ref().is_some_and(|known| *known != owners);
-            // A master that no longer serves any slot but is still there, demoted to a
-            // replica of its shard, where it still gets the shard's messages (a failed
-            // one is not listed; its connection, subscriptions and all, is gone).
+            // A master that no longer serves any slot: failed over, or demoted to a
+            // replica of its shard, where it still gets the shard's messages.
             let demoted = known.iter().flatten().any(|(_, _, host, port)| {
                 !owners.iter().any(|(_, _, h, p)| h == host && p == port)
-                    && nodes.iter().any(|(h, p)| h == host && p == port)
             });
             *known = Some(owners);
             (changed, demoted)
