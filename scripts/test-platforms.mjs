@@ -4,11 +4,11 @@
 // Debian trixie, all cached), installs the packed packages into a fresh project
 // (scripts/packed-project.mjs), then runs __test__/platforms with vitest and prints one
 // summary line.
-import { spawnSync } from 'node:child_process';
 import { mkdtempSync, readFileSync, rmSync, writeFileSync, copyFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { runVitest } from './vitest-run.mjs';
 import { PLATFORMS } from './build-all.mjs';
 import { nodeRuntimes } from './foreign-runtimes.mjs';
 import { buildStale, installPacked } from './packed-project.mjs';
@@ -27,20 +27,10 @@ try {
 	const config = join(work, 'config.json');
 	writeFileSync(config, JSON.stringify({ project, runtimes }, null, 2));
 
-	const json = join(work, 'results.json');
-	const vitest = spawnSync(
-		'npx',
-		['vitest', 'run', '--config', 'vitest.platforms.config.mjs', '--reporter=default', '--reporter=json', `--outputFile.json=${json}`],
-		{ cwd: root, stdio: 'inherit', env: { ...process.env, TMCP_PLATFORMS_CONFIG: config } },
-	);
-	try {
-		const results = JSON.parse(readFileSync(json, 'utf8'));
-		passed = results.numPassedTests;
-		failed = results.numFailedTests + results.testResults.filter((f) => f.status === 'failed' && !f.assertionResults.some((t) => t.status === 'failed')).length;
-	} catch {
-		failed = 1;
-	}
-	if (vitest.status !== 0 && failed === 0) failed = 1;
+	({ passed, failed } = runVitest(['--config', 'vitest.platforms.config.mjs'], {
+		cwd: root,
+		env: { ...process.env, TMCP_PLATFORMS_CONFIG: config },
+	}));
 } catch (error) {
 	console.error(`test:platforms: ${error.message}`);
 	failed += 1;

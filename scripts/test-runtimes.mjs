@@ -4,11 +4,11 @@
 // packages plus the MCP stack (tmcp, @tmcp/transport-http, the MCP SDK client, at the
 // versions this repo tests with) into a fresh project (scripts/packed-project.mjs), then
 // runs __test__/runtimes with vitest and prints one summary line.
-import { spawnSync } from 'node:child_process';
 import { copyFileSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { runVitest } from './vitest-run.mjs';
 import { bunAndDeno } from './foreign-runtimes.mjs';
 import { buildStale, installPacked } from './packed-project.mjs';
 
@@ -39,20 +39,10 @@ try {
 	const config = join(work, 'config.json');
 	writeFileSync(config, JSON.stringify({ project, runtimes }, null, 2));
 
-	const json = join(work, 'results.json');
-	const vitest = spawnSync(
-		'npx',
-		['vitest', 'run', '--config', 'vitest.runtimes.config.mjs', '--reporter=default', '--reporter=json', `--outputFile.json=${json}`],
-		{ cwd: root, stdio: 'inherit', env: { ...process.env, TMCP_RUNTIMES_CONFIG: config } },
-	);
-	try {
-		const results = JSON.parse(readFileSync(json, 'utf8'));
-		passed = results.numPassedTests;
-		failed = results.numFailedTests + results.testResults.filter((f) => f.status === 'failed' && !f.assertionResults.some((t) => t.status === 'failed')).length;
-	} catch {
-		failed = 1;
-	}
-	if (vitest.status !== 0 && failed === 0) failed = 1;
+	({ passed, failed } = runVitest(['--config', 'vitest.runtimes.config.mjs'], {
+		cwd: root,
+		env: { ...process.env, TMCP_RUNTIMES_CONFIG: config },
+	}));
 } catch (error) {
 	console.error(`test:runtimes: ${error.message}`);
 	failed += 1;

@@ -1,10 +1,8 @@
 // The test command: Rust unit tests, then the vitest suite against real redis-server
 // processes; ends with one plain summary line over both.
 import { spawnSync } from 'node:child_process';
-import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { runVitest } from './vitest-run.mjs';
 
 const root = fileURLToPath(new URL('..', import.meta.url));
 
@@ -20,26 +18,8 @@ for (const m of cargo.stdout.matchAll(/test result: \w+\. (\d+) passed; (\d+) fa
 if (cargo.status !== 0 && failed === 0) failed = 1;
 console.log(`cargo: ${passed} passed, ${failed} failed`);
 
-const out = mkdtempSync(join(tmpdir(), 'vitest-json-'));
-const json = join(out, 'results.json');
-const args = ['vitest', 'run', '--reporter=default', '--reporter=json', `--outputFile.json=${json}`];
-if (process.env.REDIS_URL) args.push('--no-file-parallelism');
-const vitest = spawnSync('npx', args, { cwd: root, stdio: 'inherit' });
-let vPassed = 0;
-let vFailed = 0;
-try {
-	const results = JSON.parse(readFileSync(json, 'utf8'));
-	vPassed = results.numPassedTests;
-	// Failed tests, plus files that failed without a failing test (e.g. a setup error).
-	const brokenFiles = results.testResults.filter(
-		(file) => file.status === 'failed' && !file.assertionResults.some((t) => t.status === 'failed'),
-	).length;
-	vFailed = results.numFailedTests + brokenFiles;
-} catch {
-	vFailed = 1;
-}
-if (vitest.status !== 0 && vFailed === 0) vFailed = 1;
-rmSync(out, { recursive: true, force: true });
+const vitestArgs = process.env.REDIS_URL ? ['--no-file-parallelism'] : [];
+const { passed: vPassed, failed: vFailed } = runVitest(vitestArgs, { cwd: root });
 console.log(`vitest: ${vPassed} passed, ${vFailed} failed`);
 console.log(`summary: ${passed + vPassed} passed, ${failed + vFailed} failed`);
 process.exit(failed + vFailed > 0 ? 1 : 0);
