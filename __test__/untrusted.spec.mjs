@@ -7,6 +7,7 @@ import { RedisInfoSessionManager, RedisStreamSessionManager, RedisSubscriptionMa
 import { eventually, recorder } from './helpers/redis.mjs';
 import { useCleanups, useTestRedis } from './helpers/suite.mjs';
 import { failOnUnhandledRejections } from './helpers/unhandled.mjs';
+import { seededRandom } from './helpers/random.mjs';
 
 let server;
 let redis;
@@ -43,17 +44,6 @@ function managers(options = {}) {
 	return { streams, info, subs, errors };
 }
 
-/** A small seeded generator (mulberry32): the same garbage on every run of a seed. */
-function random(seed) {
-	let a = seed >>> 0;
-	return () => {
-		a = (a + 0x6d2b79f5) >>> 0;
-		let t = a;
-		t = Math.imul(t ^ (t >>> 15), t | 1);
-		t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-		return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-	};
-}
 
 describe('malformed notifications on tmcp:subscriptions', () => {
 	it('only a JSON object with a string method (and object params) matches; the rest is ignored', async () => {
@@ -146,7 +136,7 @@ describe('corrupt values', () => {
 describe('a hostile neighbour', () => {
 	it('garbage on every channel and key it reads, while well-formed traffic flows: each message exactly once, nothing ended', async () => {
 		const seed = Number(process.env.HOSTILE_SEED ?? 7);
-		const rand = random(seed);
+		const rand = seededRandom(seed);
 		const pick = (list) => list[Math.floor(rand() * list.length)];
 		const a = managers();
 		const b = managers();

@@ -23,23 +23,13 @@
 import { performance } from 'node:perf_hooks';
 import { spawnPeer } from './peer.mjs';
 import { eventually } from './redis.mjs';
+import { seededRandom } from './random.mjs';
 
 const now = () => performance.now();
 /** Upstream's liveness key lives at least this long after its create was asked for. */
 const UPSTREAM_KEY_MS = 10_000;
 const LEVELS = ['debug', 'info', 'notice', 'warning', 'error', 'critical', 'alert', 'emergency'];
 
-/** A small seeded generator (mulberry32): a failing run can be replayed with its seed. */
-function random(seed) {
-	let a = seed >>> 0;
-	return () => {
-		a = (a + 0x6d2b79f5) >>> 0;
-		let t = a;
-		t = Math.imul(t ^ (t >>> 15), t | 1);
-		t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-		return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-	};
-}
 
 /**
  * @typedef {{ name: string, kind: 'ours' | 'upstream', compat: boolean, peer: any, alive: boolean,
@@ -83,7 +73,7 @@ export class Fleet {
 		this.url = url;
 		this.redis = redis;
 		this.seed = seed;
-		this.rand = random(seed);
+		this.rand = seededRandom(seed);
 		this.track = track;
 	}
 
