@@ -888,13 +888,14 @@ impl Connection {
     /// redis-rs for the reply to a request), each within a short deadline: one node may
     /// be down, and one may have a stale view (a master restarted from its nodes.conf
     /// believes for a moment that it still owns its slots). A view is taken when most
-    /// of the nodes that answered agree on it.
-    pub async fn follow_topology(&self, via: &Connection, timeout: Duration) -> bool {
+    /// of the nodes that answered agree on it. None when no view could be taken (on one
+    /// server or Sentinel: `Some(false)`, there are no slots to move).
+    pub async fn follow_topology(&self, via: &Connection, timeout: Duration) -> Option<bool> {
         let Source::Cluster(cluster) = &self.source else {
-            return false;
+            return Some(false);
         };
         let Some(Link::Cluster(connection)) = via.current() else {
-            return false;
+            return None;
         };
         let masters = {
             let known = self.topology.lock().unwrap();
@@ -906,10 +907,7 @@ impl Connection {
             }
             masters
         };
-        let Some((owners, nodes)) = cluster.read_topology(&connection, masters, timeout).await
-        else {
-            return false;
-        };
+        let (owners, nodes) = cluster.read_topology(&connection, masters, timeout).await?;
         cluster.saw_nodes(nodes);
         let (changed, demoted) = {
             let mut known = self.topology.lock().unwrap();
@@ -934,7 +932,7 @@ impl Connection {
             // again (see `master_number`).
             cluster.changes.fetch_add(1, Ordering::AcqRel);
         }
-        changed
+        Some(changed)
     }
 
     /// On a cluster: replaces the connection with a fresh one (the caller subscribes
@@ -1175,7 +1173,7 @@ impl Connection {
         timeout: Duration,
         wanted: impl Fn() -> Option<Vec<String>>,
     ) -> Checked {
-        if self.follow_topology(via, timeout).await {
+        if self.follow_topology(via, timeout).await == Some(true) {
             return Checked::Moved;
         }
         if self.reseeded() {

@@ -1081,7 +1081,9 @@ async fn keep_alive(shared: Arc<Shared>) {
             _ = tick.tick() => check_subscriber(&shared).await,
             // After the first subscription and every restore: the topology they were
             // made under is the one to compare with.
-            _ = shared.check_now.notified() => follow_topology(&shared).await,
+            _ = shared.check_now.notified() => {
+                follow_topology(&shared).await;
+            }
             // A cluster after a fault: a failover is followed as soon as it happened.
             _ = tokio::time::sleep(UNSETTLED_CHECK_EVERY), if unsettled => {
                 follow_topology(&shared).await;
@@ -1095,17 +1097,19 @@ async fn keep_alive(shared: Arc<Shared>) {
 }
 
 /// On a cluster whose slots changed owners since the last look: everything subscribed
-/// again, each channel at its slot's owner of now.
-async fn follow_topology(shared: &Shared) {
+/// again, each channel at its slot's owner of now. None when the topology could not be
+/// read (see `Connection::follow_topology`).
+async fn follow_topology(shared: &Shared) -> Option<bool> {
     let timeout = shared.commands.options().command_timeout();
-    if shared
+    let moved = shared
         .subscriber
         .follow_topology(shared.commands.connection(), timeout)
-        .await
-    {
+        .await;
+    if moved == Some(true) {
         shared.resubscribe.store(true, Ordering::Release);
         shared.wake_subscriber.notify_one();
     }
+    moved
 }
 
 /// Checks the pub/sub connection (see `Connection::check`); a replaced one is
@@ -1182,7 +1186,7 @@ fn wanted_channels(shared: &Shared) -> Option<Vec<String>> {
 /// Redis lost its data: every key is written again.
 async fn refresh(shared: &Shared) -> Result<(), String> {
     let started = Instant::now();
-    let (ids, known, written_to, may_have_expired) = {
+    let (ids, known, written_to, refreshed_from) = {
         let table = shared.table.lock().unwrap();
         let ids: Vec<(String, u32)> = table
             .sessions
@@ -1190,12 +1194,7 @@ async fn refresh(shared: &Shared) -> Result<(), String> {
             .filter(|(_, s)| s.confirmed)
             .map(|(id, s)| (id.clone(), s.token))
             .collect();
-        let ttl = Duration::from_secs(u64::from(shared.commands.options().session_ttl_seconds));
-        // A margin for the server's clock and the time the write took to arrive.
-        let may_have_expired = table
-            .refreshed_from
-            .is_some_and(|at| at.elapsed() + Duration::from_millis(250) >= ttl);
-        (ids, table.epoch.clone(), table.master, may_have_expired)
+        (ids, table.epoch.clone(), table.master, table.refreshed_from)
     };
     if ids.is_empty() {
         return Ok(());
@@ -1219,10 +1218,23 @@ async fn refresh(shared: &Shared) -> Result<(), String> {
     let epoch = read_epoch_reply(values.next());
     let replies: Vec<Value> = values.collect();
     first_error(&replies).map_err(failed)?;
-    // Read after the query: if the connection followed a new master meanwhile, the
-    // replies came from it.
+    if replies.iter().any(|r| matches!(r, Value::Int(0))) && follow_topology(shared).await.is_none()
+    {
+        // A missing key is read as a delete only once the slots' owners are known: the
+        // crate follows a failover by itself (MOVED), so these replies may come from a
+        // promoted replica that lacked the last refreshes, before our own look at the
+        // topology saw the change. Unknown now: decided at the next refresh.
+        return Ok(());
+    }
+    // Read after the replies (and that look): if the connection followed a new master
+    // meanwhile, they came from it; and the time since the last refresh that surely
+    // landed counts up to when they arrived (a query can wait out a failover).
     let master = shared.commands.connection().master_number();
-    if !may_have_expired && epoch.is_some() && epoch == known && master == written_to {
+    let ttl_elapsed = refreshed_from.is_some_and(|at| {
+        // A margin for the server's clock and the time the write took to arrive.
+        at.elapsed() + Duration::from_millis(250) >= Duration::from_secs(u64::from(ttl))
+    });
+    if !ttl_elapsed && epoch.is_some() && epoch == known && master == written_to {
         let mut ended = Vec::new();
         {
             let mut table = shared.table.lock().unwrap();

@@ -479,6 +479,7 @@ async fn keep_subscribed(shared: Arc<Shared>) {
                     .subscriber
                     .follow_topology(shared.commands.connection(), timeout)
                     .await
+                    == Some(true)
                 {
                     shared.subscribed.store(false, Ordering::Release);
                 }
@@ -500,6 +501,7 @@ async fn keep_subscribed(shared: Arc<Shared>) {
                         .subscriber
                         .follow_topology(shared.commands.connection(), timeout)
                         .await
+                        == Some(true)
                     {
                         continue;
                     }
