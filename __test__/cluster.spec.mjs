@@ -117,6 +117,44 @@ async function eachOnce(streams, rec, id, label, count = 5) {
 	expect(rec.chunks.filter((c) => c === `${label} marker`)).toHaveLength(1);
 }
 
+/** `CLUSTER FAILOVER` on `replica` until it serves `slot` (its master's). */
+async function failOver(replica, slot) {
+	// A manual failover gives up when the master does not pause in time; ask again, but
+	// not once the replica has taken over (a takeover can take over 5 s here, and the
+	// promoted node refuses CLUSTER FAILOVER).
+	const tookOver = async () => (await cluster.ownerOf(slot, replica)) === replica;
+	await eventually(async () => {
+		if (await tookOver()) return true;
+		await onNode(replica, ['CLUSTER', 'FAILOVER']).catch((error) => {
+			if (!/send CLUSTER FAILOVER to a replica/.test(error.message)) throw error;
+		});
+		return eventually(tookOver, 10_000, 'takeover').then(() => true, () => false);
+	}, 30_000, 'the replica to take over');
+}
+
+/** Creates a recorded stream session for each id: `Map<id, recorder>`. */
+async function held(streams, ids) {
+	const recs = new Map();
+	for (const id of ids) {
+		const rec = recorder();
+		recs.set(id, rec);
+		await streams.create(id, rec);
+	}
+	return recs;
+}
+
+/** Each session of `recs` subscribed once, at its channel's slot owner now, and nowhere else. */
+async function subscribedOnceAtOwners(recs, askPort) {
+	for (const session of recs.keys()) {
+		const owner = await cluster.ownerOf(slotOf(`session:${session}`), askPort);
+		await eventually(
+			async () => JSON.stringify(await subscribersEverywhere(`session:${session}`)) === JSON.stringify({ total: 1, [owner]: 1 }),
+			10_000,
+			`${session} subscribed once, at ${owner}`,
+		);
+	}
+}
+
 describe('Redis Cluster', () => {
 	it('sessions on every master: sharded channels at the slot owner, messages across managers and OS processes', async () => {
 		const sender = managers();
@@ -293,18 +331,7 @@ describe('Redis Cluster', () => {
 		await info.setClientInfo(id, { name: 'before', version: '1' });
 		const replica = await cluster.replicaOf(master);
 		const began = Date.now();
-		const slot = slotOf(`session:${id}`);
-		// A manual failover gives up when the master does not pause in time; ask again, but
-		// not once the replica has taken over (a takeover can take over 5 s here, and the
-		// promoted node refuses CLUSTER FAILOVER).
-		const tookOver = async () => (await cluster.ownerOf(slot, replica)) === replica;
-		await eventually(async () => {
-			if (await tookOver()) return true;
-			await onNode(replica, ['CLUSTER', 'FAILOVER']).catch((error) => {
-				if (!/send CLUSTER FAILOVER to a replica/.test(error.message)) throw error;
-			});
-			return eventually(tookOver, 10_000, 'takeover').then(() => true, () => false);
-		}, 30_000, 'the replica to take over');
+		await failOver(replica, slotOf(`session:${id}`));
 
 		const ms = await deliveryResumes(streams, rec, id, 'after manual failover', 20_000, began);
 		console.log(`cluster manual failover: delivery resumed ${ms} ms after CLUSTER FAILOVER`);
@@ -323,24 +350,66 @@ describe('Redis Cluster', () => {
 		expect(await streams.has(id)).toBe(true);
 	});
 
+	it('a migration onto a node, then a failover of that node: every subscription at its owner, none at the demoted master, each message once', async () => {
+		const { streams, errors } = managers({ sessionTtlSeconds: 3 });
+		const placed = await idsOnEveryMaster('mgf');
+		const [{ id: migrated, port: from }] = placed;
+		const { id: native, port: to } = placed.find((p) => p.port !== from);
+		const recs = await held(streams, placed.map((p) => p.id));
+		const slot = slotOf(`session:${migrated}`);
+		await cluster.moveSlot(slot, to);
+		await eventually(async () => (await shardSubscribers(to, `session:${migrated}`)) === 1, 10_000, 'the subscription at the new owner');
+		await deliveryResumes(streams, recs.get(migrated), migrated, 'after the migration');
+
+		// The node the slot moved onto fails over to its replica: the migrated slot and the
+		// node's own go with it. (After the earlier tests' failovers, its replica may be
+		// one that is still attaching.)
+		let replica;
+		await eventually(async () => (replica = await cluster.replicaOf(to)) !== undefined, 10_000, `a replica of ${to}`);
+		await failOver(replica, slot);
+		expect(await cluster.ownerOf(slotOf(`session:${native}`), replica)).toBe(replica);
+		await eventually(() => cluster.healthy(), 30_000, 'the cluster to report ok');
+		for (const [id, rec] of recs) await deliveryResumes(streams, rec, id, `after the failover ${id}`, 10_000);
+		// Nothing left at the demoted master, which still gets its shard's messages: each
+		// subscription once, at its owner, and each message once.
+		await subscribedOnceAtOwners(recs, replica);
+		for (const [id, rec] of recs) await eachOnce(streams, rec, id, 'after the failover');
+		for (const id of recs.keys()) expect(await streams.has(id), id).toBe(true);
+		for (const rec of recs.values()) expect(rec.closed).toBe(false);
+		expect(errors.filter((e) => !KILL_REPORTS.test(e) || NEVER_REPORTED.test(e))).toEqual([]);
+	});
+
+	it('liveness keys are still refreshed 30 s after a failover', { timeout: 90_000 }, async () => {
+		const { streams, errors } = managers({ sessionTtlSeconds: 3 });
+		const watcher = new RedisStreamSessionManager(cluster.url, options());
+		cleanups.push(() => watcher.close());
+		const placed = await idsOnEveryMaster('lf');
+		const recs = await held(streams, placed.map((p) => p.id));
+		const [{ id, port: master }] = placed;
+		const replica = await cluster.replicaOf(master);
+		await failOver(replica, slotOf(`session:${id}`));
+		await eventually(() => cluster.healthy(), 30_000, 'the cluster to report ok');
+		for (const [session, rec] of recs) await deliveryResumes(streams, rec, session, `after the failover ${session}`, 10_000);
+		// Three refreshes a TTL: keys that stopped being refreshed would be gone within 3 s.
+		const reported = errors.length;
+		const started = Date.now();
+		while (Date.now() - started < 30_000) {
+			for (const session of recs.keys()) expect(await watcher.has(session), session).toBe(true);
+			await new Promise((r) => setTimeout(r, 500));
+		}
+		expect(errors.slice(reported)).toEqual([]);
+		for (const [session, rec] of recs) await eachOnce(streams, rec, session, 'still');
+		for (const rec of recs.values()) expect(rec.closed).toBe(false);
+	});
+
 	it('a master killed (SIGKILL): its replica takes over, subscriptions and liveness come back, each message once', async () => {
 		const { streams, info, errors } = managers();
 		const ids = await idsOnEveryMaster('k');
-		const recs = new Map();
-		for (const { id } of ids) {
-			const rec = recorder();
-			recs.set(id, rec);
-			await streams.create(id, rec);
-		}
 		const { id, port: victim } = ids[0];
 		// More sessions on the victim, in other slots: their restored subscriptions must not
 		// be sent as one multi-slot SSUBSCRIBE (refused with CROSSSLOT).
 		const more = await idsOn(victim, 3, 'k-more');
-		for (const other of more) {
-			const rec = recorder();
-			recs.set(other, rec);
-			await streams.create(other, rec);
-		}
+		const recs = await held(streams, [...ids.map((p) => p.id), ...more]);
 		const replica = await cluster.replicaOf(victim);
 		const killed = Date.now();
 		await cluster.kill(victim);
@@ -364,14 +433,7 @@ describe('Redis Cluster', () => {
 		}
 		// Every session subscribed once, at its slot's owner now (the promoted replica for
 		// the victim's), and nowhere else.
-		for (const session of recs.keys()) {
-			const owner = await cluster.ownerOf(slotOf(`session:${session}`), replica);
-			await eventually(
-				async () => JSON.stringify(await subscribersEverywhere(`session:${session}`)) === JSON.stringify({ total: 1, [owner]: 1 }),
-				10_000,
-				`${session} subscribed once, at ${owner}`,
-			);
-		}
+		await subscribedOnceAtOwners(recs, replica);
 		// Each message once, on every session. The sends of the kill's tick arrived at most
 		// once: the pub/sub connection is replaced when a node's connection is lost (a
 		// restore on the same one can leave a subscription at a replica that delivers

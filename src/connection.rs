@@ -42,7 +42,7 @@ const REFUSED_PAUSE: Duration = Duration::from_millis(100);
 /// How long after a fault a cluster's topology is read often (see `Connection::unsettle`).
 const UNSETTLED_FOR_MS: u64 = 20_000;
 /// How often the topology is read meanwhile.
-pub const UNSETTLED_CHECK_EVERY: Duration = Duration::from_millis(300);
+const UNSETTLED_CHECK_EVERY: Duration = Duration::from_millis(300);
 
 /// Where a connection's server is.
 #[derive(Clone)]
@@ -594,6 +594,8 @@ pub struct Connection {
     /// On a cluster: until when (milliseconds since `epoch`) the topology may still be
     /// changing after a fault (see [`Connection::unsettled`]).
     unsettled_until_ms: AtomicU64,
+    /// Wakes the task waiting in [`Connection::until_unsettled`].
+    unsettling: tokio::sync::Notify,
     /// What `stats()` and the diagnostics channels see of this connection.
     pub stats: crate::stats::ConnectionStats,
 }
@@ -693,6 +695,7 @@ impl Connection {
             lost_every_node: AtomicBool::new(false),
             reseeded_at_ms: AtomicU64::new(0),
             unsettled_until_ms: AtomicU64::new(0),
+            unsettling: tokio::sync::Notify::new(),
         });
         // A Sentinel master is resolved at the first use.
         let first = connection
@@ -760,6 +763,12 @@ impl Connection {
             return cluster.changes.load(Ordering::Acquire);
         }
         self.current.lock().unwrap().as_ref().map_or(0, |(_, n)| *n)
+    }
+
+    /// Bumped each time the link is replaced (a renewal, a silent peer, a new Sentinel
+    /// master): a subscription made before a change may be gone with the old link.
+    pub fn generation(&self) -> u64 {
+        self.generation.load(Ordering::Acquire)
     }
 
     /// The link in use now (it changes when the connection is replaced or follows a
@@ -845,6 +854,26 @@ impl Connection {
         if matches!(self.source, Source::Cluster(_)) {
             self.unsettled_until_ms
                 .fetch_max(self.now_ms() + UNSETTLED_FOR_MS, Ordering::AcqRel);
+            self.unsettling.notify_one();
+        }
+    }
+
+    /// Runs for ever: after each fault seen on this cluster connection (see
+    /// [`Connection::unsettle`]), reads the topology over `via` every
+    /// [`UNSETTLED_CHECK_EVERY`] while unsettled, and calls `moved` when slots changed
+    /// owners. Meant for a task of its own: a refresh or a check can wait out a failover
+    /// (up to `commandTimeout`), and following the failover meanwhile is what ends the
+    /// loss (a cluster soak measured subscriptions restored a second late when this
+    /// waited behind a liveness refresh). Idle on one server or Sentinel.
+    pub async fn follow_faults(&self, via: &Connection, timeout: Duration, moved: impl Fn()) {
+        loop {
+            while !self.unsettled() {
+                self.unsettling.notified().await;
+            }
+            tokio::time::sleep(UNSETTLED_CHECK_EVERY).await;
+            if self.follow_topology(via, timeout).await == Some(true) {
+                moved();
+            }
         }
     }
 

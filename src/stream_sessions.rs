@@ -34,7 +34,6 @@ use tokio::time::Instant;
 use crate::commands::{decode_text, first_error, Commands, FollowUp, Op, ReplyTo};
 use crate::connection::{
     jittered, message_parts, random_u64, Checked, Connection, Failure, PushRoute, Source,
-    UNSETTLED_CHECK_EVERY,
 };
 use crate::delivery::{CompletionBatch, Deliveries, DeliveryKind, Outcome, Reply};
 use crate::error::unexpected_reply;
@@ -469,6 +468,7 @@ impl StreamSessions {
             tokio::spawn(keep_subscribed(shared.clone())),
             tokio::spawn(handle_control(control_rx, shared.clone())),
             tokio::spawn(keep_alive(shared.clone())),
+            tokio::spawn(follow_faults(shared.clone())),
         ];
         Ok(StreamSessions { shared, tasks })
     }
@@ -1076,7 +1076,6 @@ async fn keep_alive(shared: Arc<Shared>) {
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     tick.tick().await;
     loop {
-        let unsettled = shared.subscriber.unsettled();
         tokio::select! {
             _ = tick.tick() => check_subscriber(&shared).await,
             // After the first subscription and every restore: the topology they were
@@ -1084,16 +1083,23 @@ async fn keep_alive(shared: Arc<Shared>) {
             _ = shared.check_now.notified() => {
                 follow_topology(&shared).await;
             }
-            // A cluster after a fault: a failover is followed as soon as it happened.
-            _ = tokio::time::sleep(UNSETTLED_CHECK_EVERY), if unsettled => {
-                follow_topology(&shared).await;
-                continue;
-            }
         }
         if let Err(reason) = refresh(&shared).await {
             shared.deliveries.problem(&reason);
         }
     }
+}
+
+/// On a cluster after a fault: a failover is followed as soon as it happened (see
+/// `Connection::follow_faults`).
+async fn follow_faults(shared: Arc<Shared>) {
+    let timeout = shared.commands.options().command_timeout();
+    shared
+        .subscriber
+        .follow_faults(shared.commands.connection(), timeout, || {
+            subscribe_everything_again(&shared)
+        })
+        .await;
 }
 
 /// On a cluster whose slots changed owners since the last look: everything subscribed
@@ -1106,10 +1112,14 @@ async fn follow_topology(shared: &Shared) -> Option<bool> {
         .follow_topology(shared.commands.connection(), timeout)
         .await;
     if moved == Some(true) {
-        shared.resubscribe.store(true, Ordering::Release);
-        shared.wake_subscriber.notify_one();
+        subscribe_everything_again(shared);
     }
     moved
+}
+
+fn subscribe_everything_again(shared: &Shared) {
+    shared.resubscribe.store(true, Ordering::Release);
+    shared.wake_subscriber.notify_one();
 }
 
 /// Checks the pub/sub connection (see `Connection::check`); a replaced one is

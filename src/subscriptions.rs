@@ -25,9 +25,7 @@ use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
 use crate::commands::Commands;
-use crate::connection::{
-    jittered, message_parts, Checked, Connection, Failure, PushRoute, Source, UNSETTLED_CHECK_EVERY,
-};
+use crate::connection::{jittered, message_parts, Checked, Connection, Failure, PushRoute, Source};
 use crate::delivery::{Batches, CompletionBatch, Gatherer, IndexedBytes, Reply, Shelved};
 
 /// Call code: PUBLISH a notification on the subscriptions channel.
@@ -386,6 +384,7 @@ impl Subscriptions {
         let tasks = vec![
             tokio::spawn(keep_subscribed(shared.clone())),
             tokio::spawn(handle_control(control_rx, shared.clone())),
+            tokio::spawn(follow_faults(shared.clone())),
         ];
         Ok(Subscriptions { shared, tasks })
     }
@@ -469,21 +468,9 @@ async fn keep_subscribed(shared: Arc<Shared>) {
     let mut check = tokio::time::interval_at(Instant::now() + every, every);
     check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
-        let unsettled = shared.subscriber.unsettled();
         tokio::select! {
             _ = shared.wake.notified() => {}
             _ = check.tick() => check_connection(&shared).await,
-            // A cluster after a fault: a failover is followed as soon as it happened.
-            _ = tokio::time::sleep(UNSETTLED_CHECK_EVERY), if unsettled => {
-                if shared
-                    .subscriber
-                    .follow_topology(shared.commands.connection(), timeout)
-                    .await
-                    == Some(true)
-                {
-                    shared.subscribed.store(false, Ordering::Release);
-                }
-            }
         }
         // Connected lazily: only once a subscription was asked for.
         if !shared.wanted.load(Ordering::Acquire) {
@@ -491,7 +478,11 @@ async fn keep_subscribed(shared: Arc<Shared>) {
         }
         while !shared.subscribed.load(Ordering::Acquire) {
             let channel = std::slice::from_ref(&shared.channel);
+            let link = shared.subscriber.generation();
             let failure = match shared.subscriber.subscribe(channel, timeout).await {
+                // Confirmed on a link replaced meanwhile (a failover followed by the
+                // other task): gone with it, subscribed again on the fresh one.
+                Ok(()) if shared.subscriber.generation() != link => continue,
                 Ok(()) => {
                     // On a cluster: the topology this subscription was made under, to
                     // compare with at each check. If the slots moved since the last look
@@ -523,6 +514,19 @@ async fn keep_subscribed(shared: Arc<Shared>) {
         }
         answer_waiting(&shared, None);
     }
+}
+
+/// On a cluster after a fault: a failover is followed as soon as it happened (see
+/// `Connection::follow_faults`), and the channel subscribed again at its slot's owner.
+async fn follow_faults(shared: Arc<Shared>) {
+    let timeout = shared.commands.options().command_timeout();
+    shared
+        .subscriber
+        .follow_faults(shared.commands.connection(), timeout, || {
+            shared.subscribed.store(false, Ordering::Release);
+            shared.wake.notify_one();
+        })
+        .await;
 }
 
 /// PINGs a subscribed connection; a silent one is replaced (and so subscribed again).
