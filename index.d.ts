@@ -4,6 +4,12 @@
 
 type SessionInfo = NonNullable<import('tmcp').Context['sessionInfo']>;
 
+/**
+ * A node of `sentinel.nodes` or `cluster.nodes`: `'host:port'` (IPv6 in brackets), a
+ * `redis://` or `rediss://` URL, or `{ host, port }` (node-redis style).
+ */
+export type RedisNode = string | { host: string; port: number };
+
 /** Optional settings; every one is an addition to upstream's constructor. */
 export interface RedisSessionManagerOptions {
 	/** Prefix for every key and channel. Default `''` (upstream's names, interoperable). */
@@ -28,18 +34,20 @@ export interface RedisSessionManagerOptions {
 	 */
 	tls?: { ca?: string | Buffer; cert?: string | Buffer; key?: string | Buffer };
 	/**
-	 * Find the master through these sentinels (`host:port` each); the URL's host is then
-	 * the master group name. Failovers are followed by both connections. `tls: true`
-	 * reaches the sentinels over TLS, verified like the data nodes (`tls.ca` when given,
-	 * else the system's roots; `tls.cert` + `tls.key` for mutual TLS).
+	 * Find the master through these sentinels; the URL's host is then the master group
+	 * name. Failovers are followed by both connections. `username`/`password` are the
+	 * sentinels' credentials and `tls: true` reaches them over TLS, verified like the data
+	 * nodes (`tls.ca` when given, else the system's roots; `tls.cert` + `tls.key` for
+	 * mutual TLS). A node given as a URL (`redis://user:pass@host:26379`, with its port)
+	 * brings its own credentials, and `rediss://` reaches that sentinel over TLS.
 	 */
-	sentinel?: { nodes: string[]; username?: string; password?: string; tls?: boolean };
+	sentinel?: { nodes: RedisNode[]; username?: string; password?: string; tls?: boolean };
 	/**
 	 * Redis Cluster: the URL is a seed node (its credentials and TLS apply to every node);
-	 * `nodes` adds more seeds (URLs or `host:port`). Session channels are sharded
-	 * (SSUBSCRIBE/SPUBLISH). Excludes `sentinel` and a database other than 0.
+	 * `nodes` adds more seeds (only their host and port are used). Session channels are
+	 * sharded (SSUBSCRIBE/SPUBLISH). Excludes `sentinel` and a database other than 0.
 	 */
-	cluster?: boolean | { nodes: string[] };
+	cluster?: boolean | { nodes: RedisNode[] };
 	/** Receives background errors (lost connection, failed refresh, a controller that threw,
 	 * a dropped setter promise that failed). Default: a rate-limited process warning. */
 	onError?: (error: Error) => void;

@@ -12,7 +12,8 @@ import {
 import { onNode, slotOf, startCluster } from './helpers/cluster.mjs';
 import { spawnPeer } from './helpers/peer.mjs';
 import { rollingDeployKeepsSessions } from './helpers/rolling.mjs';
-import { deliveryResumes, eventually, recorder, until } from './helpers/redis.mjs';
+import { deliveryResumes, eventually, freePort, recorder, until } from './helpers/redis.mjs';
+import { roundTrip } from './helpers/roundtrip.mjs';
 import { useCleanups } from './helpers/suite.mjs';
 import { failOnUnhandledRejections } from './helpers/unhandled.mjs';
 
@@ -652,6 +653,40 @@ describe('Redis Cluster', () => {
 		expect(shown).not.toContain(wrong);
 		expect(inspect(info)).not.toContain(wrong);
 		expect(inspect(info)).toContain('seeduser:***@');
+	});
+
+	// One form everywhere (as sentinel.nodes). The URL's node is one nobody listens on, so
+	// the cluster can only be found through the entries of the form under test.
+	it.each([
+		['"host:port" strings', (n) => `127.0.0.1:${n.port}`],
+		['redis:// URLs', (n) => `redis://127.0.0.1:${n.port}`],
+		['{ host, port } objects', (n) => ({ host: '127.0.0.1', port: n.port })],
+	])('cluster.nodes as %s are seeds', async (_form, node) => {
+		const nowhere = `redis://127.0.0.1:${await freePort()}`;
+		const nodes = cluster.nodes.filter((n) => n.alive !== false).map(node);
+		expect(await roundTrip(nowhere, { cluster: { nodes }, commandTimeout: 3000, connectTimeout: 1000 })).toEqual({ name: nowhere, version: '1' });
+	});
+
+	it.each([
+		[[7000], /"cluster.nodes" must hold "host:port" strings, redis:\/\/ or rediss:\/\/ URLs or \{ host, port \} objects, got 7000/],
+		[[undefined], /"cluster.nodes" must hold .* got undefined/],
+		[['127.0.0.1'], /"cluster.nodes" must hold .* got "127.0.0.1"/],
+		[['unix:///tmp/x.sock'], /"cluster.nodes" must hold .* got "unix:\/\/\/tmp\/x.sock"/],
+		[['redis+unix:///tmp/x.sock'], /"cluster.nodes" must hold/],
+		[[{ host: '127.0.0.1', port: 0 }], /"cluster.nodes\[0\].port" must be an integer from 1 to 65535, got 0/],
+		[['127.0.0.1:7000', { host: '127.0.0.1', port: 7000, tls: true }], /Unknown option "cluster.nodes\[1\].tls" \(known: host, port\)/],
+		[[['127.0.0.1', 7000]], /"cluster.nodes" must hold .* got an array/],
+		[['redis://127.0.0.1:7000/#insecure'], /"cluster.nodes": .*certificate verification cannot be turned off/],
+	])('cluster.nodes %j is a TypeError at construction', (nodes, message) => {
+		let error;
+		try {
+			cleanups.push(((m) => () => m.close())(new RedisStreamSessionManager(cluster.url, { cluster: { nodes } })));
+		} catch (e) {
+			error = e;
+		}
+		expect(error).toBeInstanceOf(TypeError);
+		expect(error.code).toBe('TMCP_REDIS_BAD_ARGUMENT');
+		expect(error.message).toMatch(message);
 	});
 
 	it('bad cluster options are a clear TypeError at construction', () => {

@@ -102,6 +102,28 @@ describe('Sentinel over TLS', () => {
 		await deliveryResumes(streams, rec, 'e1', 'after a TLS failover');
 	});
 
+	// Per node: a rediss:// URL reaches its sentinel over TLS without sentinel.tls, so
+	// sentinels in plain text and over TLS can share one list.
+	it('rediss:// node URLs reach their sentinels over TLS, verified with the given CA', async () => {
+		const nodes = set.tlsNodes.map((node) => `rediss://${node}`);
+		expect(await roundTrip(url, { ...tlsOptions(set, { ca: certs.ca }), sentinel: { nodes } })).toEqual({ name: url, version: '1' });
+		// An unknown CA: the URL's TLS is verified like sentinel.tls.
+		const error = await readError({ ...tlsOptions(set, { ca: certs.otherCa }), sentinel: { nodes } });
+		expect(error.message).toMatch(/Could not read session info for session x: TLS handshake with Redis failed \(invalid peer certificate: UnknownIssuer\)/);
+	});
+
+	it('one list, plain text and TLS: each node is reached as its entry says', async () => {
+		const [first, second] = set.sentinels.map((_, i) => ({ plain: set.nodes[i], tls: set.tlsNodes[i] }));
+		// The only usable entry is the one whose scheme asks for TLS (a TLS port spoken to
+		// in plain text does not answer), then the only usable one is in plain text.
+		for (const nodes of [
+			[first.tls, { host: '127.0.0.1', port: Number(second.tls.split(':')[1]) }, `rediss://${second.tls}`],
+			[`rediss://${first.plain}`, `redis://${second.plain}`],
+		]) {
+			expect(await roundTrip(url, { ...tlsOptions(set, { ca: certs.ca }), sentinel: { nodes } })).toEqual({ name: url, version: '1' });
+		}
+	});
+
 	it('bad TLS sentinel options are a clear TypeError at construction', () => {
 		expect(() => new RedisInfoSessionManager(url, { sentinel: { nodes: set.tlsNodes, tls: 'yes' } })).toThrow(/sentinel.tls/);
 		// TLS material with a redis:// URL serves only sentinels reached over TLS.

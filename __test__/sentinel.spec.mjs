@@ -110,6 +110,79 @@ describe('Sentinel', () => {
 		expect(() => new RedisInfoSessionManager(url, { sentinel: { nodes: set.nodes, extra: 1 } })).toThrow(/sentinel.extra/);
 		expect(() => new RedisInfoSessionManager('redis+unix:///tmp/x.sock', { sentinel: { nodes: set.nodes } })).toThrow(TypeError);
 	});
+
+	// One form everywhere (as cluster.nodes): each works alone, so each is really used.
+	it.each([
+		['"host:port" strings', (s) => `127.0.0.1:${s.port}`],
+		['redis:// URLs', (s) => `redis://127.0.0.1:${s.port}`],
+		['{ host, port } objects', (s) => ({ host: '127.0.0.1', port: s.port })],
+	])('sentinel.nodes as %s finds the master', async (_form, node) => {
+		const nodes = set.sentinels.map(node);
+		expect(await roundTrip(url, { sentinel: { nodes }, commandTimeout: 2000 })).toEqual({ name: url, version: '1' });
+	});
+
+	it.each([
+		[[26379], /must hold "host:port" strings, redis:\/\/ or rediss:\/\/ URLs or \{ host, port \} objects, got 26379/],
+		[[null], /sentinel.nodes" must hold .* got null/],
+		[['127.0.0.1'], /sentinel.nodes" must hold .* got "127.0.0.1"/],
+		[['http://127.0.0.1:26379'], /sentinel.nodes" must hold .* got "http:\/\/127.0.0.1:26379"/],
+		[[{ host: '127.0.0.1' }], /"sentinel.nodes\[0\].port" must be an integer from 1 to 65535, got undefined/],
+		[[{ host: '127.0.0.1', port: 70000 }], /"sentinel.nodes\[0\].port" must be an integer from 1 to 65535, got 70000/],
+		[[{ host: '127.0.0.1', port: '26379' }], /"sentinel.nodes\[0\].port" must be an integer from 1 to 65535, got "26379"/],
+		[[{ host: '', port: 26379 }], /"sentinel.nodes\[0\].host" must be a host name or IP address, got ""/],
+		[[{ host: '127.0.0.1', port: 26379, password: 'x' }], /Unknown option "sentinel.nodes\[0\].password" \(known: host, port\): a node's own credentials or TLS go in a redis:\/\/ or rediss:\/\/ URL/],
+		[['redis://127.0.0.1'], /sentinel.nodes": a sentinel's URL must name its port/],
+		[['redis://127.0.0.1:26379/1'], /sentinel.nodes": a sentinel has no database/],
+		[['redis+unix:///tmp/s.sock'], /sentinel.nodes" must hold/],
+		[['rediss://127.0.0.1:26379/#insecure'], /sentinel.nodes": .*certificate verification cannot be turned off/],
+	])('sentinel.nodes %j is a TypeError at construction', (nodes, message) => {
+		for (const Manager of [RedisInfoSessionManager, RedisStreamSessionManager]) {
+			const error = (() => {
+				try {
+					new Manager(url, { sentinel: { nodes } });
+				} catch (e) {
+					return e;
+				}
+			})();
+			expect(error).toBeInstanceOf(TypeError);
+			expect(error.code).toBe('TMCP_REDIS_BAD_ARGUMENT');
+			expect(error.message).toMatch(message);
+		}
+	});
+
+	it('a redis:// sentinel URL with sentinel.tls: true is a TypeError (plain text or TLS: not both)', () => {
+		expect(() => new RedisInfoSessionManager(url, { sentinel: { nodes: ['redis://127.0.0.1:26379'], tls: true } })).toThrow(
+			/sentinel.nodes" has a redis:\/\/ URL, but "sentinel.tls" is true: use rediss:\/\//,
+		);
+	});
+
+	it('a refused node never shows its password (sentinel.nodes and cluster.nodes)', () => {
+		const secret = 'Hunter2-s3cret';
+		const cases = [
+			[url, { sentinel: { nodes: [`http://user:${secret}@127.0.0.1:26379`] } }],
+			[url, { sentinel: { nodes: [`user:${secret}@127.0.0.1:26379`] } }],
+			[url, { sentinel: { nodes: [`redis://user:${secret}@127.0.0.1`] } }],
+			[url, { sentinel: { nodes: [`redis://user:${secret}@127.0.0.1:26379/2`] } }],
+			[url, { sentinel: { nodes: [`redis://user:${secret}@127.0.0.1:26379`], tls: true } }],
+			[url, { sentinel: { nodes: [`rediss://user:${secret}@127.0.0.1:26379/#insecure`] } }],
+			[url, { sentinel: { nodes: [{ host: `user:${secret}@127.0.0.1`, port: 26379 }] } }],
+			['redis://127.0.0.1:1', { cluster: { nodes: [`http://user:${secret}@127.0.0.1:7000`] } }],
+			['redis://127.0.0.1:1', { cluster: { nodes: [`user:${secret}@127.0.0.1:7000`] } }],
+			['redis://127.0.0.1:1', { cluster: { nodes: [`redis://user:${secret}@127.0.0.1:7000/#insecure`] } }],
+		];
+		for (const [at, options] of cases) {
+			let error;
+			try {
+				cleanups.push(((m) => () => m.close())(new RedisInfoSessionManager(at, options)));
+			} catch (e) {
+				error = e;
+			}
+			const shown = JSON.stringify(options);
+			expect(error, shown).toBeInstanceOf(TypeError);
+			expect(error.message, shown).toMatch(/(sentinel|cluster)\.nodes/);
+			expect(`${error.message}\n${error.stack}\n${inspect(error)}`, shown).not.toContain(secret);
+		}
+	});
 	// Its own set: the failover tests above leave no replica to promote.
 	it('hears +switch-master: an idle stream follows a failover away from a frozen master', async () => {
 		// A long TTL: the liveness check (which would notice the frozen master by its
@@ -225,5 +298,48 @@ describe('Sentinel', () => {
 			expect(shown).not.toContain(wrong);
 			expect(shown).not.toContain(auth.password);
 		}
+	});
+
+	it("a node URL's credentials are that sentinel's alone: the master is found and +switch-master heard through them", async () => {
+		const auth = { username: 'sentineluser', password: 'S3ntinel-pw' };
+		const own = await startSentinelSet({ auth });
+		cleanups.push(() => own.stop());
+		const [s0, s1, s2] = own.sentinels;
+		const as = (user, password, s) => `redis://${user}:${password}@127.0.0.1:${s.port}`;
+		const wrong = 'Wr0ng-s3ntinel-pw';
+		const found = (sentinel) => roundTrip(url, { sentinel, commandTimeout: 2000 });
+		// Every sentinel by a URL with credentials, none given besides.
+		expect(await found({ nodes: own.sentinels.map((s) => as(auth.username, auth.password, s)) })).toEqual({ name: url, version: '1' });
+		// Only the first has them: the others' entries get none (NOAUTH), and a wrong
+		// shared password does not replace the URL's.
+		expect(await found({ nodes: [as(auth.username, auth.password, s0), `127.0.0.1:${s1.port}`, { host: '127.0.0.1', port: s2.port }] })).toEqual({ name: url, version: '1' });
+		expect(await found({ nodes: [as(auth.username, auth.password, s0)], username: auth.username, password: wrong })).toEqual({ name: url, version: '1' });
+		// A URL's wrong password is used for that sentinel, not the right shared one.
+		const errors = [];
+		const info = new RedisInfoSessionManager(url, {
+			sentinel: { nodes: [as(auth.username, wrong, s0)], ...auth },
+			commandTimeout: 2000,
+			onError: (e) => errors.push(e),
+		});
+		const failure = await info.getClientInfo('x').catch((e) => e);
+		await info.close();
+		expect(failure).toBeInstanceOf(Error);
+		expect(failure.message).toMatch(/^Could not read session info for session x: .*Password authentication failed/);
+		const shown = [failure, ...errors].map((e) => `${e.message}\n${e.stack}\n${inspect(e)}`).join('\n') + inspect(info);
+		expect(shown).not.toContain(wrong);
+		expect(shown).not.toContain(auth.password);
+
+		// The +switch-master listener too: its first sentinel refuses the URL's wrong
+		// password, the next takes its right one. An idle stream, no liveness check in the
+		// window: only the listener can move it away from a frozen master.
+		const nodes = [as(auth.username, wrong, s0), as(auth.username, auth.password, s1), as(auth.username, auth.password, s2)];
+		const streams = new RedisStreamSessionManager(url, { sentinel: { nodes }, commandTimeout: 2000, sessionTtlSeconds: 600, onError: () => {} });
+		cleanups.push(() => streams.close());
+		const rec = recorder();
+		await streams.create('u1', rec);
+		cleanups.push(await own.freezeMaster(s1.port));
+		const sender = new RedisStreamSessionManager(url, { sentinel: { nodes: nodes.slice(1) }, commandTimeout: 2000 });
+		cleanups.push(() => sender.close());
+		await deliveryResumes(sender, rec, 'u1', 'via the new master', 15_000);
 	});
 });

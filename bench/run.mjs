@@ -11,10 +11,10 @@ import { startCluster } from '../__test__/helpers/cluster.mjs';
 import { startRedis } from '../__test__/helpers/redis.mjs';
 
 const quick = process.argv.includes('--quick');
-// `--only <text>`: just the scenarios whose name contains <text> (no ceiling, floors or
-// cluster rows), for A/B work on one path.
+// `--only <text>`: just the scenarios whose name contains <text> (several: `a|b`), with no
+// ceiling, floors or cluster rows, for A/B work on one path.
 const onlyAt = process.argv.indexOf('--only');
-const only = onlyAt > 0 ? process.argv[onlyAt + 1] : undefined;
+const only = onlyAt > 0 ? process.argv[onlyAt + 1].split('|') : undefined;
 const ROUNDS = quick ? 3 : 5;
 const MS = quick ? 800 : 2000;
 const worker = fileURLToPath(new URL('./worker.mjs', import.meta.url));
@@ -42,9 +42,31 @@ function spawnWorker(impl, scenario, params, nodeArgs = []) {
 		});
 		child.on('exit', (code) => code && reject(new Error(`${impl} ${scenario} exited with ${code}`)));
 	});
+	/** What a receiver has now (it stays). */
+	const progress = () =>
+		new Promise((resolve) => {
+			progressResolve = resolve;
+			child.send('report');
+		});
 	return {
 		ready,
 		result,
+		/** Tells a heldMemory worker that its sessions are all subscribed. */
+		measure: () => child.send('measure'),
+		/**
+		 * A receiver's result if it got its count within `ms`, else what it got by then
+		 * (`complete: false`); the child is ended either way.
+		 */
+		async within(ms) {
+			let timer;
+			const late = new Promise((resolve) => (timer = setTimeout(resolve, ms, 'late')));
+			const outcome = await Promise.race([result, late]);
+			clearTimeout(timer);
+			if (outcome !== 'late') return { ...outcome, complete: true };
+			const received = await progress();
+			child.kill();
+			return { received, complete: false };
+		},
 		/** Tells a process that stays after its result (a sender) to exit. */
 		finish: () => child.connected && child.send('exit'),
 		/** Asks a receiver to report what it has now. */
@@ -56,10 +78,7 @@ function spawnWorker(impl, scenario, params, nodeArgs = []) {
 			const outcome = await Promise.race([result, stalled]);
 			clearTimeout(timer);
 			if (outcome !== 'stalled') return outcome;
-			const got = await new Promise((resolve) => {
-				progressResolve = resolve;
-				child.send('report');
-			});
+			const got = await progress();
 			child.kill();
 			check(false, `${impl} ${scenario} received ${got} of ${expected} messages (stalled ${ms} ms)`);
 		},
@@ -77,6 +96,26 @@ const median = (xs) => {
 	const s = [...xs].sort((a, b) => a - b);
 	return s.length % 2 ? s[(s.length - 1) / 2] : (s[s.length / 2 - 1] + s[s.length / 2]) / 2;
 };
+
+/**
+ * Waits (at most `ms`) until `channel` has a subscriber at Redis; whether it has. A
+ * process's subscriptions go out in order, so its last session's stands for all of them.
+ */
+async function subscribed(channel, ms) {
+	const end = Date.now() + ms;
+	while (Date.now() < end) {
+		const [, count] = await admin.sendCommand(['PUBSUB', 'NUMSUB', channel]);
+		if (count > 0) return true;
+		await new Promise((resolve) => setTimeout(resolve, 50));
+	}
+	return false;
+}
+
+// The cheap-start rows: sessions held for the memory row, and for the delivery row (one
+// message to each) with its bound on the wait.
+const HELD = quick ? 5_000 : 50_000;
+const MANY = quick ? 5_000 : 50_000;
+const MANY_WAIT_S = quick ? 20 : 60;
 
 /** Scenario table: `run(impl)` returns { metricName: value }; `better` says which way is good. */
 const scenarios = [
@@ -236,6 +275,53 @@ const scenarios = [
 			return { v: r.value };
 		},
 	},
+	{
+		// From the import to the first reply, connecting included: what a serverless
+		// function pays per cold start. Each time a fresh process; the median of several.
+		name: 'cold start: from import to the first info reply, a fresh process each time (ms)',
+		rows: [['', 'v', 'lower']],
+		setup: () => admin.set('tmcp:client_info:cold', JSON.stringify({ name: 'bench-client', version: '1.0.0' })),
+		run: async (impl) => {
+			const times = [];
+			for (let i = 0; i < (quick ? 3 : 5); i++) times.push((await spawnWorker(impl, 'coldStart', {}).result).ms);
+			return { v: median(times) };
+		},
+	},
+	{
+		name: `memory per held session, ${HELD.toLocaleString('en')} sessions in a fresh process, RSS after GC (KB)`,
+		rows: [['', 'v', 'lower']],
+		run: async (impl) => {
+			const worker = spawnWorker(impl, 'heldMemory', { sessions: HELD }, ['--expose-gc']);
+			await worker.ready;
+			check(await subscribed(`session:h${HELD - 1}`, 60_000), `${impl} held memory: the sessions were not subscribed within 60 s`);
+			worker.measure();
+			return { v: (await worker.result).kbPerSession };
+		},
+	},
+	// One round each (upstream's may wait its whole bound). The messages go out as soon as
+	// the receiver's create() calls resolved (upstream's receiver waits 300 ms more, as in
+	// every row: its create() does not wait for its subscriptions), or once the receiver's
+	// subscriptions are all at Redis (or after the same bound).
+	...['as soon as create() resolved', 'once every subscription is at Redis'].map((when, i) => ({
+		name: `one message to each of ${MANY.toLocaleString('en')} sessions held in one process, sent from another ${when}`,
+		rounds: 1,
+		rows: [
+			[`delivered within ${MANY_WAIT_S} s`, 'delivered', 'higher'],
+			['seconds from the first delivery to the last', 'seconds', 'lower', `not all within ${MANY_WAIT_S} s`],
+		],
+		run: async (impl) => {
+			const receiver = spawnWorker(impl, 'receiver', { sessions: MANY, prefix: 'm', expect: MANY });
+			await receiver.ready;
+			if (i === 1 && !(await subscribed(`session:m${MANY - 1}`, MANY_WAIT_S * 1000))) {
+				notes.push(`${impl}: the ${MANY.toLocaleString('en')} sessions were not all subscribed within ${MANY_WAIT_S} s; sent anyway`);
+			}
+			const sender = await runSender(impl, { prefix: 'm', sessions: MANY, messages: MANY, concurrency: 256, payload: 200 });
+			const r = await receiver.within(MANY_WAIT_S * 1000);
+			sender.finish();
+			check(impl !== 'ours' || r.complete, `ours ${MANY} sessions: received ${r.received}/${MANY}`);
+			return { delivered: r.received, seconds: r.complete ? r.seconds : null };
+		},
+	})),
 	// Cold: the clock starts after 500 sessions made one at a time, so the batched paths
 	// are still being compiled. Warm: after 2,000 more at the measured concurrency, as a
 	// long-running server would be. Upstream's memory grows with every session: the 2,000
@@ -270,11 +356,11 @@ const table = [];
 // Scenarios of ours against ours (`impls`): a table of their own.
 const oursTable = [];
 const notes = [];
-for (const scenario of scenarios.filter((s) => !only || s.name.includes(only))) {
+for (const scenario of scenarios.filter((s) => !only || only.some((o) => s.name.includes(o)))) {
 	const rows = scenario.rows ?? [['', 'v', 'higher']];
 	const impls = scenario.impls ?? IMPLS;
 	const perRound = rows.map(() => ({ upstream: [], ours: [], ratio: [] }));
-	for (let round = 0; round < ROUNDS; round++) {
+	for (let round = 0; round < (scenario.rounds ?? ROUNDS); round++) {
 		await admin.flushAll();
 		await scenario.setup?.();
 		const order = round % 2 ? [...impls].reverse() : impls;
@@ -286,19 +372,23 @@ for (const scenario of scenarios.filter((s) => !only || s.name.includes(only))) 
 			const ours = got[impls[1]][key];
 			perRound[i].upstream.push(up);
 			perRound[i].ours.push(ours);
+			// null: not reached (a bounded wait ran out), no ratio.
+			if (up == null || ours == null) return;
 			if (better === 'higher') perRound[i].ratio.push(ours / up);
 			else if (better === 'lower') perRound[i].ratio.push(up / ours);
 		});
 		if (got.upstream?.unhandled) notes.push(`${scenario.name}: upstream process saw ${got.upstream.unhandled} unhandled rejections (round ${round + 1})`);
 		process.stderr.write('.');
 	}
-	rows.forEach(([label, , better], i) => {
+	rows.forEach(([label, , better, missing], i) => {
 		const r = perRound[i];
+		// A value any round did not reach is shown as `missing`.
+		const shown = (xs) => (xs.some((x) => x == null) ? missing : fmt(median(xs)));
 		(scenario.impls ? oursTable : table).push([
 			label ? `${scenario.name} ${label}` : scenario.name,
-			fmt(median(r.upstream)),
-			fmt(median(r.ours)),
-			better === 'lower-abs' ? '–' : `${median(r.ratio).toFixed(2)}×`,
+			shown(r.upstream),
+			shown(r.ours),
+			better === 'lower-abs' || r.ratio.length === 0 ? '–' : `${median(r.ratio).toFixed(2)}×`,
 		]);
 	});
 }
@@ -316,7 +406,7 @@ const oursLines = oursTable.length
 	: [];
 if (only) {
 	const lines = table.length ? ['| scenario | upstream | ours | ratio |', '|---|---|---|---|', ...table.map((r) => `| ${r.join(' | ')} |`)] : [];
-	console.log([...lines, ...oursLines].join('\n'));
+	console.log([...lines, ...oursLines, ...notes.map((n) => `- ${n}`)].join('\n'));
 	await admin.quit();
 	await server.stop();
 	process.exit(0);

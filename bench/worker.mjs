@@ -9,13 +9,10 @@ const p = JSON.parse(paramsJson);
 let unhandled = 0;
 process.on('unhandledRejection', () => unhandled++);
 
-// impl "none": a scenario that uses neither (jsonFloor).
-const mod =
-	impl === 'upstream'
-		? await import('@tmcp/session-manager-redis')
-		: impl === 'ours'
-			? await import('../index.mjs')
-			: {};
+// impl "none": a scenario that uses neither (jsonFloor). coldStart imports it itself, timed.
+const load = () =>
+	impl === 'upstream' ? import('@tmcp/session-manager-redis') : impl === 'ours' ? import('../index.mjs') : {};
+const mod = scenario === 'coldStart' ? {} : await load();
 const { RedisInfoSessionManager, RedisStreamSessionManager, RedisSubscriptionManager } = mod;
 // `observe` (ours only): a diagnostics subscriber as an APM would attach one, on every
 // channel of ours: a duration per traced call, a count of every other event.
@@ -52,9 +49,13 @@ const done = (result, { stay = false } = {}) => {
 	// sender stays until told: upstream's send resolves before its PUBLISH is written.
 	if (!stay) setTimeout(() => process.exit(0), 10);
 };
+/** Resolves at the orchestrator's `measure` message (heldMemory). */
+let measureResolve;
+const measure = new Promise((resolve) => (measureResolve = resolve));
 process.on('message', (m) => {
 	if (m === 'exit') process.exit(0);
 	if (m === 'report') send({ type: 'progress', received: progress.received });
+	if (m === 'measure') measureResolve();
 });
 const progress = { received: 0 };
 const until = (ms) => performance.now() + ms;
@@ -81,6 +82,15 @@ function mainThreadCpuMs() {
 	return (Number(fields[11]) + Number(fields[12])) * 10;
 }
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
+
+/** process.memoryUsage() after three collections (needs --expose-gc). */
+async function afterGc() {
+	for (let i = 0; i < 3; i++) {
+		globalThis.gc();
+		await sleep(10);
+	}
+	return process.memoryUsage();
+}
 
 const clientInfo = {
 	name: 'bench-client',
@@ -320,15 +330,38 @@ const scenarios = {
 		done({ value: p.deletes / seconds, unit: 'deletes/s' });
 	},
 
+	async coldStart() {
+		// A fresh process: from the import to the first info reply (a value the
+		// orchestrator stored), connecting included.
+		const start = performance.now();
+		const { RedisInfoSessionManager } = await load();
+		const info = new RedisInfoSessionManager(p.url);
+		const read = await info.getClientInfo('cold');
+		const ms = performance.now() - start;
+		if (read?.name !== 'bench-client') fail(`the first info reply was ${JSON.stringify(read)}`);
+		done({ ms });
+	},
+
+	async heldMemory() {
+		// RSS after GC with p.sessions held, minus before them (the manager connected and
+		// one session made and deleted first); measured once the orchestrator saw every
+		// session's subscription at Redis.
+		const streams = newStreams();
+		await streams.create('warm', counter(() => {}));
+		await streams.delete('warm');
+		await sleep(200);
+		const before = (await afterGc()).rss;
+		for (let i = 0; i < p.sessions; i++) await streams.create(`h${i}`, counter(() => {}));
+		send({ type: 'ready' });
+		await measure;
+		const after = (await afterGc()).rss;
+		done({ kbPerSession: (after - before) / 1024 / p.sessions });
+	},
+
 	async churn() {
 		const streams = newStreams();
-		const gc = globalThis.gc;
 		const snapshot = async () => {
-			for (let i = 0; i < 3; i++) {
-				gc();
-				await sleep(10);
-			}
-			const m = process.memoryUsage();
+			const m = await afterGc();
 			return { rss: m.rss, heap: m.heapUsed };
 		};
 		const cycle = async (i) => {

@@ -191,7 +191,10 @@ export interface NativeOptions {
 
 /** Sentinels to ask for the master (the URL's host names the master group). */
 export interface NativeSentinel {
-  /** `host:port` of each sentinel. */
+  /**
+   * Each sentinel: `host:port`, or a URL whose credentials and scheme are that
+   * sentinel's alone.
+   */
   nodes: Array<string>
   /** ACL user on the sentinels, when they require one. */
   username?: string

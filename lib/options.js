@@ -16,18 +16,20 @@ const DEFAULTS = Object.freeze({
 
 /**
  * The object option `name`, checked: a plain object holding only `known` keys (`shape`
- * describes it in the error). A copy: each property is read once (getters included).
+ * describes it in the error, `hint` follows an unknown key's). A copy: each property is
+ * read once (getters included).
  * @param {string} name @param {unknown} value @param {string[]} known @param {string} shape
+ * @param {string} [hint]
  * @returns {Record<string, unknown>}
  */
-function plainObject(name, value, known, shape) {
+function plainObject(name, value, known, shape, hint = '') {
 	if (typeof value !== 'object' || value === null || Array.isArray(value)) {
 		throw argumentTypeError(`Option "${name}" must be ${shape}, got ${describe(value)}`);
 	}
 	const copy = { ...value };
 	for (const key of Object.keys(copy)) {
 		if (!known.includes(key)) {
-			throw argumentTypeError(`Unknown option "${name}.${key}" (known: ${known.join(', ')})`);
+			throw argumentTypeError(`Unknown option "${name}.${key}" (known: ${known.join(', ')})${hint}`);
 		}
 	}
 	return copy;
@@ -61,25 +63,63 @@ function normalizeTls(tls) {
 	return result;
 }
 
+/** The forms a node list (`sentinel.nodes`, `cluster.nodes`) takes. */
+const NODE_FORMS = '"host:port" strings, redis:// or rediss:// URLs or { host, port } objects';
+const HOST_PORT = /^(\[[^\]\s]+\]|[^:\s/@[\]]+):\d{1,5}$/;
+const NODE_URL = /^(redis|rediss|valkey|valkeys):\/\//i;
+/** A host of `{ host, port }`: a name, an IPv4 address or an IPv6 one (bracketed or not). */
+const HOST = /^(\[[^\]\s]+\]|[^\s/@[\]]+)$/;
+const NODE_KEYS = ['host', 'port'];
+const NODE_HINT = ": a node's own credentials or TLS go in a redis:// or rediss:// URL";
+
+/**
+ * A node list entry for a message, with whatever stands before an `@` (a URL's user and
+ * password) masked: errors never show a password.
+ * @param {unknown} value
+ */
+function describeNode(value) {
+	return describe(typeof value === 'string' ? value.replace(/^([a-z][a-z0-9+.-]*:\/\/)?[^/?#]*@/i, '$1***@') : value);
+}
+
+/**
+ * The node list option `name`, one form everywhere: each entry a "host:port" string, a
+ * redis:// or rediss:// URL (the native side parses it) or a `{ host, port }` object,
+ * which becomes "host:port". The native side takes strings.
+ * @param {string} name @param {unknown} value
+ * @returns {string[]}
+ */
+function nodeList(name, value) {
+	const nodes = arrayCopy(value);
+	if (!nodes) {
+		throw argumentTypeError(`Option "${name}" must be a non-empty array of ${NODE_FORMS}, got ${describeNode(value)}`);
+	}
+	return nodes.map((node, index) => {
+		if (typeof node === 'string' && (HOST_PORT.test(node) || NODE_URL.test(node))) return node;
+		if (typeof node !== 'object' || node === null || Array.isArray(node)) {
+			throw argumentTypeError(`Option "${name}" must hold ${NODE_FORMS}, got ${describeNode(node)}`);
+		}
+		const entry = `${name}[${index}]`;
+		const { host, port } = plainObject(entry, node, NODE_KEYS, 'an object { host, port }', NODE_HINT);
+		if (typeof host !== 'string' || !HOST.test(host)) {
+			throw argumentTypeError(`Option "${entry}.host" must be a host name or IP address, got ${describeNode(host)}`);
+		}
+		integer(`${entry}.port`, port, 1, 65535);
+		return `${host.includes(':') && !host.startsWith('[') ? `[${host}]` : host}:${port}`;
+	});
+}
+
 const SENTINEL_KEYS = ['nodes', 'username', 'password', 'tls'];
 
 /**
- * `{ nodes: ['host:port', …], username?, password?, tls? }`: the sentinels to ask for the
- * master; `tls: true` reaches them over TLS (verified like the data nodes, with `tls`).
+ * `{ nodes, username?, password?, tls? }`: the sentinels to ask for the master; `tls:
+ * true` reaches them over TLS (verified like the data nodes, with `tls`). A node's URL
+ * brings its own credentials and scheme (`rediss://`: TLS) for that sentinel alone.
  * @param {unknown} sentinel
  */
 function normalizeSentinel(sentinel) {
 	const given = plainObject('sentinel', sentinel, SENTINEL_KEYS, 'an object { nodes, username?, password?, tls? }');
 	const { username, password, tls } = given;
-	const nodes = arrayCopy(given.nodes);
-	if (!nodes) {
-		throw argumentTypeError(`Option "sentinel.nodes" must be a non-empty array of "host:port" strings, got ${describe(given.nodes)}`);
-	}
-	for (const node of nodes) {
-		if (typeof node !== 'string' || !/^(\[[^\]]+\]|[^:\s]+):\d{1,5}$/.test(node)) {
-			throw argumentTypeError(`Option "sentinel.nodes" must hold "host:port" strings, got ${describe(node)}`);
-		}
-	}
+	const nodes = nodeList('sentinel.nodes', given.nodes);
 	for (const [name, value] of [['username', username], ['password', password]]) {
 		if (value !== undefined && (typeof value !== 'string' || !isWellFormed(value))) {
 			throw argumentTypeError(`Option "sentinel.${name}" must be a well-formed string, got ${describe(value)}`);
@@ -94,7 +134,7 @@ function normalizeSentinel(sentinel) {
 const CLUSTER_KEYS = ['nodes'];
 
 /**
- * `true`, or `{ nodes: [url | 'host:port', …] }`: more seed nodes besides the URL's.
+ * `true`, or `{ nodes }`: more seed nodes besides the URL's.
  * @param {unknown} cluster
  * @returns {{ nodes: string[] } | undefined}
  */
@@ -102,18 +142,7 @@ function normalizeCluster(cluster) {
 	if (cluster === false) return undefined;
 	if (cluster === true) return { nodes: [] };
 	const given = plainObject('cluster', cluster, CLUSTER_KEYS, 'true or an object { nodes }');
-	const nodes = arrayCopy(given.nodes);
-	if (!nodes) {
-		throw argumentTypeError(
-			`Option "cluster.nodes" must be a non-empty array of Redis URLs or "host:port" strings, got ${describe(given.nodes)}`,
-		);
-	}
-	for (const node of nodes) {
-		if (typeof node !== 'string' || node.length === 0) {
-			throw argumentTypeError(`Option "cluster.nodes" must hold Redis URLs or "host:port" strings, got ${describe(node)}`);
-		}
-	}
-	return { nodes };
+	return { nodes: nodeList('cluster.nodes', given.nodes) };
 }
 
 /** @param {string} name @param {unknown} value @param {number} min @param {number} max */

@@ -59,16 +59,40 @@ pub struct NativeOptions {
 
 /// `cluster` option: seed nodes besides the URL's (URLs or `host:port`).
 #[napi(object)]
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub struct NativeCluster {
     pub nodes: Vec<String>,
+}
+
+impl std::fmt::Debug for NativeCluster {
+    // Never print a node URL's password.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("NativeCluster")
+            .field("nodes", &redacted_nodes(&self.nodes))
+            .finish()
+    }
+}
+
+/// A node list for `Debug`: URLs with their passwords masked.
+fn redacted_nodes(nodes: &[String]) -> Vec<String> {
+    nodes
+        .iter()
+        .map(|node| {
+            if node.contains("://") {
+                redact_url(node)
+            } else {
+                node.clone()
+            }
+        })
+        .collect()
 }
 
 /// Sentinels to ask for the master (the URL's host names the master group).
 #[napi(object)]
 #[derive(Clone)]
 pub struct NativeSentinel {
-    /// `host:port` of each sentinel.
+    /// Each sentinel: `host:port`, or a URL whose credentials and scheme are that
+    /// sentinel's alone.
     pub nodes: Vec<String>,
     /// ACL user on the sentinels, when they require one.
     pub username: Option<String>,
@@ -82,7 +106,7 @@ impl std::fmt::Debug for NativeSentinel {
     // Never print the password.
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("NativeSentinel")
-            .field("nodes", &self.nodes)
+            .field("nodes", &redacted_nodes(&self.nodes))
             .field("username", &self.username)
             .field("password", &self.password.is_some())
             .field("tls", &self.tls)
@@ -119,7 +143,11 @@ const SCHEMES: &[&str] = &[
 /// Where the connections of these options go: the URL's server, or with `sentinel` the
 /// master of the group the URL's host names.
 pub fn source_for(url: &str, options: &NativeOptions) -> Result<Source, String> {
-    let sentinel_tls = options.sentinel.as_ref().is_some_and(|s| s.tls);
+    let sentinels = match &options.sentinel {
+        Some(sentinel) => sentinel_nodes(sentinel)?,
+        None => Vec::new(),
+    };
+    let sentinel_tls = sentinels.iter().any(|node| node.access.secure);
     // With TLS to the sentinels, the `tls` material serves them even when the data
     // nodes are reached in plain text (a redis:// URL).
     let data_tls = match &options.tls {
@@ -136,9 +164,153 @@ pub fn source_for(url: &str, options: &NativeOptions) -> Result<Source, String> 
         }
         return cluster_source(&client, cluster, options);
     }
-    let Some(sentinel) = &options.sentinel else {
+    if options.sentinel.is_none() {
         return Ok(Source::Fixed(Box::new(client)));
+    }
+    sentinel_source(&client, sentinels, options)
+}
+
+/// One entry of a node list (`sentinel.nodes`, `cluster.nodes`), which the JavaScript
+/// side hands over as `host:port` (objects `{ host, port }` made into it) or as a URL.
+struct Node {
+    host: String,
+    port: u16,
+    /// A URL's scheme: `rediss://` asks for TLS; None for `host:port`.
+    secure: Option<bool>,
+    /// A URL's user and password, when it has either.
+    credentials: Option<(Option<String>, Option<String>)>,
+    /// A URL without a port (redis-rs then takes 6379).
+    port_omitted: bool,
+    /// A URL's database.
+    db: i64,
+}
+
+/// The one parser of node lists. `tls` is the material a URL must be able to take (the
+/// cluster's, whose nodes share the seed's TLS settings). Errors name `option`, never the
+/// entry, which may hold a password.
+fn parse_node(option: &str, entry: &str, tls: Option<&NativeTls>) -> Result<Node, String> {
+    if !entry.contains("://") {
+        let (host, port) = host_port(entry).ok_or_else(|| {
+            format!("Option \"{option}\" must hold \"host:port\" strings, Redis URLs or {{ host, port }} objects")
+        })?;
+        return Ok(Node {
+            host,
+            port,
+            secure: None,
+            credentials: None,
+            port_omitted: false,
+            db: 0,
+        });
+    }
+    let client = client_for(entry, tls).map_err(|e| format!("Option \"{option}\": {e}"))?;
+    let info = client.get_connection_info();
+    let (host, port, secure) = match info.addr() {
+        ConnectionAddr::Tcp(host, port) => (host.clone(), *port, false),
+        ConnectionAddr::TcpTls { host, port, .. } => (host.clone(), *port, true),
+        _ => {
+            return Err(format!(
+                "Option \"{option}\" must hold TCP addresses (redis:// or rediss:// URLs), not Unix sockets"
+            ))
+        }
     };
+    let redis = info.redis_settings();
+    let (username, password) = (redis.username(), redis.password());
+    Ok(Node {
+        host,
+        port,
+        secure: Some(secure),
+        credentials: (username.is_some() || password.is_some())
+            .then(|| (username.map(str::to_string), password.map(str::to_string))),
+        port_omitted: url::Url::parse(entry).is_ok_and(|u| u.port().is_none()),
+        db: redis.db(),
+    })
+}
+
+/// How one sentinel is reached: its credentials and whether over TLS. (No `Debug`: it
+/// holds a password.)
+#[derive(Clone, PartialEq)]
+struct SentinelAccess {
+    username: Option<String>,
+    password: Option<String>,
+    secure: bool,
+}
+
+struct SentinelNode {
+    host: String,
+    port: u16,
+    access: SentinelAccess,
+}
+
+impl SentinelNode {
+    fn addr(&self) -> ConnectionAddr {
+        if self.access.secure {
+            ConnectionAddr::TcpTls {
+                host: self.host.clone(),
+                port: self.port,
+                insecure: false,
+                tls_params: None,
+            }
+        } else {
+            ConnectionAddr::Tcp(self.host.clone(), self.port)
+        }
+    }
+}
+
+/// `sentinel.nodes`, each with its access: a URL's credentials and scheme for that
+/// sentinel alone, else `sentinel.username`, `sentinel.password` and `sentinel.tls`.
+fn sentinel_nodes(sentinel: &NativeSentinel) -> Result<Vec<SentinelNode>, String> {
+    const OPTION: &str = "sentinel.nodes";
+    sentinel
+        .nodes
+        .iter()
+        .map(|entry| {
+            let node = parse_node(OPTION, entry, None)?;
+            if node.port_omitted {
+                return Err(format!(
+                    "Option \"{OPTION}\": a sentinel's URL must name its port (sentinels usually listen on 26379)"
+                ));
+            }
+            if node.db != 0 {
+                return Err(format!(
+                    "Option \"{OPTION}\": a sentinel has no database: remove it from the URL"
+                ));
+            }
+            let secure = match node.secure {
+                None => sentinel.tls,
+                Some(false) if sentinel.tls => {
+                    return Err(format!(
+                        "Option \"{OPTION}\" has a redis:// URL, but \"sentinel.tls\" is true: use rediss:// (or \"host:port\") for a sentinel reached over TLS"
+                    ))
+                }
+                Some(secure) => secure,
+            };
+            let (username, password) = node
+                .credentials
+                .unwrap_or_else(|| (sentinel.username.clone(), sentinel.password.clone()));
+            Ok(SentinelNode {
+                host: node.host,
+                port: node.port,
+                access: SentinelAccess {
+                    username,
+                    password,
+                    secure,
+                },
+            })
+        })
+        .collect()
+}
+
+/// The master of the group the URL's host names, found through the sentinels.
+///
+/// redis-rs's `SentinelClientBuilder` gives every sentinel of one client the same
+/// credentials and TLS setting (and `SentinelClient::build`, which takes them per
+/// sentinel, cannot take the data nodes' TLS material): sentinels reached alike share a
+/// client, and the source asks each such client.
+fn sentinel_source(
+    client: &Client,
+    sentinels: Vec<SentinelNode>,
+    options: &NativeOptions,
+) -> Result<Source, String> {
     let info = client.get_connection_info();
     let (master, secure) =
         match info.addr() {
@@ -149,85 +321,76 @@ pub fn source_for(url: &str, options: &NativeOptions) -> Result<Source, String> 
                     .into(),
             ),
         };
-    let mut addrs = Vec::with_capacity(sentinel.nodes.len());
-    for node in &sentinel.nodes {
-        let (host, port) = host_port(node).ok_or_else(|| {
-            format!("Option \"sentinel.nodes\" must hold host:port strings, got {node:?}")
-        })?;
-        addrs.push(if sentinel_tls {
-            ConnectionAddr::TcpTls {
-                host,
-                port,
-                insecure: false,
-                tls_params: None,
-            }
-        } else {
-            ConnectionAddr::Tcp(host, port)
-        });
+    let mut groups: Vec<(SentinelAccess, Vec<ConnectionAddr>)> = Vec::new();
+    for node in &sentinels {
+        match groups.iter_mut().find(|(access, _)| *access == node.access) {
+            Some((_, addrs)) => addrs.push(node.addr()),
+            None => groups.push((node.access.clone(), vec![node.addr()])),
+        }
     }
     let redis = info.redis_settings();
-    let master_name = master.clone();
-    let mut builder = SentinelClientBuilder::new(addrs.clone(), master, SentinelServerType::Master)
-        .map_err(|e| format!("Invalid sentinel settings: {e}"))?
-        .set_client_to_redis_db(redis.db())
-        .set_client_to_redis_protocol(ProtocolVersion::RESP3)
-        .set_client_to_redis_tcp_settings(info.tcp_settings().clone())
-        .set_client_to_sentinel_tcp_settings(info.tcp_settings().clone());
-    if let Some(username) = redis.username() {
-        builder = builder.set_client_to_redis_username(username);
-    }
-    if let Some(password) = redis.password() {
-        builder = builder.set_client_to_redis_password(password);
-    }
-    if let Some(username) = &sentinel.username {
-        builder = builder.set_client_to_sentinel_username(username);
-    }
-    if let Some(password) = &sentinel.password {
-        builder = builder.set_client_to_sentinel_password(password);
-    }
-    if secure {
-        builder = builder.set_client_to_redis_tls_mode(TlsMode::Secure);
-        if let Some(tls) = &options.tls {
-            builder = builder.set_client_to_redis_certificates(certificates(tls));
-        }
-    }
-    let sentinel_certificates = options.tls.as_ref().filter(|_| sentinel_tls);
-    if sentinel_tls {
-        builder = builder.set_client_to_sentinel_tls_mode(TlsMode::Secure);
-        if let Some(tls) = sentinel_certificates {
-            builder = builder.set_client_to_sentinel_certificates(certificates(tls));
-        }
-    }
+    let clients = groups
+        .into_iter()
+        .map(|(access, addrs)| {
+            let mut builder =
+                SentinelClientBuilder::new(addrs, master.clone(), SentinelServerType::Master)?
+                    .set_client_to_redis_db(redis.db())
+                    .set_client_to_redis_protocol(ProtocolVersion::RESP3)
+                    .set_client_to_redis_tcp_settings(info.tcp_settings().clone())
+                    .set_client_to_sentinel_tcp_settings(info.tcp_settings().clone());
+            if let Some(username) = redis.username() {
+                builder = builder.set_client_to_redis_username(username);
+            }
+            if let Some(password) = redis.password() {
+                builder = builder.set_client_to_redis_password(password);
+            }
+            if let Some(username) = &access.username {
+                builder = builder.set_client_to_sentinel_username(username);
+            }
+            if let Some(password) = &access.password {
+                builder = builder.set_client_to_sentinel_password(password);
+            }
+            if secure {
+                builder = builder.set_client_to_redis_tls_mode(TlsMode::Secure);
+                if let Some(tls) = &options.tls {
+                    builder = builder.set_client_to_redis_certificates(certificates(tls));
+                }
+            }
+            if access.secure {
+                builder = builder.set_client_to_sentinel_tls_mode(TlsMode::Secure);
+                if let Some(tls) = &options.tls {
+                    builder = builder.set_client_to_sentinel_certificates(certificates(tls));
+                }
+            }
+            builder.build()
+        })
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| format!("Invalid sentinel settings: {}", describe(&e)))?;
     // Clients for the sentinels themselves, to hear `+switch-master`.
-    let mut sentinel_redis =
-        redis::RedisConnectionInfo::default().set_protocol(ProtocolVersion::RESP3);
-    if let Some(username) = &sentinel.username {
-        sentinel_redis = sentinel_redis.set_username(username);
-    }
-    if let Some(password) = &sentinel.password {
-        sentinel_redis = sentinel_redis.set_password(password);
-    }
-    let watchers = addrs
+    let watchers = sentinels
         .iter()
-        .map(|addr| {
-            let info = addr.clone().into_connection_info().map(|i| {
-                i.set_redis_settings(sentinel_redis.clone())
+        .map(|node| {
+            let mut redis =
+                redis::RedisConnectionInfo::default().set_protocol(ProtocolVersion::RESP3);
+            if let Some(username) = &node.access.username {
+                redis = redis.set_username(username);
+            }
+            if let Some(password) = &node.access.password {
+                redis = redis.set_password(password);
+            }
+            let info = node.addr().into_connection_info().map(|i| {
+                i.set_redis_settings(redis)
                     .set_tcp_settings(info.tcp_settings().clone())
             })?;
-            match sentinel_certificates {
+            match options.tls.as_ref().filter(|_| node.access.secure) {
                 Some(tls) => Client::build_with_tls(info, certificates(tls)),
                 None => Client::open(info),
             }
         })
         .collect::<Result<Vec<_>, _>>()
         .map_err(|e| format!("Invalid sentinel settings: {}", describe(&e)))?;
-    let client = builder
-        .build()
-        .map_err(|e| format!("Invalid sentinel settings: {e}"))?;
     Ok(Source::Sentinel(SentinelSource::new(
-        client,
-        master_name,
-        watchers,
+        clients, master, watchers,
     )))
 }
 
@@ -255,22 +418,9 @@ fn cluster_source(
         }
     };
     let mut nodes = vec![info.clone()];
-    for node in &cluster.nodes {
-        let (host, port) = if node.contains("://") {
-            let client = client_for(node, options.tls.as_ref())
-                .map_err(|e| format!("Option \"cluster.nodes\": {e}"))?;
-            match client.get_connection_info().addr() {
-                ConnectionAddr::Tcp(host, port) | ConnectionAddr::TcpTls { host, port, .. } => {
-                    (host.clone(), *port)
-                }
-                _ => return Err("Option \"cluster.nodes\" must hold TCP addresses".into()),
-            }
-        } else {
-            host_port(node).ok_or_else(|| {
-                "Option \"cluster.nodes\" must hold Redis URLs or host:port strings".to_string()
-            })?
-        };
-        nodes.push(node_like(&info, host, port));
+    for entry in &cluster.nodes {
+        let node = parse_node("cluster.nodes", entry, options.tls.as_ref())?;
+        nodes.push(node_like(&info, node.host, node.port));
     }
     let tcp = info.tcp_settings().clone();
     let overall = options.command_timeout().mul_f64(0.9);
@@ -516,6 +666,94 @@ mod tests {
     fn refuses_to_skip_certificate_checks() {
         let err = client_for("rediss://h:6380/#insecure", None).unwrap_err();
         assert!(err.contains("certificate verification"), "{err}");
+    }
+
+    fn sentinel(nodes: &[&str], tls: bool) -> NativeSentinel {
+        NativeSentinel {
+            nodes: nodes.iter().map(|n| n.to_string()).collect(),
+            username: Some("shared".into()),
+            password: Some("shared-pw".into()),
+            tls,
+        }
+    }
+
+    #[test]
+    fn sentinel_nodes_take_a_urls_credentials_and_scheme_for_that_sentinel_alone() {
+        let nodes = sentinel_nodes(&sentinel(
+            &[
+                "h1:26379",
+                "redis://own:own-pw@h2:26380",
+                "rediss://:pw3@h3:26381",
+            ],
+            false,
+        ))
+        .unwrap_or_else(|e| panic!("{e}"));
+        let access: Vec<_> = nodes
+            .iter()
+            .map(|n| {
+                (
+                    n.host.as_str(),
+                    n.port,
+                    n.access.username.as_deref(),
+                    n.access.password.as_deref(),
+                    n.access.secure,
+                )
+            })
+            .collect();
+        assert_eq!(
+            access,
+            [
+                ("h1", 26379, Some("shared"), Some("shared-pw"), false),
+                ("h2", 26380, Some("own"), Some("own-pw"), false),
+                ("h3", 26381, None, Some("pw3"), true),
+            ]
+        );
+        assert!(
+            sentinel_nodes(&sentinel(&["h1:1"], true)).unwrap()[0]
+                .access
+                .secure
+        );
+    }
+
+    #[test]
+    fn bad_sentinel_urls_are_refused_without_their_password() {
+        for (node, tls, expected) in [
+            ("redis://u:hunter2@h", false, "must name its port"),
+            ("redis://u:hunter2@h:1/2", false, "no database"),
+            ("redis://u:hunter2@h:1", true, "use rediss://"),
+            ("redis+unix:///tmp/hunter2.sock", false, "not Unix sockets"),
+            (
+                "rediss://u:hunter2@h:1/#insecure",
+                false,
+                "certificate verification",
+            ),
+            ("hunter2", false, "must hold"),
+        ] {
+            let err = sentinel_nodes(&sentinel(&[node], tls))
+                .err()
+                .unwrap_or_else(|| panic!("{node} was accepted"));
+            assert!(
+                err.contains("sentinel.nodes") && err.contains(expected),
+                "{node}: {err}"
+            );
+            assert!(!err.contains("hunter2"), "{err}");
+        }
+    }
+
+    #[test]
+    fn node_lists_never_debug_print_a_password() {
+        let shown = format!(
+            "{:?} {:?}",
+            sentinel(&["redis://u:hunter2@h:1"], false),
+            NativeCluster {
+                nodes: vec!["redis://u:hunter2@h:2".into()]
+            }
+        );
+        assert!(
+            !shown.contains("hunter2") && !shown.contains("shared-pw"),
+            "{shown}"
+        );
+        assert!(shown.contains("h:1") && shown.contains("h:2"), "{shown}");
     }
 
     #[test]

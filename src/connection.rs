@@ -339,7 +339,9 @@ impl Link {
 /// The master of a Sentinel group, resolved through the sentinels and re-resolved when a
 /// connection to it fails.
 pub struct SentinelSource {
-    sentinel: tokio::sync::Mutex<SentinelClient>,
+    /// A client per way of reaching sentinels (credentials, TLS): redis-rs's gives all
+    /// the sentinels of one client the same.
+    sentinel: tokio::sync::Mutex<Vec<SentinelClient>>,
     /// The master group's name, and a client per sentinel, to hear `+switch-master`.
     name: String,
     sentinels: Vec<Client>,
@@ -354,7 +356,7 @@ pub struct SentinelSource {
 }
 
 impl SentinelSource {
-    pub fn new(sentinel: SentinelClient, name: String, sentinels: Vec<Client>) -> Arc<Self> {
+    pub fn new(sentinel: Vec<SentinelClient>, name: String, sentinels: Vec<Client>) -> Arc<Self> {
         Arc::new(SentinelSource {
             sentinel: tokio::sync::Mutex::new(sentinel),
             name,
@@ -374,9 +376,14 @@ impl SentinelSource {
         self.resolve().await
     }
 
-    /// Asks the sentinels for the master; bumps the number when it moved.
+    /// Asks the sentinels for the master (each client at once, the first answer wins);
+    /// bumps the number when it moved.
     async fn resolve(&self) -> RedisResult<(Client, u64)> {
-        let client = self.sentinel.lock().await.async_get_client().await?;
+        let mut clients = self.sentinel.lock().await;
+        let lookups = clients
+            .iter_mut()
+            .map(|client| Box::pin(client.async_get_client()));
+        let (client, _) = futures_util::future::select_ok(lookups).await?;
         let mut master = self.master.lock().unwrap();
         match &*master {
             Some((known, number))

@@ -9,6 +9,7 @@ import {
 	RedisInfoSessionManager,
 	RedisStreamSessionManager,
 	RedisSubscriptionManager,
+	type RedisNode,
 } from '@tmcp-rs/session-manager-redis';
 
 const server = new McpServer({ name: 'types', version: '1.0.0', description: 'types' }, { adapter: undefined, capabilities: {} });
@@ -54,10 +55,14 @@ async function usage(m: RedisInfoSessionManager, s: RedisStreamSessionManager) {
 void usage;
 
 new RedisInfoSessionManager('redis://mymaster', { sentinel: { nodes: ['127.0.0.1:26379'], password: 'x' } });
-// @ts-expect-error sentinel nodes are strings
+const sentinelNodes: RedisNode[] = ['127.0.0.1:26379', 'rediss://user:pw@127.0.0.2:26379', { host: '127.0.0.3', port: 26379 }];
+new RedisInfoSessionManager('redis://mymaster', { sentinel: { nodes: sentinelNodes } });
+// @ts-expect-error sentinel nodes are strings or { host, port }
 new RedisInfoSessionManager('redis://mymaster', { sentinel: { nodes: [26379] } });
+// @ts-expect-error a node object has a host and a port, nothing else
+new RedisInfoSessionManager('redis://mymaster', { sentinel: { nodes: [{ host: 'h', port: 1, password: 'x' }] } });
 new RedisStreamSessionManager('redis://10.0.0.1:7000', { cluster: true });
-new RedisInfoSessionManager('redis://10.0.0.1:7000', { cluster: { nodes: ['10.0.0.2:7000', 'redis://10.0.0.3:7000'] } });
+new RedisInfoSessionManager('redis://10.0.0.1:7000', { cluster: { nodes: ['10.0.0.2:7000', 'redis://10.0.0.3:7000', { host: '10.0.0.4', port: 7000 }] } });
 // @ts-expect-error cluster is true or { nodes }
 new RedisInfoSessionManager('redis://10.0.0.1:7000', { cluster: 'yes' });
 // @ts-expect-error unknown options are rejected
