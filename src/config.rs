@@ -1,16 +1,15 @@
 //! Connection and behaviour settings: URL validation and the options object.
+//!
+//! It describes and validates: the options object, URLs, node lists parsed into plain
+//! data. It must not build connections or their sources: `crate::connection` does, from
+//! what this module parses.
 
 use std::time::Duration;
 
 use napi_derive::napi;
-use redis::cluster::ClusterClientBuilder;
-use redis::sentinel::{SentinelClientBuilder, SentinelServerType};
 use redis::{
     Client, ClientTlsConfig, ConnectionAddr, IntoConnectionInfo, ProtocolVersion, TlsCertificates,
-    TlsMode,
 };
-
-use crate::connection::{node_like, ClusterSource, SentinelSource, Source};
 
 /// PEM material for `rediss://` connections.
 #[napi(object)]
@@ -140,41 +139,11 @@ const SCHEMES: &[&str] = &[
     "valkey+unix",
 ];
 
-/// Where the connections of these options go: the URL's server, or with `sentinel` the
-/// master of the group the URL's host names.
-pub fn source_for(url: &str, options: &NativeOptions) -> Result<Source, String> {
-    let sentinels = match &options.sentinel {
-        Some(sentinel) => sentinel_nodes(sentinel)?,
-        None => Vec::new(),
-    };
-    let sentinel_tls = sentinels.iter().any(|node| node.access.secure);
-    // With TLS to the sentinels, the `tls` material serves them even when the data
-    // nodes are reached in plain text (a redis:// URL).
-    let data_tls = match &options.tls {
-        Some(tls) if sentinel_tls && !secure_scheme(url) => {
-            check_tls(tls)?;
-            None
-        }
-        tls => tls.as_ref(),
-    };
-    let client = client_for(url, data_tls)?;
-    if let Some(cluster) = &options.cluster {
-        if options.sentinel.is_some() {
-            return Err("Options \"cluster\" and \"sentinel\" exclude each other".into());
-        }
-        return cluster_source(&client, cluster, options);
-    }
-    if options.sentinel.is_none() {
-        return Ok(Source::Fixed(Box::new(client)));
-    }
-    sentinel_source(&client, sentinels, options)
-}
-
 /// One entry of a node list (`sentinel.nodes`, `cluster.nodes`), which the JavaScript
 /// side hands over as `host:port` (objects `{ host, port }` made into it) or as a URL.
-struct Node {
-    host: String,
-    port: u16,
+pub(crate) struct Node {
+    pub(crate) host: String,
+    pub(crate) port: u16,
     /// A URL's scheme: `rediss://` asks for TLS; None for `host:port`.
     secure: Option<bool>,
     /// A URL's user and password, when it has either.
@@ -188,7 +157,11 @@ struct Node {
 /// The one parser of node lists. `tls` is the material a URL must be able to take (the
 /// cluster's, whose nodes share the seed's TLS settings). Errors name `option`, never the
 /// entry, which may hold a password.
-fn parse_node(option: &str, entry: &str, tls: Option<&NativeTls>) -> Result<Node, String> {
+pub(crate) fn parse_node(
+    option: &str,
+    entry: &str,
+    tls: Option<&NativeTls>,
+) -> Result<Node, String> {
     if !entry.contains("://") {
         let (host, port) = host_port(entry).ok_or_else(|| {
             format!("Option \"{option}\" must hold \"host:port\" strings, Redis URLs or {{ host, port }} objects")
@@ -229,20 +202,20 @@ fn parse_node(option: &str, entry: &str, tls: Option<&NativeTls>) -> Result<Node
 /// How one sentinel is reached: its credentials and whether over TLS. (No `Debug`: it
 /// holds a password.)
 #[derive(Clone, PartialEq)]
-struct SentinelAccess {
-    username: Option<String>,
-    password: Option<String>,
-    secure: bool,
+pub(crate) struct SentinelAccess {
+    pub(crate) username: Option<String>,
+    pub(crate) password: Option<String>,
+    pub(crate) secure: bool,
 }
 
-struct SentinelNode {
-    host: String,
-    port: u16,
-    access: SentinelAccess,
+pub(crate) struct SentinelNode {
+    pub(crate) host: String,
+    pub(crate) port: u16,
+    pub(crate) access: SentinelAccess,
 }
 
 impl SentinelNode {
-    fn addr(&self) -> ConnectionAddr {
+    pub(crate) fn addr(&self) -> ConnectionAddr {
         if self.access.secure {
             ConnectionAddr::TcpTls {
                 host: self.host.clone(),
@@ -258,7 +231,7 @@ impl SentinelNode {
 
 /// `sentinel.nodes`, each with its access: a URL's credentials and scheme for that
 /// sentinel alone, else `sentinel.username`, `sentinel.password` and `sentinel.tls`.
-fn sentinel_nodes(sentinel: &NativeSentinel) -> Result<Vec<SentinelNode>, String> {
+pub(crate) fn sentinel_nodes(sentinel: &NativeSentinel) -> Result<Vec<SentinelNode>, String> {
     const OPTION: &str = "sentinel.nodes";
     sentinel
         .nodes
@@ -300,169 +273,10 @@ fn sentinel_nodes(sentinel: &NativeSentinel) -> Result<Vec<SentinelNode>, String
         .collect()
 }
 
-/// The master of the group the URL's host names, found through the sentinels.
-///
-/// redis-rs's `SentinelClientBuilder` gives every sentinel of one client the same
-/// credentials and TLS setting (and `SentinelClient::build`, which takes them per
-/// sentinel, cannot take the data nodes' TLS material): sentinels reached alike share a
-/// client, and the source asks each such client.
-fn sentinel_source(
-    client: &Client,
-    sentinels: Vec<SentinelNode>,
-    options: &NativeOptions,
-) -> Result<Source, String> {
-    let info = client.get_connection_info();
-    let (master, secure) =
-        match info.addr() {
-            ConnectionAddr::Tcp(host, _) => (host.clone(), false),
-            ConnectionAddr::TcpTls { host, .. } => (host.clone(), true),
-            _ => return Err(
-                "With sentinel, the URL's host is the master group name: use redis:// or rediss://"
-                    .into(),
-            ),
-        };
-    let mut groups: Vec<(SentinelAccess, Vec<ConnectionAddr>)> = Vec::new();
-    for node in &sentinels {
-        match groups.iter_mut().find(|(access, _)| *access == node.access) {
-            Some((_, addrs)) => addrs.push(node.addr()),
-            None => groups.push((node.access.clone(), vec![node.addr()])),
-        }
-    }
-    let redis = info.redis_settings();
-    let clients = groups
-        .into_iter()
-        .map(|(access, addrs)| {
-            let mut builder =
-                SentinelClientBuilder::new(addrs, master.clone(), SentinelServerType::Master)?
-                    .set_client_to_redis_db(redis.db())
-                    .set_client_to_redis_protocol(ProtocolVersion::RESP3)
-                    .set_client_to_redis_tcp_settings(info.tcp_settings().clone())
-                    .set_client_to_sentinel_tcp_settings(info.tcp_settings().clone());
-            if let Some(username) = redis.username() {
-                builder = builder.set_client_to_redis_username(username);
-            }
-            if let Some(password) = redis.password() {
-                builder = builder.set_client_to_redis_password(password);
-            }
-            if let Some(username) = &access.username {
-                builder = builder.set_client_to_sentinel_username(username);
-            }
-            if let Some(password) = &access.password {
-                builder = builder.set_client_to_sentinel_password(password);
-            }
-            if secure {
-                builder = builder.set_client_to_redis_tls_mode(TlsMode::Secure);
-                if let Some(tls) = &options.tls {
-                    builder = builder.set_client_to_redis_certificates(certificates(tls));
-                }
-            }
-            if access.secure {
-                builder = builder.set_client_to_sentinel_tls_mode(TlsMode::Secure);
-                if let Some(tls) = &options.tls {
-                    builder = builder.set_client_to_sentinel_certificates(certificates(tls));
-                }
-            }
-            builder.build()
-        })
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| format!("Invalid sentinel settings: {}", describe(&e)))?;
-    // Clients for the sentinels themselves, to hear `+switch-master`.
-    let watchers = sentinels
-        .iter()
-        .map(|node| {
-            let mut redis =
-                redis::RedisConnectionInfo::default().set_protocol(ProtocolVersion::RESP3);
-            if let Some(username) = &node.access.username {
-                redis = redis.set_username(username);
-            }
-            if let Some(password) = &node.access.password {
-                redis = redis.set_password(password);
-            }
-            let info = node.addr().into_connection_info().map(|i| {
-                i.set_redis_settings(redis)
-                    .set_tcp_settings(info.tcp_settings().clone())
-            })?;
-            match options.tls.as_ref().filter(|_| node.access.secure) {
-                Some(tls) => Client::build_with_tls(info, certificates(tls)),
-                None => Client::open(info),
-            }
-        })
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| format!("Invalid sentinel settings: {}", describe(&e)))?;
-    Ok(Source::Sentinel(SentinelSource::new(
-        clients, master, watchers,
-    )))
-}
-
-/// A Redis Cluster from the URL (the first seed; its credentials, TLS and settings apply
-/// to every node) and the `cluster.nodes` seeds.
-fn cluster_source(
-    seed: &Client,
-    cluster: &NativeCluster,
-    options: &NativeOptions,
-) -> Result<Source, String> {
-    let info = seed.get_connection_info().clone();
-    if info.redis_settings().db() != 0 {
-        return Err(format!(
-            "A Redis Cluster has only database 0, but the URL selects database {}: remove it from the URL",
-            info.redis_settings().db()
-        ));
-    }
-    let secure = match info.addr() {
-        ConnectionAddr::Tcp(..) => false,
-        ConnectionAddr::TcpTls { .. } => true,
-        _ => {
-            return Err(
-                "A Redis Cluster is reached over TCP: use a redis:// or rediss:// URL".into(),
-            )
-        }
-    };
-    let mut nodes = vec![info.clone()];
-    for entry in &cluster.nodes {
-        let node = parse_node("cluster.nodes", entry, options.tls.as_ref())?;
-        nodes.push(node_like(&info, node.host, node.port));
-    }
-    let tcp = info.tcp_settings().clone();
-    let overall = options.command_timeout().mul_f64(0.9);
-    let certs = options.tls.as_ref().map(certificates);
-    // Builds a client from a list of nodes: the seeds at first, then (for a replacement
-    // connection) the seeds and every node of the topology last seen.
-    let build = move |nodes: Vec<redis::ConnectionInfo>, no_retries: bool| {
-        let mut builder = ClusterClientBuilder::new(nodes)
-            .use_protocol(ProtocolVersion::RESP3)
-            .tcp_settings(tcp.clone())
-            // The connection and response timeouts are set per connection, where they
-            // override the builder's (`ClusterConfig` in `connection::cluster_link`).
-            // The crate's retries (MOVED, a node down) end a little before our per-call
-            // deadline, so a part of a pipeline whose master is down fails on its own
-            // and the calls of the other parts are still answered in time.
-            .overall_response_timeout(Some(overall));
-        if secure {
-            builder = builder.tls(TlsMode::Secure);
-            if let Some(certs) = &certs {
-                builder = builder.certs(certs.clone());
-            }
-        }
-        if no_retries {
-            builder = builder.retries(0);
-        }
-        builder.build()
-    };
-    ClusterSource::new(Box::new(build), nodes)
-        .map(Source::Cluster)
-        .map_err(|e| format!("Invalid cluster settings: {}", describe(&e)))
-}
-
 /// Whether the URL asks for TLS (`rediss://`, `valkeys://`); a URL that does not parse
 /// is not, and `client_for` reports it.
-fn secure_scheme(url: &str) -> bool {
+pub(crate) fn secure_scheme(url: &str) -> bool {
     url::Url::parse(url).is_ok_and(|u| matches!(u.scheme(), "rediss" | "valkeys"))
-}
-
-/// A redis error's words, without anything from the URL.
-fn describe(e: &redis::RedisError) -> String {
-    e.detail()
-        .map_or_else(|| e.category().to_string(), str::to_string)
 }
 
 /// `host:port` (IPv6 hosts in brackets).
@@ -474,7 +288,7 @@ fn host_port(node: &str) -> Option<(String, u16)> {
 }
 
 /// The PEM material of `tls` as redis-rs takes it.
-fn certificates(tls: &NativeTls) -> TlsCertificates {
+pub(crate) fn certificates(tls: &NativeTls) -> TlsCertificates {
     TlsCertificates {
         client_tls: match (&tls.cert, &tls.key) {
             (Some(cert), Some(key)) => Some(ClientTlsConfig {
@@ -540,7 +354,7 @@ pub fn client_for(url: &str, tls: Option<&NativeTls>) -> Result<Client, String> 
 }
 
 /// Catches PEM mix-ups early: redis-rs would silently ignore text without certificates.
-fn check_tls(tls: &NativeTls) -> Result<(), String> {
+pub(crate) fn check_tls(tls: &NativeTls) -> Result<(), String> {
     let is_cert = |pem: &str| pem.contains("-----BEGIN CERTIFICATE-----");
     if tls.ca.as_deref().is_some_and(|ca| !is_cert(ca)) {
         return Err(

@@ -9,8 +9,8 @@
 //!
 //! * [`config`]: URL validation, options, the `redis::Client` they describe;
 //! * [`keys`]: every key and channel name (upstream's by default);
-//! * [`connection`]: connections (one server, a Sentinel master, a Cluster), replaced
-//!   when their peer goes silent;
+//! * [`connection`]: connections (one server, a Sentinel master, a Cluster), built from
+//!   the options and replaced when their peer goes silent;
 //! * [`cluster`]: pipelines split per slot, sharded subscriptions one slot per command;
 //! * [`js_calls`]: calls (and session changes) as they cross from JavaScript;
 //! * [`commands`]: the request path, one ordered dispatcher per command connection;
@@ -46,8 +46,8 @@ use napi::bindgen_prelude::{Float64Array, Function, Uint32ArraySlice};
 use napi_derive::napi;
 
 use commands::Commands;
-use config::{redact_url, source_for, NativeOptions};
-use connection::Source;
+use config::{redact_url, NativeOptions};
+use connection::{source_for, Source};
 use delivery::{CompletionArgs, Completions, Deliveries};
 use error::{js_error, js_type_error};
 use js_calls::{JsCalls, JsText};

@@ -1,0 +1,142 @@
+//! Following a Redis Cluster's topology on a [`Connection`]: after a fault the topology
+//! is read often ([`Connection::unsettle`], [`Connection::follow_faults`]), a change of
+//! slot owners is noticed ([`Connection::follow_topology`]), and a connection that
+//! reached no node is replaced by one seeded with every node last seen.
+//!
+//! Idle on one server or Sentinel. It must not subscribe anything again: it says that
+//! slots moved, and the manager resubscribes.
+
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use super::link::Link;
+use super::{Connection, Source};
+
+/// How long after a fault a cluster's topology is read often (see `Connection::unsettle`).
+const UNSETTLED_FOR_MS: u64 = 20_000;
+/// How often the topology is read meanwhile.
+const UNSETTLED_CHECK_EVERY: Duration = Duration::from_millis(300);
+
+impl Connection {
+    /// On a cluster whose connection reached no node: replaces it (at most once a
+    /// second) with one seeded from every node last seen. Returns whether it did.
+    pub(super) fn reseeded(&self) -> bool {
+        if !self.lost_every_node.load(Ordering::Acquire) {
+            return false;
+        }
+        let now = self.now_ms();
+        let last = self.reseeded_at_ms.load(Ordering::Acquire);
+        if last != 0 && now.saturating_sub(last) < 1000 {
+            return false;
+        }
+        if self
+            .reseeded_at_ms
+            .compare_exchange(last, now.max(1), Ordering::AcqRel, Ordering::Acquire)
+            .is_err()
+        {
+            return false;
+        }
+        self.lost_every_node.store(false, Ordering::Release);
+        self.renew();
+        true
+    }
+
+    /// On a cluster, a fault was seen (a lost or replaced connection, a failed call): for
+    /// a while the topology is read often (see [`Connection::unsettled`]), so a failover
+    /// or a node's return is followed within a fraction of a second, not at the next
+    /// periodic check.
+    pub fn unsettle(&self) {
+        if matches!(self.source, Source::Cluster(_)) {
+            self.unsettled_until_ms
+                .fetch_max(self.now_ms() + UNSETTLED_FOR_MS, Ordering::AcqRel);
+            self.unsettling.notify_one();
+        }
+    }
+
+    /// Runs for ever: after each fault seen on this cluster connection (see
+    /// [`Connection::unsettle`]), reads the topology over `via` every
+    /// [`UNSETTLED_CHECK_EVERY`] while unsettled, and calls `moved` when slots changed
+    /// owners. Meant for a task of its own: a refresh or a check can wait out a failover
+    /// (up to `commandTimeout`), and following the failover meanwhile is what ends the
+    /// loss (a cluster soak measured subscriptions restored a second late when this
+    /// waited behind a liveness refresh). Idle on one server or Sentinel.
+    pub async fn follow_faults(&self, via: &Connection, timeout: Duration, moved: impl Fn()) {
+        loop {
+            while !self.unsettled() {
+                self.unsettling.notified().await;
+            }
+            tokio::time::sleep(UNSETTLED_CHECK_EVERY).await;
+            if self.follow_topology(via, timeout).await == Some(true) {
+                moved();
+            }
+        }
+    }
+
+    /// Whether a fault was seen lately on this cluster connection: the managers then
+    /// follow the topology every [`UNSETTLED_CHECK_EVERY`].
+    pub fn unsettled(&self) -> bool {
+        self.unsettled_until_ms.load(Ordering::Acquire) > self.now_ms()
+    }
+
+    /// On a cluster: reads who serves which slots, and returns true if that changed since
+    /// the last look (a failover, a migration): the caller then subscribes everything
+    /// again on the same connection, which sends each channel to its slot's owner of now
+    /// (channels that did not move are subscribed already: Redis only confirms them
+    /// again). A connection is not replaced for this: a fresh one would drop every
+    /// subscription on every node and lose the messages of every session until they are
+    /// back. What the change left behind (a subscription at a demoted master, one the
+    /// crate dropped while it replaced a node's connection) shows in the subscription
+    /// counts of [`Connection::check`].
+    ///
+    /// The topology is read from up to three nodes at once, over `via` (the command
+    /// connection: on a pub/sub connection a server-sent `sunsubscribe` can be taken by
+    /// redis-rs for the reply to a request), each within a short deadline: one node may
+    /// be down, and one may have a stale view (a master restarted from its nodes.conf
+    /// believes for a moment that it still owns its slots). A view is taken when most
+    /// of the nodes that answered agree on it. None when no view could be taken (on one
+    /// server or Sentinel: `Some(false)`, there are no slots to move).
+    pub async fn follow_topology(&self, via: &Connection, timeout: Duration) -> Option<bool> {
+        let Source::Cluster(cluster) = &self.source else {
+            return Some(false);
+        };
+        let Some(Link::Cluster(connection)) = via.current() else {
+            return None;
+        };
+        let masters = {
+            let known = self.topology.lock().unwrap();
+            let mut masters: Vec<(String, u16)> = Vec::new();
+            for (_, _, host, port) in known.iter().flatten() {
+                if !masters.iter().any(|(h, p)| h == host && p == port) {
+                    masters.push((host.clone(), *port));
+                }
+            }
+            masters
+        };
+        let (owners, nodes) = cluster.read_topology(&connection, masters, timeout).await?;
+        cluster.saw_nodes(nodes);
+        let (changed, demoted) = {
+            let mut known = self.topology.lock().unwrap();
+            let changed = known.as_ref().is_some_and(|known| *known != owners);
+            // A master that no longer serves any slot: failed over, or demoted to a
+            // replica of its shard, where it still gets the shard's messages.
+            let demoted = known.iter().flatten().any(|(_, _, host, port)| {
+                !owners.iter().any(|(_, _, h, p)| h == host && p == port)
+            });
+            *known = Some(owners);
+            (changed, demoted)
+        };
+        if changed && demoted && self.push.is_some() {
+            // Our subscriptions at a demoted master would deliver every message of its
+            // shard a second time: only a fresh connection is sure to leave none there.
+            self.renew();
+        }
+        if changed {
+            self.stats.slots_moved();
+            self.unsettle();
+            // A failed master's last writes may be gone: the liveness keys are written
+            // again (see `master_number`).
+            cluster.changes.fetch_add(1, Ordering::AcqRel);
+        }
+        Some(changed)
+    }
+}
