@@ -137,7 +137,7 @@ pub struct Connection {
     /// On a cluster: until when (milliseconds since `epoch`) the topology may still be
     /// changing after a fault (see [`Connection::unsettled`]).
     unsettled_until_ms: AtomicU64,
-    /// Wakes the task waiting in [`Connection::until_unsettled`].
+    /// Wakes the task waiting in [`Connection::follow_faults`].
     unsettling: tokio::sync::Notify,
     /// What `stats()` and the diagnostics channels see of this connection.
     pub stats: crate::stats::ConnectionStats,
