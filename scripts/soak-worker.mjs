@@ -29,6 +29,16 @@ const options = {
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 let running = true;
 let rssBase = 0;
+let heapBase = 0;
+/** Memory after a full GC (the soak forks workers with --expose-gc). */
+function settledMemory() {
+	const before = process.memoryUsage().rss;
+	globalThis.gc?.();
+	globalThis.gc?.();
+	const { rss, heapUsed } = process.memoryUsage();
+	return { before, rss, heapUsed };
+}
+let rssBaseBeforeGc = 0;
 
 /** A holder: `extra.sessions` stream sessions, counting every message each receives. */
 async function hold() {
@@ -201,13 +211,21 @@ const worker = await roles[role]();
 process.send({ ready: true });
 process.on('message', async (msg) => {
 	if (msg.cmd === 'baseline') {
-		rssBase = process.memoryUsage().rss;
+		({ before: rssBaseBeforeGc, rss: rssBase, heapUsed: heapBase } = settledMemory());
 		process.send({ baseline: true });
 	} else if (msg.cmd === 'stop') {
 		running = false;
-		const rssEnd = process.memoryUsage().rss;
+		const end = settledMemory();
 		await worker.stop().catch((e) => note(`close: ${e.message}`));
-		const report = { role, name, ...worker.report(), ...counts, rssGrowth: rssBase ? rssEnd - rssBase : 0 };
+		const report = {
+			role,
+			name,
+			...worker.report(),
+			...counts,
+			rssGrowth: rssBase ? end.rss - rssBase : 0,
+			rssGrowthBeforeGc: rssBase ? end.before - rssBaseBeforeGc : 0,
+			heapGrowth: rssBase ? end.heapUsed - heapBase : 0,
+		};
 		// Disconnected once the (large) report is written, so the process can exit.
 		process.send({ report }, () => process.disconnect());
 	}

@@ -184,6 +184,8 @@ const worker = fileURLToPath(new URL('./soak-worker.mjs', import.meta.url));
 function spawnWorker(role, name, url, options, extra) {
 	const child = fork(worker, [role, name, url, JSON.stringify(options), JSON.stringify(extra)], {
 		stdio: ['ignore', 'inherit', 'inherit', 'ipc'],
+		// RSS is sampled after a full GC: garbage not yet collected is not growth.
+		execArgv: ['--expose-gc'],
 	});
 	const messages = [];
 	let waiter;
@@ -333,6 +335,8 @@ const all = Object.values(reports);
 const unhandled = all.reduce((n, r) => n + r.unhandled + r.uncaught, 0);
 const ended = (reports.h1?.ended ?? 0) + (reports.h2?.ended ?? 0);
 const rss = Math.max(...all.map((r) => r.rssGrowth)) / 2 ** 20;
+const mb = (bytes) => `${(bytes / 2 ** 20).toFixed(1)} MB`;
+log(`rss growth after GC by process: ${all.map((r) => `${r.name} ${mb(r.rssGrowth)} (heap ${mb(r.heapGrowth)}, before GC ${mb(r.rssGrowthBeforeGc)})`).join(', ')}`);
 const info = reports.info ?? { pairs: 0, failed: 0, stale: [] };
 // A write the old master acknowledged and a failover lost reads back stale: allowed only
 // inside a fault window, like a lost message.
