@@ -677,6 +677,11 @@ describe('Redis Cluster', () => {
 		[['127.0.0.1:7000', { host: '127.0.0.1', port: 7000, tls: true }], /Unknown option "cluster.nodes\[1\].tls" \(known: host, port\)/],
 		[[['127.0.0.1', 7000]], /"cluster.nodes" must hold .* got an array/],
 		[['redis://127.0.0.1:7000/#insecure'], /"cluster.nodes": .*certificate verification cannot be turned off/],
+		// One way to reach every node (redis-rs's cluster client): a node's URL may not ask
+		// for another, rather than be silently reached with the main URL's.
+		[['redis://other:Node-pw@127.0.0.1:7000'], /"cluster.nodes": a node's URL gives a user or password other than the main URL's/],
+		[['rediss://127.0.0.1:7000'], /"cluster.nodes": a rediss:\/\/ URL beside a redis:\/\/ main URL/],
+		[['redis://127.0.0.1:7000/3'], /"cluster.nodes": a Redis Cluster has only database 0, but a node's URL selects database 3/],
 	])('cluster.nodes %j is a TypeError at construction', (nodes, message) => {
 		let error;
 		try {
@@ -687,6 +692,13 @@ describe('Redis Cluster', () => {
 		expect(error).toBeInstanceOf(TypeError);
 		expect(error.code).toBe('TMCP_REDIS_BAD_ARGUMENT');
 		expect(error.message).toMatch(message);
+		expect(error.message).not.toContain('Node-pw');
+	});
+
+	it('a cluster.nodes URL with the main URL\'s credentials is a seed like any other', async () => {
+		const nowhere = `redis://default@127.0.0.1:${await freePort()}`;
+		const nodes = cluster.nodes.filter((n) => n.alive !== false).map((n) => `redis://default@127.0.0.1:${n.port}`);
+		expect(await roundTrip(nowhere, { cluster: { nodes }, commandTimeout: 3000, connectTimeout: 1000 })).toEqual({ name: nowhere, version: '1' });
 	});
 
 	it('bad cluster options are a clear TypeError at construction', () => {

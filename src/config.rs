@@ -145,13 +145,13 @@ pub(crate) struct Node {
     pub(crate) host: String,
     pub(crate) port: u16,
     /// A URL's scheme: `rediss://` asks for TLS; None for `host:port`.
-    secure: Option<bool>,
+    pub(crate) secure: Option<bool>,
     /// A URL's user and password, when it has either.
-    credentials: Option<(Option<String>, Option<String>)>,
+    pub(crate) credentials: Option<(Option<String>, Option<String>)>,
     /// A URL without a port (redis-rs then takes 6379).
     port_omitted: bool,
     /// A URL's database.
-    db: i64,
+    pub(crate) db: i64,
 }
 
 /// The one parser of node lists. `tls` is the material a URL must be able to take (the

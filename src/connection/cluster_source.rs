@@ -288,8 +288,37 @@ pub(super) fn cluster_source(
         }
     };
     let mut nodes = vec![info.clone()];
+    let seed_credentials = {
+        let redis = info.redis_settings();
+        (
+            redis.username().map(str::to_string),
+            redis.password().map(str::to_string),
+        )
+    };
     for entry in &cluster.nodes {
         let node = parse_node("cluster.nodes", entry, options.tls.as_ref())?;
+        // redis-rs reaches every node of a cluster the same way (the first seed's
+        // credentials and TLS): a URL asking for another way is refused, not ignored.
+        if node
+            .credentials
+            .as_ref()
+            .is_some_and(|c| *c != seed_credentials)
+        {
+            return Err("Option \"cluster.nodes\": a node's URL gives a user or password other than the main URL's; every node of a cluster is reached with the main URL's credentials, so give them there".into());
+        }
+        if node.secure.is_some_and(|s| s != secure) {
+            return Err(format!(
+                "Option \"cluster.nodes\": a {} URL beside a {} main URL; every node of a cluster is reached the way the main URL says",
+                if secure { "redis://" } else { "rediss://" },
+                if secure { "rediss://" } else { "redis://" },
+            ));
+        }
+        if node.db != 0 {
+            return Err(format!(
+                "Option \"cluster.nodes\": a Redis Cluster has only database 0, but a node's URL selects database {}: remove it",
+                node.db
+            ));
+        }
         nodes.push(node_like(&info, node.host, node.port));
     }
     let tcp = info.tcp_settings().clone();
