@@ -2,11 +2,19 @@
 // or the info worker, driven by the parent over IPC. Everything it counts goes back in
 // one report when the parent asks.
 // Usage (by soak.mjs only): node soak-worker.mjs <role> <name> <url> <options JSON> <extra JSON>
+import dc from 'node:diagnostics_channel';
 import { RedisInfoSessionManager, RedisStreamSessionManager } from '../index.mjs';
 
 const [role, name, url, optionsJson, extraJson] = process.argv.slice(2);
 const extra = JSON.parse(extraJson);
-const counts = { unhandled: 0, uncaught: 0, onError: 0, errorsByText: {} };
+/** `timeline`: [when, text] of the last reports and events (see `remember`). */
+const counts = { unhandled: 0, uncaught: 0, onError: 0, errorsByText: {}, timeline: [] };
+/** The last reports and connection events, kept for the slow-recovery lines. */
+const TIMELINE_ENTRIES = 2000;
+function remember(text) {
+	if (counts.timeline.length >= TIMELINE_ENTRIES) counts.timeline.shift();
+	counts.timeline.push([Date.now(), String(text).slice(0, 140)]);
+}
 process.on('unhandledRejection', (e) => {
 	counts.unhandled++;
 	note(`unhandledRejection: ${e?.message ?? e}`);
@@ -18,6 +26,11 @@ process.on('uncaughtException', (e) => {
 function note(text) {
 	const key = String(text).replace(/\d+/g, 'N').slice(0, 160);
 	counts.errorsByText[key] = (counts.errorsByText[key] ?? 0) + 1;
+	remember(text);
+}
+// Connections lost and ready, topology changes followed: onto the timeline too.
+for (const channel of ['tmcp-redis:connection', 'tmcp-redis:topology']) {
+	dc.subscribe(channel, (m) => remember(`${m.role} ${m.event} ${m.serverAddress ?? ''}:${m.serverPort ?? ''}`));
 }
 const options = {
 	...JSON.parse(optionsJson),

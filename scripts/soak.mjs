@@ -330,6 +330,16 @@ windows.forEach((w, i) => {
 	const after = lostAll.filter((at) => at >= w.start && at < until);
 	const worst = after.length ? Math.max(0, Math.max(...after) - w.healthy) : 0;
 	recovery[w.kind] = Math.max(recovery[w.kind] ?? 0, worst);
+	if (worst > MARGIN_MS / 2) {
+		// A slow recovery: what each process reported from the fault to its last loss, in
+		// ms from the fault's start.
+		const last = Math.max(...after);
+		log(`slow recovery after ${w.kind} at ${((w.start - t0) / 1000).toFixed(1)} s: healthy at +${w.healthy - w.start} ms, last loss at +${last - w.start} ms`);
+		for (const r of Object.values(reports)) {
+			const seen = r.timeline.filter(([at]) => at >= w.start && at <= last);
+			if (seen.length) log(`  ${r.name}: ${seen.map(([at, text]) => `+${at - w.start} ${text}`).join(' | ')}`);
+		}
+	}
 });
 const all = Object.values(reports);
 const unhandled = all.reduce((n, r) => n + r.unhandled + r.uncaught, 0);
