@@ -1,0 +1,255 @@
+//! The liveness timer: refreshes the liveness keys of confirmed local sessions (closing
+//! those ended elsewhere, writing every key again after Redis lost its data), checks the
+//! pub/sub connection and follows a cluster's topology; and dropping the keys of
+//! sessions that ended here.
+//!
+//! It must not change subscriptions itself: it flags a resubscription and wakes the
+//! subscriber task (`subscribe`).
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+
+use redis::{Pipeline, Value};
+use tokio::time::Instant;
+
+use super::ops::{add_epoch, epoch_candidate, keep_alive_key, read_epoch_reply};
+use super::{Shared, StreamOp};
+use crate::commands::{first_error, Op};
+use crate::connection::Checked;
+
+/// Drops the liveness keys of sessions that ended here; failures go to `onError`.
+pub(super) async fn mark_gone(shared: &Shared, ids: Vec<String>) {
+    let count = ids.len();
+    if let Err(reason) = shared
+        .commands
+        .run(Op::Stream(StreamOp::MarkGone {
+            ids,
+            holder: shared.holder.clone(),
+        }))
+        .await
+    {
+        shared.deliveries.problem(&format!(
+            "could not remove the liveness key(s) of {count} ended session(s): {reason}"
+        ));
+    }
+}
+
+/// The one liveness timer of a manager: refreshes the keys of every confirmed local
+/// session and checks that the pub/sub connection still answers.
+pub(super) async fn keep_alive(shared: Arc<Shared>) {
+    let options = shared.commands.options().clone();
+    let mut tick = tokio::time::interval(options.refresh_every());
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    tick.tick().await;
+    loop {
+        tokio::select! {
+            _ = tick.tick() => check_subscriber(&shared).await,
+            // After the first subscription and every restore: the topology they were
+            // made under is the one to compare with.
+            _ = shared.check_now.notified() => {
+                follow_topology(&shared).await;
+            }
+        }
+        if let Err(reason) = refresh(&shared).await {
+            shared.deliveries.problem(&reason);
+        }
+    }
+}
+
+/// On a cluster after a fault: a failover is followed as soon as it happened (see
+/// `Connection::follow_faults`).
+pub(super) async fn follow_faults(shared: Arc<Shared>) {
+    let timeout = shared.commands.options().command_timeout();
+    shared
+        .subscriber
+        .follow_faults(shared.commands.connection(), timeout, || {
+            subscribe_everything_again(&shared)
+        })
+        .await;
+}
+
+/// On a cluster whose slots changed owners since the last look: everything subscribed
+/// again, each channel at its slot's owner of now. None when the topology could not be
+/// read (see `Connection::follow_topology`).
+async fn follow_topology(shared: &Shared) -> Option<bool> {
+    let timeout = shared.commands.options().command_timeout();
+    let moved = shared
+        .subscriber
+        .follow_topology(shared.commands.connection(), timeout)
+        .await;
+    if moved == Some(true) {
+        subscribe_everything_again(shared);
+    }
+    moved
+}
+
+fn subscribe_everything_again(shared: &Shared) {
+    shared.resubscribe.store(true, Ordering::Release);
+    shared.wake_subscriber.notify_one();
+}
+
+/// Checks the pub/sub connection (see `Connection::check`); a replaced one is
+/// resubscribed.
+async fn check_subscriber(shared: &Shared) {
+    if shared.table.lock().unwrap().sessions.is_empty() {
+        return;
+    }
+    let timeout = shared.commands.options().command_timeout();
+    match shared
+        .subscriber
+        .check(shared.commands.connection(), timeout, || {
+            wanted_channels(shared)
+        })
+        .await
+    {
+        Checked::Fine => {}
+        Checked::Failed(reason) => shared
+            .deliveries
+            .problem(&format!("Redis pub/sub connection check failed: {reason}")),
+        Checked::Moved => {
+            shared.resubscribe.store(true, Ordering::Release);
+            shared.wake_subscriber.notify_one();
+        }
+        Checked::Resynced => {
+            shared.resubscribe.store(true, Ordering::Release);
+            shared.wake_subscriber.notify_one();
+            shared.deliveries.problem(
+                "the cluster's nodes did not hold the wanted pub/sub subscriptions; subscribing everything again on a fresh connection",
+            );
+        }
+        Checked::Replaced { silent } => {
+            shared.resubscribe.store(true, Ordering::Release);
+            shared.wake_subscriber.notify_one();
+            if silent {
+                shared.deliveries.problem(
+                    "the Redis pub/sub connection stopped answering; replaced it and resubscribing",
+                );
+            }
+        }
+    }
+}
+
+/// Every channel the table wants subscribed, when Redis should hold exactly those: no
+/// round in flight or pending, no change waiting for the next round.
+fn wanted_channels(shared: &Shared) -> Option<Vec<String>> {
+    if !shared.subscriptions_settled.load(Ordering::Acquire) {
+        return None;
+    }
+    let table = shared.table.lock().unwrap();
+    if !table.dirty.is_empty()
+        || !table.waiters.is_empty()
+        || shared.resubscribe.load(Ordering::Acquire)
+        || !shared.dropped.lock().unwrap().is_empty()
+    {
+        return None;
+    }
+    let keys = shared.keys();
+    let mut channels = Vec::with_capacity(table.sessions.len() * 2 + 1);
+    for id in table.sessions.keys() {
+        channels.push(keys.session_channel(id));
+        channels.push(keys.delete_channel(id));
+    }
+    if !table.sessions.is_empty() {
+        channels.push(keys.broadcast_channel());
+    }
+    Some(channels)
+}
+
+/// Refreshes the liveness keys of confirmed local sessions (see
+/// [`super::ops::LIVENESS_SCRIPT`]: never brings back a key a delete removed, never takes
+/// over a key another process holds now). Keys found missing while the data epoch is
+/// unchanged belong to sessions ended elsewhere: they are closed here. If the epoch changed,
+/// Redis lost its data: every key is written again.
+async fn refresh(shared: &Shared) -> Result<(), String> {
+    let started = Instant::now();
+    let (ids, known, written_to, refreshed_from) = {
+        let table = shared.table.lock().unwrap();
+        let ids: Vec<(String, u32)> = table
+            .sessions
+            .iter()
+            .filter(|(_, s)| s.confirmed)
+            .map(|(id, s)| (id.clone(), s.token))
+            .collect();
+        (ids, table.epoch.clone(), table.master, table.refreshed_from)
+    };
+    if ids.is_empty() {
+        return Ok(());
+    }
+    let keys = shared.keys();
+    let options = shared.commands.options();
+    let failed = |reason: String| {
+        format!(
+            "could not refresh {} session liveness key(s): {reason}",
+            ids.len()
+        )
+    };
+    let ttl = options.session_ttl_seconds;
+    let mut pipe = Pipeline::new();
+    add_epoch(&mut pipe, keys, ttl, None);
+    for (id, _) in &ids {
+        keep_alive_key(&mut pipe, keys, id, &shared.holder, ttl, false);
+    }
+    let values = query(shared, &pipe).await.map_err(failed)?;
+    let mut values = values.into_iter();
+    let epoch = read_epoch_reply(values.next());
+    let replies: Vec<Value> = values.collect();
+    first_error(&replies).map_err(failed)?;
+    if replies.iter().any(|r| matches!(r, Value::Int(0))) && follow_topology(shared).await.is_none()
+    {
+        // A missing key is read as a delete only once the slots' owners are known: the
+        // crate follows a failover by itself (MOVED), so these replies may come from a
+        // promoted replica that lacked the last refreshes, before our own look at the
+        // topology saw the change. Unknown now: decided at the next refresh.
+        return Ok(());
+    }
+    // Read after the replies (and that look): if the connection followed a new master
+    // meanwhile, they came from it; and the time since the last refresh that surely
+    // landed counts up to when they arrived (a query can wait out a failover).
+    let master = shared.commands.connection().master_number();
+    let ttl_elapsed = refreshed_from.is_some_and(|at| {
+        // A margin for the server's clock and the time the write took to arrive.
+        at.elapsed() + Duration::from_millis(250) >= Duration::from_secs(u64::from(ttl))
+    });
+    if !ttl_elapsed && epoch.is_some() && epoch == known && master == written_to {
+        let mut ended = Vec::new();
+        {
+            let mut table = shared.table.lock().unwrap();
+            table.refreshed_from = Some(started);
+            for ((id, token), reply) in ids.iter().zip(&replies) {
+                if matches!(reply, Value::Int(0)) && table.owned(id, *token) {
+                    table.remove(id);
+                    ended.push(*token);
+                }
+            }
+        }
+        shared.close_ended(&ended);
+        return Ok(());
+    }
+    // Redis lost its data, a new master took over (it may lack the last writes), the keys
+    // went unrefreshed for a TTL (a master was unreachable), or this is the first look at
+    // the epoch: write everything.
+    let mut pipe = Pipeline::new();
+    add_epoch(&mut pipe, keys, ttl, Some(&epoch_candidate()));
+    for (id, _) in &ids {
+        // Written where missing; a key another process holds now is kept as it is.
+        keep_alive_key(&mut pipe, keys, id, &shared.holder, ttl, true);
+        pipe.ignore();
+    }
+    let values = query(shared, &pipe).await.map_err(failed)?;
+    first_error(&values).map_err(failed)?;
+    let mut table = shared.table.lock().unwrap();
+    if let Some(epoch) = read_epoch_reply(values.into_iter().next()) {
+        table.epoch = Some(epoch);
+    }
+    table.master = master;
+    table.refreshed_from = Some(started);
+    Ok(())
+}
+
+/// Runs a pipeline of the liveness timer on the command connection, within the
+/// command timeout.
+async fn query(shared: &Shared, pipe: &Pipeline) -> Result<Vec<Value>, String> {
+    let timeout = shared.commands.options().command_timeout();
+    shared.commands.connection().query(pipe, timeout).await
+}
