@@ -283,13 +283,18 @@ await deployment.stop();
 const inWindow = (at) => windows.some((w) => at >= w.start - MARGIN_MS && at <= w.healthy + MARGIN_MS);
 const got = new Map();
 let duplicates = 0;
+/** [when sent (resolved), holder, what] of each message delivered twice. */
+const duplicated = [];
+const sent = reports.sender?.sent ?? [];
 for (const h of ['h1', 'h2']) {
 	for (const [seq, count] of reports[h]?.got ?? []) {
 		got.set(seq, (got.get(seq) ?? 0) + count);
-		if (count > 1) duplicates += count - 1;
+		if (count > 1) {
+			duplicates += count - 1;
+			duplicated.push([sent[seq]?.[1], h, `message ${seq}`]);
+		}
 	}
 }
-const sent = reports.sender?.sent ?? [];
 let resolved = 0;
 let rejected = 0;
 let lost = 0;
@@ -316,7 +321,12 @@ let broadcastLost = 0;
 for (const h of ['h1', 'h2']) {
 	for (const [, per] of reports[h]?.broadcasts ?? []) {
 		const seen = new Map(per);
-		for (const [n, count] of per) if (count > 1) duplicates += count - 1;
+		for (const [n, count] of per) {
+			if (count > 1) {
+				duplicates += count - 1;
+				duplicated.push([reports.sender?.broadcastsSent?.[n], h, `broadcast ${n}`]);
+			}
+		}
 		(reports.sender?.broadcastsSent ?? []).forEach((at, n) => {
 			if (at > 0 && !inWindow(at) && !seen.has(n)) broadcastLost++;
 		});
@@ -341,6 +351,20 @@ windows.forEach((w, i) => {
 		}
 	}
 });
+if (duplicated.length) {
+	const place = ([at, h, what]) => {
+		const fault = windows.filter((w) => w.start <= at).at(-1);
+		const since = fault ? `, ${at - fault.start} ms after ${fault.kind} began (healthy at +${fault.healthy - fault.start} ms)` : '';
+		return `${what} to ${h} sent at ${((at - t0) / 1000).toFixed(1)} s${since}`;
+	};
+	log(`delivered twice: ${duplicated.slice(0, 20).map(place).join('; ')}`);
+	// What the processes reported and saw around the first one.
+	const first = Math.min(...duplicated.map(([at]) => at));
+	for (const r of Object.values(reports)) {
+		const seen = r.timeline.filter(([at]) => Math.abs(at - first) <= 5000);
+		if (seen.length) log(`  ${r.name}: ${seen.map(([at, text]) => `${at - first >= 0 ? '+' : ''}${at - first} ${text}`).join(' | ')}`);
+	}
+}
 const all = Object.values(reports);
 const unhandled = all.reduce((n, r) => n + r.unhandled + r.uncaught, 0);
 const ended = (reports.h1?.ended ?? 0) + (reports.h2?.ended ?? 0);
