@@ -52,6 +52,8 @@ function settledMemory() {
 	return { before, rss, heapUsed };
 }
 let rssBaseBeforeGc = 0;
+/** RSS after the baseline, every 30 s. */
+const rssSeries = [];
 
 /** A holder: `extra.sessions` stream sessions, counting every message each receives. */
 async function hold() {
@@ -225,6 +227,9 @@ process.send({ ready: true });
 process.on('message', async (msg) => {
 	if (msg.cmd === 'baseline') {
 		({ before: rssBaseBeforeGc, rss: rssBase, heapUsed: heapBase } = settledMemory());
+		// RSS every 30 s from here (no GC): a leak climbs, a high-water mark levels off.
+		rssSeries.push(rssBase);
+		setInterval(() => rssSeries.push(process.memoryUsage().rss), 30_000).unref();
 		process.send({ baseline: true });
 	} else if (msg.cmd === 'stop') {
 		running = false;
@@ -238,6 +243,7 @@ process.on('message', async (msg) => {
 			rssGrowth: rssBase ? end.rss - rssBase : 0,
 			rssGrowthBeforeGc: rssBase ? end.before - rssBaseBeforeGc : 0,
 			heapGrowth: rssBase ? end.heapUsed - heapBase : 0,
+			rssSeries,
 		};
 		// Disconnected once the (large) report is written, so the process can exit.
 		process.send({ report }, () => process.disconnect());

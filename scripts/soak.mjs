@@ -371,6 +371,9 @@ const ended = (reports.h1?.ended ?? 0) + (reports.h2?.ended ?? 0);
 const rss = Math.max(...all.map((r) => r.rssGrowth)) / 2 ** 20;
 const mb = (bytes) => `${(bytes / 2 ** 20).toFixed(1)} MB`;
 log(`rss growth after GC by process: ${all.map((r) => `${r.name} ${mb(r.rssGrowth)} (heap ${mb(r.heapGrowth)}, before GC ${mb(r.rssGrowthBeforeGc)})`).join(', ')}`);
+for (const r of all) {
+	if (r.rssSeries?.length > 2) log(`  ${r.name} RSS every 30 s (MB): ${r.rssSeries.map((b) => (b / 2 ** 20).toFixed(0)).join(' ')}`);
+}
 const info = reports.info ?? { pairs: 0, failed: 0, stale: [] };
 // A write the old master acknowledged and a failover lost reads back stale: allowed only
 // inside a fault window, like a lost message.
