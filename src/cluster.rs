@@ -573,7 +573,7 @@ mod tests {
         let error = redis::RedisError::from((redis::ErrorKind::Client, "no route\r\nto host"));
         let value = failed(&error);
         assert!(matches!(value, Value::ServerError(_)), "{value:?}");
-        let message = crate::commands::first_error(&[value]).unwrap_err();
+        let message = crate::error::first_error(&[value]).unwrap_err();
         assert!(message.contains("no route to host"), "{message}");
     }
 

@@ -12,6 +12,11 @@
 //! most [`MAX_QUEUED_BYTES`] of arguments between submission and answer; beyond that a
 //! call is rejected at once and never sent. A call whose deadline passes before it was
 //! handed over is rejected as "not sent" and dropped, never written later.
+//!
+//! It knows how to send a pipeline and answer calls, not what any call means: a call is
+//! an [`Op`] (a boxed [`Operation`] the managers implement), and JavaScript's calls are
+//! built by the [`Decode`] function handed to [`Commands::start`]. It must not import a
+//! manager: a new manager or call needs no edit here.
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -25,17 +30,14 @@ use tokio::task::unconstrained;
 use tokio::time::Instant;
 
 use crate::config::NativeOptions;
-use crate::connection::{Connection, Link, Source};
-use crate::delivery::{CompletionBatch, Completions, Outcome, Reply};
+use crate::connection::{Connection, Source};
+use crate::delivery::{CompletionBatch, Completions, Outcome};
 use crate::error::{
     describe_redis_error, not_sent, timed_out_after_sending, timed_out_before_sending,
-    unexpected_reply,
 };
-use crate::info_sessions::InfoOp;
 use crate::js_calls::JsCalls;
 use crate::keys::Keys;
-use crate::stream_sessions::StreamOp;
-use crate::subscriptions::NOTIFY;
+use crate::operation::{Decode, Op, Operation};
 
 /// Most calls sent in one pipeline; a larger batch becomes several pipelines, each
 /// answered in its own crossing, so JavaScript resumes on early answers while Redis
@@ -49,84 +51,9 @@ const MAX_IN_FLIGHT: usize = 64;
 pub const MAX_QUEUED_BYTES: usize = 64 << 20;
 /// Bytes counted per call besides its arguments (command names, bookkeeping).
 const CALL_OVERHEAD: usize = 64;
-/// Keys fetched per SCAN step in upstream-compatible mode.
-const SCAN_COUNT: usize = 1000;
-
-/// One call of either manager.
-#[derive(Debug)]
-pub enum Op {
-    Info(InfoOp),
-    Stream(StreamOp),
-    /// PUBLISH a change notification (JSON) for `RedisSubscriptionManager`s.
-    Notify(String),
-}
-
-impl Op {
-    /// Builds a call from its wire code (see `lib/wire.js`) and string arguments: each
-    /// manager's module recognises its own codes.
-    pub fn from_code(code: u32, args: Vec<String>, upstream_compatible: bool) -> Option<Op> {
-        if code == NOTIFY {
-            let mut args = args;
-            return (args.len() == 1).then(|| Op::Notify(args.remove(0)));
-        }
-        if InfoOp::handles(code) {
-            InfoOp::from_code(code, args, upstream_compatible).map(Op::Info)
-        } else {
-            StreamOp::from_code(code, args, upstream_compatible).map(Op::Stream)
-        }
-    }
-
-    fn encode(&self, keys: &Keys, pipe: &mut Pipeline) -> usize {
-        match self {
-            Op::Info(op) => op.encode(keys, pipe),
-            Op::Stream(op) => op.encode(keys, pipe),
-            Op::Notify(json) => {
-                pipe.cmd(keys.publish())
-                    .arg(keys.subscriptions_channel())
-                    .arg(json);
-                1
-            }
-        }
-    }
-
-    fn decode(&self, values: Vec<Value>) -> Outcome {
-        match self {
-            Op::Info(op) => op.decode(values),
-            Op::Stream(op) => op.decode(values),
-            Op::Notify(_) => first_error(&values).map(|()| Reply::Done),
-        }
-    }
-
-    /// Work that must follow this call's replies before it is answered.
-    fn follow_up(&self, keys: &Keys, replies: &[Value]) -> Option<FollowUp> {
-        match self {
-            Op::Info(op) => op.follow_up(keys, replies),
-            Op::Stream(op) => op.follow_up(),
-            Op::Notify(_) => None,
-        }
-    }
-
-    /// Bytes this call keeps queued: its arguments plus a fixed overhead.
-    fn weight(&self) -> usize {
-        CALL_OVERHEAD
-            + match self {
-                Op::Info(op) => op.weight(),
-                Op::Stream(op) => op.weight(),
-                Op::Notify(json) => json.len(),
-            }
-    }
-}
-
-/// Work after a call's pipeline: SCANs (upstream-compatible mode), or commands that
-/// depend on its replies (on a cluster).
-#[derive(Debug, PartialEq)]
-pub enum FollowUp {
-    /// SREM the id from every `tmcp:subscriptions:*` set (SCAN of every master).
-    RemoveFromSubscriptionSets(String),
-    /// PUBLISH to `session:{id}` for every `available:session:{id}` key (SCAN).
-    PublishToAliveSessions(String),
-    /// SREM the id from these sets (an info delete on a cluster, from the reverse index).
-    RemoveFromSets { id: String, sets: Vec<String> },
+/// Bytes a call keeps queued: its arguments plus a fixed overhead.
+fn queued_weight(op: &dyn Operation) -> usize {
+    CALL_OVERHEAD + op.weight()
 }
 
 /// Who is waiting for a call's outcome.
@@ -161,6 +88,8 @@ struct Shared {
     keys: Arc<Keys>,
     options: Arc<NativeOptions>,
     completions: Arc<Completions>,
+    /// Builds JavaScript's calls: the managers' decoders, assembled by `lib.rs`.
+    decode: Decode,
     /// Argument bytes of calls submitted and not yet answered.
     queued_bytes: AtomicUsize,
 }
@@ -172,11 +101,13 @@ pub struct Commands {
 }
 
 impl Commands {
-    /// Starts the dispatcher on a lazily connecting connection. Must run inside tokio.
+    /// Starts the dispatcher on a lazily connecting connection; `decode` builds the
+    /// calls JavaScript submits. Must run inside tokio.
     pub fn start(
         source: Source,
         options: NativeOptions,
         completions: Completions,
+        decode: Decode,
     ) -> Result<Arc<Self>, String> {
         let connection = Connection::new(source.clone(), &options, None)?;
         let (tx, rx) = mpsc::unbounded_channel();
@@ -188,6 +119,7 @@ impl Commands {
             }),
             options: Arc::new(options),
             completions: Arc::new(completions),
+            decode,
             queued_bytes: AtomicUsize::new(0),
         });
         tokio::spawn(dispatch(shared.clone(), rx));
@@ -243,9 +175,9 @@ impl Commands {
     }
 
     /// Runs one op and returns its outcome to the calling task.
-    pub async fn run(&self, op: Op) -> Outcome {
+    pub async fn run(&self, op: impl Operation + 'static) -> Outcome {
         let (tx, rx) = oneshot::channel();
-        self.submit(vec![(ReplyTo::Task(tx), op)]);
+        self.submit(vec![(ReplyTo::Task(tx), Box::new(op))]);
         rx.await
             .unwrap_or_else(|_| Err("the session manager is closed".into()))
     }
@@ -288,7 +220,7 @@ fn admit(
     deadline: Instant,
     refused: &mut CompletionBatch,
 ) -> Option<Submission> {
-    let weight = op.weight();
+    let weight = queued_weight(&*op);
     let before = shared.queued_bytes.fetch_add(weight, Ordering::Relaxed);
     if before + weight > MAX_QUEUED_BYTES {
         shared.queued_bytes.fetch_sub(weight, Ordering::Relaxed);
@@ -320,7 +252,7 @@ fn admit_js(
         Some(split) => {
             let upstream_compatible = shared.options.upstream_compatible;
             for (id, code, args) in split {
-                match Op::from_code(code, args, upstream_compatible) {
+                match (shared.decode)(code, args, upstream_compatible) {
                     Some(op) => {
                         backlog.extend(admit(shared, ReplyTo::Js(id), op, deadline, &mut refused))
                     }
@@ -496,7 +428,7 @@ async fn run_pipeline(shared: Arc<Shared>, batch: Vec<Submission>) -> Completion
                             .get()
                             .await
                             .map_err(|e| describe_redis_error(&e))?;
-                        run_follow_up(manager, &shared.keys, job).await
+                        job.run(manager, shared.keys.clone()).await
                     };
                     let outcome = match tokio::time::timeout(timeout, scan).await {
                         Ok(result) => result,
@@ -511,153 +443,4 @@ async fn run_pipeline(shared: Arc<Shared>, batch: Vec<Submission>) -> Completion
         }
     }
     answers
-}
-
-/// Runs the follow-up work of a call (see [`FollowUp`]) on its own connection.
-async fn run_follow_up(mut connection: Link, keys: &Keys, job: FollowUp) -> Outcome {
-    match job {
-        FollowUp::RemoveFromSets { id, sets } => {
-            let mut pipe = Pipeline::new();
-            for set in &sets {
-                pipe.cmd("SREM").arg(set).arg(&id).ignore();
-            }
-            pipe.query_async::<()>(&mut connection)
-                .await
-                .map_err(|e| describe_redis_error(&e))?;
-        }
-        FollowUp::RemoveFromSubscriptionSets(id) => {
-            let pattern = keys.subscriptions_pattern();
-            scan_and_apply(&mut connection, &pattern, "set", |pipe, key| {
-                pipe.cmd("SREM").arg(key).arg(&id).ignore();
-            })
-            .await?;
-        }
-        FollowUp::PublishToAliveSessions(data) => {
-            let pattern = keys.alive_pattern();
-            scan_and_apply(&mut connection, &pattern, "string", |pipe, key| {
-                if let Some(id) = keys.id_from_alive(key) {
-                    pipe.cmd(keys.publish())
-                        .arg(keys.session_channel(id))
-                        .arg(&data)
-                        .ignore();
-                }
-            })
-            .await?;
-        }
-    }
-    Ok(Reply::Done)
-}
-
-/// SCANs for the keys of `pattern` and `kind` (on a cluster, every master in turn) and
-/// runs, per batch found, one pipeline that `each_key` fills.
-async fn scan_and_apply(
-    connection: &mut Link,
-    pattern: &str,
-    kind: &str,
-    mut each_key: impl FnMut(&mut Pipeline, &str),
-) -> Result<(), String> {
-    // A cluster's keys are spread over its masters: each is scanned in turn.
-    let nodes = match &*connection {
-        Link::Single(_) => vec![None],
-        Link::Cluster(cluster) => crate::cluster::masters(cluster)
-            .await
-            .map_err(|e| describe_redis_error(&e))?
-            .into_iter()
-            .map(Some)
-            .collect(),
-    };
-    for node in nodes {
-        let mut cursor: u64 = 0;
-        loop {
-            let mut scan = redis::cmd("SCAN");
-            scan.arg(cursor)
-                .arg("MATCH")
-                .arg(pattern)
-                .arg("COUNT")
-                .arg(SCAN_COUNT)
-                .arg("TYPE")
-                .arg(kind);
-            let reply = match (&node, &*connection) {
-                (Some(node), Link::Cluster(cluster)) => {
-                    crate::cluster::on_node(cluster, scan, node).await
-                }
-                _ => scan.query_async::<Value>(&mut *connection).await,
-            };
-            let (next, found): (u64, Vec<String>) = reply
-                .and_then(|v| redis::from_redis_value(v).map_err(Into::into))
-                .map_err(|e| describe_redis_error(&e))?;
-            if !found.is_empty() {
-                let mut pipe = Pipeline::new();
-                for key in &found {
-                    each_key(&mut pipe, key);
-                }
-                pipe.query_async::<()>(&mut *connection)
-                    .await
-                    .map_err(|e| describe_redis_error(&e))?;
-            }
-            if next == 0 {
-                break;
-            }
-            cursor = next;
-        }
-    }
-    Ok(())
-}
-
-/// The first server error among a call's replies, as its failure.
-pub fn first_error(values: &[Value]) -> Result<(), String> {
-    match values.iter().find_map(|v| match v {
-        Value::ServerError(e) => Some(match e.details() {
-            Some(details) => format!("{} {details}", e.code()),
-            None => e.code().to_string(),
-        }),
-        _ => None,
-    }) {
-        Some(message) => Err(format!("Redis error: {message}")),
-        None => Ok(()),
-    }
-}
-
-/// A string reply, or `Nil` for a missing key.
-pub fn decode_text(value: Value) -> Outcome {
-    match value {
-        Value::Nil => Ok(Reply::Nil),
-        Value::BulkString(bytes) => String::from_utf8(bytes)
-            .map(Reply::Text)
-            .map_err(|_| "value stored in Redis is not valid UTF-8".to_string()),
-        Value::SimpleString(s) => Ok(Reply::Text(s)),
-        Value::VerbatimString { text, .. } => Ok(Reply::Text(text)),
-        other => Err(unexpected_reply(&other)),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn server_errors_read_like_redis_prints_them() {
-        let values = vec![
-            Value::Okay,
-            redis::parse_redis_value(b"-WRONGTYPE Operation against a key\r\n").unwrap(),
-        ];
-        assert_eq!(
-            first_error(&values),
-            Err("Redis error: WRONGTYPE Operation against a key".into())
-        );
-        assert_eq!(first_error(&[Value::Nil]), Ok(()));
-    }
-
-    #[test]
-    fn codes_reach_their_manager() {
-        assert!(matches!(
-            Op::from_code(20, vec!["a".into()], false),
-            Some(Op::Stream(_))
-        ));
-        assert!(matches!(
-            Op::from_code(16, vec!["u".into()], false),
-            Some(Op::Info(_))
-        ));
-        assert!(Op::from_code(99, vec!["a".into()], false).is_none());
-    }
 }

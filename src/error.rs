@@ -59,6 +59,21 @@ pub fn quote_stored(value: &str) -> String {
     }
 }
 
+/// The first server error among a call's replies, as its failure, worded as Redis
+/// prints it.
+pub fn first_error(values: &[redis::Value]) -> Result<(), String> {
+    match values.iter().find_map(|v| match v {
+        redis::Value::ServerError(e) => Some(match e.details() {
+            Some(details) => format!("{} {details}", e.code()),
+            None => e.code().to_string(),
+        }),
+        _ => None,
+    }) {
+        Some(message) => Err(format!("Redis error: {message}")),
+        None => Ok(()),
+    }
+}
+
 /// A reply of a shape the call did not expect, for an error message (cut like
 /// [`quote_stored`]: it may hold a stored value).
 pub fn unexpected_reply(value: &redis::Value) -> String {
@@ -187,6 +202,19 @@ pub fn js_type_error(message: impl Into<String>) -> napi::Error {
 mod tests {
     use super::*;
     use std::io;
+
+    #[test]
+    fn server_errors_read_like_redis_prints_them() {
+        let values = vec![
+            redis::Value::Okay,
+            redis::parse_redis_value(b"-WRONGTYPE Operation against a key\r\n").unwrap(),
+        ];
+        assert_eq!(
+            first_error(&values),
+            Err("Redis error: WRONGTYPE Operation against a key".into())
+        );
+        assert_eq!(first_error(&[redis::Value::Nil]), Ok(()));
+    }
 
     #[test]
     fn quotes_at_most_a_hundred_characters_of_a_stored_value() {

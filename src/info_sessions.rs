@@ -1,15 +1,18 @@
 //! What each `RedisInfoSessionManager` call does in Redis.
 //!
 //! The JavaScript facade validates and serialises (JSON, log levels); here each call
-//! becomes commands in the shared pipeline and its replies become one outcome.
+//! becomes commands in the shared pipeline and its replies become one outcome
+//! ([`InfoOp`], an [`Operation`] the dispatcher sends without knowing what it means).
 
 use napi_derive::napi;
 use redis::{Pipeline, Value};
 
-use crate::commands::{decode_text, first_error, FollowUp};
 use crate::delivery::{Field, Outcome, Reply};
-use crate::error::{error_kind, quote_stored, unexpected_reply, ErrorKind};
+use crate::error::{
+    describe_redis_error, error_kind, first_error, quote_stored, unexpected_reply, ErrorKind,
+};
 use crate::keys::Keys;
+use crate::operation::{decode_text, scan_and_apply, FollowUp, Operation};
 
 // Call codes, exported to `lib/wire.js`.
 #[napi]
@@ -143,20 +146,6 @@ impl InfoOp {
         (GET_SESSION..=INFO_DELETE).contains(&code)
     }
 
-    /// Bytes of arguments this call holds while queued.
-    pub fn weight(&self) -> usize {
-        match self {
-            InfoOp::GetSession(id) | InfoOp::GetSubscriptions(id) | InfoOp::Delete { id, .. } => {
-                id.len()
-            }
-            InfoOp::SetClientInfo(a, b)
-            | InfoOp::SetClientCapabilities(a, b)
-            | InfoOp::SetLogLevel(a, b)
-            | InfoOp::AddSubscription { id: a, uri: b }
-            | InfoOp::RemoveSubscription { id: a, uri: b } => a.len() + b.len(),
-        }
-    }
-
     /// Builds a call from its wire code (see `lib/wire.js`) and string arguments.
     pub fn from_code(
         code: u32,
@@ -185,9 +174,23 @@ impl InfoOp {
             _ => return None,
         })
     }
+}
 
-    /// Adds this call's commands to `pipe` and returns how many it added.
-    pub fn encode(&self, keys: &Keys, pipe: &mut Pipeline) -> usize {
+impl Operation for InfoOp {
+    fn weight(&self) -> usize {
+        match self {
+            InfoOp::GetSession(id) | InfoOp::GetSubscriptions(id) | InfoOp::Delete { id, .. } => {
+                id.len()
+            }
+            InfoOp::SetClientInfo(a, b)
+            | InfoOp::SetClientCapabilities(a, b)
+            | InfoOp::SetLogLevel(a, b)
+            | InfoOp::AddSubscription { id: a, uri: b }
+            | InfoOp::RemoveSubscription { id: a, uri: b } => a.len() + b.len(),
+        }
+    }
+
+    fn encode(&self, keys: &Keys, pipe: &mut Pipeline) -> usize {
         match self {
             InfoOp::GetSession(id) => {
                 // Three GETs rather than one MGET: a key of the wrong type then fails its
@@ -236,8 +239,7 @@ impl InfoOp {
         1
     }
 
-    /// Turns this call's replies into its outcome.
-    pub fn decode(&self, values: Vec<Value>) -> Outcome {
+    fn decode(&self, values: Vec<Value>) -> Outcome {
         if let InfoOp::GetSession(id) = self {
             return Ok(Reply::Fields(
                 values
@@ -269,11 +271,9 @@ impl InfoOp {
     /// Work that follows the pipeline: in upstream-compatible mode a SCAN of every
     /// subscription set; on a cluster the SREMs from the reverse index read in the
     /// pipeline (its first reply).
-    pub fn follow_up(&self, keys: &Keys, replies: &[Value]) -> Option<FollowUp> {
+    fn follow_up(&self, keys: &Keys, replies: &[Value]) -> Option<FollowUp> {
         match self {
-            InfoOp::Delete { id, scan: true } => {
-                Some(FollowUp::RemoveFromSubscriptionSets(id.clone()))
-            }
+            InfoOp::Delete { id, scan: true } => Some(remove_from_subscription_sets(id.clone())),
             InfoOp::Delete { id, scan: false } if keys.is_sharded() => {
                 let sets: Vec<String> = match replies.first() {
                     Some(Value::Set(uris) | Value::Array(uris)) => uris
@@ -285,14 +285,39 @@ impl InfoOp {
                         .collect(),
                     _ => Vec::new(),
                 };
-                (!sets.is_empty()).then(|| FollowUp::RemoveFromSets {
-                    id: id.clone(),
-                    sets,
-                })
+                (!sets.is_empty()).then(|| remove_from_sets(id.clone(), sets))
             }
             _ => None,
         }
     }
+}
+
+/// SREM `id` from every `tmcp:subscriptions:*` set (a SCAN of every master): upstream's
+/// processes keep no reverse index to read instead.
+fn remove_from_subscription_sets(id: String) -> FollowUp {
+    FollowUp::new(|mut link, keys| async move {
+        let pattern = keys.subscriptions_pattern();
+        scan_and_apply(&mut link, &pattern, "set", |pipe, key| {
+            pipe.cmd("SREM").arg(key).arg(&id).ignore();
+        })
+        .await?;
+        Ok(Reply::Done)
+    })
+}
+
+/// SREM `id` from these sets: an info delete on a cluster, whose sets (read from the
+/// reverse index in the pipeline) live on other nodes than the script could reach.
+fn remove_from_sets(id: String, sets: Vec<String>) -> FollowUp {
+    FollowUp::new(|mut link, _| async move {
+        let mut pipe = Pipeline::new();
+        for set in &sets {
+            pipe.cmd("SREM").arg(set).arg(&id).ignore();
+        }
+        pipe.query_async::<()>(&mut link)
+            .await
+            .map_err(|e| describe_redis_error(&e))?;
+        Ok(Reply::Done)
+    })
 }
 
 #[cfg(test)]

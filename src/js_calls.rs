@@ -11,6 +11,10 @@
 //! UTF-16 with plain copies, and because a string that was used as a property key (a
 //! session id, say) makes a concatenation two-byte, which V8 writes as UTF-8 one
 //! character at a time.
+//!
+//! Calls stay `(id, code, args)` here: what a code means belongs to the managers (the
+//! dispatcher builds each call with the decoder `lib.rs` hands it, see
+//! `operation::Decode`), so this module must not import any other of the crate.
 
 use napi::bindgen_prelude::{FromNapiValue, TypeName, ValidateNapiValue, ValueType};
 use napi::{check_status, sys};

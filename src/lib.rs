@@ -13,6 +13,8 @@
 //!   the options and replaced when their peer goes silent;
 //! * [`cluster`]: pipelines split per slot, sharded subscriptions one slot per command;
 //! * [`js_calls`]: calls (and session changes) as they cross from JavaScript;
+//! * [`operation`]: what a call is to the dispatcher (a trait each manager's calls
+//!   implement), so the dispatcher names no manager;
 //! * [`commands`]: the request path, one ordered dispatcher per command connection;
 //! * [`info_sessions`] / [`stream_sessions`]: what each manager call means in Redis,
 //!   the session table, pub/sub receiving and the liveness timer;
@@ -36,6 +38,7 @@ mod error;
 mod info_sessions;
 mod js_calls;
 mod keys;
+mod operation;
 mod stats;
 mod stream_sessions;
 mod subscriptions;
@@ -50,10 +53,12 @@ use config::{redact_url, NativeOptions};
 use connection::{source_for, Source};
 use delivery::{CompletionArgs, Completions, Deliveries};
 use error::{js_error, js_type_error};
+use info_sessions::InfoOp;
 use js_calls::{JsCalls, JsText};
+use operation::Op;
 use stats::{EventArgs, Events};
-use stream_sessions::StreamSessions;
-use subscriptions::{NotificationArgs, Notifications, Subscriptions};
+use stream_sessions::{StreamOp, StreamSessions};
+use subscriptions::{NotificationArgs, Notifications, PublishNotification, Subscriptions, NOTIFY};
 
 /// Installs the TLS crypto provider and starts the runtime, once per process.
 #[napi_derive::module_init]
@@ -96,6 +101,21 @@ fn in_runtime<T>(f: impl FnOnce() -> T) -> napi::Result<T> {
     Ok(f())
 }
 
+/// Builds a call JavaScript submitted from its wire code (see `lib/wire.js`): each
+/// manager's module recognises its own codes. Here, above every manager, so that the
+/// dispatcher (which gets this as an `operation::Decode`) names none of them.
+fn decode_call(code: u32, args: Vec<String>, upstream: bool) -> Option<Op> {
+    if InfoOp::handles(code) {
+        Some(Box::new(InfoOp::from_code(code, args, upstream)?))
+    } else if StreamOp::handles(code) {
+        Some(Box::new(StreamOp::from_code(code, args, upstream)?))
+    } else if code == NOTIFY {
+        Some(Box::new(PublishNotification::from_args(args)?))
+    } else {
+        None
+    }
+}
+
 /// A command connection with its dispatcher. Both managers may share one.
 #[napi]
 pub struct NativeClient {
@@ -126,8 +146,9 @@ impl NativeClient {
         let source = source_for(&url, &options).map_err(js_type_error)?;
         let completions = Completions::new(&on_complete)?;
         let events = Events::new(&on_event)?;
-        let commands = in_runtime(|| Commands::start(source.clone(), options, completions))?
-            .map_err(js_error)?;
+        let commands =
+            in_runtime(|| Commands::start(source.clone(), options, completions, decode_call))?
+                .map_err(js_error)?;
         commands.connection().stats.set_events(events.clone());
         Ok(NativeClient {
             commands,
@@ -344,5 +365,33 @@ impl NativeSubscriptions {
             }
             None => false,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The commands a call decoded from `code` writes.
+    fn encoded(code: u32, args: &[&str]) -> Option<String> {
+        let args = args.iter().map(|a| a.to_string()).collect();
+        let op = decode_call(code, args, false)?;
+        let mut pipe = redis::Pipeline::new();
+        op.encode(&keys::Keys::default(), &mut pipe);
+        Some(String::from_utf8_lossy(&pipe.get_packed_pipeline()).into_owned())
+    }
+
+    #[test]
+    fn codes_reach_their_manager() {
+        // 20: a stream manager's `has` (`HAS`).
+        assert!(encoded(20, &["a"]).unwrap().contains("EXISTS"));
+        assert!(encoded(info_sessions::GET_SUBSCRIPTIONS, &["u"])
+            .unwrap()
+            .contains("SMEMBERS"));
+        assert!(encoded(NOTIFY, &["{}"])
+            .unwrap()
+            .contains("tmcp:subscriptions"));
+        assert!(encoded(NOTIFY, &["{}", "x"]).is_none());
+        assert!(encoded(99, &["a"]).is_none());
     }
 }

@@ -17,7 +17,7 @@ use napi::bindgen_prelude::{FnArgs, Function, ToNapiValue, TypeName, ValueType};
 use napi::check_status;
 use napi::sys;
 use napi_derive::napi;
-use redis::{PushInfo, PushKind, Value};
+use redis::{Pipeline, PushInfo, PushKind, Value};
 use serde::de::{Error as _, IgnoredAny, MapAccess, Visitor};
 use serde::{Deserialize, Deserializer};
 use tokio::sync::{mpsc, Notify};
@@ -26,11 +26,43 @@ use tokio::time::Instant;
 
 use crate::commands::Commands;
 use crate::connection::{jittered, message_parts, Checked, Connection, Failure, PushRoute, Source};
-use crate::delivery::{Batches, CompletionBatch, Gatherer, IndexedBytes, Reply, Shelved};
+use crate::delivery::{Batches, CompletionBatch, Gatherer, IndexedBytes, Outcome, Reply, Shelved};
+use crate::error::first_error;
+use crate::keys::Keys;
+use crate::operation::Operation;
 
 /// Call code: PUBLISH a notification on the subscriptions channel.
 #[napi]
 pub const NOTIFY: u32 = 30;
+
+/// The one call of this manager ([`NOTIFY`]): PUBLISH a change notification (its JSON)
+/// for every process's `RedisSubscriptionManager`s.
+#[derive(Debug, PartialEq)]
+pub struct PublishNotification(pub String);
+
+impl PublishNotification {
+    /// Builds the call from JavaScript's arguments: the notification's JSON alone.
+    pub fn from_args(mut args: Vec<String>) -> Option<PublishNotification> {
+        (args.len() == 1).then(|| PublishNotification(args.remove(0)))
+    }
+}
+
+impl Operation for PublishNotification {
+    fn weight(&self) -> usize {
+        self.0.len()
+    }
+
+    fn encode(&self, keys: &Keys, pipe: &mut Pipeline) -> usize {
+        pipe.cmd(keys.publish())
+            .arg(keys.subscriptions_channel())
+            .arg(&self.0);
+        1
+    }
+
+    fn decode(&self, replies: Vec<Value>) -> Outcome {
+        first_error(&replies).map(|()| Reply::Done)
+    }
+}
 
 /// Interest flags of `NativeSubscriptions.watch` (bits of its `flags` argument).
 #[napi]

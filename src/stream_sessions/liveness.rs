@@ -15,18 +15,18 @@ use tokio::time::Instant;
 
 use super::ops::{add_epoch, epoch_candidate, keep_alive_key, read_epoch_reply};
 use super::{Shared, StreamOp};
-use crate::commands::{first_error, Op};
 use crate::connection::Checked;
+use crate::error::first_error;
 
 /// Drops the liveness keys of sessions that ended here; failures go to `onError`.
 pub(super) async fn mark_gone(shared: &Shared, ids: Vec<String>) {
     let count = ids.len();
     if let Err(reason) = shared
         .commands
-        .run(Op::Stream(StreamOp::MarkGone {
+        .run(StreamOp::MarkGone {
             ids,
             holder: shared.holder.clone(),
-        }))
+        })
         .await
     {
         shared.deliveries.problem(&format!(

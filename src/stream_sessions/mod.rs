@@ -49,7 +49,7 @@ use tokio::sync::{mpsc, oneshot, Notify};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
-use crate::commands::{Commands, Op, ReplyTo};
+use crate::commands::{Commands, ReplyTo};
 use crate::connection::{random_u64, Connection, PushRoute, Source};
 use crate::delivery::{CompletionBatch, Deliveries, DeliveryKind, Reply};
 use crate::keys::Keys;
@@ -212,7 +212,7 @@ impl StreamSessions {
         let (live_tx, live_rx) = oneshot::channel();
         shared.commands.submit(vec![(
             ReplyTo::Task(live_tx),
-            Op::Stream(StreamOp::MarkLive {
+            Box::new(StreamOp::MarkLive {
                 ids,
                 ttl: options.session_ttl_seconds,
                 holder: shared.holder.clone(),
@@ -292,10 +292,10 @@ impl StreamSessions {
             } else {
                 shared
                     .commands
-                    .run(Op::Stream(StreamOp::MarkGone {
+                    .run(StreamOp::MarkGone {
                         ids,
                         holder: shared.holder.clone(),
-                    }))
+                    })
                     .await
             };
             shared.commands.completions().one(call, outcome);

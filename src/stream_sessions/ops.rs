@@ -1,20 +1,21 @@
-//! The stream manager's calls that are plain commands ([`StreamOp`]): their call codes,
-//! how each is written into the shared pipeline and how its replies are read; and the
-//! Lua scripts and pipeline builders of the liveness keys and the data epoch, which the
-//! liveness timer uses too.
+//! The stream manager's calls that are plain commands ([`StreamOp`], an [`Operation`]):
+//! their call codes, how each is written into the shared pipeline and how its replies
+//! are read; and the Lua scripts and pipeline builders of the liveness keys and the data
+//! epoch, which the liveness timer uses too.
 //!
-//! It must not hold state nor send anything: the dispatcher sends what it encodes.
+//! It must not hold state nor send anything: the dispatcher sends what it encodes (and
+//! runs a broadcast's follow-up SCAN on a connection it hands over).
 
 use std::sync::Arc;
 
 use napi_derive::napi;
 use redis::{Pipeline, Value};
 
-use crate::commands::{decode_text, first_error, FollowUp};
 use crate::connection::random_u64;
 use crate::delivery::{Outcome, Reply};
-use crate::error::unexpected_reply;
+use crate::error::{first_error, unexpected_reply};
 use crate::keys::Keys;
+use crate::operation::{decode_text, scan_and_apply, FollowUp, Operation};
 
 // Call codes, exported to `lib/wire.js`.
 #[napi]
@@ -137,6 +138,12 @@ pub enum StreamOp {
 }
 
 impl StreamOp {
+    /// Whether `code` is one of this manager's calls.
+    pub fn handles(code: u32) -> bool {
+        (HAS..=STREAM_DELETE).contains(&code)
+    }
+
+    /// Builds a call from its wire code (see `lib/wire.js`) and string arguments.
     pub fn from_code(
         code: u32,
         mut args: Vec<String>,
@@ -160,9 +167,10 @@ impl StreamOp {
             _ => return None,
         })
     }
+}
 
-    /// Bytes of arguments this call holds while queued.
-    pub fn weight(&self) -> usize {
+impl Operation for StreamOp {
+    fn weight(&self) -> usize {
         match self {
             StreamOp::Has(id) | StreamOp::Delete(id) => id.len(),
             StreamOp::Publish { data, ids } => ids.iter().map(|id| id.len() + data.len()).sum(),
@@ -173,7 +181,7 @@ impl StreamOp {
         }
     }
 
-    pub fn encode(&self, keys: &Keys, pipe: &mut Pipeline) -> usize {
+    fn encode(&self, keys: &Keys, pipe: &mut Pipeline) -> usize {
         match self {
             StreamOp::Has(id) => {
                 pipe.cmd("EXISTS").arg(keys.alive(id));
@@ -221,7 +229,7 @@ impl StreamOp {
         }
     }
 
-    pub fn decode(&self, values: Vec<Value>) -> Outcome {
+    fn decode(&self, values: Vec<Value>) -> Outcome {
         first_error(&values)?;
         let mut values = values.into_iter();
         match self {
@@ -237,14 +245,34 @@ impl StreamOp {
         }
     }
 
-    pub fn follow_up(&self) -> Option<FollowUp> {
+    /// In upstream-compatible mode a broadcast is a PUBLISH per live session, found by
+    /// a SCAN (upstream's processes do not listen on our broadcast channel).
+    fn follow_up(&self, _keys: &Keys, _replies: &[Value]) -> Option<FollowUp> {
         match self {
             StreamOp::Broadcast { data, scan: true } => {
-                Some(FollowUp::PublishToAliveSessions(data.clone()))
+                Some(publish_to_alive_sessions(data.clone()))
             }
             _ => None,
         }
     }
+}
+
+/// PUBLISH `data` to `session:{id}` for every `available:session:{id}` key (a SCAN of
+/// every master).
+fn publish_to_alive_sessions(data: String) -> FollowUp {
+    FollowUp::new(|mut link, keys| async move {
+        let pattern = keys.alive_pattern();
+        scan_and_apply(&mut link, &pattern, "string", |pipe, key| {
+            if let Some(id) = keys.id_from_alive(key) {
+                pipe.cmd(keys.publish())
+                    .arg(keys.session_channel(id))
+                    .arg(&data)
+                    .ignore();
+            }
+        })
+        .await?;
+        Ok(Reply::Done)
+    })
 }
 
 /// The epoch as [`EPOCH_SCRIPT`] replied it; `None` when missing (or, from a server that
@@ -295,13 +323,10 @@ mod tests {
         let fast = StreamOp::from_code(BROADCAST, vec!["d".into()], false).unwrap();
         let mut pipe = Pipeline::new();
         assert_eq!(fast.encode(&Keys::default(), &mut pipe), 1);
-        assert!(fast.follow_up().is_none());
+        assert!(fast.follow_up(&Keys::default(), &[]).is_none());
         let compat = StreamOp::from_code(BROADCAST, vec!["d".into()], true).unwrap();
         assert_eq!(compat.encode(&Keys::default(), &mut pipe), 0);
-        assert_eq!(
-            compat.follow_up(),
-            Some(FollowUp::PublishToAliveSessions("d".into()))
-        );
+        assert!(compat.follow_up(&Keys::default(), &[]).is_some());
     }
 
     #[test]
