@@ -328,6 +328,28 @@ pub async fn topology_at(
     topology_from(connection, node).await
 }
 
+/// [`topology`] as one node sees it, over a connection of its own that lives for this
+/// read only: redis-rs can hold every request of a cluster connection for seconds while
+/// it reconnects a dead node (a soak saw a manager's command connection answer nothing
+/// from a master's SIGKILL until our watchdog replaced it 6.5 s later), and following
+/// the failover must not wait for that.
+pub async fn topology_direct(
+    node: redis::ConnectionInfo,
+    timeout: Duration,
+) -> RedisResult<(SlotOwners, Vec<(String, u16)>)> {
+    let config = redis::AsyncConnectionConfig::new()
+        .set_connection_timeout(Some(timeout))
+        .set_response_timeout(Some(timeout));
+    let mut connection = redis::Client::open(node)?
+        .get_multiplexed_async_connection_with_config(&config)
+        .await?;
+    let reply = redis::cmd("CLUSTER")
+        .arg("SLOTS")
+        .query_async(&mut connection)
+        .await?;
+    parse_topology(reply)
+}
+
 async fn topology_from(
     connection: &ClusterConnection,
     node: SingleNodeRoutingInfo,
@@ -338,6 +360,11 @@ async fn topology_from(
         .clone()
         .route_command(slots, RoutingInfo::SingleNode(node))
         .await?;
+    parse_topology(reply)
+}
+
+/// Slot owners and every node from a CLUSTER SLOTS reply.
+fn parse_topology(reply: Value) -> RedisResult<(SlotOwners, Vec<(String, u16)>)> {
     let ranges: Vec<Value> = redis::from_redis_value(reply)?;
     let mut owners = SlotOwners::new();
     let mut nodes = Vec::new();

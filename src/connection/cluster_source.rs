@@ -175,12 +175,21 @@ impl ClusterSource {
         }))
         .await;
         let views: Vec<Topology> = views.into_iter().filter_map(|v| v.ok()?.ok()).collect();
-        let answered = views.len();
-        let (votes, view) = views
-            .iter()
-            .map(|view| (views.iter().filter(|v| v.0 == view.0).count(), view))
-            .max_by_key(|(votes, _)| *votes)?;
-        (votes * 2 > answered).then(|| view.clone())
+        if let Some(view) = majority(&views) {
+            return Some(view);
+        }
+        // No view through the cluster connection (it may be stuck reconnecting a dead
+        // node, see `cluster::topology_direct`): the same nodes, asked directly.
+        let template = self.seeds.first()?;
+        let views = futures_util::future::join_all(asked.into_iter().map(|(host, port)| {
+            tokio::time::timeout(
+                timeout,
+                crate::cluster::topology_direct(node_like(template, host, port), timeout),
+            )
+        }))
+        .await;
+        let views: Vec<Topology> = views.into_iter().filter_map(|v| v.ok()?.ok()).collect();
+        majority(&views)
     }
 
     /// When redis-rs reached no node at all it only says "No connections found": connect to
@@ -217,6 +226,15 @@ impl ClusterSource {
         *last = Some((Instant::now(), reason.clone()));
         Some(reason)
     }
+}
+
+/// The view most of `views` agree on, if more than half do.
+fn majority(views: &[Topology]) -> Option<Topology> {
+    let (votes, view) = views
+        .iter()
+        .map(|view| (views.iter().filter(|v| v.0 == view.0).count(), view))
+        .max_by_key(|(votes, _)| *votes)?;
+    (votes * 2 > views.len()).then(|| view.clone())
 }
 
 /// A lazily connecting cluster connection (the crate connects in the background), the
