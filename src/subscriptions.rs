@@ -548,16 +548,22 @@ async fn keep_subscribed(shared: Arc<Shared>) {
     }
 }
 
-/// On a cluster after a fault: a failover is followed as soon as it happened (see
-/// `Connection::follow_faults`), and the channel subscribed again at its slot's owner.
+/// On a cluster: a failover is followed as soon as it happened, with or without a fault
+/// seen here (see `Connection::follow_faults`), and the channel subscribed again at its
+/// slot's owner.
 async fn follow_faults(shared: Arc<Shared>) {
     let timeout = shared.commands.options().command_timeout();
     shared
         .subscriber
-        .follow_faults(shared.commands.connection(), timeout, || {
-            shared.subscribed.store(false, Ordering::Release);
-            shared.wake.notify_one();
-        })
+        .follow_faults(
+            shared.commands.connection(),
+            timeout,
+            || shared.subscribed.load(Ordering::Acquire),
+            || {
+                shared.subscribed.store(false, Ordering::Release);
+                shared.wake.notify_one();
+            },
+        )
         .await;
 }
 

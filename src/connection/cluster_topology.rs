@@ -16,6 +16,10 @@ use super::{Connection, Source};
 const UNSETTLED_FOR_MS: u64 = 20_000;
 /// How often the topology is read meanwhile.
 const UNSETTLED_CHECK_EVERY: Duration = Duration::from_millis(300);
+/// How often the topology is read otherwise, while a manager holds subscriptions: a
+/// graceful failover is followed within about a second (SPEC §7: subscriptions at their
+/// slot's owner within 2 s of the cluster reporting ok).
+const SETTLED_CHECK_EVERY: Duration = Duration::from_secs(1);
 
 impl Connection {
     /// On a cluster whose connection reached no node: replaces it (at most once a
@@ -53,19 +57,36 @@ impl Connection {
         }
     }
 
-    /// Runs for ever: after each fault seen on this cluster connection (see
-    /// [`Connection::unsettle`]), reads the topology over `via` every
-    /// [`UNSETTLED_CHECK_EVERY`] while unsettled, and calls `moved` when slots changed
-    /// owners. Meant for a task of its own: a refresh or a check can wait out a failover
-    /// (up to `commandTimeout`), and following the failover meanwhile is what ends the
-    /// loss (a cluster soak measured subscriptions restored a second late when this
-    /// waited behind a liveness refresh). Idle on one server or Sentinel.
-    pub async fn follow_faults(&self, via: &Connection, timeout: Duration, moved: impl Fn()) {
+    /// Runs for ever on a cluster connection: reads the topology over `via` every
+    /// [`UNSETTLED_CHECK_EVERY`] after a fault (see [`Connection::unsettle`]), else every
+    /// [`SETTLED_CHECK_EVERY`] while `busy` (the manager holds subscriptions), and calls
+    /// `moved` when slots changed owners. Meant for a task of its own: a refresh or a
+    /// check can wait out a failover (up to `commandTimeout`), and following the failover
+    /// meanwhile is what ends the loss (a cluster soak measured subscriptions restored a
+    /// second late when this waited behind a liveness refresh). The settled pace is for
+    /// what no error reveals: a `CLUSTER FAILOVER` demotes a master gracefully, and a
+    /// soak saw a manager keep its subscriptions there, losing its shard's messages, for
+    /// 3.4 s until its periodic check. Idle on one server or Sentinel.
+    pub async fn follow_faults(
+        &self,
+        via: &Connection,
+        timeout: Duration,
+        busy: impl Fn() -> bool,
+        moved: impl Fn(),
+    ) {
+        if !matches!(self.source, Source::Cluster(_)) {
+            return;
+        }
         loop {
-            while !self.unsettled() {
-                self.unsettling.notified().await;
+            if self.unsettled() {
+                tokio::time::sleep(UNSETTLED_CHECK_EVERY).await;
+            } else {
+                // Woken early by a fault.
+                let _ = tokio::time::timeout(SETTLED_CHECK_EVERY, self.unsettling.notified()).await;
+                if !self.unsettled() && !busy() {
+                    continue;
+                }
             }
-            tokio::time::sleep(UNSETTLED_CHECK_EVERY).await;
             if self.follow_topology(via, timeout).await == Some(true) {
                 moved();
             }

@@ -57,15 +57,18 @@ pub(super) async fn keep_alive(shared: Arc<Shared>) {
     }
 }
 
-/// On a cluster after a fault: a failover is followed as soon as it happened (see
-/// `Connection::follow_faults`).
+/// On a cluster: a failover is followed as soon as it happened, with or without a fault
+/// seen here (see `Connection::follow_faults`).
 pub(super) async fn follow_faults(shared: Arc<Shared>) {
     let timeout = shared.commands.options().command_timeout();
     shared
         .subscriber
-        .follow_faults(shared.commands.connection(), timeout, || {
-            subscribe_everything_again(&shared)
-        })
+        .follow_faults(
+            shared.commands.connection(),
+            timeout,
+            || !shared.table.lock().unwrap().sessions.is_empty(),
+            || subscribe_everything_again(&shared),
+        )
         .await;
 }
 
