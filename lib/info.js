@@ -12,7 +12,7 @@ const {
 	describeThrown,
 	nativeError,
 } = require('./errors.js');
-const { Meter, OBSERVED, register, retire } = require('./observe.js');
+const { callStats, Meter, OBSERVED, register, retire } = require('./observe.js');
 const { checkId } = require('./options.js');
 const wire = require('./wire.js');
 
@@ -173,17 +173,7 @@ class RedisInfoSessionManager {
 	 * createSessionManagers.
 	 */
 	stats() {
-		const link = this.#link.figures();
-		const m = this.#meter;
-		return {
-			commandsInFlight: m.calls - m.settled,
-			commands: m.settled,
-			commandErrors: m.failed,
-			timeouts: m.timeouts + link[2],
-			reconnects: link[0],
-			topologyChanges: link[1],
-			connections: link[3],
-		};
+		return callStats(this.#meter, this.#link.figures());
 	}
 
 	/** What the otel entry reads (see observe.js). */

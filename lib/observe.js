@@ -170,7 +170,36 @@ function* liveManagers() {
 	}
 }
 
+// Positions of a connection's figures at the start of a native stats() array and in
+// Link#figures() (src/stats.rs).
+const RECONNECTS = 0;
+const TOPOLOGY_CHANGES = 1;
+const TIMEOUTS = 2;
+const CONNECTED = 3;
+const NO_CONNECTION = [0, 0, 0, 0];
+
+/**
+ * The fields every manager's stats() opens with: its calls (`meter`), its command
+ * connection (`link`, Link#figures()) and, where the manager has a pub/sub connection of
+ * its own, that one's figures (`own`).
+ * @param {Meter} meter @param {ArrayLike<number>} link @param {ArrayLike<number>} [own]
+ */
+function callStats(meter, link, own = NO_CONNECTION) {
+	return {
+		commandsInFlight: meter.calls - meter.settled,
+		commands: meter.settled,
+		commandErrors: meter.failed,
+		timeouts: meter.timeouts + own[TIMEOUTS] + link[TIMEOUTS],
+		reconnects: own[RECONNECTS] + link[RECONNECTS],
+		topologyChanges: Math.max(own[TOPOLOGY_CHANGES], link[TOPOLOGY_CHANGES]),
+		connections: own[CONNECTED] + link[CONNECTED],
+	};
+}
+
 module.exports = {
+	callStats,
+	CONNECTED,
+	RECONNECTS,
 	CHANNELS,
 	command,
 	commandTraced,

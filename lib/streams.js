@@ -4,18 +4,14 @@ const { inspect } = require('node:util');
 const { NativeStreams } = require('./binding.js');
 const { Link } = require('./link.js');
 const { argumentError, argumentTypeError, closedError, codedError, CODES, describe, describeThrown, nativeError } = require('./errors.js');
-const { Meter, OBSERVED, register, retire } = require('./observe.js');
+const { callStats, CONNECTED, Meter, OBSERVED, RECONNECTS, register, retire } = require('./observe.js');
 const { checkId } = require('./options.js');
 const wire = require('./wire.js');
 
 const { CHANGE_CREATE: CREATE, CHANGE_DROP: DROP } = wire;
 
-// Positions in NativeStreams.stats() (src/stats.rs): the pub/sub connection's figures,
-// then the manager's own.
-const RECONNECTS = 0;
-const TOPOLOGY_CHANGES = 1;
-const TIMEOUTS = 2;
-const CONNECTED = 3;
+// Positions in NativeStreams.stats() (src/stats.rs) after the pub/sub connection's figures
+// (RECONNECTS..CONNECTED, observe.js): the manager's own.
 const WANTED = 4;
 const CONFIRMED = 5;
 const QUEUED = 6;
@@ -228,13 +224,7 @@ class RedisStreamSessionManager {
 		const link = this.#link.figures();
 		const m = this.#meter;
 		return {
-			commandsInFlight: m.calls - m.settled,
-			commands: m.settled,
-			commandErrors: m.failed,
-			timeouts: m.timeouts + own[TIMEOUTS] + link[TIMEOUTS],
-			reconnects: own[RECONNECTS] + link[RECONNECTS],
-			topologyChanges: Math.max(own[TOPOLOGY_CHANGES], link[TOPOLOGY_CHANGES]),
-			connections: own[CONNECTED] + link[CONNECTED],
+			...callStats(m, link, own),
 			sessions: this.#byId.size,
 			sent: m.sent,
 			delivered: this.#delivered,

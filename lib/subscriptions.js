@@ -15,7 +15,7 @@ const {
 	nativeError,
 	toError,
 } = require('./errors.js');
-const { Meter, OBSERVED, register, retire } = require('./observe.js');
+const { callStats, CONNECTED, Meter, OBSERVED, RECONNECTS, register, retire } = require('./observe.js');
 const { isWellFormed } = require('./options.js');
 const wire = require('./wire.js');
 
@@ -23,12 +23,8 @@ const decoder = new TextDecoder();
 const noop = () => {};
 const REASONS = ['closed', 'cancelled'];
 
-// Positions in NativeSubscriptions.stats() (src/subscriptions.rs): the pub/sub
-// connection's figures, then the manager's own.
-const RECONNECTS = 0;
-const TOPOLOGY_CHANGES = 1;
-const TIMEOUTS = 2;
-const CONNECTED = 3;
+// Positions in NativeSubscriptions.stats() (src/subscriptions.rs) after the pub/sub
+// connection's figures (RECONNECTS..CONNECTED, observe.js): the manager's own.
 const IGNORED = 4;
 const UNWANTED = 5;
 const QUEUED = 6;
@@ -276,13 +272,7 @@ class RedisSubscriptionManager {
 		const link = this.#link.figures();
 		const m = this.#meter;
 		return {
-			commandsInFlight: m.calls - m.settled,
-			commands: m.settled,
-			commandErrors: m.failed,
-			timeouts: m.timeouts + own[TIMEOUTS] + link[TIMEOUTS],
-			reconnects: own[RECONNECTS] + link[RECONNECTS],
-			topologyChanges: Math.max(own[TOPOLOGY_CHANGES], link[TOPOLOGY_CHANGES]),
-			connections: own[CONNECTED] + link[CONNECTED],
+			...callStats(m, link, own),
 			subscriptions: this.#byToken.size,
 			active: this.#byToken.size,
 			notificationsSent: m.sent,
