@@ -7,6 +7,7 @@ import { spawn } from 'node:child_process';
 import { readFileSync } from 'node:fs';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { startRedis } from '../helpers/redis.mjs';
+import { roundTripReport } from '../platforms/expected.mjs';
 
 if (!process.env.TMCP_RUNTIMES_CONFIG) throw new Error('run these through `npm run test:runtimes`');
 /** @type {{ project: string, runtimes: Record<string, { cmd: string, args: string[], env: Record<string, string>, describe: string, muslLdd?: boolean }> }} */
@@ -57,23 +58,7 @@ describe('round trip: create, 1,000 sends in order, delete closing the stream, i
 		const { describe: what, muslLdd } = config.runtimes[name];
 		console.log(`${name}: ${what}${muslLdd ? ' (/usr/bin/ldd is musl, as on Alpine)' : ''}`);
 		const got = report(await runIn(name, 'roundtrip.mjs', [server.url]));
-		expect(got).toEqual({
-			runtime,
-			arch: 'x64',
-			addon: `session-manager-redis.${platform}.node`,
-			libc,
-			sent: 1000,
-			received: 1000,
-			inOrder: true,
-			hasBefore: true,
-			closed: true,
-			hasAfter: false,
-			clientInfo: { name: 'roundtrip', version: '1.0.0' },
-			capabilities: { roots: { listChanged: true } },
-			logLevel: 'notice',
-			subscriptionCreated: true,
-			notification: 'notifications/tools/list_changed',
-		});
+		expect(got).toEqual(roundTripReport({ runtime, arch: 'x64', platform, libc }));
 	});
 });
 
