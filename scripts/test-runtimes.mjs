@@ -4,51 +4,38 @@
 // packages plus the MCP stack (tmcp, @tmcp/transport-http, the MCP SDK client, at the
 // versions this repo tests with) into a fresh project (scripts/packed-project.mjs), then
 // runs __test__/runtimes with vitest and prints one summary line.
-import { copyFileSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { copyFileSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { runVitest } from './vitest-run.mjs';
+import { runPreparedSuite } from './vitest-run.mjs';
 import { bunAndDeno } from './foreign-runtimes.mjs';
 import { buildStale, installPacked } from './packed-project.mjs';
 
 const root = fileURLToPath(new URL('..', import.meta.url));
 const version = (name) => JSON.parse(readFileSync(join(root, 'node_modules', name, 'package.json'), 'utf8')).version;
-const started = Date.now();
-const work = mkdtempSync(join(tmpdir(), 'tmcp-runtimes-'));
-let passed = 0;
-let failed = 0;
-try {
-	const platforms = ['linux-x64-gnu', 'linux-x64-musl'];
-	buildStale(platforms);
-	const runtimes = {
-		node: { cmd: process.execPath, args: [], env: {}, describe: `Node ${process.version} (glibc)` },
-		...bunAndDeno(),
-	};
-	const dependencies = Object.fromEntries(
-		['tmcp', '@tmcp/transport-http', '@modelcontextprotocol/sdk'].map((name) => [name, version(name)]),
-	);
-	const project = installPacked(join(work, 'project'), { platforms, dependencies });
-	copyFileSync(join(root, '__test__', 'platforms', 'roundtrip.mjs'), join(project, 'roundtrip.mjs'));
-	copyFileSync(join(root, '__test__', 'runtimes', 'stack.mjs'), join(project, 'stack.mjs'));
-	// The demo's server, importing the installed package instead of the checkout.
-	const server = readFileSync(join(root, 'demo', 'server.mjs'), 'utf8');
-	const rewritten = server.replace("from '../index.mjs'", "from '@tmcp-rs/session-manager-redis'");
-	if (rewritten === server) throw new Error("demo/server.mjs no longer imports '../index.mjs'");
-	writeFileSync(join(project, 'server.mjs'), rewritten);
-	const config = join(work, 'config.json');
-	writeFileSync(config, JSON.stringify({ project, runtimes }, null, 2));
-
-	({ passed, failed } = runVitest(['--config', 'vitest.runtimes.config.mjs'], {
-		cwd: root,
-		env: { ...process.env, TMCP_RUNTIMES_CONFIG: config },
-	}));
-} catch (error) {
-	console.error(`test:runtimes: ${error.message}`);
-	failed += 1;
-} finally {
-	rmSync(work, { recursive: true, force: true });
-}
-console.log(`test:runtimes took ${((Date.now() - started) / 1000).toFixed(0)} s`);
-console.log(`runtimes: ${passed} passed, ${failed} failed`);
-process.exit(failed > 0 ? 1 : 0);
+runPreparedSuite({
+	name: 'runtimes',
+	vitestConfig: 'vitest.runtimes.config.mjs',
+	configEnv: 'TMCP_RUNTIMES_CONFIG',
+	cwd: root,
+	prepare(work) {
+		const platforms = ['linux-x64-gnu', 'linux-x64-musl'];
+		buildStale(platforms);
+		const runtimes = {
+			node: { cmd: process.execPath, args: [], env: {}, describe: `Node ${process.version} (glibc)` },
+			...bunAndDeno(),
+		};
+		const dependencies = Object.fromEntries(
+			['tmcp', '@tmcp/transport-http', '@modelcontextprotocol/sdk'].map((name) => [name, version(name)]),
+		);
+		const project = installPacked(join(work, 'project'), { platforms, dependencies });
+		copyFileSync(join(root, '__test__', 'platforms', 'roundtrip.mjs'), join(project, 'roundtrip.mjs'));
+		copyFileSync(join(root, '__test__', 'runtimes', 'stack.mjs'), join(project, 'stack.mjs'));
+		// The demo's server, importing the installed package instead of the checkout.
+		const server = readFileSync(join(root, 'demo', 'server.mjs'), 'utf8');
+		const rewritten = server.replace("from '../index.mjs'", "from '@tmcp-rs/session-manager-redis'");
+		if (rewritten === server) throw new Error("demo/server.mjs no longer imports '../index.mjs'");
+		writeFileSync(join(project, 'server.mjs'), rewritten);
+		return { project, runtimes };
+	},
+});

@@ -1,7 +1,8 @@
 // Runs vitest with a JSON report and reads its counts: the one place the test commands
-// (test.mjs, test-platforms.mjs, test-runtimes.mjs) turn a run into "N passed, N failed".
+// (test.mjs, test-platforms.mjs, test-runtimes.mjs) turn a run into "N passed, N failed";
+// and the frame of the two suites that test a prepared project (runPreparedSuite).
 import { spawnSync } from 'node:child_process';
-import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 
@@ -34,4 +35,32 @@ export function runVitest(args, { cwd, env = process.env }) {
 	if (vitest.status !== 0 && failed === 0) failed = 1;
 	rmSync(out, { recursive: true, force: true });
 	return { passed, failed };
+}
+
+/**
+ * The frame of test:platforms and test:runtimes: `prepare(work)` sets up a project in a
+ * fresh temporary folder and returns the config (written to JSON) that the suite's
+ * vitest config reads from env `configEnv`; then the suite runs, the folder is removed
+ * and one summary line printed. Exits the process: non-zero on any failure, a failed
+ * preparation counting as one.
+ * @param {{ name: string, vitestConfig: string, configEnv: string, cwd: string, prepare: (work: string) => object }} suite
+ */
+export function runPreparedSuite({ name, vitestConfig, configEnv, cwd, prepare }) {
+	const started = Date.now();
+	const work = mkdtempSync(join(tmpdir(), `tmcp-${name}-`));
+	let passed = 0;
+	let failed = 0;
+	try {
+		const config = join(work, 'config.json');
+		writeFileSync(config, JSON.stringify(prepare(work), null, 2));
+		({ passed, failed } = runVitest(['--config', vitestConfig], { cwd, env: { ...process.env, [configEnv]: config } }));
+	} catch (error) {
+		console.error(`test:${name}: ${error.message}`);
+		failed += 1;
+	} finally {
+		rmSync(work, { recursive: true, force: true });
+	}
+	console.log(`test:${name} took ${((Date.now() - started) / 1000).toFixed(0)} s`);
+	console.log(`${name}: ${passed} passed, ${failed} failed`);
+	process.exit(failed > 0 ? 1 : 0);
 }
