@@ -3,6 +3,7 @@
 // one report when the parent asks.
 // Usage (by soak.mjs only): node soak-worker.mjs <role> <name> <url> <options JSON> <extra JSON>
 import dc from 'node:diagnostics_channel';
+import v8 from 'node:v8';
 import { RedisInfoSessionManager, RedisStreamSessionManager } from '../index.mjs';
 
 const [role, name, url, optionsJson, extraJson] = process.argv.slice(2);
@@ -43,13 +44,15 @@ const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 let running = true;
 let rssBase = 0;
 let heapBase = 0;
+let youngBase = 0;
 /** Memory after a full GC (the soak forks workers with --expose-gc). */
 function settledMemory() {
 	const before = process.memoryUsage().rss;
 	globalThis.gc?.();
 	globalThis.gc?.();
 	const { rss, heapUsed } = process.memoryUsage();
-	return { before, rss, heapUsed };
+	const young = v8.getHeapSpaceStatistics().find((s) => s.space_name === 'new_space')?.space_size ?? 0;
+	return { before, rss, heapUsed, young };
 }
 let rssBaseBeforeGc = 0;
 /** RSS after the baseline, every 30 s. */
@@ -59,9 +62,10 @@ const rssSeries = [];
 async function hold() {
 	const streams = new RedisStreamSessionManager(url, options);
 	const decoder = new TextDecoder();
-	/** Times each targeted message (by seq) was received: preallocated, so the soak's own
+	/** Times each targeted message (by seq) was received: preallocated and written once (a fresh
+	 * array's pages count in RSS only once touched), so the soak's own
 	 * bookkeeping does not show as RSS growth. */
-	const got = new Uint8Array(extra.capacity);
+	const got = new Uint8Array(extra.capacity).fill(0);
 	/** broadcast number → times received, per session */
 	const broadcasts = new Map();
 	let ended = 0;
@@ -128,9 +132,10 @@ async function send() {
 	let seq = 0;
 	let broadcast = 0;
 	// Per seq: the target's index, and when the send resolved (0: pending, -1: rejected).
-	// Preallocated: the soak's own bookkeeping must not show as RSS growth.
-	const targetOf = new Int32Array(extra.capacity);
-	const resolvedAt = new Float64Array(extra.capacity);
+	// Preallocated and written once (untouched pages are not in RSS yet): the soak's own
+	// bookkeeping must not show as RSS growth.
+	const targetOf = new Int32Array(extra.capacity).fill(0);
+	const resolvedAt = new Float64Array(extra.capacity).fill(0);
 	const broadcastsSent = [];
 	let random = extra.seed >>> 0 || 1;
 	const next = () => {
@@ -226,7 +231,7 @@ const worker = await roles[role]();
 process.send({ ready: true });
 process.on('message', async (msg) => {
 	if (msg.cmd === 'baseline') {
-		({ before: rssBaseBeforeGc, rss: rssBase, heapUsed: heapBase } = settledMemory());
+		({ before: rssBaseBeforeGc, rss: rssBase, heapUsed: heapBase, young: youngBase } = settledMemory());
 		// RSS every 30 s from here (no GC): a leak climbs, a high-water mark levels off.
 		rssSeries.push(rssBase);
 		setInterval(() => rssSeries.push(process.memoryUsage().rss), 30_000).unref();
@@ -243,6 +248,7 @@ process.on('message', async (msg) => {
 			rssGrowth: rssBase ? end.rss - rssBase : 0,
 			rssGrowthBeforeGc: rssBase ? end.before - rssBaseBeforeGc : 0,
 			heapGrowth: rssBase ? end.heapUsed - heapBase : 0,
+			youngGrowth: rssBase ? end.young - youngBase : 0,
 			rssSeries,
 		};
 		// Disconnected once the (large) report is written, so the process can exit.
