@@ -18,7 +18,9 @@
 //! * [`commands`]: the request path, one ordered dispatcher per command connection;
 //! * [`info_sessions`] / [`stream_sessions`]: what each manager call means in Redis,
 //!   the session table, pub/sub receiving and the liveness timer;
-//! * [`subscriptions`]: `subscriptions/listen` notifications, matched in Rust;
+//! * [`subscriptions`]: `subscriptions/listen` notifications, matched in Rust: the
+//!   manager (`subscriptions/mod.rs`), reading a message (`subscriptions/probe.rs`),
+//!   the interest index and the batches to JavaScript (`subscriptions/interests.rs`);
 //! * [`delivery`]: batched crossings back to JavaScript;
 //! * [`stats`]: counters for `stats()` and connection/topology events;
 //! * [`error`]: error text (never with credentials) and its kinds.
