@@ -7,7 +7,8 @@
 //! touch V8: argument checks, the stream controllers, promise settlement and JSON of
 //! the app's values. Modules, one concern each:
 //!
-//! * [`config`]: URL validation, options, the `redis::Client` they describe;
+//! * [`config`]: options (`config/mod.rs`), URL validation and node lists, the
+//!   `redis::Client` they describe (`config/urls.rs`);
 //! * [`keys`]: every key and channel name (upstream's by default);
 //! * [`connection`]: connections (one server, a Sentinel master, a Cluster), built from
 //!   the options and replaced when their peer goes silent;
