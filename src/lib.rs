@@ -12,7 +12,9 @@
 //! * [`keys`]: every key and channel name (upstream's by default);
 //! * [`connection`]: connections (one server, a Sentinel master, a Cluster), built from
 //!   the options and replaced when their peer goes silent;
-//! * [`cluster`]: pipelines split per slot, sharded subscriptions one slot per command;
+//! * [`cluster`]: pipelines split per slot (`cluster/pipeline.rs`), topology reads
+//!   (`cluster/topology.rs`), sharded subscriptions one slot per command
+//!   (`cluster/shards.rs`);
 //! * [`js_calls`]: calls (and session changes) as they cross from JavaScript;
 //! * [`operation`]: what a call is to the dispatcher (a trait each manager's calls
 //!   implement), so the dispatcher names no manager;
