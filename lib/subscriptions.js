@@ -23,8 +23,8 @@ const decoder = new TextDecoder();
 const noop = () => {};
 const REASONS = ['closed', 'cancelled'];
 
-// Positions in NativeSubscriptions.stats() (src/subscriptions.rs) after the pub/sub
-// connection's figures (RECONNECTS..CONNECTED, observe.js): the manager's own.
+// Positions in NativeSubscriptions.stats() (src/subscriptions/mod.rs) after the
+// pub/sub connection's figures (RECONNECTS..CONNECTED, observe.js): the manager's own.
 const IGNORED = 4;
 const UNWANTED = 5;
 const QUEUED = 6;

@@ -2,9 +2,10 @@
 // The codes JavaScript and the native side share, defined once in Rust: call codes
 // (src/info_sessions.rs, src/stream_sessions/ops.rs), the change kinds of
 // NativeStreams.apply (src/stream_sessions/mod.rs), the interest flags of
-// NativeSubscriptions.watch (src/subscriptions.rs), the delivery kinds (src/delivery.rs
-// DeliveryKind) and the offset of a failed call's id in the answers (src/delivery.rs),
-// the log levels and the names of a session's three values (src/info_sessions.rs).
+// NativeSubscriptions.watch (src/subscriptions/mod.rs), the delivery kinds
+// (src/delivery.rs DeliveryKind) and the offset of a failed call's id in the answers
+// (src/delivery.rs), the log levels and the names of a session's three values
+// (src/info_sessions.rs).
 // Copied into one frozen object so hot paths read plain properties.
 const native = require('./binding.js');
 

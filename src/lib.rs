@@ -7,18 +7,23 @@
 //! touch V8: argument checks, the stream controllers, promise settlement and JSON of
 //! the app's values. Modules, one concern each:
 //!
-//! * [`config`]: URL validation, options, the `redis::Client` they describe;
+//! * [`config`]: options (`config/mod.rs`), URL validation and node lists, the
+//!   `redis::Client` they describe (`config/urls.rs`);
 //! * [`keys`]: every key and channel name (upstream's by default);
 //! * [`connection`]: connections (one server, a Sentinel master, a Cluster), built from
 //!   the options and replaced when their peer goes silent;
-//! * [`cluster`]: pipelines split per slot, sharded subscriptions one slot per command;
+//! * [`cluster`]: pipelines split per slot (`cluster/pipeline.rs`), topology reads
+//!   (`cluster/topology.rs`), sharded subscriptions one slot per command
+//!   (`cluster/shards.rs`);
 //! * [`js_calls`]: calls (and session changes) as they cross from JavaScript;
 //! * [`operation`]: what a call is to the dispatcher (a trait each manager's calls
 //!   implement), so the dispatcher names no manager;
 //! * [`commands`]: the request path, one ordered dispatcher per command connection;
 //! * [`info_sessions`] / [`stream_sessions`]: what each manager call means in Redis,
 //!   the session table, pub/sub receiving and the liveness timer;
-//! * [`subscriptions`]: `subscriptions/listen` notifications, matched in Rust;
+//! * [`subscriptions`]: `subscriptions/listen` notifications, matched in Rust: the
+//!   manager (`subscriptions/mod.rs`), reading a message (`subscriptions/probe.rs`),
+//!   the interest index and the batches to JavaScript (`subscriptions/interests.rs`);
 //! * [`delivery`]: batched crossings back to JavaScript;
 //! * [`stats`]: counters for `stats()` and connection/topology events;
 //! * [`error`]: error text (never with credentials) and its kinds.

@@ -6,30 +6,40 @@
 //! and `params.uri` (borrowed, no copy of the rest) and an index of this process's
 //! interests names the local subscriptions that want it. A message nobody here wants
 //! never reaches JavaScript; malformed or foreign messages are counted and dropped.
+//!
+//! This module owns the manager ([`Subscriptions`]: its construction, the calls
+//! JavaScript makes, its stats, closing), the state its tasks share, the tasks that keep
+//! the channel subscribed (lazily, again after a lost connection or a moved slot, a
+//! silent connection replaced) and the one call it sends ([`PublishNotification`]). It
+//! must not read a message's JSON nor decide who wants it (`interests` does), and must
+//! not open or repair connections itself: `crate::connection` does. Its files, imports
+//! going one way (a file imports only from this one and from files listed before it):
+//! * `probe`: reads the two fields matching needs from an untrusted message, borrowed;
+//! * `interests`: which local subscriptions want which notifications, and the batches
+//!   of matched notifications (and problems) handed to JavaScript.
 
-use std::borrow::Cow;
-use std::collections::{HashMap, HashSet};
+mod interests;
+mod probe;
+
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use napi::bindgen_prelude::{FnArgs, Function, ToNapiValue, TypeName, ValueType};
-use napi::check_status;
-use napi::sys;
 use napi_derive::napi;
 use redis::{Pipeline, PushInfo, PushKind, Value};
-use serde::de::{Error as _, IgnoredAny, MapAccess, Visitor};
-use serde::{Deserialize, Deserializer};
 use tokio::sync::{mpsc, Notify};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
 use crate::commands::Commands;
 use crate::connection::{jittered, message_parts, Checked, Connection, Failure, PushRoute, Source};
-use crate::delivery::{Batches, CompletionBatch, Gatherer, IndexedBytes, Outcome, Reply, Shelved};
+use crate::delivery::{CompletionBatch, Outcome, Reply};
 use crate::error::first_error;
 use crate::keys::Keys;
 use crate::operation::Operation;
+
+use interests::{Interests, Matched};
+pub use interests::{NotificationArgs, Notifications};
 
 /// Call code: PUBLISH a notification on the subscriptions channel.
 #[napi]
@@ -77,287 +87,6 @@ const RETRY_PAUSE: Duration = Duration::from_millis(100);
 /// Notifications are lost while the channel is not subscribed: retried at least every
 /// second, so delivery resumes within about a second of Redis being healthy.
 const MAX_RETRY_PAUSE: Duration = Duration::from_secs(1);
-
-/// The two fields matching needs, borrowed from the message where it has no escapes.
-///
-/// Read by hand rather than derived: serde's derived structs also accept a JSON array
-/// (fields by position), so `["notifications/tools/list_changed"]` would match. Data on
-/// the channel is untrusted (SPEC §6): only a JSON object with a string `method`, and
-/// an object `params` where present, is a notification.
-struct Probe<'a> {
-    method: Cow<'a, str>,
-    params: Option<ProbeParams<'a>>,
-}
-
-struct ProbeParams<'a> {
-    uri: Option<Cow<'a, str>>,
-}
-
-/// A JSON string, borrowed from the message when it has no escapes (serde's own
-/// `Cow<str>` always copies).
-struct Text<'a>(Cow<'a, str>);
-
-impl<'de: 'a, 'a> Deserialize<'de> for Text<'a> {
-    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        struct Visit<'a>(std::marker::PhantomData<&'a ()>);
-        impl<'de: 'a, 'a> Visitor<'de> for Visit<'a> {
-            type Value = Text<'a>;
-            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
-                f.write_str("a string")
-            }
-            fn visit_borrowed_str<E>(self, v: &'de str) -> Result<Text<'a>, E> {
-                Ok(Text(Cow::Borrowed(v)))
-            }
-            fn visit_str<E>(self, v: &str) -> Result<Text<'a>, E> {
-                Ok(Text(Cow::Owned(v.to_string())))
-            }
-            fn visit_string<E>(self, v: String) -> Result<Text<'a>, E> {
-                Ok(Text(Cow::Owned(v)))
-            }
-        }
-        deserializer.deserialize_str(Visit(std::marker::PhantomData))
-    }
-}
-
-/// Reads a JSON object's fields: `read` takes the value of each key it knows (and says
-/// so); the others are skipped.
-fn visit_object<'de, A>(
-    mut map: A,
-    mut read: impl FnMut(&str, &mut A) -> Result<bool, A::Error>,
-) -> Result<(), A::Error>
-where
-    A: MapAccess<'de>,
-{
-    while let Some(Text(key)) = map.next_key::<Text<'de>>()? {
-        if !read(&key, &mut map)? {
-            map.next_value::<IgnoredAny>()?;
-        }
-    }
-    Ok(())
-}
-
-impl<'de: 'a, 'a> Deserialize<'de> for Probe<'a> {
-    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        struct Visit<'a>(std::marker::PhantomData<&'a ()>);
-        impl<'de: 'a, 'a> Visitor<'de> for Visit<'a> {
-            type Value = Probe<'a>;
-            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
-                f.write_str("a notification object")
-            }
-            fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<Probe<'a>, A::Error> {
-                let mut method: Option<Cow<'a, str>> = None;
-                let mut params: Option<ProbeParams<'a>> = None;
-                visit_object(map, |key, map| {
-                    match key {
-                        "method" if method.is_none() => {
-                            method = Some(map.next_value::<Text<'a>>()?.0)
-                        }
-                        "params" if params.is_none() => params = Some(map.next_value()?),
-                        "method" | "params" => return Err(A::Error::custom("duplicate field")),
-                        _ => return Ok(false),
-                    }
-                    Ok(true)
-                })?;
-                Ok(Probe {
-                    method: method.ok_or_else(|| A::Error::missing_field("method"))?,
-                    params,
-                })
-            }
-        }
-        deserializer.deserialize_map(Visit(std::marker::PhantomData))
-    }
-}
-
-impl<'de: 'a, 'a> Deserialize<'de> for ProbeParams<'a> {
-    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        struct Visit<'a>(std::marker::PhantomData<&'a ()>);
-        impl<'de: 'a, 'a> Visitor<'de> for Visit<'a> {
-            type Value = ProbeParams<'a>;
-            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
-                f.write_str("a params object")
-            }
-            fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<ProbeParams<'a>, A::Error> {
-                let mut uri: Option<Option<Cow<'a, str>>> = None;
-                visit_object(map, |key, map| {
-                    match key {
-                        "uri" if uri.is_none() => {
-                            uri = Some(map.next_value::<Option<Text<'a>>>()?.map(|t| t.0))
-                        }
-                        "uri" => return Err(A::Error::custom("duplicate field")),
-                        _ => return Ok(false),
-                    }
-                    Ok(true)
-                })?;
-                Ok(ProbeParams { uri: uri.flatten() })
-            }
-        }
-        deserializer.deserialize_map(Visit(std::marker::PhantomData))
-    }
-}
-
-/// Which local subscriptions (by token) want which notifications.
-#[derive(Default)]
-pub struct Interests {
-    tools: HashSet<u32>,
-    prompts: HashSet<u32>,
-    resources: HashSet<u32>,
-    by_uri: HashMap<String, HashSet<u32>>,
-    /// token → its uris, to remove them again.
-    uris_of: HashMap<u32, Vec<String>>,
-}
-
-/// What a message on the channel turned out to be.
-#[derive(Debug, PartialEq)]
-pub enum Matched {
-    /// Local subscriptions that want it, in token order.
-    Tokens(Vec<u32>),
-    /// A notification no local subscription wants.
-    Unwanted,
-    /// Not a JSON object with a string `method`.
-    Malformed,
-}
-
-impl Interests {
-    pub fn watch(&mut self, token: u32, flags: u32, uris: Vec<String>) {
-        if flags & WANTS_TOOLS_LIST_CHANGED != 0 {
-            self.tools.insert(token);
-        }
-        if flags & WANTS_PROMPTS_LIST_CHANGED != 0 {
-            self.prompts.insert(token);
-        }
-        if flags & WANTS_RESOURCES_LIST_CHANGED != 0 {
-            self.resources.insert(token);
-        }
-        for uri in &uris {
-            self.by_uri.entry(uri.clone()).or_default().insert(token);
-        }
-        self.uris_of.insert(token, uris);
-    }
-
-    pub fn unwatch(&mut self, token: u32) {
-        self.tools.remove(&token);
-        self.prompts.remove(&token);
-        self.resources.remove(&token);
-        for uri in self.uris_of.remove(&token).unwrap_or_default() {
-            if let Some(tokens) = self.by_uri.get_mut(&uri) {
-                tokens.remove(&token);
-                if tokens.is_empty() {
-                    self.by_uri.remove(&uri);
-                }
-            }
-        }
-    }
-
-    #[cfg(test)]
-    pub fn is_empty(&self) -> bool {
-        self.uris_of.is_empty()
-    }
-
-    /// The local subscriptions a message is for, by `@tmcp/session-manager`'s
-    /// `matchesSubscription` rules.
-    pub fn match_message(&self, payload: &[u8]) -> Matched {
-        let Ok(probe) = serde_json::from_slice::<Probe>(payload) else {
-            return Matched::Malformed;
-        };
-        let set = match probe.method.as_ref() {
-            "notifications/tools/list_changed" => Some(&self.tools),
-            "notifications/prompts/list_changed" => Some(&self.prompts),
-            "notifications/resources/list_changed" => Some(&self.resources),
-            "notifications/resources/updated" => probe
-                .params
-                .and_then(|p| p.uri)
-                .and_then(|uri| self.by_uri.get(uri.as_ref())),
-            _ => None,
-        };
-        match set {
-            Some(tokens) if !tokens.is_empty() => {
-                let mut tokens: Vec<u32> = tokens.iter().copied().collect();
-                tokens.sort_unstable();
-                Matched::Tokens(tokens)
-            }
-            _ => Matched::Unwanted,
-        }
-    }
-}
-
-/// Appends one matched notification: its payload, and `[offset, length, count, token…]`.
-fn push_notification(batch: &mut IndexedBytes, payload: &[u8], tokens: &[u32]) {
-    let head = [
-        batch.byte_len() as u32,
-        payload.len() as u32,
-        tokens.len() as u32,
-    ];
-    batch.push(payload, head.into_iter().chain(tokens.iter().copied()));
-}
-
-/// `[bytes, words]`, or `[message, kind]` for a background problem (see `ErrorKind`).
-pub enum NotificationArrays {
-    Batch(Shelved),
-    Problem(String),
-}
-
-impl From<Shelved> for NotificationArrays {
-    fn from(batch: Shelved) -> Self {
-        NotificationArrays::Batch(batch)
-    }
-}
-
-impl TypeName for NotificationArrays {
-    fn type_name() -> &'static str {
-        "[Uint8Array, Uint32Array] | [string, number]"
-    }
-
-    fn value_type() -> ValueType {
-        ValueType::Object
-    }
-}
-
-impl ToNapiValue for NotificationArrays {
-    unsafe fn to_napi_value(env: sys::napi_env, val: Self) -> napi::Result<sys::napi_value> {
-        match val {
-            NotificationArrays::Batch(batch) => Shelved::to_napi_value(env, batch),
-            NotificationArrays::Problem(problem) => {
-                let kind = crate::error::error_kind(&problem) as u32;
-                let mut pair = std::ptr::null_mut();
-                check_status!(sys::napi_create_array_with_length(env, 2, &mut pair))?;
-                let message = String::to_napi_value(env, problem)?;
-                check_status!(sys::napi_set_element(env, pair, 0, message))?;
-                let kind = u32::to_napi_value(env, kind)?;
-                check_status!(sys::napi_set_element(env, pair, 1, kind))?;
-                Ok(pair)
-            }
-        }
-    }
-}
-
-pub type NotificationArgs = FnArgs<(NotificationArrays,)>;
-
-/// Feeds local subscriptions: `(batch) => void`. Notifications are gathered like stream
-/// deliveries (see [`Gatherer`]); a problem crosses alone, on a threadsafe function of
-/// its own (same callback).
-pub struct Notifications {
-    matched: Gatherer<NotificationArrays>,
-    problems: Batches<String, NotificationArrays>,
-}
-
-impl Notifications {
-    pub fn new(callback: &Function<'_, NotificationArgs, ()>) -> napi::Result<Self> {
-        Ok(Notifications {
-            matched: Gatherer::new(callback)?,
-            problems: Batches::new(callback, NotificationArrays::Problem)?,
-        })
-    }
-
-    fn push(&self, payload: &[u8], tokens: &[u32]) {
-        self.matched.push(payload.len(), |batch| {
-            push_notification(batch, payload, tokens)
-        });
-    }
-
-    fn problem(&self, message: String) {
-        self.problems.send(message);
-    }
-}
 
 /// State shared by the calls and the background tasks.
 struct Shared {
@@ -687,112 +416,5 @@ async fn handle_control(mut told: mpsc::UnboundedReceiver<PushInfo>, shared: Arc
             }
             _ => {}
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn interests() -> Interests {
-        let mut i = Interests::default();
-        i.watch(1, WANTS_TOOLS_LIST_CHANGED, vec!["file:///a".into()]);
-        i.watch(
-            2,
-            WANTS_PROMPTS_LIST_CHANGED | WANTS_RESOURCES_LIST_CHANGED,
-            vec![],
-        );
-        i.watch(3, 0, vec!["file:///a".into(), "file:///b".into()]);
-        i
-    }
-
-    #[test]
-    fn matches_like_matches_subscription() {
-        let i = interests();
-        let m = |json: &str| i.match_message(json.as_bytes());
-        assert_eq!(
-            m(r#"{"jsonrpc":"2.0","method":"notifications/tools/list_changed"}"#),
-            Matched::Tokens(vec![1])
-        );
-        assert_eq!(
-            m(r#"{"method":"notifications/prompts/list_changed","params":{}}"#),
-            Matched::Tokens(vec![2])
-        );
-        assert_eq!(
-            m(r#"{"method":"notifications/resources/updated","params":{"uri":"file:///a"}}"#),
-            Matched::Tokens(vec![1, 3])
-        );
-        assert_eq!(
-            m(r#"{"method":"notifications/resources/updated","params":{"uri":"file:///c"}}"#),
-            Matched::Unwanted
-        );
-        assert_eq!(
-            m(r#"{"method":"notifications/resources/updated","params":{"uri":7}}"#),
-            Matched::Malformed
-        );
-        assert_eq!(
-            m(r#"{"method":"notifications/message","params":{}}"#),
-            Matched::Unwanted
-        );
-        assert_eq!(m("not json"), Matched::Malformed);
-        assert_eq!(m(r#"{"id":1}"#), Matched::Malformed);
-        assert_eq!(m(r#"[1,2]"#), Matched::Malformed);
-        // Arrays are not notifications, nor are params that are not an object (serde's
-        // derived structs read both by position).
-        assert_eq!(
-            m(r#"["notifications/tools/list_changed"]"#),
-            Matched::Malformed
-        );
-        assert_eq!(
-            m(r#"["notifications/resources/updated",{"uri":"file:///a"}]"#),
-            Matched::Malformed
-        );
-        assert_eq!(
-            m(r#"{"method":"notifications/resources/updated","params":["file:///a"]}"#),
-            Matched::Malformed
-        );
-        assert_eq!(
-            m(r#"{"method":"notifications/tools/list_changed","params":null}"#),
-            Matched::Malformed
-        );
-        assert_eq!(
-            m(r#"{"method":"notifications/tools/list_changed","method":"x"}"#),
-            Matched::Malformed
-        );
-        assert_eq!(
-            m(
-                r#"{"params":{"uri":"file:///a","other":[1,{"a":2}]},"method":"notifications/resources/updated","x":1}"#
-            ),
-            Matched::Tokens(vec![1, 3])
-        );
-    }
-
-    #[test]
-    fn escaped_uris_match_too() {
-        let mut i = Interests::default();
-        i.watch(9, 0, vec!["file:///a b\"c".into()]);
-        let json =
-            r#"{"method":"notifications/resources/updated","params":{"uri":"file:///a b\"c"}}"#;
-        assert_eq!(i.match_message(json.as_bytes()), Matched::Tokens(vec![9]));
-    }
-
-    #[test]
-    fn unwatch_forgets_every_interest() {
-        let mut i = interests();
-        i.unwatch(1);
-        i.unwatch(3);
-        assert!(i.by_uri.is_empty());
-        assert!(i.tools.is_empty());
-        i.unwatch(2);
-        assert!(i.is_empty());
-    }
-
-    #[test]
-    fn batches_list_tokens_after_each_payload() {
-        let mut b = IndexedBytes::default();
-        push_notification(&mut b, b"{}", &[4, 5]);
-        push_notification(&mut b, b"[]", &[6]);
-        assert_eq!(b.words(), &[0, 2, 2, 4, 5, 2, 2, 1, 6]);
-        assert_eq!(b.bytes(), b"{}[]");
     }
 }
