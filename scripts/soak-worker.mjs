@@ -230,7 +230,10 @@ const roles = { hold, send, info };
 const worker = await roles[role]();
 process.send({ ready: true });
 process.on('message', async (msg) => {
-	if (msg.cmd === 'baseline') {
+	if (msg.cmd === 'settle') {
+		settledMemory();
+		process.send({ settled: true });
+	} else if (msg.cmd === 'baseline') {
 		({ before: rssBaseBeforeGc, rss: rssBase, heapUsed: heapBase, young: youngBase } = settledMemory());
 		// RSS every 30 s from here (no GC): a leak climbs, a high-water mark levels off.
 		rssSeries.push(rssBase);

@@ -238,9 +238,15 @@ for (const w of workers.slice(2)) {
 	if (!(await w.next('ready'))) crashed++;
 }
 log('load running');
-// Memory is measured from the end of a warm-up under load with no fault: until then V8
-// still commits its heap (a sender went 78 -> 95 MB in its first 30 s, then flat).
-await sleep(Math.min(60_000, Math.max(5000, seconds * 100)));
+// Memory is measured from the end of a warm-up under load with no fault, after a second
+// full GC: V8's first forced GC gives its young generation's pages back and they are
+// touched again within seconds (+16 MB of 256 KB V8 pages in /proc/self/smaps, then flat);
+// later GCs keep them.
+const warmUp = Math.min(60_000, Math.max(6000, seconds * 100));
+await sleep(warmUp / 2);
+for (const w of workers) w.send({ cmd: 'settle' });
+for (const w of workers) await w.next('settled');
+await sleep(warmUp / 2);
 for (const w of workers) w.send({ cmd: 'baseline' });
 for (const w of workers) await w.next('baseline');
 
