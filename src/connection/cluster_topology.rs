@@ -16,6 +16,13 @@ use super::{Connection, Source};
 const UNSETTLED_FOR_MS: u64 = 20_000;
 /// How often the topology is read meanwhile.
 const UNSETTLED_CHECK_EVERY: Duration = Duration::from_millis(300);
+/// How long channels a node dropped are held back while the topology does not show the
+/// move yet (see [`Connection::read_topology_now`]); then subscribed again as they are.
+/// Their messages are lost meanwhile (at most once, never twice), well within the 2 s in
+/// which SPEC §7 wants every subscription back at its slot's owner.
+pub const HOLD_DROPPED: Duration = Duration::from_secs(1);
+/// How soon the topology is read again when the manager asks (see `follow_faults`).
+const AGAIN_SOON: Duration = Duration::from_millis(50);
 /// How often the topology is read otherwise, while a manager holds subscriptions: a
 /// graceful failover is followed within about a second (SPEC §7: subscriptions at their
 /// slot's owner within 2 s of the cluster reporting ok).
@@ -57,10 +64,29 @@ impl Connection {
         }
     }
 
+    /// On a cluster: has [`Connection::follow_faults`] read the topology now, not at its
+    /// next beat; the manager's `followed` hears the outcome. For a node that dropped our
+    /// subscriptions by itself (`sunsubscribe`): its slots moved, and if it was demoted
+    /// the connection must be replaced before anything is subscribed again (see
+    /// `follow_topology`). Restored at once on the connection as it is, a dropped channel
+    /// went by the crate's slot map, which may still name the demoted master: that node,
+    /// now a replica, accepts the SSUBSCRIBE and delivers its shard's messages beside the
+    /// new master (a cluster soak saw messages delivered twice that way). The first read
+    /// may not show the move yet (most nodes have not heard of it): the managers hold the
+    /// dropped channels and read again until it does, for up to [`HOLD_DROPPED`].
+    pub fn read_topology_now(&self) {
+        if matches!(self.source, Source::Cluster(_)) {
+            self.unsettle();
+            self.topology_wanted.notify_one();
+        }
+    }
+
     /// Runs for ever on a cluster connection: reads the topology over `via` every
     /// [`UNSETTLED_CHECK_EVERY`] after a fault (see [`Connection::unsettle`]), else every
-    /// [`SETTLED_CHECK_EVERY`] while `busy` (the manager holds subscriptions), and calls
-    /// `moved` when slots changed owners. Meant for a task of its own: a refresh or a
+    /// [`SETTLED_CHECK_EVERY`] while `busy` (the manager holds subscriptions), at once
+    /// when asked ([`Connection::read_topology_now`]), and tells `followed` each outcome
+    /// (`Some(true)`: slots changed owners; None: no view); `followed` returning true
+    /// has it read again within [`AGAIN_SOON`]. Meant for a task of its own: a refresh or a
     /// check can wait out a failover (up to `commandTimeout`), and following the failover
     /// meanwhile is what ends the loss (a cluster soak measured subscriptions restored a
     /// second late when this waited behind a liveness refresh). The settled pace is for
@@ -72,24 +98,30 @@ impl Connection {
         via: &Connection,
         timeout: Duration,
         busy: impl Fn() -> bool,
-        moved: impl Fn(),
+        followed: impl Fn(Option<bool>) -> bool,
     ) {
         if !matches!(self.source, Source::Cluster(_)) {
             return;
         }
+        let mut again = false;
         loop {
-            if self.unsettled() {
-                tokio::time::sleep(UNSETTLED_CHECK_EVERY).await;
+            let wanted = self.topology_wanted.notified();
+            if again {
+                tokio::time::sleep(AGAIN_SOON).await;
+            } else if self.unsettled() {
+                let _ = tokio::time::timeout(UNSETTLED_CHECK_EVERY, wanted).await;
             } else {
                 // Woken early by a fault.
-                let _ = tokio::time::timeout(SETTLED_CHECK_EVERY, self.unsettling.notified()).await;
+                tokio::select! {
+                    _ = tokio::time::sleep(SETTLED_CHECK_EVERY) => {}
+                    _ = self.unsettling.notified() => {}
+                    _ = wanted => {}
+                }
                 if !self.unsettled() && !busy() {
                     continue;
                 }
             }
-            if self.follow_topology(via, timeout).await == Some(true) {
-                moved();
-            }
+            again = followed(self.follow_topology(via, timeout).await);
         }
     }
 

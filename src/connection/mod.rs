@@ -53,6 +53,7 @@ use tokio::time::Instant;
 use crate::config::{check_tls, client_for, secure_scheme, sentinel_nodes, NativeOptions};
 use crate::error::describe_redis_error;
 use cluster_source::{cluster_link, cluster_source, ClusterSource};
+pub use cluster_topology::HOLD_DROPPED;
 use pubsub::PushSink;
 use sentinel::{sentinel_source, SentinelSource};
 
@@ -139,6 +140,8 @@ pub struct Connection {
     unsettled_until_ms: AtomicU64,
     /// Wakes the task waiting in [`Connection::follow_faults`].
     unsettling: tokio::sync::Notify,
+    /// Has that task read the topology at once (see [`Connection::read_topology_now`]).
+    topology_wanted: tokio::sync::Notify,
     /// What `stats()` and the diagnostics channels see of this connection.
     pub stats: crate::stats::ConnectionStats,
 }
@@ -194,6 +197,7 @@ impl Connection {
             reseeded_at_ms: AtomicU64::new(0),
             unsettled_until_ms: AtomicU64::new(0),
             unsettling: tokio::sync::Notify::new(),
+            topology_wanted: tokio::sync::Notify::new(),
         });
         // A Sentinel master is resolved at the first use.
         let first = connection

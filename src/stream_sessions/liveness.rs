@@ -15,7 +15,7 @@ use tokio::time::Instant;
 
 use super::ops::{add_epoch, epoch_candidate, keep_alive_key, read_epoch_reply};
 use super::{Shared, StreamOp};
-use crate::connection::Checked;
+use crate::connection::{Checked, HOLD_DROPPED};
 use crate::error::first_error;
 
 /// Drops the liveness keys of sessions that ended here; failures go to `onError`.
@@ -58,7 +58,8 @@ pub(super) async fn keep_alive(shared: Arc<Shared>) {
 }
 
 /// On a cluster: a failover is followed as soon as it happened, with or without a fault
-/// seen here (see `Connection::follow_faults`).
+/// seen here (see `Connection::follow_faults`); channels a node dropped are subscribed
+/// again once the topology was read (on a fresh connection if that node was demoted).
 pub(super) async fn follow_faults(shared: Arc<Shared>) {
     let timeout = shared.commands.options().command_timeout();
     shared
@@ -67,7 +68,24 @@ pub(super) async fn follow_faults(shared: Arc<Shared>) {
             shared.commands.connection(),
             timeout,
             || !shared.table.lock().unwrap().sessions.is_empty(),
-            || subscribe_everything_again(&shared),
+            |outcome| {
+                if outcome == Some(true) {
+                    subscribe_everything_again(&shared);
+                }
+                let mut held = shared.dropped_unfollowed.lock().unwrap();
+                let Some(since) = held.1 else {
+                    return false;
+                };
+                if outcome != Some(true) && since.elapsed() < HOLD_DROPPED {
+                    // The move is not seen yet: read again soon.
+                    return true;
+                }
+                let dropped = std::mem::take(&mut held.0);
+                held.1 = None;
+                shared.dropped.lock().unwrap().extend(dropped);
+                shared.wake_subscriber.notify_one();
+                false
+            },
         )
         .await;
 }
@@ -144,6 +162,7 @@ fn wanted_channels(shared: &Shared) -> Option<Vec<String>> {
         || !table.waiters.is_empty()
         || shared.resubscribe.load(Ordering::Acquire)
         || !shared.dropped.lock().unwrap().is_empty()
+        || !shared.dropped_unfollowed.lock().unwrap().0.is_empty()
     {
         return None;
     }

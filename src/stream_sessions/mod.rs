@@ -77,8 +77,10 @@ struct Shared {
     stats: Arc<crate::stats::StreamStats>,
     /// Redis dropped our subscriptions (lost or replaced connection).
     resubscribe: AtomicBool,
-    /// Channels a cluster node dropped by itself (their slot moved): subscribed again in
-    /// the next round.
+    /// Channels a cluster node dropped by itself (their slot moved), held until the
+    /// topology shows the move (see `Connection::read_topology_now`), and since when.
+    dropped_unfollowed: Mutex<(Vec<String>, Option<std::time::Instant>)>,
+    /// Those channels once the topology was read: subscribed again in the next round.
     dropped: Mutex<Vec<String>>,
     /// No subscription round in flight or waiting to be retried: Redis should hold what
     /// the table wants (see `wanted_channels`).
@@ -136,6 +138,7 @@ impl StreamSessions {
             deliveries,
             stats: Arc::default(),
             resubscribe: AtomicBool::new(false),
+            dropped_unfollowed: Mutex::new((Vec::new(), None)),
             dropped: Mutex::new(Vec::new()),
             subscriptions_settled: AtomicBool::new(false),
             wake_subscriber: Notify::new(),

@@ -96,13 +96,15 @@ fn on_control_push(push: PushInfo, shared: &Shared) {
         PushKind::SUnsubscribe if dropped_by_server(&push.data, shared) => {
             // A cluster moved the channel's slot (migration, failover) and dropped the
             // subscription: that channel is subscribed again at its slot's owner of now
-            // (the others are where they were), and the topology followed closely.
+            // (the others are where they were) once the topology was read, which replaces
+            // the connection first if the node was demoted (see `liveness::follow_faults`).
             if let Some(Value::BulkString(channel)) = push.data.first() {
                 let channel = String::from_utf8_lossy(channel).into_owned();
-                shared.dropped.lock().unwrap().push(channel);
+                let mut held = shared.dropped_unfollowed.lock().unwrap();
+                held.0.push(channel);
+                held.1.get_or_insert_with(std::time::Instant::now);
             }
-            shared.subscriber.unsettle();
-            shared.wake_subscriber.notify_one();
+            shared.subscriber.read_topology_now();
         }
         PushKind::Disconnection => {
             shared.subscriber.stats.lost();

@@ -97,6 +97,9 @@ struct Shared {
     channel: String,
     /// Whether the channel is subscribed now.
     subscribed: AtomicBool,
+    /// Since when a cluster node dropped the channel: subscribed again once the topology
+    /// shows the move (see `Connection::read_topology_now`).
+    dropped_unfollowed: Mutex<Option<Instant>>,
     /// Whether a subscription was ever asked for (the connection opens only then).
     wanted: AtomicBool,
     /// Calls waiting for the channel to be subscribed: answered once it is, or failed at
@@ -134,6 +137,7 @@ impl Subscriptions {
             notifications,
             channel,
             subscribed: AtomicBool::new(false),
+            dropped_unfollowed: Mutex::new(None),
             wanted: AtomicBool::new(false),
             waiting: Mutex::new(Vec::new()),
             wake: Notify::new(),
@@ -288,9 +292,20 @@ async fn follow_faults(shared: Arc<Shared>) {
             shared.commands.connection(),
             timeout,
             || shared.subscribed.load(Ordering::Acquire),
-            || {
-                shared.subscribed.store(false, Ordering::Release);
-                shared.wake.notify_one();
+            |outcome| {
+                let mut dropped = shared.dropped_unfollowed.lock().unwrap();
+                let held = dropped.is_some_and(|since| {
+                    outcome != Some(true) && since.elapsed() < crate::connection::HOLD_DROPPED
+                });
+                if held {
+                    // The move is not seen yet: read again soon.
+                    return true;
+                }
+                if outcome == Some(true) || dropped.take().is_some() {
+                    shared.subscribed.store(false, Ordering::Release);
+                    shared.wake.notify_one();
+                }
+                false
             },
         )
         .await;
@@ -398,10 +413,16 @@ async fn handle_control(mut told: mpsc::UnboundedReceiver<PushInfo>, shared: Arc
     while let Some(push) = told.recv().await {
         match push.kind {
             // Only the server drops this channel (it is never unsubscribed): on a
-            // cluster, its slot moved; subscribe again at the new owner.
+            // cluster, its slot moved; subscribed again at the new owner once the
+            // topology was read (on a fresh connection if the node was demoted).
             PushKind::SUnsubscribe => {
                 shared.subscribed.store(false, Ordering::Release);
-                shared.wake.notify_one();
+                shared
+                    .dropped_unfollowed
+                    .lock()
+                    .unwrap()
+                    .get_or_insert_with(Instant::now);
+                shared.subscriber.read_topology_now();
             }
             PushKind::Disconnection => {
                 shared.subscriber.stats.lost();
