@@ -2,6 +2,8 @@
 // Turning values the app passed or threw into Errors and messages. The values may be
 // hostile (a Proxy that throws on every trap, a `toString` that throws, a revoked Proxy):
 // nothing here ever throws, and nothing here calls into such a value outside a `try`.
+// Why JavaScript: the Errors are JavaScript objects with this thread's stack, and the
+// hostile values can only be inspected here.
 
 //
 // Every Error a manager rejects with or reports carries a stable `code` (CODES below):

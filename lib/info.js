@@ -1,4 +1,9 @@
 'use strict';
+// RedisInfoSessionManager: upstream's class and method names, argument checks with its
+// wording, and the JSON of the values it stores. Why JavaScript: the values arrive and
+// leave as JavaScript objects (JSON.stringify/parse run where they are, with no second
+// copy across the boundary), and calls are batched per tick by lib/link.js; the Redis
+// work (pipelines, Cluster routing, timeouts) is native (src/info_sessions.rs).
 
 const { inspect } = require('node:util');
 const { Link } = require('./link.js');

@@ -1,4 +1,9 @@
 'use strict';
+// The one path from a manager's calls to the native command connection. Why JavaScript:
+// calls made in one tick are gathered here and cross to Rust as one batch (one Node-API
+// call per tick, not per call), and each call's promise must be created and settled on
+// the JS thread; parsing, pipelining and every Redis connection are native
+// (src/js_calls.rs, src/commands.rs).
 
 const { NativeClient } = require('./binding.js');
 const {

@@ -1,4 +1,8 @@
 'use strict';
+// The options object: upstream's defaults and validation, with TypeErrors naming the
+// option and what it got. Why JavaScript: the options are JavaScript values that may be
+// hostile (getters, Proxies): each is read once here, copied into plain data, and only
+// that copy crosses to Rust (src/config/).
 
 const { argumentError, argumentTypeError, describe } = require('./errors.js');
 

@@ -1,4 +1,9 @@
 'use strict';
+// RedisStreamSessionManager: TMCP's stream sessions. Why JavaScript: the SSE streams'
+// ReadableStreamDefaultControllers are JavaScript objects that may only be used on the JS
+// thread; this file keeps them and feeds them the batches the native side delivers
+// (one crossing per batch). Sessions, subscriptions and liveness keys are native
+// (src/stream_sessions/).
 
 const { inspect } = require('node:util');
 const { NativeStreams } = require('./binding.js');

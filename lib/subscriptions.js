@@ -1,4 +1,7 @@
 'use strict';
+// RedisSubscriptionManager: MCP `subscriptions/listen`. Why JavaScript: each subscription's
+// callbacks (acknowledge, send, close) are the app's functions and their promises order
+// the notifications; matching and the Redis channel are native (src/subscriptions/).
 
 const { inspect } = require('node:util');
 const { NativeSubscriptions } = require('./binding.js');
