@@ -21,6 +21,28 @@ const UNSETTLED_CHECK_EVERY: Duration = Duration::from_millis(300);
 /// Their messages are lost meanwhile (at most once, never twice), well within the 2 s in
 /// which SPEC §7 wants every subscription back at its slot's owner.
 pub const HOLD_DROPPED: Duration = Duration::from_secs(1);
+/// What becomes of channels a node dropped, held since `since` (None: none held), after
+/// a topology read that gave `outcome` (see [`Connection::follow_faults`]).
+#[derive(PartialEq, Eq, Debug)]
+pub enum Dropped {
+    /// None are held.
+    NoneHeld,
+    /// The move does not show yet: keep them, read again soon.
+    Hold,
+    /// Subscribe them again now.
+    Release,
+}
+
+impl Dropped {
+    pub fn after_read(outcome: Option<bool>, since: Option<std::time::Instant>) -> Dropped {
+        match since {
+            None => Dropped::NoneHeld,
+            Some(since) if outcome != Some(true) && since.elapsed() < HOLD_DROPPED => Dropped::Hold,
+            Some(_) => Dropped::Release,
+        }
+    }
+}
+
 /// How soon the topology is read again when the manager asks (see `follow_faults`).
 const AGAIN_SOON: Duration = Duration::from_millis(50);
 /// How often the topology is read otherwise, while a manager holds subscriptions: a

@@ -53,7 +53,7 @@ use tokio::time::Instant;
 use crate::config::{check_tls, client_for, secure_scheme, sentinel_nodes, NativeOptions};
 use crate::error::describe_redis_error;
 use cluster_source::{cluster_link, cluster_source, ClusterSource};
-pub use cluster_topology::HOLD_DROPPED;
+pub use cluster_topology::Dropped;
 use pubsub::PushSink;
 use sentinel::{sentinel_source, SentinelSource};
 

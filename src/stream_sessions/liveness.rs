@@ -15,7 +15,7 @@ use tokio::time::Instant;
 
 use super::ops::{add_epoch, epoch_candidate, keep_alive_key, read_epoch_reply};
 use super::{Shared, StreamOp};
-use crate::connection::{Checked, HOLD_DROPPED};
+use crate::connection::{Checked, Dropped};
 use crate::error::first_error;
 
 /// Drops the liveness keys of sessions that ended here; failures go to `onError`.
@@ -58,10 +58,15 @@ pub(super) async fn keep_alive(shared: Arc<Shared>) {
 }
 
 /// On a cluster: a failover is followed as soon as it happened, with or without a fault
-/// seen here (see `Connection::follow_faults`); channels a node dropped are subscribed
-/// again once the topology was read (on a fresh connection if that node was demoted).
+/// seen here (see `Connection::follow_faults`): a connection replaced for it (a demoted
+/// master) gets everything subscribed again; channels a node dropped are subscribed
+/// again once the topology shows the move. A migration changes nothing else: subscribed
+/// again at once, every channel went by the crate's slot map while another slot of the
+/// same rebalance was still migrating, and the SSUBSCRIBEs went unconfirmed until the
+/// watchdog replaced the connection (a soak: 8.5 s to recover).
 pub(super) async fn follow_faults(shared: Arc<Shared>) {
     let timeout = shared.commands.options().command_timeout();
+    let generation = std::sync::atomic::AtomicU64::new(shared.subscriber.generation());
     shared
         .subscriber
         .follow_faults(
@@ -69,22 +74,22 @@ pub(super) async fn follow_faults(shared: Arc<Shared>) {
             timeout,
             || !shared.table.lock().unwrap().sessions.is_empty(),
             |outcome| {
-                if outcome == Some(true) {
+                let now = shared.subscriber.generation();
+                let renewed = generation.swap(now, Ordering::AcqRel) != now;
+                if outcome == Some(true) && renewed {
                     subscribe_everything_again(&shared);
                 }
                 let mut held = shared.dropped_unfollowed.lock().unwrap();
-                let Some(since) = held.1 else {
-                    return false;
-                };
-                if outcome != Some(true) && since.elapsed() < HOLD_DROPPED {
-                    // The move is not seen yet: read again soon.
-                    return true;
+                match Dropped::after_read(outcome, held.1) {
+                    Dropped::NoneHeld => false,
+                    Dropped::Hold => true,
+                    Dropped::Release => {
+                        held.1 = None;
+                        shared.dropped.lock().unwrap().append(&mut held.0);
+                        shared.wake_subscriber.notify_one();
+                        false
+                    }
                 }
-                let dropped = std::mem::take(&mut held.0);
-                held.1 = None;
-                shared.dropped.lock().unwrap().extend(dropped);
-                shared.wake_subscriber.notify_one();
-                false
             },
         )
         .await;

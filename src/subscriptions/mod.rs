@@ -32,7 +32,9 @@ use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
 use crate::commands::Commands;
-use crate::connection::{jittered, message_parts, Checked, Connection, Failure, PushRoute, Source};
+use crate::connection::{
+    jittered, message_parts, Checked, Connection, Dropped, Failure, PushRoute, Source,
+};
 use crate::delivery::{CompletionBatch, Outcome, Reply};
 use crate::error::first_error;
 use crate::keys::Keys;
@@ -99,7 +101,7 @@ struct Shared {
     subscribed: AtomicBool,
     /// Since when a cluster node dropped the channel: subscribed again once the topology
     /// shows the move (see `Connection::read_topology_now`).
-    dropped_unfollowed: Mutex<Option<Instant>>,
+    dropped_unfollowed: Mutex<Option<std::time::Instant>>,
     /// Whether a subscription was ever asked for (the connection opens only then).
     wanted: AtomicBool,
     /// Calls waiting for the channel to be subscribed: answered once it is, or failed at
@@ -286,6 +288,7 @@ async fn keep_subscribed(shared: Arc<Shared>) {
 /// slot's owner.
 async fn follow_faults(shared: Arc<Shared>) {
     let timeout = shared.commands.options().command_timeout();
+    let generation = AtomicU64::new(shared.subscriber.generation());
     shared
         .subscriber
         .follow_faults(
@@ -293,15 +296,16 @@ async fn follow_faults(shared: Arc<Shared>) {
             timeout,
             || shared.subscribed.load(Ordering::Acquire),
             |outcome| {
+                let now = shared.subscriber.generation();
+                let renewed = generation.swap(now, Ordering::AcqRel) != now;
                 let mut dropped = shared.dropped_unfollowed.lock().unwrap();
-                let held = dropped.is_some_and(|since| {
-                    outcome != Some(true) && since.elapsed() < crate::connection::HOLD_DROPPED
-                });
-                if held {
-                    // The move is not seen yet: read again soon.
+                let after = Dropped::after_read(outcome, *dropped);
+                if after == Dropped::Hold {
                     return true;
                 }
-                if outcome == Some(true) || dropped.take().is_some() {
+                // On a fresh connection (a demoted master) or for the dropped channel.
+                if (outcome == Some(true) && renewed) || after == Dropped::Release {
+                    *dropped = None;
                     shared.subscribed.store(false, Ordering::Release);
                     shared.wake.notify_one();
                 }
@@ -421,7 +425,7 @@ async fn handle_control(mut told: mpsc::UnboundedReceiver<PushInfo>, shared: Arc
                     .dropped_unfollowed
                     .lock()
                     .unwrap()
-                    .get_or_insert_with(Instant::now);
+                    .get_or_insert_with(std::time::Instant::now);
                 shared.subscriber.read_topology_now();
             }
             PushKind::Disconnection => {
