@@ -39,6 +39,22 @@ function managers(extra = {}, of = set) {
 	return { streams, info, errors };
 }
 
+/** Every sentinel names the same master, and it answers ROLE as a master. */
+async function sentinelsAgree(of) {
+	const ports = await Promise.all(of.sentinels.map((s) => currentMasterPort(s.port).catch(() => undefined)));
+	if (ports[0] === undefined || !ports.every((p) => p === ports[0])) return false;
+	const node = await sentinelClient(ports[0]).catch(() => undefined);
+	if (!node) return false;
+	try {
+		const [role] = await node.sendCommand(['ROLE']);
+		return role === 'master';
+	} catch {
+		return false;
+	} finally {
+		node.destroy();
+	}
+}
+
 describe('Sentinel', () => {
 	it('finds the master through the sentinels and runs every method', async () => {
 		const step = useSteps();
@@ -117,6 +133,10 @@ describe('Sentinel', () => {
 		['redis:// URLs', (s) => `redis://127.0.0.1:${s.port}`],
 		['{ host, port } objects', (s) => ({ host: '127.0.0.1', port: s.port })],
 	])('sentinel.nodes as %s finds the master', async (_form, node) => {
+		// The failover tests above may leave the sentinels still reconfiguring (redis-rs
+		// then finds no sentinel naming a master that answers as one: seen once in CI):
+		// as in a deployment between faults, every sentinel names one master, a master.
+		await eventually(() => sentinelsAgree(set), 20_000, 'the sentinels to agree on a master');
 		const nodes = set.sentinels.map(node);
 		expect(await roundTrip(url, { sentinel: { nodes }, commandTimeout: 2000 })).toEqual({ name: url, version: '1' });
 	});

@@ -288,7 +288,6 @@ async fn keep_subscribed(shared: Arc<Shared>) {
 /// slot's owner.
 async fn follow_faults(shared: Arc<Shared>) {
     let timeout = shared.commands.options().command_timeout();
-    let generation = AtomicU64::new(shared.subscriber.generation());
     shared
         .subscriber
         .follow_faults(
@@ -296,15 +295,14 @@ async fn follow_faults(shared: Arc<Shared>) {
             timeout,
             || shared.subscribed.load(Ordering::Acquire),
             |outcome| {
-                let now = shared.subscriber.generation();
-                let renewed = generation.swap(now, Ordering::AcqRel) != now;
                 let mut dropped = shared.dropped_unfollowed.lock().unwrap();
                 let after = Dropped::after_read(outcome, *dropped);
                 if after == Dropped::Hold {
                     return true;
                 }
-                // On a fresh connection (a demoted master) or for the dropped channel.
-                if (outcome == Some(true) && renewed) || after == Dropped::Release {
+                // One channel: subscribed again after any move (on the connection as it
+                // is, or a fresh one after a demotion), or once its drop is followed.
+                if outcome == Some(true) || after == Dropped::Release {
                     *dropped = None;
                     shared.subscribed.store(false, Ordering::Release);
                     shared.wake.notify_one();
