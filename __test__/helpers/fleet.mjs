@@ -350,7 +350,14 @@ export class Fleet {
 
 	/** Waits until the session is free (no info write or delete on it), then holds it. */
 	async hold(session) {
-		await eventually(() => !session.busy, 10_000, `${session.id} free`);
+		// Checked and taken in one step: with `await eventually(...)` between the check and
+		// `busy = true`, two processes could both find it free and write its info at once,
+		// and the read-back saw the other write (a fresh-clone CI run, 1 of 438).
+		const deadline = Date.now() + 10_000;
+		while (session.busy) {
+			if (Date.now() > deadline) throw new Error(`timed out waiting for ${session.id} free`);
+			await new Promise((r) => setTimeout(r, 20));
+		}
 		session.busy = true;
 	}
 
