@@ -1,12 +1,14 @@
 // Redis Cluster: sharded session channels, per-slot pipelines, and recovery from a manual
 // failover, a killed master and a live slot migration, against a private cluster of six
 // real redis-server processes (three masters, three replicas) on free loopback ports.
+import dc from 'node:diagnostics_channel';
 import { inspect } from 'node:util';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import {
 	RedisInfoSessionManager,
 	RedisStreamSessionManager,
 	RedisSubscriptionManager,
+	CHANNELS,
 	createSessionManagers,
 } from '../index.mjs';
 import { nodeClient, onNode, slotOf, startCluster } from './helpers/cluster.mjs';
@@ -446,6 +448,37 @@ describe('Redis Cluster', () => {
 		for (const rec of recs.values()) expect(rec.closed).toBe(false);
 	});
 
+	it('one shard lost its data (FLUSHALL on a master that does not hold tmcp:epoch): its sessions are kept and their keys written again', async () => {
+		// What a master SIGKILLed and restarted without persistence before its replica took
+		// over does: it comes back empty and still the master. A cluster soak saw the next
+		// refresh read that shard's missing liveness keys as deletes elsewhere (the one
+		// tmcp:epoch key, on another shard, was intact) and end a third of the live sessions.
+		const { streams, errors } = managers({ sessionTtlSeconds: 3 });
+		const watcher = new RedisStreamSessionManager(cluster.url, options());
+		cleanups.push(() => watcher.close());
+		const placed = await idsOnEveryMaster('sl');
+		const recs = await held(streams, placed.map((p) => p.id));
+		const epochMaster = await cluster.ownerOf(slotOf('tmcp:epoch'));
+		const { id, port } = placed.find((p) => p.port !== epochMaster);
+		// Every shard's own epoch is written by a refresh once the topology is known.
+		const shardEpochs = async () => {
+			for (const p of placed) if ((await onNode(p.port, ['KEYS', 'tmcp:epoch:*'])).length === 0) return false;
+			return true;
+		};
+		await eventually(shardEpochs, 10_000, 'a data epoch on every shard');
+
+		await onNode(port, ['FLUSHALL']);
+		expect(await watcher.has(id)).toBe(false);
+		await eventually(() => watcher.has(id), 10_000, `the liveness key of ${id} written again`);
+		await eventually(shardEpochs, 10_000, 'the lost shard\'s epoch written again');
+		for (const [session, rec] of recs) {
+			expect(rec.closed, session).toBe(false);
+			expect(await watcher.has(session), session).toBe(true);
+			await eachOnce(streams, rec, session, 'after the loss');
+		}
+		expect(errors).toEqual([]);
+	});
+
 	it('a master killed (SIGKILL): its replica takes over, subscriptions and liveness come back, each message once', async () => {
 		const { streams, info, errors } = managers();
 		const ids = await idsOnEveryMaster('k');
@@ -503,6 +536,15 @@ describe('Redis Cluster', () => {
 		const listening = new RedisSubscriptionManager(own.url, opts);
 		const sending = new RedisSubscriptionManager(own.url, opts);
 		cleanups.push(() => listening.dispose(), () => sending.dispose());
+		// This test failed about 1 full-suite run in 3 (no notification for 30 s after the
+		// promotion), never alone: on a failure it shows what each connection went through.
+		const seen = [];
+		const started = Date.now();
+		const note = (m) => seen.push(`+${Date.now() - started} ms ${[m.event, m.role, m.serverPort, m.error?.message].filter(Boolean).join(' ')}`);
+		for (const channel of [CHANNELS.connection, CHANNELS.topology, CHANNELS.error]) {
+			dc.subscribe(channel, note);
+			cleanups.push(() => dc.unsubscribe(channel, note));
+		}
 		const received = [];
 		const listener = {
 			async acknowledge() {},
@@ -517,12 +559,18 @@ describe('Redis Cluster', () => {
 		const replica = await own.replicaOf(victim);
 		await own.kill(victim);
 		await eventually(async () => (await own.ownerOf(slot, replica)) === replica, 30_000, 'the replica to be promoted');
+		seen.push(`+${Date.now() - started} ms promoted`);
 		let n = 0;
-		await until(async () => {
-			const title = `after the kill ${n++}`;
-			await sending.send({ jsonrpc: '2.0', method: 'notifications/resources/updated', params: { uri: 'file:///k', title } });
-			await eventually(() => received.includes(title), 1000, 'the notification');
-		}, 'a notification after the kill', 30_000);
+		try {
+			await until(async () => {
+				const title = `after the kill ${n++}`;
+				await sending.send({ jsonrpc: '2.0', method: 'notifications/resources/updated', params: { uri: 'file:///k', title } });
+				await eventually(() => received.includes(title), 1000, 'the notification');
+			}, 'a notification after the kill', 30_000);
+		} catch (e) {
+			e.message += `\nevents (both managers): ${seen.join(' | ')}\nlistening: ${inspect(listening.stats(), { depth: 4, breakLength: Infinity })}`;
+			throw e;
+		}
 		expect(await shardSubscribers(replica, 'tmcp:subscriptions')).toBe(1);
 	});
 

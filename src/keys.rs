@@ -75,6 +75,13 @@ impl Keys {
         format!("{}tmcp:epoch", self.prefix)
     }
 
+    /// The `n`th candidate name for a data epoch on one shard of a cluster: a master
+    /// restarted empty before its replica took over loses its shard's keys only, which
+    /// the one [`Keys::epoch`] (on another shard) would not show.
+    pub fn shard_epoch(&self, n: u32) -> String {
+        format!("{}tmcp:epoch:{n}", self.prefix)
+    }
+
     /// Session id from a liveness key found by SCAN.
     pub fn id_from_alive<'a>(&self, key: &'a str) -> Option<&'a str> {
         key.strip_prefix(self.prefix.as_str())?

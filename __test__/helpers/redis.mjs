@@ -181,8 +181,19 @@ export async function eventually(check, ms = 5000, what = 'condition') {
 const HUNG = Symbol('hung');
 const HUNG_GRACE_MS = 5000;
 
-/** Retries `call` until it resolves (e.g. a write while a failover is under way). */
-export const until = (call, what, ms = 20_000) => eventually(() => call().then(() => true, () => false), ms, what);
+/**
+ * Retries `call` until it resolves (e.g. a write while a failover is under way). On a
+ * timeout the error names why the last attempt failed.
+ */
+export async function until(call, what, ms = 20_000) {
+	let last;
+	try {
+		return await eventually(() => call().then(() => true, (e) => ((last = e), false)), ms, what);
+	} catch (e) {
+		if (last) e.message += `; the last attempt failed with: ${last.message}`;
+		throw e;
+	}
+}
 
 /**
  * Sends until the session's recorder gets the message: delivery has resumed. Returns the

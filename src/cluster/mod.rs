@@ -36,7 +36,9 @@ mod shards;
 mod topology;
 
 pub use pipeline::query;
-pub use shards::{expected_per_master, shard_subscriptions, ssubscribe, sunsubscribe};
+pub use shards::{
+    expected_per_master, key_per_master, shard_subscriptions, ssubscribe, sunsubscribe,
+};
 pub use topology::{masters, on_node, topology, topology_at, topology_direct};
 
 /// Who serves which slots: `(first slot, last slot, master host, master port)`, sorted.

@@ -43,30 +43,63 @@ pub async fn shard_subscriptions(
     field("ssub=").and_then(|n| n.parse().ok())
 }
 
-/// How many of `channels` each master of `owners` serves, by master address.
-pub fn expected_per_master(owners: &SlotOwners, channels: &[String]) -> Vec<((String, u16), u64)> {
-    let mut counts: Vec<((String, u16), u64)> = Vec::new();
-    // The crate computes a key's slot but does not show its number: a table of every
-    // slot's master (16,384 entries, built once per check) turns a slot into its master.
+/// The masters of `owners` (in their order) and a table of every slot's master, as an
+/// index into them. The crate computes a key's slot but does not show its number: a table
+/// of every slot (16,384 entries, built once per use) turns a slot into its master.
+fn masters_by_slot(owners: &SlotOwners) -> (Vec<(String, u16)>, HashMap<Slot, usize>) {
+    let mut masters: Vec<(String, u16)> = Vec::new();
     let mut master_of: HashMap<Slot, usize> = HashMap::with_capacity(16_384);
     for (first, last, host, port) in owners {
-        let at = match counts.iter().position(|((h, p), _)| h == host && p == port) {
+        let at = match masters.iter().position(|(h, p)| h == host && p == port) {
             Some(at) => at,
             None => {
-                counts.push(((host.clone(), *port), 0));
-                counts.len() - 1
+                masters.push((host.clone(), *port));
+                masters.len() - 1
             }
         };
         for slot in (*first..=*last).filter_map(Slot::new) {
             master_of.insert(slot, at);
         }
     }
+    (masters, master_of)
+}
+
+/// How many of `channels` each master of `owners` serves, by master address.
+pub fn expected_per_master(owners: &SlotOwners, channels: &[String]) -> Vec<((String, u16), u64)> {
+    let (masters, master_of) = masters_by_slot(owners);
+    let mut counts: Vec<((String, u16), u64)> = masters.into_iter().map(|m| (m, 0)).collect();
     for channel in channels {
         if let Some(&at) = master_of.get(&Slot::for_key(channel.as_bytes())) {
             counts[at].1 += 1;
         }
     }
     counts
+}
+
+/// How many names [`key_per_master`] tries: a master serving 1 % of the slots gets one
+/// all but surely (a miss has odds of 1 in 10^17); one serving a handful of slots may
+/// get none.
+const KEY_TRIES: u32 = 4096;
+
+/// For each master of `owners`, the first of `key(0)`, `key(1)`, … that hashes to a slot
+/// it serves (see [`KEY_TRIES`]): a key on every shard, for what must be told per shard.
+pub fn key_per_master(owners: &SlotOwners, key: impl Fn(u32) -> String) -> Vec<String> {
+    let (masters, master_of) = masters_by_slot(owners);
+    let mut found: Vec<Option<String>> = vec![None; masters.len()];
+    let mut left = masters.len();
+    for n in 0..KEY_TRIES {
+        if left == 0 {
+            break;
+        }
+        let name = key(n);
+        if let Some(&at) = master_of.get(&Slot::for_key(name.as_bytes())) {
+            if found[at].is_none() {
+                found[at] = Some(name);
+                left -= 1;
+            }
+        }
+    }
+    found.into_iter().flatten().collect()
 }
 
 /// Channels grouped by slot, in first-seen order.
@@ -144,6 +177,36 @@ mod tests {
         assert_eq!(
             expected_per_master(&owners, &channels),
             vec![(("a".into(), 1), 3), (("b".into(), 2), 1)]
+        );
+    }
+
+    #[test]
+    fn a_key_is_found_on_every_master() {
+        let owners: SlotOwners = vec![
+            (0, 5460, "a".into(), 1),
+            (5461, 10922, "b".into(), 2),
+            (10923, 16286, "c".into(), 3),
+            // "x" is in slot 16287.
+            (16287, 16287, "d".into(), 4),
+            (16288, 16383, "c".into(), 3),
+        ];
+        let keys = key_per_master(&owners, |n| format!("tmcp:epoch:{n}"));
+        let masters: Vec<u16> = keys
+            .iter()
+            .map(|k| expected_per_master(&owners, std::slice::from_ref(k)))
+            .map(|counts| counts.iter().find(|(_, n)| *n == 1).unwrap().0 .1)
+            .collect();
+        // One key per master, in the masters' order; the one-slot master may get none.
+        assert!(
+            masters == [1, 2, 3] || masters == [1, 2, 3, 4],
+            "{masters:?}"
+        );
+        // The first name that fits each: slots 5413, 9542 and 13671.
+        assert_eq!(keys[..3], ["tmcp:epoch:0", "tmcp:epoch:3", "tmcp:epoch:2"]);
+        // A name that always hashes to one slot (a hash tag) gives one key only.
+        assert_eq!(
+            key_per_master(&owners, |_| "{x}e".into()),
+            vec!["{x}e".to_string()]
         );
     }
 }

@@ -147,6 +147,15 @@ impl Connection {
         }
     }
 
+    /// On a cluster whose topology was read: for each master, the first of `key(0)`,
+    /// `key(1)`, … on a slot it serves (see `cluster::key_per_master`). Empty otherwise.
+    pub fn key_per_master(&self, key: impl Fn(u32) -> String) -> Vec<String> {
+        let owners = self.topology.lock().unwrap().clone();
+        owners.map_or_else(Vec::new, |owners| {
+            crate::cluster::key_per_master(&owners, key)
+        })
+    }
+
     /// Whether a fault was seen lately on this cluster connection: the managers then
     /// follow the topology every [`UNSETTLED_CHECK_EVERY`].
     pub fn unsettled(&self) -> bool {

@@ -184,10 +184,11 @@ fn wanted_channels(shared: &Shared) -> Option<Vec<String>> {
 }
 
 /// Refreshes the liveness keys of confirmed local sessions (see
-/// [`super::ops::LIVENESS_SCRIPT`]: never brings back a key a delete removed, never takes
-/// over a key another process holds now). Keys found missing while the data epoch is
-/// unchanged belong to sessions ended elsewhere: they are closed here. If the epoch changed,
-/// Redis lost its data: every key is written again.
+/// `ops::LIVENESS_SCRIPT`: never brings back a key a delete removed, never takes over a
+/// key another process holds now). Keys found missing while the data epoch is unchanged
+/// belong to sessions ended elsewhere: they are closed here. If the epoch changed, Redis
+/// lost its data: every key is written again. On a cluster the epoch is read on every
+/// shard (see [`epoch_keys`]).
 async fn refresh(shared: &Shared) -> Result<(), String> {
     let started = Instant::now();
     let (ids, known, written_to, refreshed_from) = {
@@ -212,18 +213,21 @@ async fn refresh(shared: &Shared) -> Result<(), String> {
         )
     };
     let ttl = options.session_ttl_seconds;
+    let epochs = epoch_keys(shared);
     let mut pipe = Pipeline::new();
-    add_epoch(&mut pipe, keys, ttl, None);
+    for key in &epochs {
+        add_epoch(&mut pipe, key, ttl, None);
+    }
     for (id, _) in &ids {
         keep_alive_key(&mut pipe, keys, id, &shared.holder, ttl, false);
     }
     let values = query(shared, &pipe).await.map_err(failed)?;
     let mut values = values.into_iter();
-    let epoch = read_epoch_reply(values.next());
+    let epoch = read_epochs(&mut values, epochs.len());
     let replies: Vec<Value> = values.collect();
     first_error(&replies).map_err(failed)?;
-    if replies.iter().any(|r| matches!(r, Value::Int(0))) && follow_topology(shared).await.is_none()
-    {
+    let missing = replies.iter().any(|r| matches!(r, Value::Int(0)));
+    if missing && follow_topology(shared).await.is_none() {
         // A missing key is read as a delete only once the slots' owners are known: the
         // crate follows a failover by itself (MOVED), so these replies may come from a
         // promoted replica that lacked the last refreshes, before our own look at the
@@ -238,11 +242,14 @@ async fn refresh(shared: &Shared) -> Result<(), String> {
         // A margin for the server's clock and the time the write took to arrive.
         at.elapsed() + Duration::from_millis(250) >= Duration::from_secs(u64::from(ttl))
     });
-    if !ttl_elapsed && epoch.is_some() && epoch == known && master == written_to {
+    // With no key missing there is nothing to tell apart: a new epoch (a shard's first
+    // look, a cluster's new master list) is learnt as it is.
+    if !ttl_elapsed && epoch.is_some() && (epoch == known || !missing) && master == written_to {
         let mut ended = Vec::new();
         {
             let mut table = shared.table.lock().unwrap();
             table.refreshed_from = Some(started);
+            table.epoch = epoch;
             for ((id, token), reply) in ids.iter().zip(&replies) {
                 if matches!(reply, Value::Int(0)) && table.owned(id, *token) {
                     table.remove(id);
@@ -257,7 +264,9 @@ async fn refresh(shared: &Shared) -> Result<(), String> {
     // went unrefreshed for a TTL (a master was unreachable), or this is the first look at
     // the epoch: write everything.
     let mut pipe = Pipeline::new();
-    add_epoch(&mut pipe, keys, ttl, Some(&epoch_candidate()));
+    for key in &epochs {
+        add_epoch(&mut pipe, key, ttl, Some(&epoch_candidate()));
+    }
     for (id, _) in &ids {
         // Written where missing; a key another process holds now is kept as it is.
         keep_alive_key(&mut pipe, keys, id, &shared.holder, ttl, true);
@@ -266,12 +275,37 @@ async fn refresh(shared: &Shared) -> Result<(), String> {
     let values = query(shared, &pipe).await.map_err(failed)?;
     first_error(&values).map_err(failed)?;
     let mut table = shared.table.lock().unwrap();
-    if let Some(epoch) = read_epoch_reply(values.into_iter().next()) {
+    if let Some(epoch) = read_epochs(&mut values.into_iter(), epochs.len()) {
         table.epoch = Some(epoch);
     }
     table.master = master;
     table.refreshed_from = Some(started);
     Ok(())
+}
+
+/// The data epoch keys a refresh reads: [`Keys::epoch`], and on a cluster one on every
+/// master too. A master SIGKILLed and restarted without persistence before its replica
+/// took over comes back empty and still the master: its shard's liveness keys are gone
+/// while the one epoch (on another shard) stays; read as deletes, that ended a third of
+/// a cluster soak's live sessions. The names follow the topology last read; a new
+/// topology changes them, and a new master list comes with a master change anyway.
+///
+/// [`Keys::epoch`]: crate::keys::Keys::epoch
+fn epoch_keys(shared: &Shared) -> Vec<String> {
+    let keys = shared.keys();
+    let mut epochs = vec![keys.epoch()];
+    epochs.extend(shared.subscriber.key_per_master(|n| keys.shard_epoch(n)));
+    epochs
+}
+
+/// The epochs of the first `count` replies as one value; None when any is missing.
+fn read_epochs(values: &mut impl Iterator<Item = Value>, count: usize) -> Option<String> {
+    // Every one taken (not up to the first missing one): the liveness replies follow.
+    let epochs: Vec<Option<String>> = (0..count)
+        .map(|_| read_epoch_reply(values.next()))
+        .collect();
+    let epochs: Option<Vec<String>> = epochs.into_iter().collect();
+    epochs.map(|epochs| epochs.join(","))
 }
 
 /// Runs a pipeline of the liveness timer on the command connection, within the

@@ -43,13 +43,13 @@ redis.call('SET', KEYS[1], v, 'EX', ARGV[1])
 return v
 ";
 
-/// Adds the command that reads the data epoch (and keeps it while sessions live),
-/// writing `candidate` when it is missing or corrupt.
-pub(super) fn add_epoch(pipe: &mut Pipeline, keys: &Keys, ttl: u32, candidate: Option<&str>) {
+/// Adds the command that reads the data epoch key `key` (and keeps it while sessions
+/// live), writing `candidate` when it is missing or corrupt.
+pub(super) fn add_epoch(pipe: &mut Pipeline, key: &str, ttl: u32, candidate: Option<&str>) {
     pipe.cmd("EVAL")
         .arg(EPOCH_SCRIPT)
         .arg(1)
-        .arg(keys.epoch())
+        .arg(key)
         .arg(epoch_ttl(ttl))
         .arg(candidate.unwrap_or(""));
 }
@@ -210,7 +210,7 @@ impl Operation for StreamOp {
                 2
             }
             StreamOp::MarkLive { ids, ttl, holder } => {
-                add_epoch(pipe, keys, *ttl, Some(&epoch_candidate()));
+                add_epoch(pipe, &keys.epoch(), *ttl, Some(&epoch_candidate()));
                 for id in ids {
                     mark_alive(pipe, keys, id, holder, *ttl);
                 }
