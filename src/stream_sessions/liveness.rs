@@ -185,21 +185,22 @@ fn wanted_channels(shared: &Shared) -> Option<Vec<String>> {
 
 /// Refreshes the liveness keys of confirmed local sessions (see
 /// `ops::LIVENESS_SCRIPT`: never brings back a key a delete removed, never takes over a
-/// key another process holds now). Keys found missing while the data epoch is unchanged
-/// belong to sessions ended elsewhere: they are closed here. If the epoch changed, Redis
-/// lost its data: every key is written again. On a cluster the epoch is read on every
+/// key another process holds now). Keys found missing while the data epoch is unchanged,
+/// and last written less than a TTL ago, belong to sessions ended elsewhere: they are
+/// closed here. If the epoch changed, Redis lost its data; if a missing key may have
+/// expired, it was not deleted: every key is written again. On a cluster the epoch is read on every
 /// shard (see [`epoch_keys`]).
 async fn refresh(shared: &Shared) -> Result<(), String> {
     let started = Instant::now();
-    let (ids, known, written_to, refreshed_from) = {
+    let (ids, known, written_to) = {
         let table = shared.table.lock().unwrap();
-        let ids: Vec<(String, u32)> = table
+        let ids: Vec<(String, u32, Instant)> = table
             .sessions
             .iter()
             .filter(|(_, s)| s.confirmed)
-            .map(|(id, s)| (id.clone(), s.token))
+            .map(|(id, s)| (id.clone(), s.token, s.written_from))
             .collect();
-        (ids, table.epoch.clone(), table.master, table.refreshed_from)
+        (ids, table.epoch.clone(), table.master)
     };
     if ids.is_empty() {
         return Ok(());
@@ -218,7 +219,7 @@ async fn refresh(shared: &Shared) -> Result<(), String> {
     for key in &epochs {
         add_epoch(&mut pipe, key, ttl, None);
     }
-    for (id, _) in &ids {
+    for (id, _, _) in &ids {
         keep_alive_key(&mut pipe, keys, id, &shared.holder, ttl, false);
     }
     let values = query(shared, &pipe).await.map_err(failed)?;
@@ -238,24 +239,30 @@ async fn refresh(shared: &Shared) -> Result<(), String> {
     // meanwhile, they came from it; and the time since the last refresh that surely
     // landed counts up to when they arrived (a query can wait out a failover).
     let master = shared.commands.connection().master_number();
-    let ttl_elapsed = refreshed_from.is_some_and(|at| {
-        // A margin for the server's clock and the time the write took to arrive.
-        at.elapsed() + Duration::from_millis(250) >= Duration::from_secs(u64::from(ttl))
-    });
+    // A missing key whose last write that surely landed is a TTL old may have expired.
+    let ttl_elapsed = ids
+        .iter()
+        .zip(&replies)
+        .any(|((_, _, written_from), reply)| {
+            // A margin for the server's clock and the time the write took to arrive.
+            matches!(reply, Value::Int(0))
+                && written_from.elapsed() + Duration::from_millis(250)
+                    >= Duration::from_secs(u64::from(ttl))
+        });
     // With no key missing there is nothing to tell apart: a new epoch (a shard's first
     // look, a cluster's new master list) is learnt as it is.
     if !ttl_elapsed && epoch.is_some() && (epoch == known || !missing) && master == written_to {
         let mut ended = Vec::new();
         {
             let mut table = shared.table.lock().unwrap();
-            table.refreshed_from = Some(started);
             table.epoch = epoch;
-            for ((id, token), reply) in ids.iter().zip(&replies) {
+            for ((id, token, _), reply) in ids.iter().zip(&replies) {
                 if matches!(reply, Value::Int(0)) && table.owned(id, *token) {
                     table.remove(id);
                     ended.push(*token);
                 }
             }
+            table.refreshed(&ids, started);
         }
         shared.close_ended(&ended);
         return Ok(());
@@ -267,7 +274,7 @@ async fn refresh(shared: &Shared) -> Result<(), String> {
     for key in &epochs {
         add_epoch(&mut pipe, key, ttl, Some(&epoch_candidate()));
     }
-    for (id, _) in &ids {
+    for (id, _, _) in &ids {
         // Written where missing; a key another process holds now is kept as it is.
         keep_alive_key(&mut pipe, keys, id, &shared.holder, ttl, true);
         pipe.ignore();
@@ -279,7 +286,7 @@ async fn refresh(shared: &Shared) -> Result<(), String> {
         table.epoch = Some(epoch);
     }
     table.master = master;
-    table.refreshed_from = Some(started);
+    table.refreshed(&ids, started);
     Ok(())
 }
 

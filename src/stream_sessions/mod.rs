@@ -173,6 +173,8 @@ impl StreamSessions {
                             Session {
                                 token,
                                 confirmed: false,
+                                // Before its key is written (a lower bound).
+                                written_from: Instant::now(),
                             },
                         );
                         created.push((id, token, word));
@@ -254,7 +256,6 @@ impl StreamSessions {
                 let mut table = shared.table.lock().unwrap();
                 if let Ok(Reply::Text(epoch)) = &marked {
                     table.epoch.get_or_insert_with(|| epoch.clone());
-                    table.refreshed_from.get_or_insert_with(Instant::now);
                 }
                 let ours = table.sessions.get_mut(&id).filter(|s| s.token == token);
                 match (&outcome, ours) {

@@ -11,11 +11,18 @@ use tokio::time::Instant;
 
 use crate::keys::{Channel, Keys};
 
-/// A local session: the token of its JavaScript controller, and whether its creation
-/// finished (only then may a missing liveness key mean "ended elsewhere").
+/// A local session: the token of its JavaScript controller, whether its creation
+/// finished (only then may a missing liveness key mean "ended elsewhere"), and since when
+/// its liveness key surely lives.
 pub(super) struct Session {
     pub(super) token: u32,
     pub(super) confirmed: bool,
+    /// When the last write of its liveness key that surely landed was sent (its
+    /// creation's, then each refresh's that reached it): the key expires no sooner than
+    /// a TTL later. Past that, a missing key may have expired rather than been deleted:
+    /// a creation can wait for its subscription (a cluster master down) longer than the
+    /// TTL its key was written with, and its first refresh then finds the key gone.
+    pub(super) written_from: Instant,
 }
 
 /// A creation waiting for its channels to be subscribed.
@@ -36,10 +43,6 @@ pub(super) struct Table {
     /// The master the keys were last written to (a Sentinel failover changes it, and
     /// may lose the last writes: the keys are then written again).
     pub(super) master: u64,
-    /// When the last refresh that reached every key was sent: keys written then expire
-    /// no sooner than a TTL later. Past that (Redis or a master unreachable for a
-    /// while), a missing key may have expired rather than been deleted.
-    pub(super) refreshed_from: Option<Instant>,
 }
 
 impl Table {
@@ -56,6 +59,16 @@ impl Table {
         removed
     }
 
+    /// A refresh sent at `sent` reached the keys of `ids` (those still held by the same
+    /// session): they live at least a TTL from then.
+    pub(super) fn refreshed(&mut self, ids: &[(String, u32, Instant)], sent: Instant) {
+        for (id, token, _) in ids {
+            if let Some(session) = self.sessions.get_mut(id).filter(|s| s.token == *token) {
+                session.written_from = session.written_from.max(sent);
+            }
+        }
+    }
+
     /// The session of `id` if `token` still owns it.
     pub(super) fn owned(&self, id: &str, token: u32) -> bool {
         self.sessions.get(id).is_some_and(|s| s.token == token)
@@ -69,5 +82,36 @@ impl Table {
             Some(Channel::Broadcast) => !self.sessions.is_empty(),
             None => false,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[test]
+    fn a_refresh_dates_only_the_keys_it_reached_of_the_same_session() {
+        let created = Instant::now();
+        let mut table = Table::default();
+        for (id, token) in [("a", 1), ("b", 2)] {
+            table.insert(
+                id.into(),
+                Session {
+                    token,
+                    confirmed: true,
+                    written_from: created,
+                },
+            );
+        }
+        let sent = created + Duration::from_secs(5);
+        // "b" was ended and created again (token 3) while the refresh was out.
+        table.sessions.get_mut("b").unwrap().token = 3;
+        table.refreshed(&[("a".into(), 1, created), ("b".into(), 2, created)], sent);
+        assert_eq!(table.sessions["a"].written_from, sent);
+        assert_eq!(table.sessions["b"].written_from, created);
+        // An older refresh's answer does not date a key back.
+        table.refreshed(&[("a".into(), 1, created)], created);
+        assert_eq!(table.sessions["a"].written_from, sent);
     }
 }
