@@ -592,6 +592,85 @@ describe('Redis Cluster', () => {
 		expect(errors.filter((e) => !KILL_REPORTS.test(e) || NEVER_REPORTED.test(e))).toEqual([]);
 	});
 
+	it('a master down whose replica served its slots before: nothing is subscribed at the replica meanwhile, and all at the master once it is back', { timeout: 120_000 }, async () => {
+		// redis-rs sends an SSUBSCRIBE (read-only) to a replica of its shard when it has no
+		// connection to the master, if it has one to the replica (here: it served the slots
+		// before a failover back). The replica accepts it; a cluster soak saw 269 reach the
+		// replica of a master just SIGKILLed. Held there, a channel delivers every message a
+		// second time once it is subscribed at the master too, and is dropped without a
+		// word when the replica resyncs from the master that came back (4 live sessions got
+		// nothing after this test's restart before).
+		const own = await startCluster({ keepDirs: true });
+		cleanups.push(() => own.stop());
+		const errors = [];
+		// One seed, a replica, as the soak gives each process one node.
+		const streams = new RedisStreamSessionManager(`redis://127.0.0.1:${own.nodes[5].port}`, {
+			cluster: true,
+			commandTimeout: 5000,
+			connectTimeout: 1000,
+			// A check of the pub/sub connection every second.
+			sessionTtlSeconds: 3,
+			onError: (e) => errors.push(e.message),
+		});
+		cleanups.push(() => streams.close());
+		const owner = async (id, ask) => own.ownerOf(slotOf(`session:${id}`), ask);
+		const victim = await owner('back-0');
+		const replica = await own.replicaOf(victim);
+		const ids = [];
+		for (let i = 1; ids.length < 3; i++) if ((await owner(`back-${i}`)) === victim) ids.push(`back-${i}`);
+		const recs = await held(streams, ['back-0']);
+		// The replica serves the slots for a moment (the manager connects to it), then the
+		// master again.
+		const takeOver = async (port) => {
+			await eventually(async () => {
+				if ((await owner('back-0', port)) === port) return true;
+				await onNode(port, ['CLUSTER', 'FAILOVER']).catch(() => {});
+				return eventually(async () => (await owner('back-0', port)) === port, 10_000, 'takeover').then(() => true, () => false);
+			}, 30_000, `${port} to take over`);
+		};
+		await takeOver(replica);
+		await eventually(async () => (await shardSubscribers(replica, 'session:back-0')) === 1, 10_000, 'back-0 followed to the replica');
+		await takeOver(victim);
+		await eventually(async () => (await shardSubscribers(victim, 'session:back-0')) === 1 && (await shardSubscribers(replica, 'session:back-0')) === 0, 10_000, 'back-0 back at the master');
+		// No failover now: the master comes back as the master.
+		await onNode(replica, ['CONFIG', 'SET', 'cluster-replica-no-failover', 'yes']);
+
+		await own.kill(victim);
+		await eventually(() => errors.some((e) => /^lost the Redis pub\/sub connection/.test(e)), 10_000, 'the loss seen');
+		const creations = ids.map((id) => {
+			const rec = recorder();
+			recs.set(id, rec);
+			return streams.create(id, rec);
+		});
+		const atReplica = async () => {
+			const found = {};
+			for (const id of recs.keys()) found[id] = await shardSubscribers(replica, `session:${id}`);
+			return found;
+		};
+		const killed = Date.now();
+		for (let i = 0; i < 7; i++) {
+			await new Promise((r) => setTimeout(r, 500));
+			const found = await atReplica();
+			if (Object.values(found).some((n) => n > 0)) {
+				const clients = String(await onNode(replica, ['CLIENT', 'LIST'])).split('\n').filter((l) => /ssub=[1-9]/.test(l));
+				throw new Error(`subscribed at the replica ${Date.now() - killed} ms after the loss: ${JSON.stringify(found)}; its subscribed clients: ${clients.map((l) => l.match(/age=\d+|ssub=\d+|cmd=\S+/g).join(',')).join(' | ')}`);
+			}
+		}
+		await own.restart(victim);
+		const outcomes = await Promise.allSettled(creations);
+		console.log(`cluster master down after a failover back: creations ${JSON.stringify(outcomes.map((o) => (o.status === 'fulfilled' ? 'ok' : o.reason.message)))}`);
+		for (const [i, o] of outcomes.entries()) if (o.status === 'rejected') await until(() => streams.create(ids[i], recs.get(ids[i])), `create ${ids[i]} again`);
+		await eventually(() => own.healthy(), 30_000, 'the cluster healthy again');
+		expect(await owner('back-0')).toBe(victim);
+		for (const [id, rec] of recs) {
+			expect(rec.closed, `${id} closed`).toBe(false);
+			await eventually(async () => (await shardSubscribers(victim, `session:${id}`)) === 1, 10_000, `${id} subscribed at the master`);
+		}
+		expect(Object.values(await atReplica()).every((n) => n === 0)).toBe(true);
+		for (const [id, rec] of recs) await eachOnce(streams, rec, id, 'after the restart');
+		expect(errors.filter((e) => !KILL_REPORTS.test(e) || NEVER_REPORTED.test(e))).toEqual([]);
+	});
+
 	it('subscriptions/listen: the master of tmcp:subscriptions killed, the subscription comes back at its replica', async () => {
 		// Its own cluster: the kill leaves that shard without a replica. A long TTL keeps
 		// the periodic connection check (every third of it) out of the test: the restore

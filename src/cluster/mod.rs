@@ -23,7 +23,8 @@
 //! * `topology`: who serves which slots (CLUSTER SLOTS, over the cluster connection or
 //!   one of its own), the masters, one command on one node;
 //! * `shards`: sharded subscriptions one slot per command ([`ssubscribe`],
-//!   [`sunsubscribe`]), and how many of them each master should hold.
+//!   [`sunsubscribe`]), at masters only ([`ssubscribe_at_masters`], with the slot
+//!   lookup [`SlotTable`]), and how many of them each master should hold.
 //!
 //! It must not keep connections or state of its own, nor decide when to reconnect,
 //! resubscribe or follow a topology change: `crate::connection` and the managers do,
@@ -37,7 +38,8 @@ mod topology;
 
 pub use pipeline::query;
 pub use shards::{
-    expected_per_master, key_per_master, shard_subscriptions, ssubscribe, sunsubscribe,
+    expected_per_master, key_per_master, shard_subscriptions, ssubscribe, ssubscribe_at_masters,
+    sunsubscribe, SlotTable,
 };
 pub use topology::{masters, on_node, topology, topology_at, topology_direct};
 

@@ -7,12 +7,149 @@
 
 use std::collections::HashMap;
 
-use futures_util::future::try_join_all;
+use futures_util::future::{join_all, try_join_all};
 use redis::cluster_async::ClusterConnection;
-use redis::cluster_routing::{RoutingInfo, SingleNodeRoutingInfo, Slot};
+use redis::cluster_routing::{Route, RoutingInfo, SingleNodeRoutingInfo, Slot, SlotAddr};
 use redis::RedisResult;
 
 use super::SlotOwners;
+
+/// Who serves which slot as a lookup, and every node of the topology: built once per
+/// topology read that changed it, for the calls that map channels to masters.
+pub struct SlotTable {
+    masters: Vec<(String, u16)>,
+    master_of: HashMap<Slot, usize>,
+    nodes: Vec<(String, u16)>,
+}
+
+impl SlotTable {
+    pub fn new(owners: &SlotOwners, nodes: Vec<(String, u16)>) -> SlotTable {
+        let (masters, master_of) = masters_by_slot(owners);
+        SlotTable {
+            masters,
+            master_of,
+            nodes,
+        }
+    }
+
+    /// Every node (masters and replicas) of the topology it was built from.
+    pub fn nodes(&self) -> &[(String, u16)] {
+        &self.nodes
+    }
+
+    fn master_of(&self, channel: &str) -> Option<usize> {
+        self.master_of
+            .get(&Slot::for_key(channel.as_bytes()))
+            .copied()
+    }
+
+    /// Whether a command for a slot of master `at` went elsewhere (see
+    /// [`ssubscribe_at_masters`]).
+    fn elsewhere_than_master(&self, at: usize, reached: Reached) -> bool {
+        let (host, port) = &self.masters[at];
+        match reached {
+            Reached::Node(laddr) => {
+                !is_address(&laddr, host, *port)
+                    && self.nodes.iter().any(|(h, p)| is_address(&laddr, h, *p))
+            }
+            // No node answered: the master's connection may have just failed, and the
+            // SSUBSCRIBE would go to a replica.
+            Reached::Nothing => true,
+            Reached::Unknown => false,
+        }
+    }
+}
+
+/// SSUBSCRIBEs the channels of `channels` whose slot's master (by `table`) is where the
+/// crate would send their SSUBSCRIBE now, one command per slot; returns the others and
+/// their masters. redis-rs routes an SSUBSCRIBE (a read-only command) to a replica of
+/// its shard when it has no connection to the master (a master down, or not connected
+/// on this connection yet), and a replica accepts it: a cluster soak saw 269 of them
+/// reach the replica of a master just SIGKILLed. A subscription there delivers every
+/// message a second time once the channel is subscribed at the master too, and it is
+/// dropped without a word when the replica resyncs from a master that came back (live
+/// sessions then got nothing). Where the SSUBSCRIBE would go is asked first, with a
+/// CLIENT INFO routed the same way (its `laddr` names the node that answered); an answer
+/// from a node the topology does not know (an address translated on the way) cannot be
+/// told apart and is taken as the master.
+pub async fn ssubscribe_at_masters(
+    connection: &ClusterConnection,
+    table: &SlotTable,
+    channels: &[String],
+) -> RedisResult<(Vec<String>, Vec<(String, u16)>)> {
+    // Channels by master, in first-seen order; channels of no known master go as they are.
+    let mut by_master: Vec<(usize, Vec<&String>)> = Vec::new();
+    let mut go: Vec<String> = Vec::new();
+    for channel in channels {
+        match table.master_of(channel) {
+            Some(at) => match by_master.iter_mut().find(|(m, _)| *m == at) {
+                Some((_, group)) => group.push(channel),
+                None => by_master.push((at, vec![channel])),
+            },
+            None => go.push(channel.clone()),
+        }
+    }
+    let answers = join_all(
+        by_master
+            .iter()
+            .map(|(_, group)| answered_by(connection, group[0])),
+    )
+    .await;
+    let mut held = Vec::new();
+    let mut held_masters = Vec::new();
+    for ((at, group), answer) in by_master.into_iter().zip(answers) {
+        if table.elsewhere_than_master(at, answer) {
+            let (host, port) = &table.masters[at];
+            held.extend(group.into_iter().cloned());
+            held_masters.push((host.clone(), *port));
+        } else {
+            go.extend(group.into_iter().cloned());
+        }
+    }
+    if !go.is_empty() {
+        ssubscribe(connection, &go).await?;
+    }
+    Ok((held, held_masters))
+}
+
+/// What a command routed like an SSUBSCRIBE reached.
+enum Reached {
+    /// The node with this server end of the connection (`laddr` of CLIENT INFO).
+    Node(String),
+    /// No node: the connection failed or timed out.
+    Nothing,
+    /// Some node, which did not say where it is (CLIENT INFO refused by an ACL, or
+    /// answered without `laddr`).
+    Unknown,
+}
+
+/// Where a command routed like an SSUBSCRIBE of `channel` goes now: by its slot, a
+/// replica allowed.
+async fn answered_by(connection: &ClusterConnection, channel: &str) -> Reached {
+    let mut info = redis::cmd("CLIENT");
+    info.arg("INFO");
+    let route = Route::with_key(channel.as_bytes(), SlotAddr::ReplicaOptional);
+    let routing = RoutingInfo::SingleNode(SingleNodeRoutingInfo::SpecificNode(route));
+    match connection.clone().route_command(info, routing).await {
+        Ok(reply) => redis::from_redis_value::<String>(reply)
+            .ok()
+            .and_then(|text| client_info_field(&text, "laddr=").map(str::to_string))
+            .map_or(Reached::Unknown, Reached::Node),
+        // A node answered with an error (a server's reply has a code).
+        Err(e) if e.code().is_some() => Reached::Unknown,
+        Err(_) => Reached::Nothing,
+    }
+}
+
+/// Whether `laddr` (as CLIENT INFO writes it) is `host:port`.
+fn is_address(laddr: &str, host: &str, port: u16) -> bool {
+    laddr == format!("{host}:{port}") || laddr == format!("[{host}]:{port}")
+}
+
+fn client_info_field<'a>(text: &'a str, name: &str) -> Option<&'a str> {
+    text.split_ascii_whitespace()
+        .find_map(|field| field.strip_prefix(name))
+}
 
 /// How many shard channels this client's connection to `node` is subscribed to: the
 /// `ssub` field of CLIENT INFO, sent on that very connection.
@@ -29,18 +166,12 @@ pub async fn shard_subscriptions(
     });
     let reply = connection.clone().route_command(info, routing).await.ok()?;
     let text: String = redis::from_redis_value(reply).ok()?;
-    let field = |name: &str| {
-        text.split_ascii_whitespace()
-            .find_map(|field| field.strip_prefix(name))
-    };
     // The crate may answer from another node's connection when it has none to this one:
     // `laddr` (the server's end of the connection) says which node answered.
-    let answered_by = field("laddr=")?;
-    let expected = format!("{host}:{port}");
-    if answered_by != expected && answered_by != format!("[{host}]:{port}") {
+    if !is_address(client_info_field(&text, "laddr=")?, host, port) {
         return None;
     }
-    field("ssub=").and_then(|n| n.parse().ok())
+    client_info_field(&text, "ssub=").and_then(|n| n.parse().ok())
 }
 
 /// The masters of `owners` (in their order) and a table of every slot's master, as an
@@ -178,6 +309,22 @@ mod tests {
             expected_per_master(&owners, &channels),
             vec![(("a".into(), 1), 3), (("b".into(), 2), 1)]
         );
+    }
+
+    #[test]
+    fn a_subscription_is_held_when_its_slot_command_reached_another_known_node_or_none() {
+        let owners: SlotOwners = vec![(0, 16383, "10.0.0.1".into(), 7000)];
+        let nodes = vec![("10.0.0.1".into(), 7000), ("10.0.0.2".into(), 7001)];
+        let table = SlotTable::new(&owners, nodes);
+        let node = |laddr: &str| Reached::Node(laddr.into());
+        assert!(!table.elsewhere_than_master(0, node("10.0.0.1:7000")));
+        // Its replica.
+        assert!(table.elsewhere_than_master(0, node("10.0.0.2:7001")));
+        // An address the topology does not know (translated on the way): cannot tell.
+        assert!(!table.elsewhere_than_master(0, node("172.17.0.5:6379")));
+        assert!(table.elsewhere_than_master(0, Reached::Nothing));
+        assert!(!table.elsewhere_than_master(0, Reached::Unknown));
+        assert_eq!(table.master_of("anything"), Some(0));
     }
 
     #[test]

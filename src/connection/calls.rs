@@ -24,6 +24,13 @@ pub enum Failure {
     Refused(String),
     /// No answer within the timeout; `replaced` if the connection was replaced for it.
     TimedOut { replaced: bool },
+    /// On a cluster: `channels` were not subscribed (the others were), their master not
+    /// being reachable from this connection within the timeout (see
+    /// `Connection::subscribe`).
+    Held {
+        channels: Vec<String>,
+        reason: String,
+    },
 }
 
 impl Connection {

@@ -192,6 +192,25 @@ impl ClusterSource {
         majority(&views)
     }
 
+    /// Whether the node at `host:port` answers a PING over a connection of its own, within
+    /// `timeout` (the crate's connections are not disturbed).
+    pub(super) async fn answers(&self, host: &str, port: u16, timeout: Duration) -> bool {
+        let Some(template) = self.seeds.first() else {
+            return false;
+        };
+        let node = node_like(template, host.to_string(), port);
+        let ping = async {
+            let config = redis::AsyncConnectionConfig::new()
+                .set_connection_timeout(Some(timeout))
+                .set_response_timeout(Some(timeout));
+            let mut connection = redis::Client::open(node)?
+                .get_multiplexed_async_connection_with_config(&config)
+                .await?;
+            redis::cmd("PING").query_async::<()>(&mut connection).await
+        };
+        matches!(tokio::time::timeout(timeout, ping).await, Ok(Ok(())))
+    }
+
     /// When redis-rs reached no node at all it only says "No connections found": connect to
     /// each seed directly and report the first one's own error (a refused connection, a
     /// certificate the CA did not sign, a wrong password). Reused for a moment, so a burst

@@ -7,6 +7,7 @@
 //! slots moved, and the manager resubscribes.
 
 use std::sync::atomic::Ordering;
+use std::sync::Arc;
 use std::time::Duration;
 
 use super::link::Link;
@@ -197,6 +198,17 @@ impl Connection {
             masters
         };
         let (owners, nodes) = cluster.read_topology(&connection, masters, timeout).await?;
+        {
+            let mut table = self.slot_table.lock().unwrap();
+            let stale = table.as_ref().is_none_or(|t| t.nodes() != nodes.as_slice())
+                || self.topology.lock().unwrap().as_ref() != Some(&owners);
+            if stale {
+                *table = Some(Arc::new(crate::cluster::SlotTable::new(
+                    &owners,
+                    nodes.clone(),
+                )));
+            }
+        }
         cluster.saw_nodes(nodes);
         let (changed, demoted) = {
             let mut known = self.topology.lock().unwrap();

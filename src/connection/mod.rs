@@ -129,6 +129,12 @@ pub struct Connection {
     options: NativeOptions,
     /// On a cluster: who served which slots at the last look (see `follow_topology`).
     topology: Mutex<Option<crate::cluster::SlotOwners>>,
+    /// The same as a lookup, with every node, for subscribing at masters only (see
+    /// `Connection::subscribe`).
+    slot_table: Mutex<Option<Arc<crate::cluster::SlotTable>>>,
+    /// When a fresh pub/sub connection was last asked for because a master answered
+    /// that this connection had none to (milliseconds since `epoch`).
+    nudged_at_ms: AtomicU64,
     /// On a cluster: the number of the cluster connection in use (see `cluster_link`).
     link_in_use: Arc<AtomicU64>,
     /// On a cluster: a call found no node reachable (see [`Connection::failed`]).
@@ -192,6 +198,8 @@ impl Connection {
             replace_after_ms: 2 * u64::from(options.command_timeout_ms.max(500)),
             options: options.clone(),
             topology: Mutex::new(None),
+            slot_table: Mutex::new(None),
+            nudged_at_ms: AtomicU64::new(0),
             link_in_use: Arc::new(AtomicU64::new(0)),
             lost_every_node: AtomicBool::new(false),
             reseeded_at_ms: AtomicU64::new(0),

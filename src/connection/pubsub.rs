@@ -12,6 +12,7 @@ use redis::{PushInfo, Value};
 use tokio::time::Instant;
 
 use super::calls::Failure;
+use super::link::Link;
 use super::{Connection, Source};
 use crate::config::NativeOptions;
 
@@ -66,15 +67,81 @@ impl Connection {
 
     /// SUBSCRIBEs `channels` in one command (refused connections are retried within the
     /// timeout); redis-rs waits for every confirmation.
+    ///
+    /// On a cluster whose topology was read, a channel is subscribed only at its slot's
+    /// master (see `cluster::ssubscribe_at_masters`): the others wait, asked again every
+    /// 100 ms within the timeout, and come back as [`Failure::Held`]. A master that
+    /// answers on a connection of its own while this one has none to it (it came back
+    /// after the connection was made) has the connection replaced, at most once a
+    /// second: told as a lost connection, the manager resubscribes everything on a fresh
+    /// one, which connects to every node.
     pub async fn subscribe(&self, channels: &[String], timeout: Duration) -> Result<(), Failure> {
         let deadline = Instant::now() + timeout;
         let (manager, ticket) = self.get_until(deadline).await?;
+        let pending = std::sync::Mutex::new((channels.to_vec(), Vec::new()));
         let result = self
-            .until_connected(deadline, manager, |mut manager| async move {
-                manager.subscribe(channels).await
+            .until_connected(deadline, manager, |mut manager| {
+                let pending = &pending;
+                async move {
+                    let table = self.slot_table.lock().unwrap().clone();
+                    let channels = pending.lock().unwrap().0.clone();
+                    let (Link::Cluster(link), Some(table)) = (&manager, table) else {
+                        return manager.subscribe(&channels).await;
+                    };
+                    let (held, masters) =
+                        crate::cluster::ssubscribe_at_masters(link, &table, &channels).await?;
+                    if held.is_empty() {
+                        return Ok(());
+                    }
+                    self.nudge(&masters).await;
+                    *pending.lock().unwrap() = (held, masters);
+                    // A refusal: tried again after a pause, with the link in use then.
+                    Err(std::io::Error::from(std::io::ErrorKind::ConnectionRefused).into())
+                }
             })
             .await;
+        let (held, masters) = pending.into_inner().unwrap();
+        if let (Ok(Err(_)), false) = (&result, masters.is_empty()) {
+            self.answered();
+            let masters: Vec<String> = masters.iter().map(|(h, p)| format!("{h}:{p}")).collect();
+            return Err(Failure::Held {
+                reason: format!(
+                    "no connection to the master of their slots ({}) within {} ms; not subscribed at a replica, which would deliver every message twice",
+                    masters.join(", "),
+                    timeout.as_millis()
+                ),
+                channels: held,
+            });
+        }
         self.outcome(result, ticket).await
+    }
+
+    /// On a cluster: if one of `masters` answers on a connection of its own, asks for a
+    /// fresh pub/sub connection (see [`Connection::subscribe`]).
+    async fn nudge(&self, masters: &[(String, u16)]) {
+        let (Source::Cluster(cluster), Some(push)) = (&self.source, &self.push) else {
+            return;
+        };
+        let now = self.now_ms();
+        let last = self.nudged_at_ms.load(std::sync::atomic::Ordering::Acquire);
+        if last != 0 && now.saturating_sub(last) < 1000 {
+            return;
+        }
+        let timeout = self
+            .options
+            .connect_timeout()
+            .min(Duration::from_millis(500));
+        for (host, port) in masters {
+            if cluster.answers(host, *port, timeout).await {
+                self.nudged_at_ms
+                    .store(now.max(1), std::sync::atomic::Ordering::Release);
+                push(redis::PushInfo {
+                    kind: redis::PushKind::Disconnection,
+                    data: Vec::new(),
+                });
+                return;
+            }
+        }
     }
 
     /// UNSUBSCRIBEs `channels` in one command.

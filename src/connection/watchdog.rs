@@ -122,7 +122,7 @@ impl Connection {
         match self.ping(timeout).await {
             Ok(()) | Err(Failure::TimedOut { replaced: false }) => Checked::Fine,
             Err(Failure::TimedOut { replaced: true }) => Checked::Replaced { silent: true },
-            Err(Failure::Refused(reason)) => Checked::Failed(reason),
+            Err(Failure::Refused(reason) | Failure::Held { reason, .. }) => Checked::Failed(reason),
         }
     }
 

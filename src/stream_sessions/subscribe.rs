@@ -254,6 +254,17 @@ impl Subscribed {
         }
     }
 
+    /// `channels` were not subscribed: asked again in the next round if still wanted.
+    fn ask_again(&mut self, shared: &Shared, keys: &Keys, channels: &[String]) {
+        let mut table = shared.table.lock().unwrap();
+        for channel in channels {
+            self.requested.remove(channel);
+            if let Some(Channel::Session(id) | Channel::Delete(id)) = keys.parse_channel(channel) {
+                table.dirty.insert(id.to_string());
+            }
+        }
+    }
+
     /// Takes a round's answer; returns a pause before the next round after a failure.
     fn finish(&mut self, shared: &Shared, done: RoundDone) -> Option<Duration> {
         let RoundDone {
@@ -268,16 +279,16 @@ impl Subscribed {
             match added {
                 Ok(()) => self.confirmed.extend(round.add.iter().cloned()),
                 Err(Failure::Refused(reason)) => {
-                    // Asked again in the next round if still wanted.
-                    let mut table = shared.table.lock().unwrap();
-                    for channel in &round.add {
-                        self.requested.remove(channel);
-                        if let Some(Channel::Session(id) | Channel::Delete(id)) =
-                            keys.parse_channel(channel)
-                        {
-                            table.dirty.insert(id.to_string());
-                        }
-                    }
+                    self.ask_again(shared, keys, &round.add);
+                    failure = Some(reason);
+                }
+                // On a cluster, the channels of a master not reachable yet: the others
+                // are subscribed, and their creations answered.
+                Err(Failure::Held { channels, reason }) => {
+                    let held: HashSet<&String> = channels.iter().collect();
+                    self.confirmed
+                        .extend(round.add.iter().filter(|c| !held.contains(c)).cloned());
+                    self.ask_again(shared, keys, &channels);
                     failure = Some(reason);
                 }
                 Err(Failure::TimedOut { replaced }) => {

@@ -267,7 +267,7 @@ async fn keep_subscribed(shared: Arc<Shared>) {
                     pause = RETRY_PAUSE;
                     None
                 }
-                Err(Failure::Refused(reason)) => Some(reason),
+                Err(Failure::Refused(reason) | Failure::Held { reason, .. }) => Some(reason),
                 Err(Failure::TimedOut { .. }) => Some(format!(
                     "Redis did not confirm the subscription within {} ms (commandTimeout)",
                     timeout.as_millis()
