@@ -43,14 +43,21 @@ impl SlotTable {
             .copied()
     }
 
+    /// Whether `reached` is master `at`.
+    fn is_master(&self, at: usize, reached: &Reached) -> bool {
+        let (host, port) = &self.masters[at];
+        matches!(reached, Reached::Node(laddr) if is_address(laddr, host, *port))
+    }
+
     /// Whether a command for a slot of master `at` went elsewhere (see
-    /// [`ssubscribe_at_masters`]).
-    fn elsewhere_than_master(&self, at: usize, reached: Reached) -> bool {
+    /// [`ssubscribe_at_masters`]); with `comparable`, an address the topology does not
+    /// know is elsewhere too.
+    fn elsewhere_than_master(&self, at: usize, reached: Reached, comparable: bool) -> bool {
         let (host, port) = &self.masters[at];
         match reached {
             Reached::Node(laddr) => {
                 !is_address(&laddr, host, *port)
-                    && self.nodes.iter().any(|(h, p)| is_address(&laddr, h, *p))
+                    && (comparable || self.nodes.iter().any(|(h, p)| is_address(&laddr, h, *p)))
             }
             // No node answered: the master's connection may have just failed, and the
             // SSUBSCRIBE would go to a replica.
@@ -95,10 +102,17 @@ pub async fn ssubscribe_at_masters(
             .map(|(_, group)| answered_by(connection, group[0])),
     )
     .await;
+    // An address no node of the topology has is elsewhere once another answer named its
+    // master as the topology does (addresses compare): CLUSTER SLOTS leaves out a replica
+    // that has not reported a replication offset yet, just after a failover.
+    let comparable = by_master
+        .iter()
+        .zip(&answers)
+        .any(|((at, _), answer)| table.is_master(*at, answer));
     let mut held = Vec::new();
     let mut held_masters = Vec::new();
     for ((at, group), answer) in by_master.into_iter().zip(answers) {
-        if table.elsewhere_than_master(at, answer) {
+        if table.elsewhere_than_master(at, answer, comparable) {
             let (host, port) = &table.masters[at];
             held.extend(group.into_iter().cloned());
             held_masters.push((host.clone(), *port));
@@ -317,13 +331,16 @@ mod tests {
         let nodes = vec![("10.0.0.1".into(), 7000), ("10.0.0.2".into(), 7001)];
         let table = SlotTable::new(&owners, nodes);
         let node = |laddr: &str| Reached::Node(laddr.into());
-        assert!(!table.elsewhere_than_master(0, node("10.0.0.1:7000")));
+        assert!(!table.elsewhere_than_master(0, node("10.0.0.1:7000"), false));
+        assert!(table.is_master(0, &node("10.0.0.1:7000")));
         // Its replica.
-        assert!(table.elsewhere_than_master(0, node("10.0.0.2:7001")));
-        // An address the topology does not know (translated on the way): cannot tell.
-        assert!(!table.elsewhere_than_master(0, node("172.17.0.5:6379")));
-        assert!(table.elsewhere_than_master(0, Reached::Nothing));
-        assert!(!table.elsewhere_than_master(0, Reached::Unknown));
+        assert!(table.elsewhere_than_master(0, node("10.0.0.2:7001"), false));
+        // An address the topology does not know: translated on the way (cannot tell),
+        // unless another answer showed that addresses compare.
+        assert!(!table.elsewhere_than_master(0, node("172.17.0.5:6379"), false));
+        assert!(table.elsewhere_than_master(0, node("10.0.0.3:7002"), true));
+        assert!(table.elsewhere_than_master(0, Reached::Nothing, false));
+        assert!(!table.elsewhere_than_master(0, Reached::Unknown, true));
         assert_eq!(table.master_of("anything"), Some(0));
     }
 
