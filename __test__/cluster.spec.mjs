@@ -786,7 +786,7 @@ describe('Redis Cluster', () => {
 			'&session:*', '&delete:session:*', '&tmcp:broadcast', '&tmcp:subscriptions',
 			'-@all', '+hello', '+ping', '+select', '+get', '+set', '+del', '+exists', '+sadd', '+srem',
 			'+smembers', '+publish', '+subscribe', '+unsubscribe', '+eval',
-			'+spublish', '+ssubscribe', '+sunsubscribe', '+cluster|slots',
+			'+spublish', '+ssubscribe', '+sunsubscribe', '+cluster|slots', '+client|info',
 		];
 		for (const node of cluster.nodes.filter((n) => n.alive !== false)) {
 			await onNode(node.port, ['ACL', 'SETUSER', 'tmcp', 'reset', ...rule]);

@@ -49,20 +49,28 @@ impl SlotTable {
         matches!(reached, Reached::Node(laddr) if is_address(laddr, host, *port))
     }
 
-    /// Whether a command for a slot of master `at` went elsewhere (see
-    /// [`ssubscribe_at_masters`]); with `comparable`, an address the topology does not
-    /// know is elsewhere too.
-    fn elsewhere_than_master(&self, at: usize, reached: Reached, comparable: bool) -> bool {
+    /// Where a command for a slot of master `at` went (see [`ssubscribe_at_masters`]):
+    /// with `comparable`, an address the topology does not know counts as elsewhere.
+    fn goes_to(&self, at: usize, reached: Reached, comparable: bool) -> Goes {
         let (host, port) = &self.masters[at];
         match reached {
             Reached::Node(laddr) => {
-                !is_address(&laddr, host, *port)
-                    && (comparable || self.nodes.iter().any(|(h, p)| is_address(&laddr, h, *p)))
+                let is = |(h, p): &(String, u16)| is_address(&laddr, h, *p);
+                if is_address(&laddr, host, *port) {
+                    Goes::Master
+                } else if self.masters.iter().any(is) {
+                    Goes::OtherMaster
+                } else if comparable || self.nodes.iter().any(is) {
+                    Goes::Elsewhere
+                } else {
+                    Goes::Master
+                }
             }
             // No node answered: the master's connection may have just failed, and the
             // SSUBSCRIBE would go to a replica.
-            Reached::Nothing => true,
-            Reached::Unknown => false,
+            Reached::Nothing => Goes::Elsewhere,
+            // A node that did not say where it is: cannot tell.
+            Reached::Unknown => Goes::Master,
         }
     }
 }
@@ -79,11 +87,22 @@ impl SlotTable {
 /// CLIENT INFO routed the same way (its `laddr` names the node that answered); an answer
 /// from a node the topology does not know (an address translated on the way) cannot be
 /// told apart and is taken as the master.
-pub async fn ssubscribe_at_masters(
+///
+/// An answer from another master is either the crate's slot map being older than ours
+/// (a slot migration: that master answers MOVED and the crate follows to the owner) or
+/// the crate having no connection to the master nor its replicas (it then sends a
+/// command to any node): `master_answers` (a PING over a connection of its own) tells
+/// them apart.
+pub async fn ssubscribe_at_masters<F, Fut>(
     connection: &ClusterConnection,
     table: &SlotTable,
     channels: &[String],
-) -> RedisResult<(Vec<String>, Vec<(String, u16)>)> {
+    master_answers: F,
+) -> RedisResult<(Vec<String>, Vec<(String, u16)>)>
+where
+    F: Fn(String, u16) -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
     // Channels by master, in first-seen order; channels of no known master go as they are.
     let mut by_master: Vec<(usize, Vec<&String>)> = Vec::new();
     let mut go: Vec<String> = Vec::new();
@@ -112,18 +131,34 @@ pub async fn ssubscribe_at_masters(
     let mut held = Vec::new();
     let mut held_masters = Vec::new();
     for ((at, group), answer) in by_master.into_iter().zip(answers) {
-        if table.elsewhere_than_master(at, answer, comparable) {
-            let (host, port) = &table.masters[at];
+        let (host, port) = &table.masters[at];
+        let goes = match table.goes_to(at, answer, comparable) {
+            Goes::Master => true,
+            Goes::OtherMaster => master_answers(host.clone(), *port).await,
+            Goes::Elsewhere => false,
+        };
+        if goes {
+            go.extend(group.into_iter().cloned());
+        } else {
             held.extend(group.into_iter().cloned());
             held_masters.push((host.clone(), *port));
-        } else {
-            go.extend(group.into_iter().cloned());
         }
     }
     if !go.is_empty() {
         ssubscribe(connection, &go).await?;
     }
     Ok((held, held_masters))
+}
+
+/// Where a command routed like an SSUBSCRIBE went, as [`SlotTable::goes_to`] reads it.
+#[derive(Debug, PartialEq)]
+enum Goes {
+    /// The slot's master (or a node that cannot be told apart from it).
+    Master,
+    /// Another master.
+    OtherMaster,
+    /// A replica, a node the topology does not know, or none.
+    Elsewhere,
 }
 
 /// What a command routed like an SSUBSCRIBE reached.
@@ -327,21 +362,43 @@ mod tests {
 
     #[test]
     fn a_subscription_is_held_when_its_slot_command_reached_another_known_node_or_none() {
-        let owners: SlotOwners = vec![(0, 16383, "10.0.0.1".into(), 7000)];
-        let nodes = vec![("10.0.0.1".into(), 7000), ("10.0.0.2".into(), 7001)];
+        let owners: SlotOwners = vec![
+            (0, 8191, "10.0.0.1".into(), 7000),
+            (8192, 16383, "10.0.0.9".into(), 7009),
+        ];
+        let nodes = vec![
+            ("10.0.0.1".into(), 7000),
+            ("10.0.0.2".into(), 7001),
+            ("10.0.0.9".into(), 7009),
+        ];
         let table = SlotTable::new(&owners, nodes);
         let node = |laddr: &str| Reached::Node(laddr.into());
-        assert!(!table.elsewhere_than_master(0, node("10.0.0.1:7000"), false));
+        assert_eq!(table.goes_to(0, node("10.0.0.1:7000"), false), Goes::Master);
         assert!(table.is_master(0, &node("10.0.0.1:7000")));
         // Its replica.
-        assert!(table.elsewhere_than_master(0, node("10.0.0.2:7001"), false));
+        assert_eq!(
+            table.goes_to(0, node("10.0.0.2:7001"), false),
+            Goes::Elsewhere
+        );
         // An address the topology does not know: translated on the way (cannot tell),
         // unless another answer showed that addresses compare.
-        assert!(!table.elsewhere_than_master(0, node("172.17.0.5:6379"), false));
-        assert!(table.elsewhere_than_master(0, node("10.0.0.3:7002"), true));
-        assert!(table.elsewhere_than_master(0, Reached::Nothing, false));
-        assert!(!table.elsewhere_than_master(0, Reached::Unknown, true));
-        assert_eq!(table.master_of("anything"), Some(0));
+        assert_eq!(
+            table.goes_to(0, node("172.17.0.5:6379"), false),
+            Goes::Master
+        );
+        assert_eq!(
+            table.goes_to(0, node("10.0.0.3:7002"), true),
+            Goes::Elsewhere
+        );
+        assert_eq!(table.goes_to(0, Reached::Nothing, false), Goes::Elsewhere);
+        assert_eq!(table.goes_to(0, Reached::Unknown, true), Goes::Master);
+        assert_eq!(
+            table.goes_to(0, node("10.0.0.9:7009"), true),
+            Goes::OtherMaster
+        );
+        // "bar" is in slot 5061, "foo" in 12182.
+        assert_eq!(table.master_of("bar"), Some(0));
+        assert_eq!(table.master_of("foo"), Some(1));
     }
 
     #[test]

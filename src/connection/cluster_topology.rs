@@ -199,14 +199,19 @@ impl Connection {
         };
         let (owners, nodes) = cluster.read_topology(&connection, masters, timeout).await?;
         {
+            // Every node seen stays known: CLUSTER SLOTS leaves out a replica that has not
+            // reported a replication offset yet (just after a failover), and an answer
+            // from it must still read as a replica's.
             let mut table = self.slot_table.lock().unwrap();
-            let stale = table.as_ref().is_none_or(|t| t.nodes() != nodes.as_slice())
+            let known: Vec<(String, u16)> =
+                table.as_ref().map_or_else(Vec::new, |t| t.nodes().to_vec());
+            let stale = table.is_none()
+                || nodes.iter().any(|n| !known.contains(n))
                 || self.topology.lock().unwrap().as_ref() != Some(&owners);
             if stale {
-                *table = Some(Arc::new(crate::cluster::SlotTable::new(
-                    &owners,
-                    nodes.clone(),
-                )));
+                let mut all = nodes.clone();
+                all.extend(known.into_iter().filter(|n| !nodes.contains(n)));
+                *table = Some(Arc::new(crate::cluster::SlotTable::new(&owners, all)));
             }
         }
         cluster.saw_nodes(nodes);

@@ -89,7 +89,10 @@ impl Connection {
                         return manager.subscribe(&channels).await;
                     };
                     let (held, masters) =
-                        crate::cluster::ssubscribe_at_masters(link, &table, &channels).await?;
+                        crate::cluster::ssubscribe_at_masters(link, &table, &channels, |h, p| {
+                            self.master_answers(h, p)
+                        })
+                        .await?;
                     if held.is_empty() {
                         return Ok(());
                     }
@@ -114,6 +117,19 @@ impl Connection {
             });
         }
         self.outcome(result, ticket).await
+    }
+
+    /// On a cluster: whether the node at `host:port` answers a PING on a connection of
+    /// its own, within half a second at most.
+    async fn master_answers(&self, host: String, port: u16) -> bool {
+        let Source::Cluster(cluster) = &self.source else {
+            return false;
+        };
+        let timeout = self
+            .options
+            .connect_timeout()
+            .min(Duration::from_millis(500));
+        cluster.answers(&host, port, timeout).await
     }
 
     /// On a cluster: if one of `masters` answers on a connection of its own, asks for a
