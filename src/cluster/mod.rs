@@ -41,7 +41,7 @@ pub use shards::{
     expected_per_master, key_per_master, shard_subscriptions, ssubscribe, ssubscribe_at_masters,
     sunsubscribe, SlotTable,
 };
-pub use topology::{masters, on_node, topology, topology_at, topology_direct};
+pub use topology::{masters, on_node, on_node_direct, topology, topology_at, topology_direct};
 
 /// Who serves which slots: `(first slot, last slot, master host, master port)`, sorted.
 pub type SlotOwners = Vec<(u16, u16, String, u16)>;

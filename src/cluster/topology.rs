@@ -54,17 +54,24 @@ pub async fn topology_direct(
     node: redis::ConnectionInfo,
     timeout: Duration,
 ) -> RedisResult<(SlotOwners, Vec<(String, u16)>)> {
+    let reply = on_node_direct(node, redis::cmd("CLUSTER").arg("SLOTS"), timeout).await?;
+    parse_topology(reply)
+}
+
+/// Runs `cmd` on `node` over a connection of its own that lives for this command only
+/// (connecting and answering each within `timeout`).
+pub async fn on_node_direct(
+    node: redis::ConnectionInfo,
+    cmd: &Cmd,
+    timeout: Duration,
+) -> RedisResult<Value> {
     let config = redis::AsyncConnectionConfig::new()
         .set_connection_timeout(Some(timeout))
         .set_response_timeout(Some(timeout));
     let mut connection = redis::Client::open(node)?
         .get_multiplexed_async_connection_with_config(&config)
         .await?;
-    let reply = redis::cmd("CLUSTER")
-        .arg("SLOTS")
-        .query_async(&mut connection)
-        .await?;
-    parse_topology(reply)
+    cmd.query_async(&mut connection).await
 }
 
 async fn topology_from(

@@ -199,16 +199,9 @@ impl ClusterSource {
             return false;
         };
         let node = node_like(template, host.to_string(), port);
-        let ping = async {
-            let config = redis::AsyncConnectionConfig::new()
-                .set_connection_timeout(Some(timeout))
-                .set_response_timeout(Some(timeout));
-            let mut connection = redis::Client::open(node)?
-                .get_multiplexed_async_connection_with_config(&config)
-                .await?;
-            redis::cmd("PING").query_async::<()>(&mut connection).await
-        };
-        matches!(tokio::time::timeout(timeout, ping).await, Ok(Ok(())))
+        let ping = redis::cmd("PING");
+        let ping = crate::cluster::on_node_direct(node, &ping, timeout);
+        matches!(tokio::time::timeout(timeout, ping).await, Ok(Ok(_)))
     }
 
     /// When redis-rs reached no node at all it only says "No connections found": connect to
