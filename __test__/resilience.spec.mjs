@@ -87,6 +87,45 @@ describe('a session deleted elsewhere while the pub/sub connection was down', ()
 		await eventually(() => kept.chunks.includes('still here'), 5000, 'delivery to Y');
 		expect(await other.has('Y')).toBe(true);
 	});
+	it('stays deleted when it was created after the data epoch expired while the owner was idle', async () => {
+		// The owner learnt the epoch with its first session; idle longer than the epoch's
+		// TTL, it comes back with a new one. A session created then, deleted before its
+		// first refresh while the delete message was missed, is still a delete: its key
+		// was written under the new epoch, which did not change since.
+		const { server, redis } = await serverWithObserver();
+		const errors = [];
+		// A long TTL: no periodic refresh within the test, only the one after the restore.
+		const owner = new RedisStreamSessionManager(server.url, { onError: (e) => errors.push(e.message), sessionTtlSeconds: 60 });
+		const other = new RedisStreamSessionManager(server.url);
+		cleanups.push(() => owner.close(), () => other.close());
+		const first = recorder();
+		await owner.create('A', first);
+		await other.delete('A');
+		await eventually(() => first.closed, 5000, 'the stream of A closed');
+		const before = await redis.get('tmcp:epoch');
+		expect(before).toBeTruthy();
+		// As if it expired while no session lived anywhere.
+		await redis.del('tmcp:epoch');
+
+		const gone = recorder();
+		const kept = recorder();
+		await owner.create('X', gone);
+		await owner.create('Y', kept);
+		expect(await redis.get('tmcp:epoch')).not.toBe(before);
+		// Deleted with its message missed for sure: the key alone, then the pub/sub
+		// connection lost (its restore looks for missing keys).
+		await redis.del('available:session:X');
+		await redis.sendCommand(['CLIENT', 'KILL', 'TYPE', 'pubsub']);
+
+		await eventually(() => errors.some((m) => /lost the Redis pub\/sub connection/.test(m)), 5000, 'loss reported');
+		await eventually(async () => (await redis.pubSubNumSub(['session:Y']))['session:Y'] === 1, 5000, 'Y resubscribed');
+		await eventually(() => gone.closed || redis.exists('available:session:X').then((n) => n === 1), 10_000, 'X closed or written again');
+		expect(await redis.exists('available:session:X')).toBe(0);
+		await eventually(() => gone.closed, 10_000, 'the stream of X closed by its owner');
+		expect(await other.has('X')).toBe(false);
+		expect(kept.closed).toBe(false);
+		expect(await other.has('Y')).toBe(true);
+	});
 });
 
 describe('a command connection whose peer goes silent', () => {

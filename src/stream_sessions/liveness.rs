@@ -13,7 +13,7 @@ use std::time::Duration;
 use redis::{Pipeline, Value};
 use tokio::time::Instant;
 
-use super::ops::{add_epoch, epoch_candidate, keep_alive_key, read_epoch_reply};
+use super::ops::{add_epoch, epoch_candidate, keep_alive_key, read_epochs};
 use super::{Shared, StreamOp};
 use crate::connection::{Checked, Dropped};
 use crate::error::first_error;
@@ -183,26 +183,40 @@ fn wanted_channels(shared: &Shared) -> Option<Vec<String>> {
     Some(channels)
 }
 
+/// A confirmed local session as a refresh found it.
+struct Held {
+    id: String,
+    token: u32,
+    written_from: Instant,
+    epoch: Option<String>,
+}
+
 /// Refreshes the liveness keys of confirmed local sessions (see
 /// `ops::LIVENESS_SCRIPT`: never brings back a key a delete removed, never takes over a
-/// key another process holds now). Keys found missing while the data epoch is unchanged,
-/// and last written less than a TTL ago, belong to sessions ended elsewhere: they are
-/// closed here. If the epoch changed, Redis lost its data; if a missing key may have
-/// expired, it was not deleted: every key is written again. On a cluster the epoch is read on every
-/// shard (see [`epoch_keys`]).
+/// key another process holds now). A key found missing under the data epoch it was
+/// written under (see `Session::epoch`), on the same master, less than a TTL after it
+/// surely landed, belongs to a session ended elsewhere: that session is closed here. Any
+/// other missing key may have been lost (Redis lost its data, a new master lacked the
+/// last writes, the key expired while a master was unreachable): those are written
+/// again. On a cluster the epoch is read on every shard (see `Shared::epoch_keys`).
 async fn refresh(shared: &Shared) -> Result<(), String> {
     let started = Instant::now();
-    let (ids, known, written_to) = {
+    let (held, written_to) = {
         let table = shared.table.lock().unwrap();
-        let ids: Vec<(String, u32, Instant)> = table
+        let held: Vec<Held> = table
             .sessions
             .iter()
             .filter(|(_, s)| s.confirmed)
-            .map(|(id, s)| (id.clone(), s.token, s.written_from))
+            .map(|(id, s)| Held {
+                id: id.clone(),
+                token: s.token,
+                written_from: s.written_from,
+                epoch: s.epoch.clone(),
+            })
             .collect();
-        (ids, table.epoch.clone(), table.master)
+        (held, table.master)
     };
-    if ids.is_empty() {
+    if held.is_empty() {
         return Ok(());
     }
     let keys = shared.keys();
@@ -210,17 +224,19 @@ async fn refresh(shared: &Shared) -> Result<(), String> {
     let failed = |reason: String| {
         format!(
             "could not refresh {} session liveness key(s): {reason}",
-            ids.len()
+            held.len()
         )
     };
     let ttl = options.session_ttl_seconds;
-    let epochs = epoch_keys(shared);
+    let epochs = shared.epoch_keys();
     let mut pipe = Pipeline::new();
     for key in &epochs {
-        add_epoch(&mut pipe, key, ttl, None);
+        // Written where missing (a shard never written yet, or one that lost its data):
+        // a new value, which no key was written under.
+        add_epoch(&mut pipe, key, ttl, Some(&epoch_candidate()));
     }
-    for (id, _, _) in &ids {
-        keep_alive_key(&mut pipe, keys, id, &shared.holder, ttl, false);
+    for session in &held {
+        keep_alive_key(&mut pipe, keys, &session.id, &shared.holder, ttl, false);
     }
     let values = query(shared, &pipe).await.map_err(failed)?;
     let mut values = values.into_iter();
@@ -239,80 +255,87 @@ async fn refresh(shared: &Shared) -> Result<(), String> {
     // meanwhile, they came from it; and the time since the last refresh that surely
     // landed counts up to when they arrived (a query can wait out a failover).
     let master = shared.commands.connection().master_number();
-    // A missing key whose last write that surely landed is a TTL old may have expired.
-    let ttl_elapsed = ids
-        .iter()
-        .zip(&replies)
-        .any(|((_, _, written_from), reply)| {
-            // A margin for the server's clock and the time the write took to arrive.
-            matches!(reply, Value::Int(0))
-                && written_from.elapsed() + Duration::from_millis(250)
-                    >= Duration::from_secs(u64::from(ttl))
-        });
-    // With no key missing there is nothing to tell apart: a new epoch (a shard's first
-    // look, a cluster's new master list) is learnt as it is.
-    if !ttl_elapsed && epoch.is_some() && (epoch == known || !missing) && master == written_to {
-        let mut ended = Vec::new();
-        {
-            let mut table = shared.table.lock().unwrap();
-            table.epoch = epoch;
-            for ((id, token, _), reply) in ids.iter().zip(&replies) {
-                if matches!(reply, Value::Int(0)) && table.owned(id, *token) {
-                    table.remove(id);
-                    ended.push(*token);
-                }
-            }
-            table.refreshed(&ids, started);
+    let ttl_span = Duration::from_secs(u64::from(ttl));
+    let mut ended = Vec::new();
+    let mut lost = false;
+    for (session, reply) in held.iter().zip(&replies) {
+        if !matches!(reply, Value::Int(0)) {
+            continue;
         }
-        shared.close_ended(&ended);
-        return Ok(());
+        let same_data = master == written_to && epoch.is_some() && session.epoch == epoch;
+        // A margin for the server's clock and the time the write took to arrive.
+        let may_have_expired =
+            session.written_from.elapsed() + Duration::from_millis(250) >= ttl_span;
+        if same_data && !may_have_expired {
+            ended.push((session.id.as_str(), session.token));
+        } else {
+            lost = true;
+        }
     }
-    // Redis lost its data, a new master took over (it may lack the last writes), the keys
-    // went unrefreshed for a TTL (a master was unreachable), or this is the first look at
-    // the epoch: write everything.
+    let kept = || {
+        held.iter()
+            .map(|s| (s.id.as_str(), s.token))
+            .filter(|s| !ended.contains(s))
+    };
+    let epoch = if lost {
+        // Written again where missing; a key another process holds now is kept as it is.
+        let mut pipe = Pipeline::new();
+        for key in &epochs {
+            add_epoch(&mut pipe, key, ttl, Some(&epoch_candidate()));
+        }
+        for (id, _) in kept() {
+            keep_alive_key(&mut pipe, keys, id, &shared.holder, ttl, true);
+            pipe.ignore();
+        }
+        let values = query(shared, &pipe).await.map_err(failed)?;
+        first_error(&values).map_err(failed)?;
+        read_epochs(&mut values.into_iter(), epochs.len())
+    } else {
+        epoch
+    };
+    let mut closed = Vec::new();
+    {
+        let mut table = shared.table.lock().unwrap();
+        for &(id, token) in &ended {
+            if table.owned(id, token) {
+                table.remove(id);
+                closed.push(token);
+            }
+        }
+        table.refreshed(kept(), started, epoch.as_deref());
+        table.master = master;
+    }
+    shared.close_ended(&closed);
+    Ok(())
+}
+
+/// Completes the data epoch `partial` of a creation sent before this manager first read
+/// its cluster's topology (the one [`Keys::epoch`], the shards' epoch names unknown then):
+/// reads the topology, then every shard's epoch (written where missing), so that a key
+/// deleted before its first refresh is told apart from one a shard lost. `partial` as it
+/// is when the topology cannot be read or the one epoch changed meanwhile (Redis lost
+/// data: the keys are written again at the next refresh).
+///
+/// [`Keys::epoch`]: crate::keys::Keys::epoch
+pub(super) async fn complete_epoch(shared: &Shared, partial: String) -> String {
+    follow_topology(shared).await;
+    let epochs = shared.epoch_keys();
+    if epochs.len() < 2 {
+        return partial;
+    }
+    let ttl = shared.commands.options().session_ttl_seconds;
     let mut pipe = Pipeline::new();
     for key in &epochs {
         add_epoch(&mut pipe, key, ttl, Some(&epoch_candidate()));
     }
-    for (id, _, _) in &ids {
-        // Written where missing; a key another process holds now is kept as it is.
-        keep_alive_key(&mut pipe, keys, id, &shared.holder, ttl, true);
-        pipe.ignore();
+    let read = query(shared, &pipe)
+        .await
+        .ok()
+        .and_then(|values| read_epochs(&mut values.into_iter(), epochs.len()));
+    match read {
+        Some(full) if full.split(',').next() == Some(partial.as_str()) => full,
+        _ => partial,
     }
-    let values = query(shared, &pipe).await.map_err(failed)?;
-    first_error(&values).map_err(failed)?;
-    let mut table = shared.table.lock().unwrap();
-    if let Some(epoch) = read_epochs(&mut values.into_iter(), epochs.len()) {
-        table.epoch = Some(epoch);
-    }
-    table.master = master;
-    table.refreshed(&ids, started);
-    Ok(())
-}
-
-/// The data epoch keys a refresh reads: [`Keys::epoch`], and on a cluster one on every
-/// master too. A master SIGKILLed and restarted without persistence before its replica
-/// took over comes back empty and still the master: its shard's liveness keys are gone
-/// while the one epoch (on another shard) stays; read as deletes, that ended a third of
-/// a cluster soak's live sessions. The names follow the topology last read; a new
-/// topology changes them, and a new master list comes with a master change anyway.
-///
-/// [`Keys::epoch`]: crate::keys::Keys::epoch
-fn epoch_keys(shared: &Shared) -> Vec<String> {
-    let keys = shared.keys();
-    let mut epochs = vec![keys.epoch()];
-    epochs.extend(shared.subscriber.key_per_master(|n| keys.shard_epoch(n)));
-    epochs
-}
-
-/// The epochs of the first `count` replies as one value; None when any is missing.
-fn read_epochs(values: &mut impl Iterator<Item = Value>, count: usize) -> Option<String> {
-    // Every one taken (not up to the first missing one): the liveness replies follow.
-    let epochs: Vec<Option<String>> = (0..count)
-        .map(|_| read_epoch_reply(values.next()))
-        .collect();
-    let epochs: Option<Vec<String>> = epochs.into_iter().collect();
-    epochs.map(|epochs| epochs.join(","))
 }
 
 /// Runs a pipeline of the liveness timer on the command connection, within the

@@ -53,7 +53,7 @@ use crate::commands::{Commands, ReplyTo};
 use crate::connection::{random_u64, Connection, PushRoute, Source};
 use crate::delivery::{CompletionBatch, Deliveries, DeliveryKind, Reply};
 use crate::keys::Keys;
-use liveness::{follow_faults, keep_alive, mark_gone};
+use liveness::{complete_epoch, follow_faults, keep_alive, mark_gone};
 use route::{handle_control, Control};
 use subscribe::keep_subscribed;
 use table::{Session, Table, Waiter};
@@ -100,6 +100,20 @@ struct Shared {
 impl Shared {
     fn keys(&self) -> &Keys {
         self.commands.keys()
+    }
+
+    /// The data epoch keys a liveness key is written and refreshed under: [`Keys::epoch`],
+    /// and on a cluster one on every master too. A master SIGKILLed and restarted
+    /// without persistence before its replica took over comes back empty and still the
+    /// master: its shard's liveness keys are gone while the one epoch (on another shard)
+    /// stays; read as deletes, that ended a third of a cluster soak's live sessions. The
+    /// names follow the topology last read (none before the first look: see
+    /// `ops::same_epoch`); a new master list comes with a master change anyway.
+    fn epoch_keys(&self) -> Vec<String> {
+        let keys = self.keys();
+        let mut epochs = vec![keys.epoch()];
+        epochs.extend(self.subscriber.key_per_master(|n| keys.shard_epoch(n)));
+        epochs
     }
 
     /// Closes in JavaScript the sessions of `tokens`, already taken out of the table, and
@@ -175,6 +189,7 @@ impl StreamSessions {
                                 confirmed: false,
                                 // Before its key is written (a lower bound).
                                 written_from: Instant::now(),
+                                epoch: None,
                             },
                         );
                         created.push((id, token, word));
@@ -215,12 +230,17 @@ impl StreamSessions {
         let options = shared.commands.options().clone();
         let ids: Vec<String> = created.iter().map(|(id, _, _)| id.clone()).collect();
         let (live_tx, live_rx) = oneshot::channel();
+        let epochs = shared.epoch_keys();
+        // Sent before the cluster's topology was first read: the shards' epochs are
+        // learnt before the creation is answered (see `complete_epoch`).
+        let partial = shared.keys().is_sharded() && epochs.len() == 1;
         shared.commands.submit(vec![(
             ReplyTo::Task(live_tx),
             Box::new(StreamOp::MarkLive {
                 ids,
                 ttl: options.session_ttl_seconds,
                 holder: shared.holder.clone(),
+                epochs,
             }),
         )]);
         let mut subscribed = Vec::with_capacity(created.len());
@@ -239,6 +259,12 @@ impl StreamSessions {
             let marked = live_rx
                 .await
                 .unwrap_or_else(|_| Err("the session manager is closed".into()));
+            let marked = match marked {
+                Ok(Reply::Text(epoch)) if partial => {
+                    Ok(Reply::Text(complete_epoch(&shared, epoch).await))
+                }
+                other => other,
+            };
             let mut answers = CompletionBatch::default();
             for call in cancelled {
                 answers.push(call, marked.clone().map(|_| Reply::Done));
@@ -254,12 +280,14 @@ impl StreamSessions {
                     (_, Err(e)) => Err(e),
                 };
                 let mut table = shared.table.lock().unwrap();
-                if let Ok(Reply::Text(epoch)) = &marked {
-                    table.epoch.get_or_insert_with(|| epoch.clone());
-                }
                 let ours = table.sessions.get_mut(&id).filter(|s| s.token == token);
                 match (&outcome, ours) {
-                    (Ok(_), Some(session)) => session.confirmed = true,
+                    (Ok(_), Some(session)) => {
+                        session.confirmed = true;
+                        if let Ok(Reply::Text(epoch)) = &marked {
+                            session.epoch = Some(epoch.clone());
+                        }
+                    }
                     (Err(_), Some(_)) => {
                         table.remove(&id);
                         failed.push(id);

@@ -127,11 +127,13 @@ pub enum StreamOp {
     /// End the session everywhere: tell its owner, drop its liveness key.
     Delete(String),
     /// Mark new local sessions live (`SET … EX`, the value naming `holder`), and learn
-    /// the data epoch (written first if missing): replies with the epoch.
+    /// the data epoch the keys are written under: every key of `epochs` (written first
+    /// where missing), replied as one value (see `read_epochs`).
     MarkLive {
         ids: Vec<String>,
         ttl: u32,
         holder: Arc<str>,
+        epochs: Vec<String>,
     },
     /// Drop the liveness keys of sessions that ended here, those `holder` still holds.
     MarkGone { ids: Vec<String>, holder: Arc<str> },
@@ -209,12 +211,19 @@ impl Operation for StreamOp {
                 pipe.cmd("DEL").arg(keys.alive(id));
                 2
             }
-            StreamOp::MarkLive { ids, ttl, holder } => {
-                add_epoch(pipe, &keys.epoch(), *ttl, Some(&epoch_candidate()));
+            StreamOp::MarkLive {
+                ids,
+                ttl,
+                holder,
+                epochs,
+            } => {
+                for key in epochs {
+                    add_epoch(pipe, key, *ttl, Some(&epoch_candidate()));
+                }
                 for id in ids {
                     mark_alive(pipe, keys, id, holder, *ttl);
                 }
-                ids.len() + 1
+                ids.len() + epochs.len()
             }
             StreamOp::MarkGone { ids, holder } => {
                 for id in ids {
@@ -237,9 +246,9 @@ impl Operation for StreamOp {
                 Some(Value::Int(n)) => Ok(Reply::Int(n)),
                 other => Err(unexpected_reply(&other.unwrap_or(Value::Nil))),
             },
-            // The first reply is the epoch (see `add_epoch`).
-            StreamOp::MarkLive { .. } => {
-                Ok(read_epoch_reply(values.next()).map_or(Reply::Nil, Reply::Text))
+            // The first replies are the epochs (see `add_epoch`).
+            StreamOp::MarkLive { epochs, .. } => {
+                Ok(read_epochs(&mut values, epochs.len()).map_or(Reply::Nil, Reply::Text))
             }
             _ => Ok(Reply::Done),
         }
@@ -282,6 +291,19 @@ pub(super) fn read_epoch_reply(value: Option<Value>) -> Option<String> {
         Ok(Reply::Text(epoch)) => Some(epoch),
         _ => None,
     }
+}
+
+/// The epochs of the first `count` replies as one value; None when any is missing.
+pub(super) fn read_epochs(
+    values: &mut impl Iterator<Item = Value>,
+    count: usize,
+) -> Option<String> {
+    // Every one taken (not up to the first missing one): the liveness replies follow.
+    let epochs: Vec<Option<String>> = (0..count)
+        .map(|_| read_epoch_reply(values.next()))
+        .collect();
+    let epochs: Option<Vec<String>> = epochs.into_iter().collect();
+    epochs.map(|epochs| epochs.join(","))
 }
 
 /// A fresh value for the data epoch key, different in every process and call.
@@ -341,13 +363,20 @@ mod tests {
             ids: vec!["a".into(), "b".into()],
             ttl: 10,
             holder: "active:1".into(),
+            epochs: vec!["tmcp:epoch".into(), "tmcp:epoch:7".into()],
         };
         let mut pipe = Pipeline::new();
-        assert_eq!(op.encode(&Keys::default(), &mut pipe), 3);
+        assert_eq!(op.encode(&Keys::default(), &mut pipe), 4);
         let packed = String::from_utf8(pipe.get_packed_pipeline()).unwrap();
         assert!(packed.contains("active:1"));
-        let values = vec![Value::BulkString(b"e0".to_vec()), Value::Okay, Value::Okay];
-        assert_eq!(op.decode(values), Ok(Reply::Text("e0".into())));
+        assert!(packed.contains("tmcp:epoch:7"));
+        let values = vec![
+            Value::BulkString(b"e0".to_vec()),
+            Value::BulkString(b"s7".to_vec()),
+            Value::Okay,
+            Value::Okay,
+        ];
+        assert_eq!(op.decode(values), Ok(Reply::Text("e0,s7".into())));
     }
 
     #[test]

@@ -23,6 +23,11 @@ pub(super) struct Session {
     /// a creation can wait for its subscription (a cluster master down) longer than the
     /// TTL its key was written with, and its first refresh then finds the key gone.
     pub(super) written_from: Instant,
+    /// The data epoch its liveness key was last written under (see `Shared::epoch_keys`):
+    /// read with its creation's write, then with each refresh that reached it. A key
+    /// missing under the same epoch was deleted; under another, Redis may have lost it.
+    /// None until the creation's answer.
+    pub(super) epoch: Option<String>,
 }
 
 /// A creation waiting for its channels to be subscribed.
@@ -38,8 +43,6 @@ pub(super) struct Table {
     /// not at every session.
     pub(super) dirty: HashSet<String>,
     pub(super) waiters: Vec<Waiter>,
-    /// The data epoch last seen (see [`Keys::epoch`]).
-    pub(super) epoch: Option<String>,
     /// The master the keys were last written to (a Sentinel failover changes it, and
     /// may lose the last writes: the keys are then written again).
     pub(super) master: u64,
@@ -59,12 +62,20 @@ impl Table {
         removed
     }
 
-    /// A refresh sent at `sent` reached the keys of `ids` (those still held by the same
-    /// session): they live at least a TTL from then.
-    pub(super) fn refreshed(&mut self, ids: &[(String, u32, Instant)], sent: Instant) {
-        for (id, token, _) in ids {
-            if let Some(session) = self.sessions.get_mut(id).filter(|s| s.token == *token) {
-                session.written_from = session.written_from.max(sent);
+    /// A refresh sent at `sent` reached the keys of `reached` (those still held by the
+    /// same session) under `epoch`: they live at least a TTL from then.
+    pub(super) fn refreshed<'a>(
+        &mut self,
+        reached: impl IntoIterator<Item = (&'a str, u32)>,
+        sent: Instant,
+        epoch: Option<&str>,
+    ) {
+        for (id, token) in reached {
+            if let Some(session) = self.sessions.get_mut(id).filter(|s| s.token == token) {
+                if sent >= session.written_from {
+                    session.written_from = sent;
+                    session.epoch = epoch.map(str::to_string);
+                }
             }
         }
     }
@@ -101,17 +112,21 @@ mod tests {
                     token,
                     confirmed: true,
                     written_from: created,
+                    epoch: Some("e0".into()),
                 },
             );
         }
         let sent = created + Duration::from_secs(5);
         // "b" was ended and created again (token 3) while the refresh was out.
         table.sessions.get_mut("b").unwrap().token = 3;
-        table.refreshed(&[("a".into(), 1, created), ("b".into(), 2, created)], sent);
+        table.refreshed([("a", 1), ("b", 2)], sent, Some("e1"));
         assert_eq!(table.sessions["a"].written_from, sent);
+        assert_eq!(table.sessions["a"].epoch.as_deref(), Some("e1"));
         assert_eq!(table.sessions["b"].written_from, created);
-        // An older refresh's answer does not date a key back.
-        table.refreshed(&[("a".into(), 1, created)], created);
+        assert_eq!(table.sessions["b"].epoch.as_deref(), Some("e0"));
+        // An older refresh's answer dates a key back no more than its epoch.
+        table.refreshed([("a", 1)], created, Some("e2"));
         assert_eq!(table.sessions["a"].written_from, sent);
+        assert_eq!(table.sessions["a"].epoch.as_deref(), Some("e1"));
     }
 }
