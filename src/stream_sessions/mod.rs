@@ -108,7 +108,7 @@ impl Shared {
     /// master: its shard's liveness keys are gone while the one epoch (on another shard)
     /// stays; read as deletes, that ended a third of a cluster soak's live sessions. The
     /// names follow the topology last read (none before the first look: see
-    /// `ops::same_epoch`); a new master list comes with a master change anyway.
+    /// `liveness::complete_epoch`); a new master list comes with a master change anyway.
     fn epoch_keys(&self) -> Vec<String> {
         let keys = self.keys();
         let mut epochs = vec![keys.epoch()];

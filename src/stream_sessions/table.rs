@@ -24,9 +24,11 @@ pub(super) struct Session {
     /// TTL its key was written with, and its first refresh then finds the key gone.
     pub(super) written_from: Instant,
     /// The data epoch its liveness key was last written under (see `Shared::epoch_keys`):
-    /// read with its creation's write, then with each refresh that reached it. A key
-    /// missing under the same epoch was deleted; under another, Redis may have lost it.
-    /// None until the creation's answer.
+    /// read with its creation's write (on a Cluster whose topology was not read yet,
+    /// completed just after it: see `liveness::complete_epoch`), then with each refresh
+    /// that reached it. A key missing under the same epoch was deleted; under another,
+    /// Redis may have lost it. None until the creation's answer, or if Redis answered
+    /// no epoch (then a missing key is written again).
     pub(super) epoch: Option<String>,
 }
 
